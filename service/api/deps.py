@@ -1,0 +1,41 @@
+"""Dependencies declared once, as ``Annotated`` aliases, so routes read like sentences."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from service.api.metrics import Metrics
+from service.config import Settings
+from service.domain.service import ModelService
+from service.store.base import MODEL_ID_PATTERN
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_service(request: Request) -> ModelService:
+    service: ModelService = request.app.state.service
+    return service
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ServiceDep = Annotated[ModelService, Depends(get_service)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ModelId = Annotated[
+    str,
+    Path(
+        pattern=MODEL_ID_PATTERN,
+        max_length=28,
+        description="Server-generated model id.",
+        examples=["019abc12de34f0a1b2c3d4e5f6a7"],
+    ),
+]

@@ -1,0 +1,158 @@
+"""Every error as RFC 9457 problem+json, decided in this one place."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.api.responses import ProblemResponse
+from service.errors import PROBLEM_BASE, ServiceError
+from service.schemas.data import GENERATOR_KINDS
+from service.schemas.models import ALGORITHMS
+
+log = logging.getLogger("service.errors")
+
+#: Discriminated unions put the tag in pydantic's error location
+#: (``["body", "kmeans", "params", ...]``); clients expect the JSON path instead.
+_UNION_TAGS = frozenset(ALGORITHMS) | frozenset(GENERATOR_KINDS)
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    type_: str = "about:blank",
+    title: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> ProblemResponse:
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    if errors is not None:
+        body["errors"] = errors
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def _clean_loc(loc: tuple[Any, ...] | list[Any]) -> list[str | int]:
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and part in _UNION_TAGS and i > 0:
+            continue
+        out.append(part)
+    return out
+
+
+def _validation_items(exc: RequestValidationError) -> list[dict[str, Any]]:
+    items = []
+    for err in exc.errors():
+        loc = _clean_loc(err.get("loc", ()))
+        msg = str(err.get("msg", "Invalid value"))
+        kind = str(err.get("type", "value_error"))
+        ctx = err.get("ctx") or {}
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
+            field = str(ctx.get("discriminator", "")).strip("'\"")
+            if field:
+                loc.append(field)
+        if kind == "extra_forbidden":
+            msg = f"Unknown field {loc[-1]!r}: it is not a parameter this endpoint accepts."
+        items.append({"loc": loc, "msg": msg, "type": kind})
+    return items
+
+
+async def _on_validation(request: Request, exc: RequestValidationError) -> ProblemResponse:
+    items = _validation_items(exc)
+    if any(i["type"] == "json_invalid" for i in items):
+        return problem(
+            400,
+            "The request body is not valid JSON: " + "; ".join(i["msg"] for i in items),
+            type_=PROBLEM_BASE + "malformed-json",
+            title="Malformed JSON",
+            errors=items,
+        )
+    first = items[0] if items else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"])
+    more = f" (and {len(items) - 1} more)" if len(items) > 1 else ""
+    return problem(
+        422,
+        f"{where}: {first['msg']}{more}",
+        type_=PROBLEM_BASE + "validation-error",
+        title="Request validation failed",
+        errors=items,
+    )
+
+
+async def _on_service_error(request: Request, exc: ServiceError) -> ProblemResponse:
+    if exc.status >= 500:
+        log.error("service error on %s %s: %s", request.method, request.url.path, exc.detail)
+    return problem(
+        exc.status,
+        exc.detail,
+        type_=exc.type,
+        title=exc.title,
+        errors=exc.errors,
+        headers=exc.headers,
+    )
+
+
+async def _on_http_error(request: Request, exc: StarletteHTTPException) -> ProblemResponse:
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"No route matches {request.url.path}."
+    if exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}."
+    if exc.status_code == 413:
+        return problem(
+            413, detail, type_=PROBLEM_BASE + "payload-too-large", title="Payload too large"
+        )
+    return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+
+async def _on_unhandled(request: Request, exc: Exception) -> ProblemResponse:
+    error_id = uuid.uuid4().hex
+    log.exception("unhandled error %s on %s %s", error_id, request.method, request.url.path)
+    return problem(
+        500,
+        f"The server failed to handle this request; quote error id {error_id}.",
+        type_=PROBLEM_BASE + "internal-error",
+        title="Internal server error",
+        instance=f"urn:gmm-service:error:{error_id}",
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
+    app.add_exception_handler(ServiceError, _on_service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _on_unhandled)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entry of a route: each listed status as problem+json."""
+    from service.schemas.common import Problem
+
+    descriptions = {
+        400: "Malformed JSON.",
+        404: "Unknown model id.",
+        413: "Request larger than a configured limit.",
+        422: "Invalid input, named by `errors[].loc`.",
+        500: "Server fault, such as a stored artifact failing its integrity check.",
+        503: "The model store is unavailable.",
+    }
+    return {
+        # ``service.main`` files these under application/problem+json in the spec.
+        s: {"model": Problem, "description": descriptions.get(s, HTTPStatus(s).phrase)}
+        for s in statuses
+    }

@@ -1,0 +1,48 @@
+"""``/v1/datasets``: synthetic data a client can look at before fitting it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Response
+
+from service.api.deps import ServiceDep
+from service.api.problems import responses
+from service.api.responses import NumpyJSONResponse
+from service.schemas.data import SEED_BLOBS, GeneratedData, GeneratorSpec
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+_EXAMPLES = {
+    "seed-blobs": {"summary": "The notebook's blobs", "value": SEED_BLOBS},
+    "notebook-ellipses": {
+        "summary": "Two elongated, overlapping Gaussians (valid covariances)",
+        "value": {
+            "kind": "gaussian_mixture",
+            "random_state": 0,
+            "components": [
+                {"mean": [0, 1], "cov": [[1, 0.9], [0.9, 2]], "n_samples": 1000},
+                {"mean": [1, -2], "cov": [[2, -1], [-1, 1]], "n_samples": 1000},
+            ],
+        },
+    },
+}
+
+
+@router.post(
+    "/generate",
+    response_model=GeneratedData,
+    summary="Generate synthetic data",
+    responses=responses(400, 413, 422),
+)
+def generate_dataset(
+    spec: Annotated[GeneratorSpec, Body(openapi_examples=_EXAMPLES)],  # type: ignore[arg-type]
+    service: ServiceDep,
+) -> Response:
+    """The points and true labels a `generator` spec stands for, exactly as
+    `make_blobs` (or numpy's `multivariate_normal`) gives them."""
+    dataset = service.generate(spec)
+    body = {"points": dataset.X, "labels": dataset.y}
+    if dataset.warnings:
+        body["warnings"] = dataset.warnings
+    return NumpyJSONResponse(body)

@@ -1,0 +1,43 @@
+"""Liveness, readiness, metrics, and the root redirect."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import RedirectResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.api.deps import MetricsDep, ServiceDep
+from service.api.problems import responses
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/", include_in_schema=False)
+def root() -> RedirectResponse:
+    return RedirectResponse("/docs")
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    """Answers as long as the event loop runs, even while fits are busy."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz", summary="Readiness: the store is reachable and writable", responses=responses(503)
+)
+def readyz(service: ServiceDep) -> dict[str, str]:
+    service.store.check_writable()
+    return {"status": "ready"}
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+)
+def metrics(metrics: MetricsDep, service: ServiceDep) -> Response:
+    metrics.store_models.set(service.store.count())
+    metrics.cache_hits.set(getattr(service.store, "cache_hits", 0))
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,123 @@
+"""``/v1/models``: train, list, read, delete, predict."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Response
+
+from service.api.deps import MetricsDep, ModelId, ServiceDep, SettingsDep
+from service.api.problems import responses
+from service.api.responses import NumpyJSONResponse
+from service.errors import ServiceError
+from service.schemas.models import (
+    FIT_EXAMPLES,
+    FitRequest,
+    FittedModel,
+    ModelList,
+    ModelResource,
+    PointsRequest,
+    Prediction,
+)
+from service.store.base import MODEL_ID_PATTERN
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=FittedModel,
+    summary="Fit a model and store it",
+    responses={
+        201: {
+            "headers": {
+                "Location": {"description": "URL of the new model", "schema": {"type": "string"}}
+            }
+        },
+        **responses(400, 413, 422, 500, 503),
+    },
+)
+def create_model(
+    request: Annotated[FitRequest, Body(openapi_examples=FIT_EXAMPLES)],  # type: ignore[arg-type]
+    service: ServiceDep,
+    metrics: MetricsDep,
+) -> Response:
+    """Fit `algorithm` with `params` on `data`, exactly as scikit-learn does in-process.
+
+    Answers the stored model resource plus the per-point arrays named by `include`
+    for the training points. Runs in the threadpool, never on the event loop.
+    """
+    metrics.fits_in_flight.inc()
+    try:
+        body = service.create_model(
+            algorithm=request.algorithm,
+            params=request.params.model_dump(),
+            data=request.data,
+            name=request.name,
+            include=request.include,
+        )
+    except ServiceError:
+        metrics.fits.labels(request.algorithm, "rejected").inc()
+        raise
+    finally:
+        metrics.fits_in_flight.dec()
+    metrics.fits.labels(request.algorithm, "stored").inc()
+    metrics.fit_seconds.labels(request.algorithm).observe(body["fit_seconds"])
+    return NumpyJSONResponse(
+        body, status_code=201, headers={"Location": f"/v1/models/{body['id']}"}
+    )
+
+
+@router.get(
+    "",
+    response_model=ModelList,
+    summary="List models, newest first",
+    responses=responses(422, 500),
+)
+def list_models(
+    service: ServiceDep,
+    settings: SettingsDep,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="Page size.")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=MODEL_ID_PATTERN, description="`next_cursor` of the previous page."),
+    ] = None,
+) -> Response:
+    """Model resources without per-point arrays, read from metadata (never unpickled)."""
+    page = service.list_models(limit=limit or settings.default_page_size, cursor=cursor)
+    return NumpyJSONResponse(page)
+
+
+@router.get(
+    "/{model_id}",
+    response_model=ModelResource,
+    summary="Read a model",
+    responses=responses(404, 422, 500),
+)
+def get_model(model_id: ModelId, service: ServiceDep) -> Response:
+    return NumpyJSONResponse(service.get_model(model_id))
+
+
+@router.delete(
+    "/{model_id}",
+    status_code=204,
+    summary="Delete a model",
+    responses=responses(404, 422, 500),
+)
+def delete_model(model_id: ModelId, service: ServiceDep) -> Response:
+    """Gone for every worker at once; a cached copy is never served afterwards."""
+    service.delete_model(model_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{model_id}/predict",
+    response_model=Prediction,
+    summary="Labels and memberships for new points",
+    responses=responses(400, 404, 413, 422, 500),
+)
+def predict(model_id: ModelId, request: PointsRequest, service: ServiceDep) -> Response:
+    """Mixtures answer `labels` and `probabilities` (`predict`, `predict_proba`);
+    KMeans answers `labels` and `distances` to each center (`predict`, `transform`)."""
+    return NumpyJSONResponse(service.predict(model_id, request.points))

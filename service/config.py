@@ -1,0 +1,55 @@
+"""Typed settings: every knob of the service, read once from ``GMM_*`` variables.
+
+Nothing else in the package reads ``os.environ``; tests build their own
+``Settings`` and hand it to ``create_app``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service configuration; each field maps to ``GMM_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="GMM_", env_file=".env", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface uvicorn binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port uvicorn listens on.")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    log_level: str = Field("info", description="uvicorn log level.")
+
+    store_dir: Path = Field(
+        Path("gmm-store"),
+        description="Embedded local model store; created on first start if missing.",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Key that signs stored artifacts (HMAC-SHA256). When unset, a random key is "
+            "generated once into a 0600 file inside the store, so replicas sharing a "
+            "store must share this value instead."
+        ),
+    )
+    cache_size: int = Field(64, ge=0, description="Loaded models kept in memory per worker (LRU).")
+
+    # Limits: each one turns an absurd request into a 413/422 before work starts.
+    max_body_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    max_points: int = Field(
+        2_000_000, ge=1, description="Most rows (samples) in one request's data."
+    )
+    max_features: int = Field(1_000, ge=1, description="Most columns (features) per row.")
+    max_values: int = Field(
+        20_000_000, ge=1, description="Most numbers (rows x features) in one request's data."
+    )
+    max_components: int = Field(
+        256, ge=1, description="Largest n_components / n_clusters accepted."
+    )
+    max_iter: int = Field(10_000, ge=1, description="Largest max_iter accepted.")
+    max_n_init: int = Field(100, ge=1, description="Largest n_init accepted.")
+    default_page_size: int = Field(50, ge=1, le=1000, description="Models per list page.")

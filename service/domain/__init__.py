@@ -1,0 +1,1 @@
+"""Use cases and numerics; knows nothing of HTTP."""

@@ -1,0 +1,196 @@
+"""Turn a request's data (points or a generator spec) into a float64 array.
+
+Limits are checked before anything is allocated: a generator asking for a billion
+samples is refused from its spec, not after numpy ran out of memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn import datasets
+
+from service.config import Settings
+from service.domain.warnings_capture import capture_warnings
+from service.errors import InvalidInput, Loc, PayloadTooLarge
+from service.schemas.data import (
+    BlobsSpec,
+    CirclesSpec,
+    DataSpec,
+    GaussianMixtureSpec,
+    GeneratorSpec,
+    MoonsSpec,
+)
+
+
+@dataclass
+class Dataset:
+    """Points ``X`` (n_samples, n_features) and, for generated data, true labels ``y``."""
+
+    X: np.ndarray
+    y: np.ndarray | None = None
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+
+def check_size(n_samples: int, n_features: int, settings: Settings, loc: Loc) -> None:
+    """Raise 413 when the data would exceed the configured limits."""
+    if n_samples > settings.max_points:
+        raise PayloadTooLarge.at(
+            loc, f"{n_samples} samples exceed the limit of {settings.max_points} (GMM_MAX_POINTS)."
+        )
+    if n_features > settings.max_features:
+        raise PayloadTooLarge.at(
+            loc,
+            f"{n_features} features exceed the limit of {settings.max_features} "
+            "(GMM_MAX_FEATURES).",
+        )
+    if n_samples * n_features > settings.max_values:
+        raise PayloadTooLarge.at(
+            loc,
+            f"{n_samples} x {n_features} = {n_samples * n_features} values exceed the limit "
+            f"of {settings.max_values} (GMM_MAX_VALUES).",
+        )
+
+
+def points_to_array(
+    points: Sequence[Sequence[float]], settings: Settings, loc: Loc, width: int | None = None
+) -> np.ndarray:
+    """Rows of finite floats (already checked by the schema) -> C-contiguous float64.
+
+    ``width``, when given, is the number of features a fitted model expects.
+    """
+    if not points:
+        raise InvalidInput.at(loc, "points must hold at least one row.")
+    expected = len(points[0]) if width is None else width
+    for i, row in enumerate(points):
+        if len(row) != expected:
+            what = "the width of row 0" if width is None else "the model's n_features"
+            raise InvalidInput.at(
+                [*loc, i],
+                f"row {i} has {len(row)} values, expected {expected} ({what}).",
+                "ragged_rows" if width is None else "wrong_width",
+            )
+    if expected == 0:
+        raise InvalidInput.at([*loc, 0], "rows must hold at least one value.")
+    check_size(len(points), expected, settings, loc)
+    return np.asarray(points, dtype=np.float64)
+
+
+def _blobs(spec: BlobsSpec, settings: Settings, loc: Loc) -> Dataset:
+    n_samples = spec.n_samples if isinstance(spec.n_samples, int) else sum(spec.n_samples)
+    centers = spec.centers
+    n_features = len(centers[0]) if isinstance(centers, list) else spec.n_features
+    check_size(n_samples, n_features, settings, loc)
+    try:
+        centers_arg = (
+            np.asarray(centers, dtype=np.float64) if isinstance(centers, list) else centers
+        )
+        # sklearn's own checks (centers vs n_samples, cluster_std length) name the problem.
+        X, y = datasets.make_blobs(
+            n_samples=spec.n_samples,
+            n_features=spec.n_features,
+            centers=centers_arg,
+            cluster_std=spec.cluster_std,
+            center_box=spec.center_box,
+            shuffle=spec.shuffle,
+            random_state=spec.random_state,
+        )
+    except ValueError as exc:
+        raise InvalidInput.at(loc, f"make_blobs refused the spec: {exc}") from exc
+    return Dataset(X, y)
+
+
+def _gaussian_mixture(spec: GaussianMixtureSpec, settings: Settings, loc: Loc) -> Dataset:
+    d = len(spec.components[0].mean)
+    for i, comp in enumerate(spec.components):
+        cloc = [*loc, "components", i]
+        if len(comp.mean) != d:
+            raise InvalidInput.at(
+                [*cloc, "mean"],
+                f"component {i} has a mean of length {len(comp.mean)}, expected {d} "
+                "(the length of component 0's mean).",
+            )
+        if len(comp.cov) != d or any(len(r) != d for r in comp.cov):
+            raise InvalidInput.at(
+                [*cloc, "cov"], f"component {i}'s cov must be a {d} x {d} matrix."
+            )
+    check_size(sum(c.n_samples for c in spec.components), d, settings, loc)
+    if sum(c.n_samples for c in spec.components) == 0:
+        raise InvalidInput.at([*loc, "components"], "the components draw no samples in total.")
+    rs = np.random.RandomState(spec.random_state)
+    parts: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    collected: list[dict[str, str]] = []
+    for i, comp in enumerate(spec.components):
+        with capture_warnings() as caught:
+            try:
+                draw = rs.multivariate_normal(
+                    comp.mean,
+                    comp.cov,
+                    comp.n_samples,
+                    check_valid=spec.check_valid,
+                    tol=spec.tol,
+                )
+            except ValueError as exc:
+                raise InvalidInput.at(
+                    [*loc, "components", i, "cov"],
+                    f'component {i}: {exc} Fix the matrix, or set "check_valid": "warn" '
+                    "to draw from it anyway as numpy does.",
+                    "not_positive_semidefinite",
+                ) from exc
+        collected += [
+            {"category": w["category"], "message": f"component {i}: {w['message']}"} for w in caught
+        ]
+        parts.append(draw)
+        labels.append(np.full(comp.n_samples, i, dtype=np.int64))
+    X = np.concatenate(parts)
+    y = np.concatenate(labels)
+    if spec.shuffle:
+        perm = rs.permutation(len(X))
+        X, y = X[perm], y[perm]
+    return Dataset(np.ascontiguousarray(X), y, collected)
+
+
+def _moons(spec: MoonsSpec, settings: Settings, loc: Loc) -> Dataset:
+    check_size(spec.n_samples, 2, settings, loc)
+    X, y = datasets.make_moons(
+        n_samples=spec.n_samples,
+        shuffle=spec.shuffle,
+        noise=spec.noise,
+        random_state=spec.random_state,
+    )
+    return Dataset(X, y)
+
+
+def _circles(spec: CirclesSpec, settings: Settings, loc: Loc) -> Dataset:
+    check_size(spec.n_samples, 2, settings, loc)
+    X, y = datasets.make_circles(
+        n_samples=spec.n_samples,
+        shuffle=spec.shuffle,
+        noise=spec.noise,
+        random_state=spec.random_state,
+        factor=spec.factor,
+    )
+    return Dataset(X, y)
+
+
+_GENERATORS = {
+    "blobs": _blobs,
+    "gaussian_mixture": _gaussian_mixture,
+    "moons": _moons,
+    "circles": _circles,
+}
+
+
+def generate(spec: GeneratorSpec, settings: Settings, loc: Loc) -> Dataset:
+    return _GENERATORS[spec.kind](spec, settings, loc)  # type: ignore[operator]
+
+
+def resolve(data: DataSpec, settings: Settings, loc: Loc = ("body", "data")) -> Dataset:
+    """The array a request's ``data`` stands for (and true labels when generated)."""
+    if data.points is not None:
+        return Dataset(points_to_array(data.points, settings, [*loc, "points"]))
+    assert data.generator is not None
+    return generate(data.generator, settings, [*loc, "generator"])

@@ -1,0 +1,212 @@
+"""The only module that fits: scikit-learn in, plain numpy arrays and dicts out.
+
+Every algorithm is one row of ``ALGORITHMS``. Parameters arrive already checked
+against sklearn's constraints by ``service.schemas.params``; here they are checked
+against the service's limits and the data's shape, then handed to sklearn untouched,
+so that a fit equals the in-process one to the last bit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.mixture import GaussianMixture
+from sklearn.utils._array_api import _logsumexp
+
+from service.config import Settings
+from service.domain.warnings_capture import capture_warnings
+from service.errors import FitFailed, InvalidInput, PayloadTooLarge
+
+PARAMS_LOC: tuple[str, ...] = ("body", "params")
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    estimator: type
+    family: Literal["mixture", "centroid"]
+    k_param: str  # the parameter naming the number of components / clusters
+    min_samples: int  # sklearn's ensure_min_samples for fit
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "gaussian_mixture": Algorithm(
+        "gaussian_mixture", GaussianMixture, "mixture", "n_components", 2
+    ),
+    "kmeans": Algorithm("kmeans", KMeans, "centroid", "n_clusters", 1),
+}
+
+#: Array-valued parameters and the shape each must have, given (k, d, covariance_type).
+_PRECISION_SHAPES = {
+    "full": lambda k, d: (k, d, d),
+    "tied": lambda k, d: (d, d),
+    "diag": lambda k, d: (k, d),
+    "spherical": lambda k, d: (k,),
+}
+
+
+def _shape_of(value: Any) -> tuple[int, ...] | None:
+    """The shape of a nested list, or None when it is ragged."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except ValueError:
+        return None
+    return arr.shape
+
+
+def _expect_shape(name: str, value: Any, shape: tuple[int, ...], why: str) -> None:
+    got = _shape_of(value)
+    if got != shape:
+        got_text = "a ragged array" if got is None else f"shape {got}"
+        raise InvalidInput.at(
+            [*PARAMS_LOC, name],
+            f"{name} must have shape {shape} ({why}), got {got_text}.",
+            "wrong_shape",
+        )
+
+
+def check_params(
+    algorithm: str, params: dict[str, Any], n_samples: int, n_features: int, settings: Settings
+) -> None:
+    """Check limits, sample counts and array shapes before any work, naming the field."""
+    algo = ALGORITHMS[algorithm]
+    k = params[algo.k_param]
+    if k > settings.max_components:
+        raise PayloadTooLarge.at(
+            [*PARAMS_LOC, algo.k_param],
+            f"{algo.k_param}={k} exceeds the limit of {settings.max_components} "
+            "(GMM_MAX_COMPONENTS).",
+        )
+    for name, limit, env in (
+        ("max_iter", settings.max_iter, "GMM_MAX_ITER"),
+        ("n_init", settings.max_n_init, "GMM_MAX_N_INIT"),
+    ):
+        value = params.get(name)
+        if isinstance(value, int) and value > limit:
+            raise PayloadTooLarge.at(
+                [*PARAMS_LOC, name], f"{name}={value} exceeds the limit of {limit} ({env})."
+            )
+    needed = max(k, algo.min_samples)
+    if n_samples < needed:
+        raise InvalidInput.at(
+            [*PARAMS_LOC, algo.k_param],
+            f"{algo.k_param}={k} needs at least {needed} samples, but the data has "
+            f"{n_samples}. Give more points or ask for fewer {algo.k_param.split('_')[1]}.",
+            "too_few_samples",
+        )
+    why_k = f"{algo.k_param}={k}, n_features={n_features}"
+    if algo.family == "mixture":
+        if params.get("weights_init") is not None:
+            _expect_shape("weights_init", params["weights_init"], (k,), why_k)
+        if params.get("means_init") is not None:
+            _expect_shape("means_init", params["means_init"], (k, n_features), why_k)
+        if params.get("precisions_init") is not None:
+            cov_type = params["covariance_type"]
+            shape = _PRECISION_SHAPES[cov_type](k, n_features)
+            _expect_shape(
+                "precisions_init",
+                params["precisions_init"],
+                shape,
+                f"{why_k}, covariance_type={cov_type!r}",
+            )
+    elif isinstance(params.get("init"), list):
+        _expect_shape("init", params["init"], (k, n_features), why_k)
+
+
+def build(algorithm: str, params: dict[str, Any]) -> Any:
+    """An unfitted estimator; nested lists become the arrays sklearn expects."""
+    kwargs = {
+        key: np.asarray(value, dtype=np.float64) if isinstance(value, list) else value
+        for key, value in params.items()
+    }
+    return ALGORITHMS[algorithm].estimator(**kwargs)
+
+
+@dataclass
+class Fitted:
+    estimator: Any
+    warnings: list[dict[str, str]]
+    fit_seconds: float
+
+
+def fit(algorithm: str, params: dict[str, Any], X: np.ndarray) -> Fitted:
+    """Fit exactly as ``Estimator(**params).fit(X)`` would in-process."""
+    estimator = build(algorithm, params)
+    start = time.perf_counter()
+    with capture_warnings() as caught:
+        try:
+            estimator.fit(X)
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            raise FitFailed(f"scikit-learn could not fit {algorithm}: {exc}") from exc
+    return Fitted(estimator, caught, time.perf_counter() - start)
+
+
+def _finite_or_none(value: float) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def describe(algorithm: str, est: Any, X: np.ndarray) -> dict[str, Any]:
+    """The fitted attributes a model resource shows, under sklearn's names."""
+    algo = ALGORITHMS[algorithm]
+    if algo.family == "mixture":
+        return {
+            "n_components": int(est.n_components),
+            "covariance_type": est.covariance_type,
+            "means": est.means_,
+            "weights": est.weights_,
+            "covariances": est.covariances_,
+            "precisions": est.precisions_,
+            "converged": bool(est.converged_),
+            "n_iter": int(est.n_iter_),
+            "lower_bound": _finite_or_none(est.lower_bound_),
+            "bic": _finite_or_none(est.bic(X)) if hasattr(est, "bic") else None,
+            "aic": _finite_or_none(est.aic(X)) if hasattr(est, "aic") else None,
+        }
+    return {
+        "n_components": int(est.n_clusters),
+        "means": est.cluster_centers_,
+        "inertia": float(est.inertia_),
+        "n_iter": int(est.n_iter_),
+    }
+
+
+def per_point(
+    algorithm: str, est: Any, X: np.ndarray, include: set[str], *, training: bool = False
+) -> dict[str, np.ndarray]:
+    """Labels and probabilities (mixtures) or distances (KMeans) for the rows of ``X``.
+
+    Mixtures compute the weighted log-probabilities once and derive labels and
+    responsibilities from them exactly as ``predict`` and ``predict_proba`` do.
+    """
+    out: dict[str, np.ndarray] = {}
+    if ALGORITHMS[algorithm].family == "mixture":
+        wlp = est._estimate_weighted_log_prob(X)
+        if "labels" in include:
+            out["labels"] = wlp.argmax(axis=1)
+        if "probabilities" in include:
+            log_norm = _logsumexp(wlp, axis=1)
+            with np.errstate(under="ignore"):
+                out["probabilities"] = np.exp(wlp - log_norm[:, np.newaxis])
+        return out
+    if "labels" in include:
+        out["labels"] = est.labels_ if training else est.predict(X)
+    if "distances" in include:
+        out["distances"] = est.transform(X)
+    return out
+
+
+def per_point_fields(algorithm: str) -> set[str]:
+    if ALGORITHMS[algorithm].family == "mixture":
+        return {"labels", "probabilities"}
+    return {"labels", "distances"}
+
+
+def default_include(algorithm: str) -> set[str]:
+    if ALGORITHMS[algorithm].family == "mixture":
+        return {"labels", "probabilities"}
+    return {"labels"}

@@ -1,0 +1,100 @@
+"""One error hierarchy for the whole service.
+
+Domain and store code raise these; ``service.api.problems`` turns them into
+RFC 9457 problem+json in one place. Nothing here imports FastAPI, so the domain
+stays usable (and testable) without HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+Loc = Sequence[str | int]
+
+PROBLEM_BASE = "urn:gmm-service:problem:"
+
+
+class ServiceError(Exception):
+    """Base class: knows its HTTP status, problem type and title."""
+
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal server error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+
+    @property
+    def type(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+    @classmethod
+    def at(cls, loc: Loc, msg: str, err_type: str = "value_error") -> ServiceError:
+        """Build an error about one place in the request (``loc`` as FastAPI names it)."""
+        return cls(msg, errors=[{"loc": list(loc), "msg": msg, "type": err_type}])
+
+
+class InvalidInput(ServiceError):
+    """The request is well-formed JSON but its values cannot be used."""
+
+    status = 422
+    slug = "invalid-input"
+    title = "Invalid input"
+
+
+class FitFailed(ServiceError):
+    """scikit-learn refused the data or parameters during the fit."""
+
+    status = 422
+    slug = "fit-failed"
+    title = "The estimator could not be fitted"
+
+
+class NotFound(ServiceError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+
+
+class UnsupportedOperation(ServiceError):
+    """The operation exists but not for this kind of model (for example sampling KMeans)."""
+
+    status = 422
+    slug = "unsupported-operation"
+    title = "Operation not supported for this model"
+
+
+class StoreUnavailable(ServiceError):
+    status = 503
+    slug = "store-unavailable"
+    title = "Model store unavailable"
+
+
+class ArtifactIntegrityError(ServiceError):
+    """A stored artifact failed its signature or checksum: it is never unpickled."""
+
+    status = 500
+    slug = "artifact-integrity"
+    title = "Stored artifact failed its integrity check"

@@ -1,0 +1,116 @@
+"""Where data comes from: explicit points or a synthetic generator spec."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from service.schemas.common import FiniteFloat, Matrix, Seed, StrictInt, StrictModel
+
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+NonNegativeFloat = Annotated[FiniteFloat, Field(ge=0)]
+
+
+class BlobsSpec(StrictModel):
+    """``sklearn.datasets.make_blobs``: same parameters, bit-identical points."""
+
+    kind: Literal["blobs"]
+    n_samples: PositiveInt | Annotated[list[PositiveInt], Field(min_length=1)] = 100
+    n_features: PositiveInt = 2
+    centers: PositiveInt | Matrix | None = None
+    cluster_std: NonNegativeFloat | Annotated[list[NonNegativeFloat], Field(min_length=1)] = 1.0
+    center_box: tuple[FiniteFloat, FiniteFloat] = (-10.0, 10.0)
+    shuffle: bool = True
+    random_state: Seed | None = None
+
+
+class ComponentSpec(StrictModel):
+    """One Gaussian of a ``gaussian_mixture`` generator."""
+
+    mean: Annotated[list[FiniteFloat], Field(min_length=1)]
+    cov: Matrix
+    n_samples: Annotated[StrictInt, Field(ge=0)]
+
+
+class GaussianMixtureSpec(StrictModel):
+    """Explicit components drawn in order with ``RandomState.multivariate_normal``."""
+
+    kind: Literal["gaussian_mixture"]
+    components: Annotated[list[ComponentSpec], Field(min_length=1)]
+    random_state: Seed | None = None
+    check_valid: Literal["raise", "warn", "ignore"] = Field(
+        "raise",
+        description=(
+            "numpy's option for a covariance that is not symmetric positive "
+            "semi-definite: `raise` answers 422 naming the component, `warn` draws "
+            "anyway and reports the warning."
+        ),
+    )
+    tol: Annotated[FiniteFloat, Field(gt=0)] = 1e-8
+    shuffle: bool = Field(
+        False,
+        description="Permute points and labels after drawing, with the same RandomState.",
+    )
+
+
+class MoonsSpec(StrictModel):
+    """``sklearn.datasets.make_moons``."""
+
+    kind: Literal["moons"]
+    n_samples: Annotated[StrictInt, Field(ge=2)] = 100
+    shuffle: bool = True
+    noise: NonNegativeFloat | None = None
+    random_state: Seed | None = None
+
+
+class CirclesSpec(StrictModel):
+    """``sklearn.datasets.make_circles``."""
+
+    kind: Literal["circles"]
+    n_samples: Annotated[StrictInt, Field(ge=2)] = 100
+    shuffle: bool = True
+    noise: NonNegativeFloat | None = None
+    random_state: Seed | None = None
+    factor: Annotated[FiniteFloat, Field(ge=0, lt=1)] = 0.8
+
+
+GeneratorSpec = Annotated[
+    BlobsSpec | GaussianMixtureSpec | MoonsSpec | CirclesSpec, Field(discriminator="kind")
+]
+GENERATOR_KINDS = ("blobs", "gaussian_mixture", "moons", "circles")
+
+
+class DataSpec(StrictModel):
+    """Exactly one of ``points`` or ``generator``."""
+
+    points: Matrix | None = Field(
+        None, description="Rows of finite numbers, every row the same length."
+    )
+    generator: GeneratorSpec | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DataSpec:
+        if (self.points is None) == (self.generator is None):
+            raise ValueError("give exactly one of 'points' or 'generator'")
+        return self
+
+
+class GenerateRequest(StrictModel):
+    generator: GeneratorSpec
+
+
+class GeneratedData(StrictModel):
+    points: list[list[float]]
+    labels: list[int]
+    warnings: list[dict[str, str]] | None = None
+
+
+SEED_BLOBS = {
+    "kind": "blobs",
+    "n_samples": 200,
+    "n_features": 2,
+    "centers": 4,
+    "cluster_std": 1.6,
+    "random_state": 10,
+}

@@ -1,0 +1,56 @@
+"""Estimator parameters: scikit-learn's constructor names, defaults and valid values.
+
+Declared once here; the service's limits (``GMM_MAX_*``) are checked on top of them
+in ``service.domain.estimators``. A test compares every default with sklearn's own.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from service.schemas.common import FiniteFloat, Seed, StrictInt, StrictModel
+
+NonNegativeFloat = Annotated[FiniteFloat, Field(ge=0)]
+Vector = Annotated[list[FiniteFloat], Field(min_length=1)]
+Matrix = Annotated[list[Vector], Field(min_length=1)]
+Tensor = Annotated[list[Matrix], Field(min_length=1)]
+CovarianceType = Literal["full", "tied", "diag", "spherical"]
+
+
+class GaussianMixtureParams(StrictModel):
+    """``sklearn.mixture.GaussianMixture`` constructor parameters."""
+
+    n_components: Annotated[StrictInt, Field(ge=1)] = 1
+    covariance_type: CovarianceType = "full"
+    tol: NonNegativeFloat = 1e-3
+    reg_covar: NonNegativeFloat = 1e-6
+    max_iter: Annotated[StrictInt, Field(ge=0)] = 100
+    n_init: Annotated[StrictInt, Field(ge=1)] = 1
+    init_params: Literal["kmeans", "k-means++", "random", "random_from_data"] = "kmeans"
+    weights_init: Vector | None = Field(None, description="Shape (n_components,).")
+    means_init: Matrix | None = Field(None, description="Shape (n_components, n_features).")
+    precisions_init: Vector | Matrix | Tensor | None = Field(
+        None,
+        description=(
+            "Shape by covariance_type: full (n_components, n_features, n_features), "
+            "tied (n_features, n_features), diag (n_components, n_features), "
+            "spherical (n_components,)."
+        ),
+    )
+    random_state: Seed | None = None
+
+
+class KMeansParams(StrictModel):
+    """``sklearn.cluster.KMeans`` constructor parameters."""
+
+    n_clusters: Annotated[StrictInt, Field(ge=1)] = 8
+    init: Literal["k-means++", "random"] | Matrix = Field(
+        "k-means++", description="A method name, or initial centers (n_clusters, n_features)."
+    )
+    n_init: Literal["auto"] | Annotated[StrictInt, Field(ge=1)] = "auto"
+    max_iter: Annotated[StrictInt, Field(ge=1)] = 300
+    tol: NonNegativeFloat = 1e-4
+    random_state: Seed | None = None
+    algorithm: Literal["lloyd", "elkan"] = "lloyd"

@@ -1,0 +1,1 @@
+"""Where models live: an abstract store and its embedded local implementation."""

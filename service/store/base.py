@@ -1,0 +1,52 @@
+"""The contract every model store keeps, whatever it stores models on."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Any, Protocol
+
+from service.errors import NotFound
+
+#: Ids are 12 hex digits of creation time in milliseconds and 16 random hex digits:
+#: URL-safe, opaque to clients, and sortable so that "newest first" is a name sort.
+MODEL_ID_PATTERN = r"^[0-9a-f]{28}$"
+_ID_RE = re.compile(MODEL_ID_PATTERN)
+
+
+def new_model_id() -> str:
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
+
+
+def check_id(model_id: str) -> str:
+    """Refuse anything that is not exactly a server-made id before it becomes a path."""
+    if not isinstance(model_id, str) or not _ID_RE.fullmatch(model_id):
+        raise NotFound(f"No model with id {model_id!r}.")
+    return model_id
+
+
+class ModelStore(Protocol):
+    """Persistent models: a pickled estimator plus JSON metadata that listing reads alone."""
+
+    def put(self, model_id: str, estimator: Any, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Store atomically; returns the metadata as stored (with artifact checksums)."""
+        ...
+
+    def get_metadata(self, model_id: str) -> dict[str, Any]: ...
+
+    def load(self, model_id: str) -> Any:
+        """The fitted estimator, verified before a single byte is unpickled."""
+        ...
+
+    def list(self, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of metadata, newest first, and the cursor of the next page (or None)."""
+        ...
+
+    def count(self) -> int: ...
+
+    def delete(self, model_id: str) -> None: ...
+
+    def check_writable(self) -> None:
+        """Raise ``StoreUnavailable`` unless a write round-trip succeeds."""
+        ...

@@ -1,0 +1,275 @@
+"""The embedded store: one folder per model on local disk.
+
+Layout under ``root``::
+
+    secret.key                 # 0600, generated once when GMM_SECRET_KEY is unset
+    models/<id>/model.joblib   # the pickled estimator
+    models/<id>/meta.json      # resource metadata, checksums and HMAC signature
+    tmp/                       # folders being written or deleted
+
+A model is written into ``tmp/<pid>-<random>/`` (files fsynced), then the folder is
+renamed to ``models/<id>`` in one atomic step: a crash leaves either the whole model
+or nothing visible. A delete renames the folder back into ``tmp/`` before removing
+it, so it vanishes for every process at once. Leftovers of dead processes in
+``tmp/`` are removed at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import hmac
+import io
+import json
+import os
+import secrets
+import shutil
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
+from service.store.base import check_id
+
+ARTIFACT = "model.joblib"
+META = "meta.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def load_or_create_key(root: Path, configured: str | None) -> bytes:
+    """The signing key: the configured one, else one generated once into the store.
+
+    ``O_EXCL`` makes concurrent first starts (``--workers 2``) agree on one key.
+    """
+    if configured:
+        return configured.encode()
+    path = root / "secret.key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(100):  # another process may be between create and write
+            key = path.read_bytes().strip()
+            if key:
+                return key
+            threading.Event().wait(0.01)
+        raise StoreUnavailable(f"Signing key file {path.name} in the store is empty.") from None
+    key = secrets.token_hex(32).encode()
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return key
+
+
+class LocalModelStore:
+    """Models on local disk, signed, written atomically, cached in a bounded LRU."""
+
+    def __init__(self, root: Path, *, secret_key: str | None = None, cache_size: int = 64):
+        self.root = Path(root)
+        self.models_dir = self.root / "models"
+        self.tmp_dir = self.root / "tmp"
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._key = load_or_create_key(self.root, secret_key)
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self._boot = secrets.token_hex(4)
+        self.cleanup()
+
+    # -- housekeeping -------------------------------------------------------------
+    def cleanup(self) -> int:
+        """Remove half-written or half-deleted folders left by processes that died.
+
+        Temp names carry ``<pid>-<boot token>``: a live pid with another boot token is
+        a recycled pid (PID 1 in every container start), so its leftovers go too.
+        """
+        removed = 0
+        for entry in self.tmp_dir.iterdir():
+            pid_text, _, rest = entry.name.partition("-")
+            boot = rest.partition("-")[0]
+            live = pid_text.isdigit() and _pid_alive(int(pid_text))
+            if live and (int(pid_text) != os.getpid() or boot == self._boot):
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def _tmp_path(self) -> Path:
+        return self.tmp_dir / f"{os.getpid()}-{self._boot}-{secrets.token_hex(8)}"
+
+    def _sign(self, payload: bytes) -> str:
+        return hmac.new(self._key, payload, hashlib.sha256).hexdigest()
+
+    def _model_dir(self, model_id: str) -> Path:
+        return self.models_dir / check_id(model_id)
+
+    # -- writes -------------------------------------------------------------------
+    def put(self, model_id: str, estimator: Any, metadata: dict[str, Any]) -> dict[str, Any]:
+        final = self._model_dir(model_id)
+        buf = io.BytesIO()
+        joblib.dump(estimator, buf)
+        blob = buf.getvalue()
+        digest = hashlib.sha256(blob).hexdigest()
+        meta = dict(metadata)
+        meta["id"] = model_id
+        meta["artifact"] = {
+            "file": ARTIFACT,
+            "bytes": len(blob),
+            "sha256": digest,
+            "signature": self._sign(f"{model_id}\n{digest}".encode()),
+        }
+        meta.pop("signature", None)
+        meta["signature"] = self._sign(canonical_json(meta))
+        tmp = self._tmp_path()
+        tmp.mkdir()
+        try:
+            _write_file(tmp / ARTIFACT, blob)
+            _write_file(tmp / META, canonical_json(meta))
+            _fsync_dir(tmp)
+            os.rename(tmp, final)  # atomic: the model appears whole or not at all
+            _fsync_dir(self.models_dir)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise StoreUnavailable(f"Model id {model_id} already exists.") from exc
+            raise StoreUnavailable(f"Could not write the model: {exc.strerror}.") from exc
+        return meta
+
+    def delete(self, model_id: str) -> None:
+        src = self._model_dir(model_id)
+        trash = self._tmp_path()
+        try:
+            os.rename(src, trash)  # atomic: gone for every process from here on
+        except FileNotFoundError:
+            raise NotFound(f"No model with id {model_id!r}.") from None
+        with self._lock:
+            self._cache.pop(model_id, None)
+        shutil.rmtree(trash, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            _fsync_dir(self.models_dir)
+
+    def check_writable(self) -> None:
+        probe = self._tmp_path()
+        try:
+            _write_file(probe, b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreUnavailable(f"The model store is not writable: {exc.strerror}.") from exc
+
+    # -- reads --------------------------------------------------------------------
+    def _read_meta(self, model_id: str) -> dict[str, Any]:
+        path = self._model_dir(model_id) / META
+        try:
+            raw = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"No model with id {model_id!r}.") from None
+        try:
+            meta = json.loads(raw)
+            signature = meta.pop("signature")
+        except (ValueError, KeyError, AttributeError, TypeError):
+            raise ArtifactIntegrityError(
+                f"The metadata of model {model_id} is unreadable or unsigned."
+            ) from None
+        if not hmac.compare_digest(signature, self._sign(canonical_json(meta))):
+            raise ArtifactIntegrityError(
+                f"The metadata of model {model_id} does not match its signature."
+            )
+        if meta.get("id") != model_id:
+            raise ArtifactIntegrityError(f"The metadata stored for {model_id} is another model's.")
+        return meta
+
+    def get_metadata(self, model_id: str) -> dict[str, Any]:
+        return self._read_meta(model_id)
+
+    def load(self, model_id: str) -> Any:
+        folder = self._model_dir(model_id)
+        with self._lock:
+            cached = self._cache.get(model_id)
+            if cached is not None:
+                # A delete by another worker removes the folder: never serve it stale.
+                if folder.is_dir():
+                    self._cache.move_to_end(model_id)
+                    self.cache_hits += 1
+                    return cached
+                self._cache.pop(model_id, None)
+        meta = self._read_meta(model_id)
+        art = meta.get("artifact") or {}
+        try:
+            blob = (folder / ARTIFACT).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"No model with id {model_id!r}.") from None
+        digest = hashlib.sha256(blob).hexdigest()
+        expected = self._sign(f"{model_id}\n{digest}".encode())
+        if digest != art.get("sha256") or not hmac.compare_digest(
+            expected, str(art.get("signature", ""))
+        ):
+            raise ArtifactIntegrityError(
+                f"The artifact of model {model_id} failed its integrity check and was not loaded."
+            )
+        estimator = joblib.load(io.BytesIO(blob))  # only ever verified bytes
+        with self._lock:
+            self.cache_misses += 1
+            if self._cache_size > 0:
+                self._cache[model_id] = estimator
+                self._cache.move_to_end(model_id)
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return estimator
+
+    def _ids(self) -> list[str]:
+        return sorted((e.name for e in os.scandir(self.models_dir) if e.is_dir()), reverse=True)
+
+    def list(self, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        ids = self._ids()
+        if cursor is not None:
+            ids = [i for i in ids if i < cursor]
+        items: list[dict[str, Any]] = []
+        for model_id in ids:
+            if len(items) == limit:
+                return items, items[-1]["id"]
+            try:
+                items.append(self._read_meta(model_id))
+            except NotFound:  # deleted between the scan and the read
+                continue
+        return items, None
+
+    def count(self) -> int:
+        return len(self._ids())
