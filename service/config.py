@@ -52,4 +52,10 @@ class Settings(BaseSettings):
     )
     max_iter: int = Field(10_000, ge=1, description="Largest max_iter accepted.")
     max_n_init: int = Field(100, ge=1, description="Largest n_init accepted.")
+    max_grid_cells: int = Field(
+        100, ge=1, description="Most cells (fits) in one model-selection grid."
+    )
+    max_parallel_fits: int = Field(
+        2, ge=1, description="Fits one model-selection or comparison request runs at once."
+    )
     default_page_size: int = Field(50, ge=1, le=1000, description="Models per list page.")

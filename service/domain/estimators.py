@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.mixture import GaussianMixture
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 from sklearn.utils._array_api import _logsumexp
 
 from service.config import Settings
@@ -37,7 +37,11 @@ ALGORITHMS: dict[str, Algorithm] = {
     "gaussian_mixture": Algorithm(
         "gaussian_mixture", GaussianMixture, "mixture", "n_components", 2
     ),
+    "bayesian_gaussian_mixture": Algorithm(
+        "bayesian_gaussian_mixture", BayesianGaussianMixture, "mixture", "n_components", 2
+    ),
     "kmeans": Algorithm("kmeans", KMeans, "centroid", "n_clusters", 1),
+    "minibatch_kmeans": Algorithm("minibatch_kmeans", MiniBatchKMeans, "centroid", "n_clusters", 1),
 }
 
 #: Array-valued parameters and the shape each must have, given (k, d, covariance_type).
@@ -46,6 +50,14 @@ _PRECISION_SHAPES = {
     "tied": lambda k, d: (d, d),
     "diag": lambda k, d: (k, d),
     "spherical": lambda k, d: (k,),
+}
+
+
+_COV_PRIOR_SHAPES = {
+    "full": lambda d: (d, d),
+    "tied": lambda d: (d, d),
+    "diag": lambda d: (d,),
+    "spherical": lambda d: (),
 }
 
 
@@ -100,12 +112,25 @@ def check_params(
         )
     why_k = f"{algo.k_param}={k}, n_features={n_features}"
     if algo.family == "mixture":
+        cov_type = params["covariance_type"]
+        if params.get("mean_prior") is not None:
+            _expect_shape("mean_prior", params["mean_prior"], (n_features,), why_k)
+        prior = params.get("covariance_prior")
+        if isinstance(prior, list):
+            shape = _COV_PRIOR_SHAPES[cov_type](n_features)
+            _expect_shape("covariance_prior", prior, shape, f"covariance_type={cov_type!r}")
+        dof = params.get("degrees_of_freedom_prior")
+        if dof is not None and dof <= n_features - 1:
+            raise InvalidInput.at(
+                [*PARAMS_LOC, "degrees_of_freedom_prior"],
+                f"degrees_of_freedom_prior must be greater than n_features - 1 = "
+                f"{n_features - 1}, got {dof}.",
+            )
         if params.get("weights_init") is not None:
             _expect_shape("weights_init", params["weights_init"], (k,), why_k)
         if params.get("means_init") is not None:
             _expect_shape("means_init", params["means_init"], (k, n_features), why_k)
         if params.get("precisions_init") is not None:
-            cov_type = params["covariance_type"]
             shape = _PRECISION_SHAPES[cov_type](k, n_features)
             _expect_shape(
                 "precisions_init",
@@ -150,11 +175,11 @@ def _finite_or_none(value: float) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def describe(algorithm: str, est: Any, X: np.ndarray) -> dict[str, Any]:
+def describe(algorithm: str, est: Any, X: np.ndarray | None) -> dict[str, Any]:
     """The fitted attributes a model resource shows, under sklearn's names."""
     algo = ALGORITHMS[algorithm]
     if algo.family == "mixture":
-        return {
+        out: dict[str, Any] = {
             "n_components": int(est.n_components),
             "covariance_type": est.covariance_type,
             "means": est.means_,
@@ -164,15 +189,29 @@ def describe(algorithm: str, est: Any, X: np.ndarray) -> dict[str, Any]:
             "converged": bool(est.converged_),
             "n_iter": int(est.n_iter_),
             "lower_bound": _finite_or_none(est.lower_bound_),
-            "bic": _finite_or_none(est.bic(X)) if hasattr(est, "bic") else None,
-            "aic": _finite_or_none(est.aic(X)) if hasattr(est, "aic") else None,
         }
-    return {
+        if algorithm == "gaussian_mixture":
+            out["bic"] = _finite_or_none(est.bic(X)) if X is not None else None
+            out["aic"] = _finite_or_none(est.aic(X)) if X is not None else None
+        else:
+            wc = est.weight_concentration_
+            out["weight_concentration"] = np.vstack(wc) if isinstance(wc, tuple) else wc
+            out["mean_precision"] = est.mean_precision_
+            out["degrees_of_freedom"] = est.degrees_of_freedom_
+        return out
+    out = {
         "n_components": int(est.n_clusters),
         "means": est.cluster_centers_,
         "inertia": float(est.inertia_),
         "n_iter": int(est.n_iter_),
     }
+    if algorithm == "minibatch_kmeans":
+        out["n_steps"] = int(est.n_steps_)
+    return out
+
+
+def effective_n_components(weights: np.ndarray, threshold: float) -> int:
+    return int(np.sum(np.asarray(weights) > threshold))
 
 
 def per_point(
@@ -194,7 +233,8 @@ def per_point(
                 out["probabilities"] = np.exp(wlp - log_norm[:, np.newaxis])
         return out
     if "labels" in include:
-        out["labels"] = est.labels_ if training else est.predict(X)
+        has_labels = training and getattr(est, "labels_", None) is not None
+        out["labels"] = est.labels_ if has_labels else est.predict(X)
     if "distances" in include:
         out["distances"] = est.transform(X)
     return out
@@ -210,3 +250,40 @@ def default_include(algorithm: str) -> set[str]:
     if ALGORITHMS[algorithm].family == "mixture":
         return {"labels", "probabilities"}
     return {"labels"}
+
+
+def is_mixture(algorithm: str) -> bool:
+    return ALGORITHMS[algorithm].family == "mixture"
+
+
+def log_likelihood(est: Any, X: np.ndarray) -> np.ndarray:
+    """``score_samples``: log p(x) per row, (n_samples,)."""
+    return np.asarray(_logsumexp(est._estimate_weighted_log_prob(X), axis=1))
+
+
+def sample(est: Any, n_samples: int, random_state: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``est.sample(n)`` with ``random_state`` set as ``set_params`` would.
+
+    The cached estimator is shared between threads, so a shallow copy carries the seed.
+    """
+    import copy
+
+    est = copy.copy(est)
+    if random_state is not None:
+        est.random_state = random_state
+    X, y = est.sample(n_samples)
+    return X, y
+
+
+def full_covariances(est: Any) -> np.ndarray:
+    """Each component's covariance as a full (n_components, d, d) matrix, any covariance_type."""
+    k, d = est.means_.shape
+    cov = np.asarray(est.covariances_)
+    kind = est.covariance_type
+    if kind == "full":
+        return cov
+    if kind == "tied":
+        return np.broadcast_to(cov, (k, d, d)).copy()
+    if kind == "diag":
+        return np.stack([np.diag(c) for c in cov])
+    return np.stack([np.eye(d) * c for c in cov])

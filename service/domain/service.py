@@ -1,7 +1,11 @@
-"""Use cases: generate, train, read, list, delete, predict. No HTTP here.
+"""Use cases: generate, train, read, list, delete, predict, score, sample. No HTTP here.
 
 Routes call one function each; the functions return plain dicts (with numpy arrays
 inside, serialised once by the response layer) and raise ``ServiceError``s.
+
+A stored model is a *bundle*: the fitted estimator plus its training points, their
+labels and their sorted log-likelihoods, so that plots and outlier percentiles need
+nothing but the model id.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import sklearn
 from service import __version__
 from service.config import Settings
 from service.domain import data as data_mod
-from service.domain import estimators
-from service.errors import InvalidInput
-from service.schemas.data import DataSpec, GeneratorSpec
+from service.domain import estimators, matching
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedOperation
+from service.schemas.data import DataSpec, GaussianMixtureSpec, GeneratorSpec
 from service.store.base import ModelStore, check_id, new_model_id
+
+#: The most points one ``sample`` call draws.
+MAX_SAMPLE_POINTS = 1_000_000
 
 
 def _now() -> str:
@@ -37,14 +44,14 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Numpy -> plain Python for the metadata JSON (non-finite floats become None)."""
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, float | np.floating):
         return float(value) if np.isfinite(value) else None
     if isinstance(value, np.integer):
@@ -63,7 +70,10 @@ class ModelService:
 
     # -- data ---------------------------------------------------------------------
     def generate(self, spec: GeneratorSpec) -> data_mod.Dataset:
-        return data_mod.generate(spec, self.settings, ["body", "generator"])
+        return data_mod.generate(spec, self.settings, ["body"])
+
+    def resolve(self, data: DataSpec, loc: tuple[str, ...] = ("body", "data")) -> data_mod.Dataset:
+        return data_mod.resolve(data, self.settings, loc)
 
     # -- models -------------------------------------------------------------------
     def create_model(
@@ -74,6 +84,8 @@ class ModelService:
         data: DataSpec,
         name: str | None,
         include: list[str] | None,
+        align_to: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Fit, store, and answer the resource plus the requested per-point arrays."""
         allowed = estimators.per_point_fields(algorithm)
@@ -84,10 +96,44 @@ class ModelService:
                     ["body", "include", i],
                     f"{item!r} is not available for {algorithm}; choose from {sorted(allowed)}.",
                 )
-        dataset = data_mod.resolve(data, self.settings)
+        dataset = self.resolve(data)
         n_samples, n_features = dataset.X.shape
         estimators.check_params(algorithm, params, n_samples, n_features, self.settings)
+        reference = self._alignment_reference(align_to, algorithm, params, n_features)
         fitted = estimators.fit(algorithm, params, dataset.X)
+        resource, arrays = self.store_fitted(
+            algorithm=algorithm,
+            params=params,
+            dataset=dataset,
+            fitted=fitted,
+            name=name,
+            include=wanted,
+            alignment=(align_to, reference) if reference is not None else None,
+            generator=data.generator,
+            extra=extra,
+        )
+        return {**resource, **arrays}
+
+    def store_fitted(
+        self,
+        *,
+        algorithm: str,
+        params: dict[str, Any],
+        dataset: data_mod.Dataset,
+        fitted: estimators.Fitted,
+        name: str | None = None,
+        include: set[str] | None = None,
+        alignment: tuple[str, np.ndarray] | None = None,
+        generator: GeneratorSpec | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Describe and store an estimator fitted on ``dataset``.
+
+        Returns the stored resource and the per-point arrays named by ``include``
+        for the training points. Model selection stores its winner through here too.
+        """
+        est = fitted.estimator
+        n_samples, n_features = dataset.X.shape
         resource: dict[str, Any] = {
             "id": new_model_id(),
             "name": name,
@@ -97,25 +143,85 @@ class ModelService:
             "n_samples": int(n_samples),
             "n_features": int(n_features),
             "fit_seconds": fitted.fit_seconds,
-            **estimators.describe(algorithm, fitted.estimator, dataset.X),
             "warnings": dataset.warnings + fitted.warnings,
+            "imported": False,
         }
-        resource = _jsonable(resource)
-        arrays = estimators.per_point(algorithm, fitted.estimator, dataset.X, wanted, training=True)
-        self.store.put(
-            resource["id"],
-            fitted.estimator,
-            {"resource": resource, "versions": _versions()},
-        )
-        return {**resource, **arrays}
+        if alignment is not None:
+            perm = matching.alignment_permutation(self._means(algorithm, est), alignment[1])
+            matching.permute(algorithm, est, perm)
+            resource["alignment"] = {"model_id": alignment[0], "permutation": perm}
+        resource.update(estimators.describe(algorithm, est, dataset.X))
+        if algorithm == "bayesian_gaussian_mixture":
+            threshold = (extra or {}).get("effective_weight_threshold") or 0.01
+            resource["effective_weight_threshold"] = threshold
+            resource["effective_n_components"] = estimators.effective_n_components(
+                est.weights_, threshold
+            )
+        wanted = include or set()
+        arrays = estimators.per_point(algorithm, est, dataset.X, wanted | {"labels"}, training=True)
+        if isinstance(generator, GaussianMixtureSpec) and dataset.y is not None:
+            resource["recovery"] = matching.recovery_report(
+                algorithm,
+                est,
+                arrays["labels"],
+                np.array([c.mean for c in generator.components], dtype=np.float64),
+                np.array([c.cov for c in generator.components], dtype=np.float64),
+                dataset.y,
+            )
+        resource = jsonable(resource)
+        bundle = {
+            "estimator": est,
+            "X": dataset.X,
+            "labels": np.asarray(arrays["labels"]),
+            "train_log_likelihood": (
+                np.sort(estimators.log_likelihood(est, dataset.X))
+                if estimators.is_mixture(algorithm)
+                else None
+            ),
+        }
+        self.store.put(resource["id"], bundle, {"resource": resource, "versions": _versions()})
+        return resource, {k: v for k, v in arrays.items() if k in wanted}
+
+    @staticmethod
+    def _means(algorithm: str, est: Any) -> np.ndarray:
+        return np.asarray(est.means_ if estimators.is_mixture(algorithm) else est.cluster_centers_)
+
+    def _alignment_reference(
+        self, align_to: str | None, algorithm: str, params: dict[str, Any], n_features: int
+    ) -> np.ndarray | None:
+        if align_to is None:
+            return None
+        loc = ["body", "align_to"]
+        try:
+            ref = self.get_model(align_to)
+        except Exception as exc:
+            raise InvalidInput.at(loc, f"align_to names no stored model ({align_to}).") from exc
+        k = params[estimators.ALGORITHMS[algorithm].k_param]
+        if ref["n_components"] != k or ref["n_features"] != n_features:
+            raise InvalidInput.at(
+                loc,
+                f"align_to model {align_to} has {ref['n_components']} components and "
+                f"{ref['n_features']} features; this fit has {k} and {n_features}.",
+            )
+        if params.get("weight_concentration_prior_type") == "dirichlet_process":
+            raise InvalidInput.at(
+                loc,
+                "a dirichlet_process prior orders its components (stick breaking), so they "
+                "cannot be permuted; use weight_concentration_prior_type "
+                "'dirichlet_distribution' to align.",
+            )
+        return np.asarray(ref["means"], dtype=np.float64)
 
     def get_model(self, model_id: str) -> dict[str, Any]:
         resource: dict[str, Any] = self.store.get_metadata(check_id(model_id))["resource"]
         return resource
 
+    def load_bundle(self, model_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The resource and the stored bundle (estimator, training X, labels...)."""
+        resource = self.get_model(model_id)
+        return resource, self.store.load(model_id)
+
     def list_models(self, *, limit: int, cursor: str | None) -> dict[str, Any]:
-        if cursor is not None:
-            check_id(cursor)
         items, next_cursor = self.store.list(limit=limit, cursor=cursor)
         return {
             "items": [m["resource"] for m in items],
@@ -126,11 +232,47 @@ class ModelService:
     def delete_model(self, model_id: str) -> None:
         self.store.delete(check_id(model_id))
 
-    def predict(self, model_id: str, points: list[list[float]]) -> dict[str, Any]:
-        resource = self.get_model(model_id)
-        X = data_mod.points_to_array(
+    def _points(self, resource: dict[str, Any], points: list[list[float]]) -> np.ndarray:
+        return data_mod.points_to_array(
             points, self.settings, ["body", "points"], width=resource["n_features"]
         )
+
+    def predict(self, model_id: str, points: list[list[float]]) -> dict[str, Any]:
+        resource, bundle = self.load_bundle(model_id)
+        X = self._points(resource, points)
         algorithm = resource["algorithm"]
-        est = self.store.load(model_id)
-        return estimators.per_point(algorithm, est, X, estimators.per_point_fields(algorithm))
+        return estimators.per_point(
+            algorithm, bundle["estimator"], X, estimators.per_point_fields(algorithm)
+        )
+
+    def _require_mixture(self, resource: dict[str, Any], what: str) -> None:
+        if not estimators.is_mixture(resource["algorithm"]):
+            raise UnsupportedOperation(
+                f"{what} needs a mixture model; model {resource['id']} is {resource['algorithm']}."
+            )
+
+    def score(self, model_id: str, points: list[list[float]]) -> dict[str, Any]:
+        resource, bundle = self.load_bundle(model_id)
+        self._require_mixture(resource, "Scoring")
+        X = self._points(resource, points)
+        ll = estimators.log_likelihood(bundle["estimator"], X)
+        train = bundle.get("train_log_likelihood")
+        percentile = (
+            100.0 * np.searchsorted(train, ll, side="right") / len(train)
+            if train is not None and len(train)
+            else None
+        )
+        return {"log_likelihood": ll, "score": float(ll.mean()), "percentile": percentile}
+
+    def sample(self, model_id: str, n_samples: int, random_state: int | None) -> dict[str, Any]:
+        resource, bundle = self.load_bundle(model_id)
+        self._require_mixture(resource, "Sampling")
+        limit = min(MAX_SAMPLE_POINTS, self.settings.max_points)
+        if n_samples > limit or n_samples * resource["n_features"] > self.settings.max_values:
+            raise PayloadTooLarge.at(
+                ["body", "n_samples"],
+                f"n_samples={n_samples} exceeds the limit of {limit} points "
+                f"(and {self.settings.max_values} values, GMM_MAX_VALUES).",
+            )
+        X, y = estimators.sample(bundle["estimator"], n_samples, random_state)
+        return {"points": X, "labels": y}

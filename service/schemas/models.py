@@ -6,12 +6,19 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from service.schemas.common import Matrix, StrictModel, WarningItem
+from service.schemas.common import FiniteFloat, Matrix, StrictModel, WarningItem
 from service.schemas.data import SEED_BLOBS, DataSpec
-from service.schemas.params import CovarianceType, GaussianMixtureParams, KMeansParams
+from service.schemas.params import (
+    BayesianGaussianMixtureParams,
+    CovarianceType,
+    GaussianMixtureParams,
+    KMeansParams,
+    MiniBatchKMeansParams,
+)
 
 PerPoint = Literal["labels", "probabilities", "distances"]
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+ModelIdStr = Annotated[str, Field(pattern=r"^[0-9a-f]{28}$", description="A model id.")]
 
 
 class _FitRequestBase(StrictModel):
@@ -24,6 +31,13 @@ class _FitRequestBase(StrictModel):
             "for mixtures, `probabilities`. `[]` answers the model resource alone."
         ),
     )
+    align_to: ModelIdStr | None = Field(
+        None,
+        description=(
+            "Permute the new model's components to best match this model's means "
+            "(Hungarian matching); it must have the same n_components and n_features."
+        ),
+    )
 
 
 class GaussianMixtureFit(_FitRequestBase):
@@ -31,13 +45,29 @@ class GaussianMixtureFit(_FitRequestBase):
     params: GaussianMixtureParams = Field(default_factory=GaussianMixtureParams)
 
 
+class BayesianGaussianMixtureFit(_FitRequestBase):
+    algorithm: Literal["bayesian_gaussian_mixture"]
+    params: BayesianGaussianMixtureParams = Field(default_factory=BayesianGaussianMixtureParams)
+    effective_weight_threshold: Annotated[FiniteFloat, Field(ge=0, le=1)] = Field(
+        0.01, description="Components with a weight above this count as effective."
+    )
+
+
 class KMeansFit(_FitRequestBase):
     algorithm: Literal["kmeans"]
     params: KMeansParams = Field(default_factory=KMeansParams)
 
 
-FitRequest = Annotated[GaussianMixtureFit | KMeansFit, Field(discriminator="algorithm")]
-ALGORITHMS = ("gaussian_mixture", "kmeans")
+class MiniBatchKMeansFit(_FitRequestBase):
+    algorithm: Literal["minibatch_kmeans"]
+    params: MiniBatchKMeansParams = Field(default_factory=MiniBatchKMeansParams)
+
+
+FitRequest = Annotated[
+    GaussianMixtureFit | BayesianGaussianMixtureFit | KMeansFit | MiniBatchKMeansFit,
+    Field(discriminator="algorithm"),
+]
+ALGORITHMS = ("gaussian_mixture", "bayesian_gaussian_mixture", "kmeans", "minibatch_kmeans")
 
 FIT_EXAMPLES = {
     "seed-blobs": {
@@ -57,9 +87,40 @@ FIT_EXAMPLES = {
             "data": {"points": [[0, 0], [0, 1], [10, 10], [10, 11]]},
         },
     },
+    "bayesian": {
+        "summary": "Bayesian mixture that switches off unneeded components",
+        "value": {
+            "algorithm": "bayesian_gaussian_mixture",
+            "params": {"n_components": 8, "random_state": 0, "max_iter": 500},
+            "data": {"generator": SEED_BLOBS},
+        },
+    },
 }
 
 Covariances = list[float] | list[list[float]] | list[list[list[float]]]
+
+
+class ComponentRecovery(BaseModel):
+    true_component: int
+    component: int
+    mean_error: float = Field(description="Euclidean distance between the two means.")
+    covariance_error: float | None = Field(
+        description="Frobenius norm of the covariance difference; null for k-means."
+    )
+
+
+class Recovery(BaseModel):
+    """How well the fit recovered a ``gaussian_mixture`` generator's true components."""
+
+    matching: list[ComponentRecovery]
+    adjusted_rand_score: float
+
+
+class Alignment(BaseModel):
+    model_id: str
+    permutation: list[int] = Field(
+        description="permutation[i] is sklearn's index of the component now at index i."
+    )
 
 
 class _ModelBase(BaseModel):
@@ -73,19 +134,37 @@ class _ModelBase(BaseModel):
     means: list[list[float]] = Field(description="(n_components, n_features)")
     n_iter: int
     warnings: list[WarningItem] = Field(default_factory=list)
+    recovery: Recovery | None = None
+    alignment: Alignment | None = None
+    imported: bool = False
 
 
-class GaussianMixtureModel(_ModelBase):
-    algorithm: Literal["gaussian_mixture"]
-    params: GaussianMixtureParams
+class _MixtureModel(_ModelBase):
     covariance_type: CovarianceType
     weights: list[float] = Field(description="(n_components,)")
     covariances: Covariances = Field(description="Shape as sklearn's covariance_type gives.")
     precisions: Covariances = Field(description="Inverse covariances, same shape.")
     converged: bool
     lower_bound: float | None = Field(description="null when not finite (max_iter=0).")
+
+
+class GaussianMixtureModel(_MixtureModel):
+    algorithm: Literal["gaussian_mixture"]
+    params: GaussianMixtureParams
     bic: float | None
     aic: float | None
+
+
+class BayesianGaussianMixtureModel(_MixtureModel):
+    algorithm: Literal["bayesian_gaussian_mixture"]
+    params: BayesianGaussianMixtureParams
+    weight_concentration: list[float] | list[list[float]] = Field(
+        description="dirichlet_process: two rows (n_components each); otherwise one row."
+    )
+    mean_precision: list[float]
+    degrees_of_freedom: list[float]
+    effective_n_components: int
+    effective_weight_threshold: float
 
 
 class KMeansModel(_ModelBase):
@@ -94,7 +173,17 @@ class KMeansModel(_ModelBase):
     inertia: float
 
 
-ModelResource = Annotated[GaussianMixtureModel | KMeansModel, Field(discriminator="algorithm")]
+class MiniBatchKMeansModel(_ModelBase):
+    algorithm: Literal["minibatch_kmeans"]
+    params: MiniBatchKMeansParams
+    inertia: float
+    n_steps: int
+
+
+ModelResource = Annotated[
+    GaussianMixtureModel | BayesianGaussianMixtureModel | KMeansModel | MiniBatchKMeansModel,
+    Field(discriminator="algorithm"),
+]
 
 
 class _PerPointFields(BaseModel):
@@ -103,7 +192,7 @@ class _PerPointFields(BaseModel):
         None, description="(n_samples, n_components); mixtures only."
     )
     distances: list[list[float]] | None = Field(
-        None, description="(n_samples, n_clusters) distances to each center; KMeans only."
+        None, description="(n_samples, n_clusters) distances to each center; k-means only."
     )
 
 
@@ -111,11 +200,22 @@ class GaussianMixtureFitted(GaussianMixtureModel, _PerPointFields):
     pass
 
 
+class BayesianGaussianMixtureFitted(BayesianGaussianMixtureModel, _PerPointFields):
+    pass
+
+
 class KMeansFitted(KMeansModel, _PerPointFields):
     pass
 
 
-FittedModel = Annotated[GaussianMixtureFitted | KMeansFitted, Field(discriminator="algorithm")]
+class MiniBatchKMeansFitted(MiniBatchKMeansModel, _PerPointFields):
+    pass
+
+
+FittedModel = Annotated[
+    GaussianMixtureFitted | BayesianGaussianMixtureFitted | KMeansFitted | MiniBatchKMeansFitted,
+    Field(discriminator="algorithm"),
+]
 
 
 class ModelList(BaseModel):
@@ -133,4 +233,27 @@ class PointsRequest(StrictModel):
 class Prediction(BaseModel):
     labels: list[int]
     probabilities: list[list[float]] | None = Field(None, description="Mixtures only.")
-    distances: list[list[float]] | None = Field(None, description="KMeans only.")
+    distances: list[list[float]] | None = Field(None, description="k-means only.")
+
+
+class ScoreResult(BaseModel):
+    log_likelihood: list[float] = Field(description="score_samples: (n_points,)")
+    score: float = Field(description="Mean log-likelihood, as sklearn's score.")
+    percentile: list[float] | None = Field(
+        description=(
+            "Per point, the percentage of training points whose log-likelihood is at most "
+            "this point's: a low percentile flags an outlier. null for imported models."
+        ),
+    )
+
+
+class SampleRequest(StrictModel):
+    n_samples: Annotated[int, Field(ge=1, strict=True)] = 1
+    random_state: Annotated[int, Field(ge=0, le=2**32 - 1, strict=True)] | None = Field(
+        None, description="Defaults to the model's own random_state, as sklearn does."
+    )
+
+
+class SampleResult(BaseModel):
+    points: list[list[float]]
+    labels: list[int]

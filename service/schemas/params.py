@@ -19,8 +19,8 @@ Tensor = Annotated[list[Matrix], Field(min_length=1)]
 CovarianceType = Literal["full", "tied", "diag", "spherical"]
 
 
-class GaussianMixtureParams(StrictModel):
-    """``sklearn.mixture.GaussianMixture`` constructor parameters."""
+class _MixtureParams(StrictModel):
+    """Parameters GaussianMixture and BayesianGaussianMixture share."""
 
     n_components: Annotated[StrictInt, Field(ge=1)] = 1
     covariance_type: CovarianceType = "full"
@@ -29,6 +29,12 @@ class GaussianMixtureParams(StrictModel):
     max_iter: Annotated[StrictInt, Field(ge=0)] = 100
     n_init: Annotated[StrictInt, Field(ge=1)] = 1
     init_params: Literal["kmeans", "k-means++", "random", "random_from_data"] = "kmeans"
+    random_state: Seed | None = None
+
+
+class GaussianMixtureParams(_MixtureParams):
+    """``sklearn.mixture.GaussianMixture`` constructor parameters."""
+
     weights_init: Vector | None = Field(None, description="Shape (n_components,).")
     means_init: Matrix | None = Field(None, description="Shape (n_components, n_features).")
     precisions_init: Vector | Matrix | Tensor | None = Field(
@@ -39,7 +45,30 @@ class GaussianMixtureParams(StrictModel):
             "spherical (n_components,)."
         ),
     )
-    random_state: Seed | None = None
+
+
+PositiveFloat = Annotated[FiniteFloat, Field(gt=0)]
+
+
+class BayesianGaussianMixtureParams(_MixtureParams):
+    """``sklearn.mixture.BayesianGaussianMixture`` constructor parameters."""
+
+    weight_concentration_prior_type: Literal["dirichlet_process", "dirichlet_distribution"] = (
+        "dirichlet_process"
+    )
+    weight_concentration_prior: PositiveFloat | None = None
+    mean_precision_prior: PositiveFloat | None = None
+    mean_prior: Vector | None = Field(None, description="Shape (n_features,).")
+    degrees_of_freedom_prior: FiniteFloat | None = Field(
+        None, description="Must be greater than n_features - 1."
+    )
+    covariance_prior: PositiveFloat | Vector | Matrix | None = Field(
+        None,
+        description=(
+            "Shape by covariance_type: full and tied (n_features, n_features), "
+            "diag (n_features,), spherical a number."
+        ),
+    )
 
 
 class KMeansParams(StrictModel):
@@ -54,3 +83,21 @@ class KMeansParams(StrictModel):
     tol: NonNegativeFloat = 1e-4
     random_state: Seed | None = None
     algorithm: Literal["lloyd", "elkan"] = "lloyd"
+
+
+class MiniBatchKMeansParams(StrictModel):
+    """``sklearn.cluster.MiniBatchKMeans`` constructor parameters."""
+
+    n_clusters: Annotated[StrictInt, Field(ge=1)] = 8
+    init: Literal["k-means++", "random"] | Matrix = Field(
+        "k-means++", description="A method name, or initial centers (n_clusters, n_features)."
+    )
+    max_iter: Annotated[StrictInt, Field(ge=0)] = 100
+    batch_size: Annotated[StrictInt, Field(ge=1)] = 1024
+    compute_labels: bool = True
+    random_state: Seed | None = None
+    tol: NonNegativeFloat = 0.0
+    max_no_improvement: Annotated[StrictInt, Field(ge=0)] | None = 10
+    init_size: Annotated[StrictInt, Field(ge=1)] | None = None
+    n_init: Literal["auto"] | Annotated[StrictInt, Field(ge=1)] = "auto"
+    reassignment_ratio: NonNegativeFloat = 0.01

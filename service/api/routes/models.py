@@ -18,6 +18,9 @@ from service.schemas.models import (
     ModelResource,
     PointsRequest,
     Prediction,
+    SampleRequest,
+    SampleResult,
+    ScoreResult,
 )
 from service.store.base import MODEL_ID_PATTERN
 
@@ -56,6 +59,10 @@ def create_model(
             data=request.data,
             name=request.name,
             include=request.include,
+            align_to=request.align_to,
+            extra={
+                "effective_weight_threshold": getattr(request, "effective_weight_threshold", None)
+            },
         )
     except ServiceError:
         metrics.fits.labels(request.algorithm, "rejected").inc()
@@ -121,3 +128,26 @@ def predict(model_id: ModelId, request: PointsRequest, service: ServiceDep) -> R
     """Mixtures answer `labels` and `probabilities` (`predict`, `predict_proba`);
     KMeans answers `labels` and `distances` to each center (`predict`, `transform`)."""
     return NumpyJSONResponse(service.predict(model_id, request.points))
+
+
+@router.post(
+    "/{model_id}/score",
+    response_model=ScoreResult,
+    summary="Log-likelihood of points: outlier scoring",
+    responses=responses(400, 404, 413, 422, 500),
+)
+def score_points(model_id: ModelId, request: PointsRequest, service: ServiceDep) -> Response:
+    """`score_samples` per point, their mean as `score`, and each point's percentile
+    among the training points' log-likelihoods (mixtures only)."""
+    return NumpyJSONResponse(service.score(model_id, request.points))
+
+
+@router.post(
+    "/{model_id}/sample",
+    response_model=SampleResult,
+    summary="Draw points from a mixture",
+    responses=responses(400, 404, 413, 422, 500),
+)
+def sample_points(model_id: ModelId, request: SampleRequest, service: ServiceDep) -> Response:
+    """`GaussianMixture.sample(n_samples)` with `random_state` set (mixtures only)."""
+    return NumpyJSONResponse(service.sample(model_id, request.n_samples, request.random_state))
