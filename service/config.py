@@ -59,3 +59,44 @@ class Settings(BaseSettings):
         2, ge=1, description="Fits one model-selection or comparison request runs at once."
     )
     default_page_size: int = Field(50, ge=1, le=1000, description="Models per list page.")
+
+    # Load shedding and isolation.
+    max_concurrent_fits: int = Field(
+        4,
+        ge=1,
+        description=(
+            "Fitting requests (models, model selection, comparisons) running at once per "
+            "worker; past it the service answers 429 with Retry-After."
+        ),
+    )
+    fit_timeout_seconds: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "When set, every fit runs in a separate worker process that is killed when the "
+            "fit takes longer; the request gets a 503 problem and nothing is stored. "
+            "Unset: fits run in threads with no time limit."
+        ),
+    )
+
+    # Access and browsers.
+    api_keys: SecretStr | None = Field(
+        None,
+        description=(
+            "Comma-separated API keys; when set (or api_keys_file is), every /v1 route needs "
+            "`X-API-Key` or `Authorization: Bearer`. A key written `key:read` may only read "
+            "and predict; other keys may also create and delete."
+        ),
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description=(
+            "File of hashed keys, one per line: `sha256:<hex digest of the key>` optionally "
+            "followed by `:read`. Lines starting with # are comments."
+        ),
+    )
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins allowed by CORS (`*` for any); empty: CORS off.",
+    )
+    log_json: bool = Field(True, description="One JSON line per request on stderr.")

@@ -98,3 +98,19 @@ class ArtifactIntegrityError(ServiceError):
     status = 500
     slug = "artifact-integrity"
     title = "Stored artifact failed its integrity check"
+
+
+class Busy(ServiceError):
+    """Too many fits at once: shed load rather than queue without bound."""
+
+    status = 429
+    slug = "busy"
+    title = "Too many fits running"
+
+
+class FitTimeout(ServiceError):
+    """The fit ran past GMM_FIT_TIMEOUT_SECONDS and its worker process was killed."""
+
+    status = 422
+    slug = "fit-timeout"
+    title = "The fit took longer than the time limit"

@@ -10,14 +10,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from service import __version__
 from service.api import problems
 from service.api.limits import BodyLimitMiddleware
-from service.api.metrics import Metrics, MetricsMiddleware
-from service.api.routes import datasets, health, models
+from service.api.metrics import Metrics
+from service.api.middleware import RequestContextMiddleware, configure_logging
+from service.api.routes import datasets, health, models, plots, portable
+from service.api.security import AuthDep, load_keyring
 from service.config import Settings
+from service.domain.executor import make_runner
 from service.domain.service import ModelService
 from service.store.local import LocalModelStore
 
@@ -65,8 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
             cache_size=settings.cache_size,
         )
-        app.state.service = ModelService(store, settings)
-        yield
+        runner = make_runner(settings.max_concurrent_fits, settings.fit_timeout_seconds)
+        app.state.service = ModelService(store, settings, runner)
+        try:
+            yield
+        finally:
+            app.state.service.close()
 
     app = FastAPI(
         title="gmm-service",
@@ -78,12 +86,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.keyring = load_keyring(settings)
+    configure_logging(settings.log_json)
     problems.install(app)
     app.include_router(health.router)
-    app.include_router(models.router)
-    app.include_router(datasets.router)
+    app.include_router(models.router, dependencies=[AuthDep])
+    app.include_router(datasets.router, dependencies=[AuthDep])
+    app.include_router(plots.router, dependencies=[AuthDep])
+    app.include_router(portable.router, dependencies=[AuthDep])
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
+            expose_headers=["Location", "X-Request-ID", "Retry-After"],
+        )
+    # Outermost: every response, even a 413 or a CORS preflight, gets an id and a log line.
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.openapi = _problem_json_openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -1,15 +1,14 @@
 """Prometheus metrics: requests by route template and status, fits by algorithm.
 
+``service.api.middleware`` records the request metrics; routes record fit metrics.
+
 Each app gets its own registry so that tests building many apps do not collide.
 With several uvicorn workers each worker reports its own counters.
 """
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class Metrics:
@@ -66,34 +65,28 @@ class Metrics:
             "Model loads served from this worker's cache.",
             registry=self.registry,
         )
+        self.fit_iterations = Histogram(
+            "gmm_fit_iterations",
+            "EM or Lloyd iterations a stored fit took (n_iter_).",
+            ["algorithm"],
+            registry=self.registry,
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+        )
+        self.store_bytes = Gauge(
+            "gmm_store_artifact_bytes",
+            "Bytes of model artifacts in the store.",
+            registry=self.registry,
+        )
+        self.cache_misses = Gauge(
+            "gmm_model_cache_misses",
+            "Model loads that read and verified an artifact.",
+            registry=self.registry,
+        )
+        self.fits_rejected_busy = Counter(
+            "gmm_fits_rejected_busy_total",
+            "Fitting requests answered 429.",
+            registry=self.registry,
+        )
         self.fits_in_flight = Gauge(
             "gmm_fits_in_flight", "Fits running now.", registry=self.registry
         )
-
-
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
-            method = scope.get("method", "")
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)

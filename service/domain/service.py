@@ -22,6 +22,7 @@ from service import __version__
 from service.config import Settings
 from service.domain import data as data_mod
 from service.domain import estimators, matching
+from service.domain.executor import FitRunner, FitSlots, InlineFitRunner
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedOperation
 from service.schemas.data import DataSpec, GaussianMixtureSpec, GeneratorSpec
 from service.store.base import ModelStore, check_id, new_model_id
@@ -64,9 +65,19 @@ def jsonable(value: Any) -> Any:
 class ModelService:
     """Trains and serves models held in a ``ModelStore``."""
 
-    def __init__(self, store: ModelStore, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        settings: Settings,
+        fit_runner: FitRunner | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.fit_runner: FitRunner = fit_runner or InlineFitRunner()
+        self.fit_slots = FitSlots(settings.max_concurrent_fits)
+
+    def close(self) -> None:
+        self.fit_runner.close()
 
     # -- data ---------------------------------------------------------------------
     def generate(self, spec: GeneratorSpec) -> data_mod.Dataset:
@@ -96,11 +107,12 @@ class ModelService:
                     ["body", "include", i],
                     f"{item!r} is not available for {algorithm}; choose from {sorted(allowed)}.",
                 )
-        dataset = self.resolve(data)
-        n_samples, n_features = dataset.X.shape
-        estimators.check_params(algorithm, params, n_samples, n_features, self.settings)
-        reference = self._alignment_reference(align_to, algorithm, params, n_features)
-        fitted = estimators.fit(algorithm, params, dataset.X)
+        with self.fit_slots.hold():
+            dataset = self.resolve(data)
+            n_samples, n_features = dataset.X.shape
+            estimators.check_params(algorithm, params, n_samples, n_features, self.settings)
+            reference = self._alignment_reference(align_to, algorithm, params, n_features)
+            fitted = self.fit_runner(algorithm, params, dataset.X)
         resource, arrays = self.store_fitted(
             algorithm=algorithm,
             params=params,
