@@ -1,0 +1,146 @@
+"""API keys, security headers, request ids, CORS and load shedding over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.config import Settings
+from service.main import create_app
+
+FIT = {
+    "algorithm": "kmeans",
+    "params": {"n_clusters": 2, "random_state": 0},
+    "data": {"points": [[0.0, 0.0], [0.0, 1.0], [5.0, 5.0], [5.0, 6.0]]},
+}
+
+
+def app_with(tmp_path: Path, **kw: object) -> TestClient:
+    return TestClient(create_app(Settings(store_dir=tmp_path / "store", **kw)))
+
+
+def test_keys_guard_v1_and_leave_operations_open(tmp_path: Path) -> None:
+    with app_with(tmp_path, api_keys="admin-key,reader-key:read") as c:
+        r = c.get("/v1/models")
+        assert r.status_code == 401
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert c.get("/v1/models", headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+            assert c.get(path).status_code == 200, path
+        created = c.post("/v1/models", json=FIT, headers={"X-API-Key": "admin-key"})
+        assert created.status_code == 201
+        model = created.json()["id"]
+        reader = {"Authorization": "Bearer reader-key"}
+        assert c.get(f"/v1/models/{model}", headers=reader).status_code == 200
+        r = c.post(f"/v1/models/{model}/predict", json={"points": [[0, 0]]}, headers=reader)
+        assert r.status_code == 200
+        r = c.post("/v1/models", json=FIT, headers=reader)
+        assert r.status_code == 403
+        assert r.json()["type"].endswith("forbidden")
+        assert c.delete(f"/v1/models/{model}", headers=reader).status_code == 403
+        assert (
+            c.delete(f"/v1/models/{model}", headers={"X-API-Key": "admin-key"}).status_code == 204
+        )
+
+
+def test_hashed_key_file(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.txt"
+    digest = hashlib.sha256(b"s3cret").hexdigest()
+    keys.write_text(f"# team keys\nsha256:{digest}\n")
+    with app_with(tmp_path, api_keys_file=keys) as c:
+        assert c.get("/v1/models").status_code == 401
+        assert c.get("/v1/models", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.get("/v1/models", headers={"X-API-Key": digest}).status_code == 401
+
+
+def test_openapi_declares_security_schemes(tmp_path: Path) -> None:
+    with app_with(tmp_path) as c:
+        spec = c.get("/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["ApiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["Bearer"]["scheme"] == "bearer"
+    assert "security" in spec["paths"]["/v1/models"]["post"]
+    assert "security" not in spec["paths"]["/healthz"]["get"]
+
+
+def test_security_headers_and_request_id(client: TestClient) -> None:
+    r = client.get("/v1/models", headers={"X-Request-ID": "trace-123"})
+    assert r.headers["x-request-id"] == "trace-123"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    generated = client.get("/healthz").headers["x-request-id"]
+    assert len(generated) == 32
+    # a hostile id is replaced, not echoed
+    r = client.get("/healthz", headers={"X-Request-ID": "x" * 500})
+    assert r.headers["x-request-id"] != "x" * 500
+    # Swagger UI must still load its assets
+    assert "content-security-policy" not in client.get("/docs").headers
+
+
+def test_access_log_is_one_json_line_per_request(
+    client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    client.get("/v1/models/" + "0" * 28, headers={"X-Request-ID": "log-me"})
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+    entry = next(x for x in lines if x.get("request_id") == "log-me")
+    assert entry["route"] == "/v1/models/{model_id}"
+    assert entry["status"] == 404
+    assert entry["method"] == "GET"
+    assert entry["duration_ms"] >= 0
+
+
+def test_cors_when_configured(tmp_path: Path) -> None:
+    with app_with(tmp_path, cors_origins="https://app.example") as c:
+        r = c.options(
+            "/v1/models",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+            },
+        )
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        r = c.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in r.headers
+    with app_with(tmp_path) as c:
+        r = c.get("/healthz", headers={"Origin": "https://app.example"})
+        assert "access-control-allow-origin" not in r.headers
+
+
+def test_fits_past_the_bound_get_429_with_retry_after(tmp_path: Path) -> None:
+    with app_with(tmp_path, max_concurrent_fits=1) as c:
+        service = c.app.state.service  # type: ignore[attr-defined]
+        entered, release = threading.Event(), threading.Event()
+        real = service.fit_runner
+
+        def slow_runner(*args: object) -> object:
+            entered.set()
+            release.wait(10)
+            return real(*args)
+
+        service.fit_runner = slow_runner
+        results: list[int] = []
+        t = threading.Thread(
+            target=lambda: results.append(c.post("/v1/models", json=FIT).status_code)
+        )
+        t.start()
+        assert entered.wait(10)
+        r = c.post("/v1/models", json=FIT)
+        assert r.status_code == 429
+        assert r.headers["retry-after"] == "2"
+        assert r.headers["content-type"] == "application/problem+json"
+        assert c.get("/healthz").status_code == 200  # the event loop is free meanwhile
+        release.set()
+        t.join(20)
+        assert results == [201]
+        service.fit_runner = real
+        assert c.post("/v1/models", json=FIT).status_code == 201
