@@ -66,6 +66,8 @@ def _validation_items(exc: RequestValidationError) -> list[dict[str, Any]]:
             field = str(ctx.get("discriminator", "")).strip("'\"")
             if field:
                 loc.append(field)
+        if kind == "json_invalid" and ctx.get("error"):
+            msg = f"{ctx['error']} at character {loc[-1]}"
         if kind == "extra_forbidden":
             msg = f"Unknown field {loc[-1]!r}: it is not a parameter this endpoint accepts."
         items.append({"loc": loc, "msg": msg, "type": kind})

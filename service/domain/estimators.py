@@ -175,8 +175,27 @@ def _finite_or_none(value: float) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def describe(algorithm: str, est: Any, X: np.ndarray | None) -> dict[str, Any]:
-    """The fitted attributes a model resource shows, under sklearn's names."""
+def information_criteria(est: Any, X: np.ndarray, log_likelihood: np.ndarray) -> dict[str, Any]:
+    """``bic`` and ``aic`` from per-point log-likelihoods already at hand.
+
+    sklearn's ``bic(X)`` and ``aic(X)`` each recompute ``score(X)``; this is their
+    formula on the same numbers, so the results are bit-identical at a third of the cost.
+    """
+    n = X.shape[0]
+    score = log_likelihood.mean()
+    return {
+        "bic": _finite_or_none(-2 * score * n + est._n_parameters() * np.log(n)),
+        "aic": _finite_or_none(-2 * score * n + 2 * est._n_parameters()),
+    }
+
+
+def describe(
+    algorithm: str, est: Any, X: np.ndarray | None, log_likelihood: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The fitted attributes a model resource shows, under sklearn's names.
+
+    ``log_likelihood`` (``score_samples(X)``), when given, spares recomputing it.
+    """
     algo = ALGORITHMS[algorithm]
     if algo.family == "mixture":
         out: dict[str, Any] = {
@@ -191,8 +210,11 @@ def describe(algorithm: str, est: Any, X: np.ndarray | None) -> dict[str, Any]:
             "lower_bound": _finite_or_none(est.lower_bound_),
         }
         if algorithm == "gaussian_mixture":
-            out["bic"] = _finite_or_none(est.bic(X)) if X is not None else None
-            out["aic"] = _finite_or_none(est.aic(X)) if X is not None else None
+            if X is None:
+                out.update(bic=None, aic=None)
+            else:
+                ll = log_likelihood if log_likelihood is not None else log_likelihood_of(est, X)
+                out.update(information_criteria(est, X, ll))
         else:
             wc = est.weight_concentration_
             out["weight_concentration"] = np.vstack(wc) if isinstance(wc, tuple) else wc
@@ -219,16 +241,20 @@ def per_point(
 ) -> dict[str, np.ndarray]:
     """Labels and probabilities (mixtures) or distances (KMeans) for the rows of ``X``.
 
-    Mixtures compute the weighted log-probabilities once and derive labels and
-    responsibilities from them exactly as ``predict`` and ``predict_proba`` do.
+    Mixtures compute the weighted log-probabilities once and derive labels,
+    responsibilities and (``"log_likelihood"`` in ``include``) ``score_samples`` from
+    them exactly as ``predict``, ``predict_proba`` and ``score_samples`` do.
     """
     out: dict[str, np.ndarray] = {}
     if ALGORITHMS[algorithm].family == "mixture":
         wlp = est._estimate_weighted_log_prob(X)
         if "labels" in include:
             out["labels"] = wlp.argmax(axis=1)
+        if "probabilities" in include or "log_likelihood" in include:
+            log_norm = np.asarray(_logsumexp(wlp, axis=1))
+            if "log_likelihood" in include:
+                out["log_likelihood"] = log_norm
         if "probabilities" in include:
-            log_norm = _logsumexp(wlp, axis=1)
             with np.errstate(under="ignore"):
                 out["probabilities"] = np.exp(wlp - log_norm[:, np.newaxis])
         return out
@@ -256,7 +282,7 @@ def is_mixture(algorithm: str) -> bool:
     return ALGORITHMS[algorithm].family == "mixture"
 
 
-def log_likelihood(est: Any, X: np.ndarray) -> np.ndarray:
+def log_likelihood_of(est: Any, X: np.ndarray) -> np.ndarray:
     """``score_samples``: log p(x) per row, (n_samples,)."""
     return np.asarray(_logsumexp(est._estimate_weighted_log_prob(X), axis=1))
 

@@ -162,15 +162,19 @@ class ModelService:
             perm = matching.alignment_permutation(self._means(algorithm, est), alignment[1])
             matching.permute(algorithm, est, perm)
             resource["alignment"] = {"model_id": alignment[0], "permutation": perm}
-        resource.update(estimators.describe(algorithm, est, dataset.X))
+        wanted = include or set()
+        mixture = estimators.is_mixture(algorithm)
+        needed = wanted | {"labels"} | ({"log_likelihood"} if mixture else set())
+        arrays = estimators.per_point(algorithm, est, dataset.X, needed, training=True)
+        train_ll = arrays.get("log_likelihood")
+        resource.update(estimators.describe(algorithm, est, dataset.X, train_ll))
         if algorithm == "bayesian_gaussian_mixture":
-            threshold = (extra or {}).get("effective_weight_threshold") or 0.01
+            threshold = (extra or {}).get("effective_weight_threshold")
+            threshold = 0.01 if threshold is None else threshold
             resource["effective_weight_threshold"] = threshold
             resource["effective_n_components"] = estimators.effective_n_components(
                 est.weights_, threshold
             )
-        wanted = include or set()
-        arrays = estimators.per_point(algorithm, est, dataset.X, wanted | {"labels"}, training=True)
         if isinstance(generator, GaussianMixtureSpec) and dataset.y is not None:
             resource["recovery"] = matching.recovery_report(
                 algorithm,
@@ -185,11 +189,7 @@ class ModelService:
             "estimator": est,
             "X": dataset.X,
             "labels": np.asarray(arrays["labels"]),
-            "train_log_likelihood": (
-                np.sort(estimators.log_likelihood(est, dataset.X))
-                if estimators.is_mixture(algorithm)
-                else None
-            ),
+            "train_log_likelihood": np.sort(train_ll) if train_ll is not None else None,
         }
         self.store.put(resource["id"], bundle, {"resource": resource, "versions": _versions()})
         return resource, {k: v for k, v in arrays.items() if k in wanted}
@@ -267,7 +267,7 @@ class ModelService:
         resource, bundle = self.load_bundle(model_id)
         self._require_mixture(resource, "Scoring")
         X = self._points(resource, points)
-        ll = estimators.log_likelihood(bundle["estimator"], X)
+        ll = estimators.log_likelihood_of(bundle["estimator"], X)
         train = bundle.get("train_log_likelihood")
         percentile = (
             100.0 * np.searchsorted(train, ll, side="right") / len(train)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Query, Response
 from service.api.deps import MetricsDep, ModelId, ServiceDep, SettingsDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
+from service.api.routing import FastJSONRoute
 from service.errors import ServiceError
 from service.schemas.models import (
     FIT_EXAMPLES,
@@ -24,7 +25,7 @@ from service.schemas.models import (
 )
 from service.store.base import MODEL_ID_PATTERN
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FastJSONRoute)
 
 
 @router.post(
