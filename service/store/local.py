@@ -57,11 +57,27 @@ def _write_file(path: Path, data: bytes) -> None:
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # a junk name may hold a huge "pid"
         return False
     except PermissionError:
         return True
     return True
+
+
+_process_token: tuple[int, str] | None = None
+
+
+def _boot_token() -> str:
+    """A random token for this process, new in every process (forked children too).
+
+    Shared by every store this process opens: a second store in the same process
+    must not take the first one's writes in flight for a dead process's leftovers.
+    """
+    global _process_token
+    pid = os.getpid()
+    if _process_token is None or _process_token[0] != pid:
+        _process_token = (pid, secrets.token_hex(4))
+    return _process_token[1]
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -108,7 +124,6 @@ class LocalModelStore:
         self._lock = threading.Lock()
         self.cache_hits = 0
         self.cache_misses = 0
-        self._boot = secrets.token_hex(4)
         self.cleanup()
 
     # -- housekeeping -------------------------------------------------------------
@@ -123,7 +138,7 @@ class LocalModelStore:
             pid_text, _, rest = entry.name.partition("-")
             boot = rest.partition("-")[0]
             live = pid_text.isdigit() and _pid_alive(int(pid_text))
-            if live and (int(pid_text) != os.getpid() or boot == self._boot):
+            if live and (int(pid_text) != os.getpid() or boot == _boot_token()):
                 continue
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
@@ -133,7 +148,7 @@ class LocalModelStore:
         return removed
 
     def _tmp_path(self) -> Path:
-        return self.tmp_dir / f"{os.getpid()}-{self._boot}-{secrets.token_hex(8)}"
+        return self.tmp_dir / f"{os.getpid()}-{_boot_token()}-{secrets.token_hex(8)}"
 
     def _sign(self, payload: bytes) -> str:
         return hmac.new(self._key, payload, hashlib.sha256).hexdigest()
@@ -159,8 +174,8 @@ class LocalModelStore:
         meta.pop("signature", None)
         meta["signature"] = self._sign(canonical_json(meta))
         tmp = self._tmp_path()
-        tmp.mkdir()
         try:
+            tmp.mkdir()
             _write_file(tmp / ARTIFACT, blob)
             _write_file(tmp / META, canonical_json(meta))
             _fsync_dir(tmp)
@@ -180,6 +195,8 @@ class LocalModelStore:
             os.rename(src, trash)  # atomic: gone for every process from here on
         except FileNotFoundError:
             raise NotFound(f"No model with id {model_id!r}.") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"Could not delete the model: {exc.strerror}.") from exc
         with self._lock:
             self._cache.pop(model_id, None)
         shutil.rmtree(trash, ignore_errors=True)
@@ -191,6 +208,11 @@ class LocalModelStore:
         try:
             _write_file(probe, b"ok")
             probe.unlink()
+            # A model is published by a rename into models/: that must be a writable folder.
+            with os.scandir(self.models_dir):
+                pass
+            if not os.access(self.models_dir, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
         except OSError as exc:
             raise StoreUnavailable(f"The model store is not writable: {exc.strerror}.") from exc
 
@@ -204,11 +226,15 @@ class LocalModelStore:
         try:
             meta = json.loads(raw)
             signature = meta.pop("signature")
-        except (ValueError, KeyError, AttributeError, TypeError):
+            if not isinstance(signature, str):
+                raise TypeError("signature is not a string")
+            given = signature.encode()  # compare_digest refuses non-ASCII str; bytes are fine
+            signed = canonical_json(meta)  # only our canonical form was signed: never NaN
+        except (ValueError, KeyError, AttributeError, TypeError, RecursionError):
             raise ArtifactIntegrityError(
                 f"The metadata of model {model_id} is unreadable or unsigned."
             ) from None
-        if not hmac.compare_digest(signature, self._sign(canonical_json(meta))):
+        if not hmac.compare_digest(given, self._sign(signed).encode()):
             raise ArtifactIntegrityError(
                 f"The metadata of model {model_id} does not match its signature."
             )
