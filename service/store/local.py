@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -34,6 +35,8 @@ import joblib
 
 from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
 from service.store.base import check_id
+
+log = logging.getLogger("service.errors")
 
 ARTIFACT = "model.joblib"
 META = "meta.json"
@@ -294,6 +297,11 @@ class LocalModelStore:
             try:
                 items.append(self._read_meta(model_id))
             except NotFound:  # deleted between the scan and the read
+                continue
+            except ArtifactIntegrityError as exc:
+                # One damaged model must not hide every other one: skip it loudly.
+                # Reading it by id still answers the integrity problem.
+                log.error("listing skipped a damaged model: %s", exc.detail)
                 continue
         return items, None
 
