@@ -170,8 +170,9 @@ def fit(algorithm: str, params: dict[str, Any], X: np.ndarray) -> Fitted:
     return Fitted(estimator, caught, time.perf_counter() - start)
 
 
-def _finite_or_none(value: float) -> float | None:
-    value = float(value)
+def _finite_or_none(value: Any) -> float | None:
+    # sklearn keeps some scalars as shape-(1,) arrays (tied BayesianGaussianMixture)
+    value = float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
     return value if np.isfinite(value) else None
 
 

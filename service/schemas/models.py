@@ -127,7 +127,9 @@ class _ModelBase(BaseModel):
     id: str
     name: str | None
     created_at: str = Field(description="ISO 8601, UTC.")
-    n_samples: int
+    n_samples: int | None = Field(
+        description="Training points; null for an imported model whose source did not say."
+    )
     n_features: int
     n_components: int
     fit_seconds: float
@@ -162,7 +164,9 @@ class BayesianGaussianMixtureModel(_MixtureModel):
         description="dirichlet_process: two rows (n_components each); otherwise one row."
     )
     mean_precision: list[float]
-    degrees_of_freedom: list[float]
+    degrees_of_freedom: float | list[float] = Field(
+        description="(n_components,); one number for covariance_type 'tied'."
+    )
     effective_n_components: int
     effective_weight_threshold: float
 

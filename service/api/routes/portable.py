@@ -1,0 +1,65 @@
+"""Portable models: ``GET /v1/models/{id}/export`` and ``POST /v1/models/import``.
+
+A model leaves and enters the service as a JSON document, never as a pickle, so a
+model can move between deployments, library versions and tools without trusting
+executable bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Response
+
+from service.api.deps import ModelId, ServiceDep
+from service.api.problems import responses
+from service.api.responses import NumpyJSONResponse
+from service.domain import portable
+from service.schemas.models import ModelResource
+from service.schemas.portable import IMPORT_EXAMPLES, ModelDocument
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get(
+    "/{model_id}/export",
+    response_model=ModelDocument,
+    summary="Export a model as a portable JSON document",
+    responses=responses(404, 422, 500),
+)
+def export_model(model_id: ModelId, service: ServiceDep) -> Response:
+    """Everything needed to predict, score and sample (sklearn's fitted attributes and the
+    params), with no pickle inside: `POST /v1/models/import` takes it back."""
+    return NumpyJSONResponse(portable.export_model(service, model_id))
+
+
+@router.post(
+    "/import",
+    status_code=201,
+    response_model=ModelResource,
+    summary="Import a model from a portable JSON document",
+    responses={
+        201: {
+            "headers": {
+                "Location": {"description": "URL of the new model", "schema": {"type": "string"}}
+            }
+        },
+        **responses(400, 413, 422, 500, 503),
+    },
+)
+def import_model(
+    document: Annotated[ModelDocument, Body(openapi_examples=IMPORT_EXAMPLES)],  # type: ignore[arg-type]
+    service: ServiceDep,
+) -> Response:
+    """Build the estimator from the document's numbers (nothing is unpickled) and store it
+    as a new model whose predictions, scores and samples equal the exported model's.
+
+    Every array is checked first: shapes for the covariance_type, weights summing to 1,
+    covariances symmetric positive-definite, `precisions_cholesky` their inverse's
+    Cholesky factor. An imported model has no training data: its resource says
+    `"imported": true`, and score percentiles and plots are unavailable.
+    """
+    resource = portable.import_model(service, document)
+    return NumpyJSONResponse(
+        resource, status_code=201, headers={"Location": f"/v1/models/{resource['id']}"}
+    )

@@ -1,0 +1,619 @@
+"""Pictures of models and data: covariance ellipses, PCA projections, PNG/SVG figures.
+
+Never ``matplotlib.pyplot``: pyplot keeps a process-wide current figure and backend
+that every request thread would share. Each picture here is its own ``Figure`` on an
+Agg canvas, saved into a ``BytesIO``. matplotlib documents itself as not thread-safe
+beyond that (caches inside text layout and artists), so drawing also holds a lock: a
+plot takes tens of milliseconds, and serialising them is cheaper than a subtle race.
+
+Geometry conventions (the ``/ellipses`` JSON and the figures agree on them):
+
+- an ellipse's ``width`` is its full major axis, ``2 * n_sigma * sqrt(lambda_max)``,
+  ``height`` its full minor axis, ``2 * n_sigma * sqrt(lambda_min)``, where the
+  lambdas are the eigenvalues of the component's 2 x 2 covariance (as shown);
+- ``angle`` is the major axis' direction in degrees, counterclockwise from the x
+  axis, in ``[0, 180)``; a circle (equal eigenvalues) has angle 0;
+- these are exactly matplotlib's ``Ellipse(xy, width, height, angle=...)`` arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Ellipse
+from sklearn.decomposition import PCA
+
+from service.domain import estimators
+from service.domain.warnings_capture import capture_warnings
+from service.errors import UnsupportedOperation
+from service.schemas.data import GaussianMixtureSpec, GeneratorSpec
+
+PlotFormat = Literal["png", "svg"]
+
+#: The sigma levels drawn and described for every mixture component.
+N_SIGMAS: tuple[int, ...] = (1, 2, 3)
+#: More training points than this are drawn as a deterministic random subsample.
+MAX_PLOT_POINTS = 20_000
+#: Scatter plots with more points than this are rasterised inside an SVG, which
+#: would otherwise hold one XML element per point.
+SVG_RASTER_POINTS = 5_000
+#: Relative eigenvalue gap under which a covariance counts as a circle (angle 0).
+_ISOTROPIC_RTOL = 1e-12
+
+MEDIA_TYPES: dict[str, str] = {"png": "image/png", "svg": "image/svg+xml"}
+
+_DRAW_LOCK = threading.Lock()
+#: Legends sit right of the axes (constrained layout makes room) so they hide no points.
+_LEGEND: dict[str, Any] = {
+    "loc": "upper left",
+    "bbox_to_anchor": (1.01, 1.0),
+    "fontsize": "small",
+    "frameon": False,
+}
+
+
+# -- geometry ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class SigmaEllipse:
+    """One n-sigma contour of a 2-D Gaussian; lengths are full axes, angle in degrees."""
+
+    n_sigma: int
+    width: float
+    height: float
+    angle: float
+
+
+def ellipse_axes(cov: np.ndarray, n_sigmas: Sequence[int] = N_SIGMAS) -> list[SigmaEllipse]:
+    """The n-sigma ellipses of a (2, 2) covariance, from its eigen-decomposition.
+
+    Eigenvalues below zero (a covariance drawn with ``check_valid="warn"``, or
+    rounding) are clipped to zero: the ellipse degenerates to a segment.
+    """
+    cov = np.asarray(cov, dtype=np.float64)
+    if cov.shape != (2, 2):
+        raise ValueError(f"expected a (2, 2) covariance, got shape {cov.shape}")
+    # eigh reads one triangle; symmetrise so that rounding in a projection is not lost.
+    eigvals, eigvecs = np.linalg.eigh((cov + cov.T) / 2.0)
+    lam_min, lam_max = (max(float(v), 0.0) for v in eigvals)
+    if lam_max - lam_min <= _ISOTROPIC_RTOL * lam_max:
+        angle = 0.0
+    else:
+        major = eigvecs[:, 1]
+        angle = math.degrees(math.atan2(float(major[1]), float(major[0]))) % 180.0
+        if angle >= 180.0:  # -tiny % 180 rounds up to 180.0
+            angle = 0.0
+    return [
+        SigmaEllipse(
+            n_sigma=int(n),
+            width=2.0 * n * math.sqrt(lam_max),
+            height=2.0 * n * math.sqrt(lam_min),
+            angle=angle,
+        )
+        for n in n_sigmas
+    ]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """How d-dimensional points become the two plotted coordinates.
+
+    ``identity`` keeps 2-D data as it is (1-D data gets a zero second coordinate);
+    ``pca`` projects onto the first two principal components of the training data,
+    as ``sklearn.decomposition.PCA(n_components=2, random_state=0)`` finds them:
+    ``x' = (x - mean) @ components.T`` and ``cov' = components @ cov @ components.T``.
+    """
+
+    kind: Literal["identity", "pca"]
+    n_features: int
+    mean: np.ndarray | None = None  # (n_features,)
+    components: np.ndarray | None = None  # (2, n_features), orthonormal rows
+    explained_variance_ratio: np.ndarray | None = None  # (2,)
+
+    def points(self, X: np.ndarray) -> np.ndarray:
+        """(n, n_features) -> (n, 2)."""
+        X = np.asarray(X, dtype=np.float64)
+        if self.kind == "pca":
+            assert self.mean is not None and self.components is not None
+            return (X - self.mean) @ self.components.T
+        if self.n_features == 1:
+            return np.column_stack([X[:, 0], np.zeros(len(X))])
+        return X
+
+    def covariances(self, covs: np.ndarray) -> np.ndarray:
+        """(k, n_features, n_features) -> (k, 2, 2)."""
+        covs = np.asarray(covs, dtype=np.float64)
+        if self.kind == "pca":
+            assert self.components is not None
+            V = self.components
+            return np.einsum("ij,kjl,ml->kim", V, covs, V)
+        if self.n_features == 1:
+            out = np.zeros((len(covs), 2, 2))
+            out[:, 0, 0] = covs[:, 0, 0]
+            return out
+        return covs
+
+    def axis_labels(self) -> tuple[str, str]:
+        if self.kind == "pca":
+            assert self.explained_variance_ratio is not None
+            r1, r2 = (100.0 * float(r) for r in self.explained_variance_ratio)
+            return f"PC1 ({r1:.1f}% of variance)", f"PC2 ({r2:.1f}% of variance)"
+        return "feature 0", "feature 1"
+
+    def describe(self) -> str:
+        """The title line that says what the axes are."""
+        if self.kind != "pca":
+            return ""
+        return (
+            f"{self.n_features} features projected onto the first two principal components "
+            "of the training data"
+        )
+
+    def basis(self) -> dict[str, Any] | None:
+        if self.kind != "pca":
+            return None
+        assert self.mean is not None and self.components is not None
+        assert self.explained_variance_ratio is not None
+        # Plain lists: sklearn's PCA arrays are not always C-contiguous, which orjson needs.
+        return {
+            "mean": self.mean.tolist(),
+            "components": self.components.tolist(),
+            "explained_variance_ratio": self.explained_variance_ratio.tolist(),
+        }
+
+
+def projection_for(X: np.ndarray | None, n_features: int, *, what: str) -> Projection:
+    """Identity for 1-2 features; otherwise PCA fitted on all of ``X``.
+
+    ``what`` names the thing being projected, for the error an imported model (no
+    training points, so no principal components) answers.
+    """
+    if n_features <= 2:
+        return Projection("identity", n_features)
+    if X is None:
+        raise UnsupportedOperation(
+            f"{what} has {n_features} features and is projected onto the principal "
+            "components of its training points, but it was imported and the service "
+            "holds no training points for it."
+        )
+    if len(X) < 2:
+        raise UnsupportedOperation(
+            f"{what} has {n_features} features but only {len(X)} training point; a PCA "
+            "projection needs at least 2."
+        )
+    # sklearn picks the solver (covariance eigh for tall data, which is most data here);
+    # the seed pins the randomized one it may pick for wide data.
+    pca = PCA(n_components=2, random_state=0).fit(X)
+    return Projection(
+        "pca",
+        n_features,
+        mean=pca.mean_,
+        components=pca.components_,
+        explained_variance_ratio=pca.explained_variance_ratio_,
+    )
+
+
+@dataclass(frozen=True)
+class Components:
+    """What a model says about its components: means, and for mixtures covariances."""
+
+    means: np.ndarray  # (k, d)
+    covariances: np.ndarray | None  # (k, d, d) full matrices, None for centroid models
+    weights: np.ndarray | None  # (k,)
+    #: Which components get a mean marker and ellipses (None: all). A Bayesian
+    #: mixture's unused components would otherwise clutter the picture.
+    drawn: np.ndarray | None = None  # (k,) bool
+
+    def drawn_indices(self) -> np.ndarray:
+        if self.drawn is None:
+            return np.arange(len(self.means))
+        return np.flatnonzero(self.drawn)
+
+
+def model_components(algorithm: str, est: Any) -> Components:
+    if estimators.is_mixture(algorithm):
+        return Components(
+            np.asarray(est.means_), estimators.full_covariances(est), np.asarray(est.weights_)
+        )
+    return Components(np.asarray(est.cluster_centers_), None, None)
+
+
+def ellipses_document(components: Components, projection: Projection) -> dict[str, Any]:
+    """The ``/ellipses`` answer: per component its projected centre and n-sigma ellipses.
+
+    Centroid models (KMeans) have no covariances: their components carry the
+    projected centre, ``weight`` null and an empty ``sigmas`` list.
+    """
+    means = projection.points(components.means)
+    covs = (
+        projection.covariances(components.covariances)
+        if components.covariances is not None
+        else None
+    )
+    items = []
+    for i, mean in enumerate(means):
+        sigmas = ellipse_axes(covs[i]) if covs is not None else []
+        items.append(
+            {
+                "component": i,
+                "mean": [float(mean[0]), float(mean[1])],
+                "weight": float(components.weights[i]) if components.weights is not None else None,
+                "sigmas": [dataclasses.asdict(s) for s in sigmas],
+            }
+        )
+    return {
+        "projection": projection.kind,
+        "n_features": projection.n_features,
+        "n_sigmas": list(N_SIGMAS),
+        "components": items,
+        "pca": projection.basis(),
+    }
+
+
+def model_ellipses(resource: dict[str, Any], bundle: dict[str, Any]) -> dict[str, Any]:
+    """``GET /v1/models/{id}/ellipses`` for a loaded model."""
+    projection = projection_for(
+        bundle.get("X"), int(resource["n_features"]), what=f"Model {resource['id']}"
+    )
+    doc = ellipses_document(
+        model_components(resource["algorithm"], bundle["estimator"]), projection
+    )
+    return {
+        "model_id": resource["id"],
+        "algorithm": resource["algorithm"],
+        "covariance_type": resource.get("covariance_type"),
+        **doc,
+    }
+
+
+def subsample(n: int, limit: int = MAX_PLOT_POINTS) -> np.ndarray | None:
+    """Sorted row indices of a fixed-seed random subsample, or None when all ``n`` fit.
+
+    The seed is fixed so that the same model always gives the same picture.
+    """
+    if n <= limit:
+        return None
+    return np.sort(np.random.RandomState(0).choice(n, size=limit, replace=False))
+
+
+# -- drawing ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class FigureSize:
+    """Figure size in inches and resolution in dots per inch (matplotlib's units).
+
+    A PNG is ``round(width * dpi) x round(height * dpi)`` pixels; an SVG is
+    ``width x height`` inches (``72 * width`` points), and ``dpi`` only sets the
+    resolution of rasterised scatter points inside it.
+    """
+
+    width: float = 6.4
+    height: float = 4.8
+    dpi: int = 100
+
+
+def _colors(k: int) -> np.ndarray:
+    """(k, 3) RGB: qualitative palettes while they last, then evenly spaced turbo."""
+    if k <= 10:
+        return np.asarray(colormaps["tab10"].colors)[:k]  # type: ignore[attr-defined]
+    if k <= 20:
+        return np.asarray(colormaps["tab20"].colors)[:k]  # type: ignore[attr-defined]
+    cmap = colormaps["turbo"]
+    return np.asarray(cmap(np.linspace(0.05, 0.95, k)))[:, :3]
+
+
+def _new_figure(size: FigureSize) -> Figure:
+    fig = Figure(figsize=(size.width, size.height), dpi=size.dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, fmt: PlotFormat, size: FigureSize) -> bytes:
+    buf = io.BytesIO()
+    # No dates or version stamps: the same model gives the same bytes (PNG).
+    metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+    # Layout warnings ("constrained_layout not applied" on a tiny figure) are cosmetic:
+    # the figure falls back to default margins. Collected per thread, then dropped.
+    with capture_warnings():
+        fig.savefig(buf, format=fmt, dpi=size.dpi, metadata=metadata)
+    return buf.getvalue()
+
+
+def _marker_size(n: int) -> float:
+    """Points shrink as they multiply, so clusters stay readable."""
+    return float(np.clip(8000.0 / max(n, 1), 1.5, 25.0))
+
+
+def _scatter_axes(
+    fig: Figure,
+    *,
+    points: np.ndarray,
+    labels: np.ndarray,
+    n_colors: int,
+    means: np.ndarray | None,
+    ellipses: list[list[SigmaEllipse]] | None,
+    ids: np.ndarray,
+    legend: list[tuple[int, str]],
+    xlabel: str,
+    ylabel: str,
+    fmt: PlotFormat,
+) -> None:
+    colors = _colors(n_colors)
+    ax = fig.add_subplot()
+    labels = np.asarray(labels, dtype=np.int64)
+    ax.scatter(
+        points[:, 0],
+        points[:, 1],
+        c=colors[np.clip(labels, 0, n_colors - 1)],
+        s=_marker_size(len(points)),
+        alpha=0.75 if len(points) <= 2000 else 0.5,
+        linewidths=0,
+        rasterized=fmt == "svg" and len(points) > SVG_RASTER_POINTS,
+        zorder=2,
+    )
+    if ellipses is not None and means is not None:
+        alphas = {1: 0.95, 2: 0.65, 3: 0.4}
+        for i, mean, sigmas in zip(ids, means, ellipses, strict=True):
+            for s in sigmas:
+                ax.add_patch(
+                    Ellipse(
+                        (float(mean[0]), float(mean[1])),
+                        s.width,
+                        s.height,
+                        angle=s.angle,
+                        fill=False,
+                        edgecolor=colors[i % n_colors],
+                        linewidth=1.6,
+                        alpha=alphas.get(s.n_sigma, 0.3),
+                        zorder=3,
+                    )
+                )
+    if means is not None:
+        # A white cross under a black one stays visible on any cluster colour.
+        for colour, width, size in (("white", 4.0, 110.0), ("black", 2.0, 80.0)):
+            ax.scatter(
+                means[:, 0], means[:, 1], marker="x", c=colour, s=size, linewidths=width, zorder=5
+            )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.25)
+    ax.autoscale_view()
+    xr, yr = np.ptp(ax.get_xlim()), np.ptp(ax.get_ylim())
+    # Equal scales keep ellipse angles true to the eye, unless they would flatten the data.
+    if xr > 0 and yr > 0 and max(xr / yr, yr / xr) <= 5:
+        ax.set_aspect("equal", adjustable="datalim")
+    if 0 < len(legend) <= 12:
+        handles: list[Any] = [
+            Line2D([], [], marker="o", linestyle="", color=colors[i], label=name)
+            for i, name in legend
+        ]
+        if means is not None:
+            handles.append(
+                Line2D([], [], marker="x", linestyle="", color="black", label="mean", mew=2)
+            )
+        if ellipses is not None:
+            sigma = "\N{GREEK SMALL LETTER SIGMA}"
+            label = ", ".join(f"{n}{sigma}" for n in N_SIGMAS)
+            handles.append(Line2D([], [], color="grey", label=label))
+        ax.legend(handles=handles, **_LEGEND)
+
+
+def _histogram_axes(
+    fig: Figure,
+    *,
+    x: np.ndarray,
+    labels: np.ndarray,
+    n_colors: int,
+    components: Components | None,
+    n_total: int,
+    legend: list[tuple[int, str]],
+) -> None:
+    """One feature: a stacked histogram by label, and each component's weighted density."""
+    colors = _colors(n_colors)
+    ax = fig.add_subplot()
+    labels = np.asarray(labels, dtype=np.int64)
+    groups = [x[labels == i] for i in range(n_colors)]
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if components is not None and components.covariances is not None:
+        sd = np.sqrt(np.maximum(components.covariances[:, 0, 0], 0.0))
+        lo = min(lo, float(np.min(components.means[:, 0] - 3 * sd)))
+        hi = max(hi, float(np.max(components.means[:, 0] + 3 * sd)))
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    bins = np.linspace(lo, hi, int(np.clip(np.sqrt(len(x)), 10, 80)) + 1)
+    ax.hist(groups, bins=bins, stacked=True, color=list(colors), alpha=0.75, zorder=2)
+    if components is not None:
+        ids = components.drawn_indices()
+        means = components.means[ids, 0]
+        if components.covariances is not None and components.weights is not None:
+            # Expected counts per bin: n * bin width * w * N(x | mean, var).
+            grid = np.linspace(lo, hi, 400)
+            scale = len(x) * (bins[1] - bins[0])
+            for i in ids:
+                var = float(components.covariances[i, 0, 0])
+                if var <= 0:
+                    continue
+                mu = float(components.means[i, 0])
+                pdf = np.exp(-0.5 * (grid - mu) ** 2 / var) / math.sqrt(2 * math.pi * var)
+                ax.plot(grid, scale * components.weights[i] * pdf, color=colors[i], lw=1.8)
+        ax.scatter(means, np.zeros_like(means), marker="x", c="black", s=80, linewidths=2, zorder=5)
+    ax.set_xlabel("feature 0")
+    ax.set_ylabel("points per bin" + (" (subsample)" if len(x) < n_total else ""))
+    ax.grid(True, alpha=0.25)
+    if 0 < len(legend) <= 12:
+        handles = [
+            Line2D([], [], marker="s", linestyle="", color=colors[i], label=name)
+            for i, name in legend
+        ]
+        ax.legend(handles=handles, **_LEGEND)
+
+
+def scatter_figure(
+    *,
+    X: np.ndarray,
+    labels: np.ndarray,
+    projection: Projection,
+    title: str,
+    size: FigureSize,
+    fmt: PlotFormat,
+    components: Components | None = None,
+    legend_names: list[str] | None = None,
+) -> bytes:
+    """Points coloured by label; means and n-sigma ellipses when ``components`` has them.
+
+    ``X`` (n, d) is projected with ``projection``; more than ``MAX_PLOT_POINTS`` rows
+    are subsampled (and the title says so). One feature is drawn as a histogram.
+    """
+    n_total = len(X)
+    idx = subsample(n_total)
+    if idx is not None:
+        X, labels = X[idx], np.asarray(labels)[idx]
+    n_colors = max(
+        int(np.max(labels)) + 1 if len(labels) else 1,
+        len(components.means) if components is not None else 0,
+        len(legend_names) if legend_names is not None else 0,
+    )
+    lines = [title]
+    if projection.kind == "pca":
+        lines.append(projection.describe())
+    if idx is not None:
+        lines.append(f"{len(idx):,} of {n_total:,} points shown (fixed random subsample)")
+    ids = components.drawn_indices() if components is not None else np.arange(0)
+    # The legend names the components drawn and the labels present, in index order.
+    shown = set(ids.tolist()) | set(np.unique(labels).tolist())
+    legend = [(i, name) for i, name in enumerate(legend_names or []) if i in shown]
+    with _DRAW_LOCK:
+        fig = _new_figure(size)
+        if projection.n_features == 1:
+            lines[0] += " (1 feature: histogram)"
+            _histogram_axes(
+                fig,
+                x=np.asarray(X)[:, 0],
+                labels=labels,
+                n_colors=n_colors,
+                components=components,
+                n_total=n_total,
+                legend=legend,
+            )
+        else:
+            means = ellipses = None
+            if components is not None:
+                means = projection.points(components.means[ids])
+                if components.covariances is not None:
+                    covs = projection.covariances(components.covariances[ids])
+                    ellipses = [ellipse_axes(c) for c in covs]
+            xlabel, ylabel = projection.axis_labels()
+            _scatter_axes(
+                fig,
+                points=projection.points(X),
+                labels=labels,
+                n_colors=n_colors,
+                means=means,
+                ellipses=ellipses,
+                ids=ids,
+                legend=legend,
+                xlabel=xlabel,
+                ylabel=ylabel,
+                fmt=fmt,
+            )
+        fig.suptitle("\n".join(lines), fontsize="medium")
+        return _save(fig, fmt, size)
+
+
+def model_plot(
+    resource: dict[str, Any], bundle: dict[str, Any], *, fmt: PlotFormat, size: FigureSize
+) -> bytes:
+    """``GET /v1/models/{id}/plot``: the training points by label, means, ellipses."""
+    X = bundle.get("X")
+    what = f"Model {resource['id']}"
+    if X is None:
+        raise UnsupportedOperation(
+            f"{what} was imported: the service holds no training points to plot. "
+            "GET /v1/models/{id}/ellipses describes its components without them."
+        )
+    algorithm = resource["algorithm"]
+    components = model_components(algorithm, bundle["estimator"])
+    k = len(components.means)
+    noun = "component" if components.covariances is not None else "cluster"
+    head = f"{resource.get('name') or algorithm}: {k} {noun}{'s' if k != 1 else ''}"
+    if resource.get("covariance_type"):
+        head += f", {resource['covariance_type']} covariance"
+    if components.weights is not None:
+        names = [f"{noun} {i} (w={w:.2f})" for i, w in enumerate(components.weights)]
+    else:
+        names = [f"{noun} {i}" for i in range(k)]
+    threshold = resource.get("effective_weight_threshold")
+    if algorithm == "bayesian_gaussian_mixture" and threshold is not None:
+        assert components.weights is not None
+        drawn = components.weights > threshold
+        if not drawn.all():
+            components = dataclasses.replace(components, drawn=drawn)
+            hidden = int(k - drawn.sum())
+            head += (
+                f"\n{hidden} component{'s' if hidden != 1 else ''} with weight <= {threshold:g} "
+                "(effective_weight_threshold) not drawn"
+            )
+    return scatter_figure(
+        X=X,
+        labels=np.asarray(bundle["labels"]),
+        projection=projection_for(X, int(resource["n_features"]), what=what),
+        title=head,
+        size=size,
+        fmt=fmt,
+        components=components,
+        legend_names=names,
+    )
+
+
+def dataset_plot(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    kind: str,
+    fmt: PlotFormat,
+    size: FigureSize,
+    true_components: tuple[np.ndarray, np.ndarray] | None = None,
+) -> bytes:
+    """``POST /v1/datasets/plot``: generated points coloured by their true labels.
+
+    ``true_components`` (means (k, d), covariances (k, d, d)) adds the generator's
+    own means and n-sigma ellipses (the ``gaussian_mixture`` kind knows them).
+    """
+    components = None
+    if true_components is not None:
+        components = Components(true_components[0], true_components[1], None)
+    n_labels = int(np.max(y)) + 1 if len(y) else 1
+    if components is not None:
+        n_labels = max(n_labels, len(components.means))
+    return scatter_figure(
+        X=X,
+        labels=y,
+        projection=projection_for(X, X.shape[1], what="The dataset"),
+        title=f"generated {kind} data: {len(X):,} points by true label",
+        size=size,
+        fmt=fmt,
+        components=components,
+        legend_names=[f"label {i}" for i in range(n_labels)],
+    )
+
+
+def generated_plot(spec: GeneratorSpec, X: np.ndarray, y: np.ndarray, **kw: Any) -> bytes:
+    """``dataset_plot`` for what ``spec`` generated; a ``gaussian_mixture`` spec's own
+    components are drawn too (its means and covariances are the truth the points
+    were drawn from)."""
+    true_components = None
+    if isinstance(spec, GaussianMixtureSpec):
+        true_components = (
+            np.array([c.mean for c in spec.components], dtype=np.float64),
+            np.array([c.cov for c in spec.components], dtype=np.float64),
+        )
+    return dataset_plot(X, y, kind=spec.kind, true_components=true_components, **kw)
