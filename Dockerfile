@@ -1,0 +1,42 @@
+# gmm-service: scikit-learn Gaussian mixtures and k-means over HTTP.
+#
+#   docker build -t gmm-service .
+#   docker run -p 8000:8000 -v gmm-store:/data gmm-service
+#
+# Every dependency ships manylinux wheels, so the slim image needs no compiler
+# and no apt packages.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+# A fixed uid/gid: a bind-mounted store can be chowned to it from the host, and the
+# numeric USER below lets Kubernetes verify runAsNonRoot without reading /etc/passwd.
+RUN groupadd --system --gid 10001 gmm \
+    && useradd --system --uid 10001 --gid gmm --create-home --home-dir /home/gmm gmm \
+    && mkdir -p /data \
+    && chown gmm:gmm /data
+
+WORKDIR /app
+# Only what the build needs: the package and the README its metadata points to.
+COPY pyproject.toml README.md ./
+COPY service ./service
+RUN pip install --no-cache-dir .
+
+# Declared after the chown: a fresh named volume copies /data's owner from the image.
+VOLUME ["/data"]
+
+ENV GMM_HOST=0.0.0.0 \
+    GMM_PORT=8000 \
+    GMM_STORE_DIR=/data
+
+USER 10001:10001
+EXPOSE 8000
+
+# slim has no curl: ask /healthz with the standard library (non-2xx raises, exit 1).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('GMM_PORT', '8000') + '/healthz', timeout=4)"]
+
+CMD ["python", "-m", "service"]

