@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev run test test-fast lint format openapi bench demo clean
+.PHONY: install dev run test test-fast lint format openapi bench demo soak clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,13 @@ openapi: dev
 
 bench: dev
 	$(BIN)/python bench/run.py
+
+demo: install
+	$(BIN)/python -m pip install -q httpx
+	$(BIN)/python examples/notebook.py
+
+soak: dev
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache gmm-store
