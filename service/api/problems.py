@@ -46,19 +46,35 @@ def problem(
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
-def _clean_loc(loc: tuple[Any, ...] | list[Any]) -> list[str | int]:
-    out: list[str | int] = []
-    for i, part in enumerate(loc):
-        if isinstance(part, str) and part in _UNION_TAGS and i > 0:
-            continue
-        out.append(part)
+def _clean_loc(loc: tuple[Any, ...] | list[Any], body: Any = None) -> list[str | int]:
+    """pydantic's loc as a JSON path into the request.
+
+    Unions add labels of their own to ``loc`` (the tag ``"kmeans"``, or
+    ``"constrained-int"``, ``"literal['auto']"``); walking the body alongside the loc
+    keeps exactly the parts that are keys or indexes in it.
+    """
+    if body is None or not loc or loc[0] != "body":
+        return [p for i, p in enumerate(loc) if not (i > 0 and p in _UNION_TAGS)]
+    out: list[str | int] = [loc[0]]
+    node: Any = body
+    for i, part in enumerate(loc[1:], start=1):
+        if isinstance(part, int):
+            out.append(part)
+            node = node[part] if isinstance(node, list) and -len(node) <= part < len(node) else None
+        elif isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and i == len(loc) - 1:
+            out.append(part)  # a missing or unknown field
     return out
 
 
 def _validation_items(exc: RequestValidationError) -> list[dict[str, Any]]:
     items = []
+    body = getattr(exc, "body", None)
     for err in exc.errors():
-        loc = _clean_loc(err.get("loc", ()))
+        raw = tuple(err.get("loc", ()))
+        loc = _clean_loc(raw, body if raw[:1] == ("body",) else None)
         msg = str(err.get("msg", "Invalid value"))
         kind = str(err.get("type", "value_error"))
         ctx = err.get("ctx") or {}

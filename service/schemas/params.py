@@ -59,7 +59,7 @@ class BayesianGaussianMixtureParams(_MixtureParams):
     weight_concentration_prior: PositiveFloat | None = None
     mean_precision_prior: PositiveFloat | None = None
     mean_prior: Vector | None = Field(None, description="Shape (n_features,).")
-    degrees_of_freedom_prior: FiniteFloat | None = Field(
+    degrees_of_freedom_prior: PositiveFloat | None = Field(
         None, description="Must be greater than n_features - 1."
     )
     covariance_prior: PositiveFloat | Vector | Matrix | None = Field(
@@ -92,7 +92,7 @@ class MiniBatchKMeansParams(StrictModel):
     init: Literal["k-means++", "random"] | Matrix = Field(
         "k-means++", description="A method name, or initial centers (n_clusters, n_features)."
     )
-    max_iter: Annotated[StrictInt, Field(ge=0)] = 100
+    max_iter: Annotated[StrictInt, Field(ge=1)] = 100
     batch_size: Annotated[StrictInt, Field(ge=1)] = 1024
     compute_labels: bool = True
     random_state: Seed | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 from typing import Any, Protocol
 
@@ -15,8 +16,18 @@ MODEL_ID_PATTERN = r"^[0-9a-f]{28}$"
 _ID_RE = re.compile(MODEL_ID_PATTERN)
 
 
+_last_ms = 0
+_id_lock = threading.Lock()
+
+
 def new_model_id() -> str:
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
+    """Time-ordered within this process: two ids made in one millisecond still sort
+    in creation order, so "newest first" holds for back-to-back fits."""
+    global _last_ms
+    with _id_lock:
+        _last_ms = max(time.time_ns() // 1_000_000, _last_ms + 1)
+        ms = _last_ms
+    return f"{ms:012x}{secrets.token_hex(8)}"
 
 
 def check_id(model_id: str) -> str:

@@ -1,0 +1,206 @@
+"""``POST /v1/datasets/generate``: the body is a generator spec, the answer the exact
+points and true labels sklearn's (or numpy's) generator gives in-process.
+
+Error locations are JSON paths into *this* body, which is the spec itself: a bad
+covariance is ``["body", "components", 0, "cov"]`` here, not under ``data.generator``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sklearn import datasets
+
+from service.config import Settings
+from service.main import create_app
+
+URL = "/v1/datasets/generate"
+
+
+def generated(client: TestClient, spec: dict[str, Any]) -> dict[str, Any]:
+    r = client.post(URL, json=spec)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def assert_same(body: dict[str, Any], X: np.ndarray, y: np.ndarray) -> None:
+    np.testing.assert_array_equal(np.asarray(body["points"], dtype=np.float64), X)
+    assert body["labels"] == y.tolist()
+    assert all(isinstance(label, int) for label in body["labels"])
+
+
+def assert_problem(r: Any, status: int, loc: list[str | int]) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    assert {"type", "title", "status", "detail"} <= set(problem)
+    assert loc in [e["loc"] for e in problem.get("errors") or []], problem
+    return problem
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"n_samples": 200, "n_features": 2, "centers": 4, "cluster_std": 1.6, "random_state": 10},
+        {"n_samples": [5, 15, 10], "centers": [[0, 0], [4, 4], [-4, 4]], "random_state": 1},
+        {
+            "n_samples": 30,
+            "n_features": 3,
+            "cluster_std": [0.5, 2.0],
+            "centers": 2,
+            "center_box": [-2, 2],
+            "shuffle": False,
+            "random_state": 2,
+        },
+    ],
+    ids=["seed-notebook", "explicit-centers", "3d-no-shuffle"],
+)
+def test_blobs(client: TestClient, params: dict[str, Any]) -> None:
+    kwargs = dict(params)
+    if isinstance(kwargs.get("centers"), list):
+        kwargs["centers"] = np.asarray(kwargs["centers"], dtype=np.float64)
+    if "center_box" in kwargs:
+        kwargs["center_box"] = tuple(kwargs["center_box"])
+    body = generated(client, {"kind": "blobs", **params})
+    assert_same(body, *datasets.make_blobs(**kwargs))
+    assert "warnings" not in body
+
+
+def test_moons(client: TestClient) -> None:
+    params = {"n_samples": 41, "noise": 0.1, "random_state": 3}
+    assert_same(generated(client, {"kind": "moons", **params}), *datasets.make_moons(**params))
+
+
+def test_circles(client: TestClient) -> None:
+    params = {"n_samples": 41, "noise": 0.05, "factor": 0.5, "random_state": 4}
+    body = generated(client, {"kind": "circles", **params})
+    assert_same(body, *datasets.make_circles(**params))
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_gaussian_mixture(client: TestClient, shuffle: bool) -> None:
+    components = [
+        {"mean": [0.0, 1.0], "cov": [[1.0, 0.9], [0.9, 2.0]], "n_samples": 25},
+        {"mean": [1.0, -2.0], "cov": [[2.0, -1.0], [-1.0, 1.0]], "n_samples": 15},
+    ]
+    spec = {"kind": "gaussian_mixture", "components": components, "random_state": 5}
+    rs = np.random.RandomState(5)
+    X = np.concatenate(
+        [rs.multivariate_normal(c["mean"], c["cov"], c["n_samples"]) for c in components]
+    )
+    y = np.repeat([0, 1], [25, 15])
+    if shuffle:
+        perm = rs.permutation(len(X))
+        X, y = X[perm], y[perm]
+    assert_same(generated(client, {**spec, "shuffle": shuffle}), X, y)
+
+
+def test_same_spec_same_points(client: TestClient) -> None:
+    spec = {"kind": "blobs", "n_samples": 20, "random_state": 6}
+    assert generated(client, spec) == generated(client, spec)
+
+
+def test_generating_stores_nothing(client: TestClient) -> None:
+    generated(client, {"kind": "moons", "random_state": 0})
+    assert client.get("/v1/models").json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "loc"),
+    [
+        ({"kind": "spirals"}, ["body", "kind"]),
+        ({"n_samples": 3}, ["body", "kind"]),
+        ({"generator": {"kind": "blobs"}}, ["body", "kind"]),
+        ({"kind": "blobs", "foo": 1}, ["body", "foo"]),
+        ({"kind": "blobs", "n_features": 0}, ["body", "n_features"]),
+        ({"kind": "blobs", "random_state": -1}, ["body", "random_state"]),
+        ({"kind": "moons", "noise": -1}, ["body", "noise"]),
+        ({"kind": "circles", "factor": 1}, ["body", "factor"]),
+        ({"kind": "gaussian_mixture", "components": []}, ["body", "components"]),
+        (
+            {
+                "kind": "gaussian_mixture",
+                "components": [{"mean": [0], "cov": [[1]], "n_samples": -1}],
+            },
+            ["body", "components", 0, "n_samples"],
+        ),
+        (
+            {
+                "kind": "gaussian_mixture",
+                "components": [
+                    {"mean": [0, 0], "cov": [[1, 0], [0, 1]], "n_samples": 3},
+                    {"mean": [0], "cov": [[1]], "n_samples": 3},
+                ],
+            },
+            ["body", "components", 1, "mean"],
+        ),
+        (
+            {
+                "kind": "gaussian_mixture",
+                "components": [{"mean": [0, 1], "cov": [[1, 2], [0.7, 2]], "n_samples": 3}],
+            },
+            ["body", "components", 0, "cov"],
+        ),
+        ({"kind": "blobs", "n_samples": [3, 4], "centers": 3}, ["body"]),
+    ],
+    ids=[
+        "unknown-kind",
+        "no-kind",
+        "wrapped-in-generator",
+        "unknown-field",
+        "n_features-0",
+        "negative-seed",
+        "negative-noise",
+        "factor-1",
+        "no-components",
+        "negative-n_samples",
+        "mean-width",
+        "not-psd",
+        "make_blobs-refuses",
+    ],
+)
+def test_bad_specs_name_the_place_in_this_body(
+    client: TestClient, spec: dict[str, Any], loc: list[str | int]
+) -> None:
+    assert_problem(client.post(URL, json=spec), 422, loc)
+
+
+def test_nan_literal_is_refused(client: TestClient) -> None:
+    r = client.post(
+        URL,
+        content=b'{"kind": "blobs", "center_box": [NaN, 1]}',
+        headers={"content-type": "application/json"},
+    )
+    assert_problem(r, 422, ["body", "center_box", 0])
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(store_dir=tmp_path / "store", secret_key="k", max_points=50)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "blobs", "n_samples": 10**12},
+        {"kind": "blobs", "n_samples": [30, 30]},
+        {"kind": "moons", "n_samples": 51},
+        {
+            "kind": "gaussian_mixture",
+            "components": [{"mean": [0], "cov": [[1]], "n_samples": 10**12}],
+        },
+    ],
+)
+def test_over_the_limit_is_413_from_the_spec(small: TestClient, spec: dict[str, Any]) -> None:
+    problem = assert_problem(small.post(URL, json=spec), 413, ["body"])
+    assert "GMM_MAX_POINTS" in problem["detail"]
+    assert generated(small, {"kind": "moons", "n_samples": 50})["labels"]
