@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+from sklearn.mixture import _gaussian_mixture as _gm
 from sklearn.utils._array_api import _logsumexp
 
 from service.config import Settings
@@ -138,8 +139,29 @@ def check_params(
                 shape,
                 f"{why_k}, covariance_type={cov_type!r}",
             )
+        _check_init_values(params, k, n_features)
     elif isinstance(params.get("init"), list):
         _expect_shape("init", params["init"], (k, n_features), why_k)
+
+
+def _check_init_values(params: dict[str, Any], k: int, n_features: int) -> None:
+    """sklearn's own checks of initial values (weights sum to 1, precisions positive
+    definite...), run up front so that the problem names the parameter at fault."""
+    checks = {
+        "weights_init": lambda v: _gm._check_weights(v, k, xp=np),
+        "means_init": lambda v: _gm._check_means(v, k, n_features, xp=np),
+        "precisions_init": lambda v: _gm._check_precisions(
+            v, params["covariance_type"], k, n_features, xp=np
+        ),
+    }
+    for name, check in checks.items():
+        value = params.get(name)
+        if value is None:
+            continue
+        try:
+            check(np.asarray(value, dtype=np.float64))
+        except ValueError as exc:
+            raise InvalidInput.at([*PARAMS_LOC, name], f"{name}: {exc}") from exc
 
 
 def build(algorithm: str, params: dict[str, Any]) -> Any:

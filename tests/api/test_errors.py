@@ -731,3 +731,20 @@ def test_chunked_body_within_the_limit_is_fitted(small: TestClient) -> None:
     r = small.post("/v1/models", content=chunks(), headers=JSON)
     assert "content-length" not in r.request.headers
     assert r.status_code == 201, r.text
+
+
+def test_initial_values_sklearn_refuses_are_named(client: TestClient) -> None:
+    """sklearn's own weights/precisions checks run before the fit, naming the field."""
+    base = {"algorithm": "gaussian_mixture", "data": {"generator": BLOBS}}
+    cases = {
+        "weights_init": {"n_components": 2, "weights_init": [0.2, 0.2]},
+        "precisions_init": {
+            "n_components": 2,
+            "covariance_type": "diag",
+            "precisions_init": [[1.0, -1.0], [1.0, 1.0]],
+        },
+    }
+    for field, params in cases.items():
+        r = client.post("/v1/models", json={**base, "params": params})
+        problem = assert_problem(r, 422, ["body", "params", field])
+        assert field in problem["detail"]
