@@ -114,3 +114,9 @@ class FitTimeout(ServiceError):
     status = 422
     slug = "fit-timeout"
     title = "The fit took longer than the time limit"
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"

@@ -18,7 +18,7 @@ from service.api import problems
 from service.api.limits import BodyLimitMiddleware
 from service.api.metrics import Metrics
 from service.api.middleware import RequestContextMiddleware, configure_logging
-from service.api.routes import datasets, health, models, plots, portable
+from service.api.routes import comparisons, datasets, health, models, plots, portable, selection
 from service.api.security import AuthDep, load_keyring
 from service.config import Settings
 from service.domain.executor import make_runner
@@ -40,16 +40,43 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+#: Errors some middleware or dependency can answer on many operations, documented
+#: centrally so that every operation lists every status it can really return.
+_V1_ERRORS = {
+    "401": "Missing or invalid API key (when GMM_API_KEYS is set).",
+    "403": "A read-only API key tried to change something.",
+}
+_BODY_ERRORS = {
+    "413": "Request larger than a configured limit.",
+    "415": "The body is not JSON (send Content-Type: application/json).",
+}
+
+
+def _problem_ref(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
+    }
+
+
 def _problem_json_openapi(app: FastAPI) -> Any:
-    """Build the spec once, filing every error response under application/problem+json."""
+    """Build the spec once: errors under application/problem+json, shared errors listed."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = FastAPI.openapi(app)
-        for path in schema.get("paths", {}).values():
+        for route, path in schema.get("paths", {}).items():
             for operation in path.values():
-                for status, response in operation.get("responses", {}).items():
+                responses = operation.setdefault("responses", {})
+                extra = dict(_V1_ERRORS) if route.startswith("/v1") else {}
+                if "requestBody" in operation:
+                    extra.update(_BODY_ERRORS)
+                for status, description in extra.items():
+                    responses.setdefault(status, _problem_ref(description))
+                for status, response in responses.items():
                     content = response.get("content", {})
                     if status[0] in "45" and "application/json" in content:
                         content["application/problem+json"] = content.pop("application/json")
@@ -94,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router, dependencies=[AuthDep])
     app.include_router(plots.router, dependencies=[AuthDep])
     app.include_router(portable.router, dependencies=[AuthDep])
+    app.include_router(selection.router, dependencies=[AuthDep])
+    app.include_router(comparisons.router, dependencies=[AuthDep])
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

@@ -44,12 +44,8 @@ HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "tra
 SPEC: dict[str, Any] = create_app(Settings()).openapi()
 
 #: Examples known to be wrong, with the bug they show; strict, so a fix is noticed.
-KNOWN_BAD_EXAMPLES = {
-    ("post", "/v1/model-selection/plot", "store-best"): (
-        "bug: the plot route reuses SELECTION_EXAMPLES, whose store-best example it "
-        "answers with 422 (store_best is not available when plotting)"
-    ),
-}
+#: Request-body examples known not to succeed, with why (none today).
+KNOWN_BAD_EXAMPLES: dict[tuple[str, str, str], str] = {}
 
 
 @pytest.fixture(scope="module")

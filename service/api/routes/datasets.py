@@ -9,9 +9,10 @@ from fastapi import APIRouter, Body, Response
 from service.api.deps import ServiceDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
+from service.api.routing import FastJSONRoute
 from service.schemas.data import SEED_BLOBS, GeneratedData, GeneratorSpec
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=FastJSONRoute)
 
 _EXAMPLES = {
     "seed-blobs": {"summary": "The notebook's blobs", "value": SEED_BLOBS},

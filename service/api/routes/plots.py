@@ -9,11 +9,12 @@ from fastapi import APIRouter, Body, Query, Response
 from service.api.deps import ModelId, ServiceDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
+from service.api.routing import FastJSONRoute
 from service.domain import plotting
 from service.schemas.data import SEED_BLOBS, GeneratorSpec
 from service.schemas.plots import EllipsesResult, PlotOptions
 
-router = APIRouter(tags=["plots"])
+router = APIRouter(tags=["plots"], route_class=FastJSONRoute)
 
 _IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {

@@ -14,11 +14,12 @@ from fastapi import APIRouter, Body, Response
 from service.api.deps import ModelId, ServiceDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
+from service.api.routing import FastJSONRoute
 from service.domain import portable
 from service.schemas.models import ModelResource
 from service.schemas.portable import IMPORT_EXAMPLES, ModelDocument
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FastJSONRoute)
 
 
 @router.get(

@@ -1,0 +1,48 @@
+"""``/v1/comparisons``: several algorithms on the same data, side by side."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Response
+
+from service.api.deps import ServiceDep
+from service.api.problems import responses
+from service.api.responses import NumpyJSONResponse
+from service.api.routing import FastJSONRoute
+from service.domain import comparison
+from service.schemas.comparisons import COMPARISON_EXAMPLES, ComparisonRequest, ComparisonResult
+
+router = APIRouter(prefix="/v1/comparisons", tags=["analysis"], route_class=FastJSONRoute)
+
+
+@router.post(
+    "",
+    response_model=ComparisonResult,
+    summary="Compare clusterings of the same data",
+    responses=responses(400, 413, 422, 500, 503),
+)
+def compare_algorithms(
+    request: Annotated[ComparisonRequest, Body(openapi_examples=COMPARISON_EXAMPLES)],
+    service: ServiceDep,
+) -> Response:
+    """Fit each of `algorithms` on `data` (in parallel, at most `GMM_MAX_PARALLEL_FITS`
+    at once) and answer, in order, its training `labels` and scores under sklearn's
+    function names.
+
+    `silhouette_score` always (null with a warning when fewer than two clusters were
+    found); exact up to 10,000 points, on a sample of 10,000 drawn with seed 0 above
+    that, unless `silhouette` says otherwise. `adjusted_rand_score`,
+    `adjusted_mutual_info_score`, `normalized_mutual_info_score`, `homogeneity_score`,
+    `completeness_score` and `v_measure_score` only where the true labels are known:
+    from `true_labels`, else from a `generator`. Nothing is stored.
+    """
+    body = comparison.compare(
+        service,
+        data=request.data,
+        algorithms=[(item.algorithm, item.params.model_dump()) for item in request.algorithms],
+        true_labels=request.true_labels,
+        sample_size=request.silhouette.sample_size,
+        random_state=request.silhouette.random_state,
+    )
+    return NumpyJSONResponse(body)

@@ -1,0 +1,100 @@
+"""``/v1/model-selection``: choose k (and the covariance type) by BIC or AIC."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Query, Response
+
+from service.api.deps import ServiceDep
+from service.api.problems import responses
+from service.api.responses import NumpyJSONResponse
+from service.api.routing import FastJSONRoute
+from service.domain import selection
+from service.errors import InvalidInput
+from service.schemas.selection import (
+    PLOT_EXAMPLES,
+    SELECTION_EXAMPLES,
+    SelectionRequest,
+    SelectionResult,
+)
+
+router = APIRouter(prefix="/v1/model-selection", tags=["analysis"], route_class=FastJSONRoute)
+
+_MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
+
+
+@router.post(
+    "",
+    response_model=SelectionResult,
+    summary="Fit a grid of mixtures and rank them by BIC or AIC",
+    responses=responses(400, 413, 422, 500, 503),
+)
+def select_model(
+    request: Annotated[SelectionRequest, Body(openapi_examples=SELECTION_EXAMPLES)],
+    service: ServiceDep,
+) -> Response:
+    """Fit `GaussianMixture(**params, n_components=k, covariance_type=c)` on `data` for
+    every cell of `grid`, in parallel (at most `GMM_MAX_PARALLEL_FITS` at once), and
+    answer each cell's `bic` and `aic` exactly as sklearn's `bic(X)` / `aic(X)`.
+
+    `scores` lists the cells by covariance type (as requested), then n_components
+    ascending. `best` is the lowest `criterion`; ties go to the fewest components. A
+    cell sklearn cannot fit carries `error` and is never best. With `store_best` the
+    winner's fitted estimator is stored as a model (not refitted): `best.model_id`.
+    """
+    body = selection.select(
+        service,
+        data=request.data,
+        grid=request.grid,
+        criterion=request.criterion,
+        params=request.params.model_dump(),
+        store_best=request.store_best,
+        name=request.name,
+    )
+    return NumpyJSONResponse(body)
+
+
+@router.post(
+    "/plot",
+    response_class=Response,
+    summary="Picture of the criterion against n_components",
+    responses={
+        200: {
+            "description": "The plot, as PNG or SVG.",
+            "content": {"image/png": {}, "image/svg+xml": {}},
+        },
+        **responses(400, 413, 422, 500, 503),
+    },
+)
+def plot_model_selection(
+    request: Annotated[SelectionRequest, Body(openapi_examples=PLOT_EXAMPLES)],
+    service: ServiceDep,
+    fmt: Annotated[
+        Literal["png", "svg"], Query(alias="format", description="Image format.")
+    ] = "png",
+    width: Annotated[int, Query(ge=100, le=4000, description="Width in pixels.")] = 800,
+    height: Annotated[int, Query(ge=100, le=4000, description="Height in pixels.")] = 500,
+    dpi: Annotated[int, Query(ge=30, le=600, description="Dots per inch.")] = 100,
+) -> Response:
+    """The same body and fits as `POST /v1/model-selection`, answered as a picture: the
+    criterion against `n_components`, one line per covariance type, the best cell
+    starred. What a person choosing k wants to see.
+
+    `store_best` is refused here (422): a picture should not leave a model behind.
+    """
+    if request.store_best:
+        raise InvalidInput.at(
+            ["body", "store_best"],
+            "store_best is not available when plotting; call POST /v1/model-selection "
+            "to store the winner.",
+        )
+    result = selection.select(
+        service,
+        data=request.data,
+        grid=request.grid,
+        criterion=request.criterion,
+        params=request.params.model_dump(),
+    )
+    image = selection.plot(result, fmt=fmt, width=width, height=height, dpi=dpi)
+    return Response(image, media_type=_MEDIA_TYPES[fmt])
