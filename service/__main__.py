@@ -15,6 +15,7 @@ def main() -> None:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        timeout_keep_alive=settings.timeout_keep_alive,
     )
 
 

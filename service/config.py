@@ -21,6 +21,15 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="TCP port uvicorn listens on.")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
     log_level: str = Field("info", description="uvicorn log level.")
+    timeout_keep_alive: int = Field(
+        75,
+        ge=1,
+        description=(
+            "Seconds uvicorn keeps an idle connection open. Above common clients' own "
+            "idle limits (httpx: 5 s), so a client never reuses a connection the server "
+            "is closing."
+        ),
+    )
 
     store_dir: Path = Field(
         Path("gmm-store"),

@@ -226,6 +226,10 @@ class LocalModelStore:
             raw = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"No model with id {model_id!r}.") from None
+        except IsADirectoryError:  # a damaged folder, not a missing model
+            raise ArtifactIntegrityError(
+                f"The metadata of model {model_id} is not a file."
+            ) from None
         try:
             meta = json.loads(raw)
             signature = meta.pop("signature")
@@ -265,6 +269,10 @@ class LocalModelStore:
             blob = (folder / ARTIFACT).read_bytes()
         except FileNotFoundError:
             raise NotFound(f"No model with id {model_id!r}.") from None
+        except IsADirectoryError:  # a damaged folder, not a missing model
+            raise ArtifactIntegrityError(
+                f"The artifact of model {model_id} is not a file and was not loaded."
+            ) from None
         digest = hashlib.sha256(blob).hexdigest()
         expected = self._sign(f"{model_id}\n{digest}".encode())
         if digest != art.get("sha256") or not hmac.compare_digest(
