@@ -315,3 +315,11 @@ class LocalModelStore:
 
     def count(self) -> int:
         return len(self._ids())
+
+    def total_bytes(self) -> int:
+        """Bytes of all artifacts, from the file system (no metadata is read)."""
+        total = 0
+        for model_id in self._ids():
+            with contextlib.suppress(OSError):
+                total += (self.models_dir / model_id / ARTIFACT).stat().st_size
+        return total

@@ -144,3 +144,25 @@ def test_fits_past_the_bound_get_429_with_retry_after(tmp_path: Path) -> None:
         assert results == [201]
         service.fit_runner = real
         assert c.post("/v1/models", json=FIT).status_code == 201
+
+
+def test_metrics_report_fits_iterations_store_and_cache(client: TestClient) -> None:
+    model = client.post("/v1/models", json=FIT).json()["id"]
+    client.post(f"/v1/models/{model}/predict", json={"points": [[0, 0]]})
+    client.post(f"/v1/models/{model}/predict", json={"points": [[0, 0]]})
+    text = client.get("/metrics").text
+    assert 'gmm_fits_total{algorithm="kmeans",outcome="stored"} 1.0' in text
+    assert 'gmm_fit_iterations_count{algorithm="kmeans"} 1.0' in text
+    assert "gmm_store_models 1.0" in text
+    size = next(
+        float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("gmm_store_artifact_bytes ")
+    )
+    assert size > 0
+    assert "gmm_model_cache_hits 1.0" in text
+    assert "gmm_model_cache_misses 1.0" in text
+    assert (
+        'gmm_http_requests_total{method="POST",route="/v1/models/{model_id}/predict",'
+        'status="200"} 2.0' in text
+    )

@@ -38,6 +38,9 @@ def readyz(service: ServiceDep) -> dict[str, str]:
     responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
 )
 def metrics(metrics: MetricsDep, service: ServiceDep) -> Response:
-    metrics.store_models.set(service.store.count())
-    metrics.cache_hits.set(getattr(service.store, "cache_hits", 0))
+    store = service.store
+    metrics.store_models.set(store.count())
+    metrics.store_bytes.set(store.total_bytes())
+    metrics.cache_hits.set(getattr(store, "cache_hits", 0))
+    metrics.cache_misses.set(getattr(store, "cache_misses", 0))
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

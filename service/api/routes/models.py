@@ -10,7 +10,7 @@ from service.api.deps import MetricsDep, ModelId, ServiceDep, SettingsDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.api.routing import FastJSONRoute
-from service.errors import ServiceError
+from service.errors import Busy, ServiceError
 from service.schemas.models import (
     FIT_EXAMPLES,
     FitRequest,
@@ -65,6 +65,9 @@ def create_model(
                 "effective_weight_threshold": getattr(request, "effective_weight_threshold", None)
             },
         )
+    except Busy:
+        metrics.fits_rejected_busy.inc()
+        raise
     except ServiceError:
         metrics.fits.labels(request.algorithm, "rejected").inc()
         raise
@@ -72,6 +75,7 @@ def create_model(
         metrics.fits_in_flight.dec()
     metrics.fits.labels(request.algorithm, "stored").inc()
     metrics.fit_seconds.labels(request.algorithm).observe(body["fit_seconds"])
+    metrics.fit_iterations.labels(request.algorithm).observe(body["n_iter"])
     return NumpyJSONResponse(
         body, status_code=201, headers={"Location": f"/v1/models/{body['id']}"}
     )
