@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from service.schemas.common import Seed, StrictInt, StrictModel, WarningItem
 from service.schemas.data import DataSpec
 from service.schemas.params import (
-    BayesianGaussianMixtureParams,
-    GaussianMixtureParams,
-    KMeansParams,
-    MiniBatchKMeansParams,
+    BayesianGaussianMixtureItem,
+    GaussianMixtureItem,
+    KMeansItem,
+    MiniBatchKMeansItem,
 )
 
 #: Silhouette is O(n^2): above this many points it is computed on a sample.
@@ -20,26 +20,6 @@ SILHOUETTE_DEFAULT_SAMPLE = 10_000
 #: The largest sample a request may ask for (about 2.5e9 distance terms per algorithm).
 SILHOUETTE_MAX_SAMPLE = 50_000
 MAX_ALGORITHMS = 10
-
-
-class GaussianMixtureItem(StrictModel):
-    algorithm: Literal["gaussian_mixture"]
-    params: GaussianMixtureParams = Field(default_factory=GaussianMixtureParams)
-
-
-class BayesianGaussianMixtureItem(StrictModel):
-    algorithm: Literal["bayesian_gaussian_mixture"]
-    params: BayesianGaussianMixtureParams = Field(default_factory=BayesianGaussianMixtureParams)
-
-
-class KMeansItem(StrictModel):
-    algorithm: Literal["kmeans"]
-    params: KMeansParams = Field(default_factory=KMeansParams)
-
-
-class MiniBatchKMeansItem(StrictModel):
-    algorithm: Literal["minibatch_kmeans"]
-    params: MiniBatchKMeansParams = Field(default_factory=MiniBatchKMeansParams)
 
 
 AlgorithmItem = Annotated[

@@ -9,10 +9,14 @@ from pydantic import BaseModel, Field
 from service.schemas.common import FiniteFloat, Matrix, StrictModel, WarningItem
 from service.schemas.data import SEED_BLOBS, DataSpec
 from service.schemas.params import (
+    BayesianGaussianMixtureItem,
     BayesianGaussianMixtureParams,
     CovarianceType,
+    GaussianMixtureItem,
     GaussianMixtureParams,
+    KMeansItem,
     KMeansParams,
+    MiniBatchKMeansItem,
     MiniBatchKMeansParams,
 )
 
@@ -40,27 +44,22 @@ class _FitRequestBase(StrictModel):
     )
 
 
-class GaussianMixtureFit(_FitRequestBase):
-    algorithm: Literal["gaussian_mixture"]
-    params: GaussianMixtureParams = Field(default_factory=GaussianMixtureParams)
+class GaussianMixtureFit(GaussianMixtureItem, _FitRequestBase):
+    pass
 
 
-class BayesianGaussianMixtureFit(_FitRequestBase):
-    algorithm: Literal["bayesian_gaussian_mixture"]
-    params: BayesianGaussianMixtureParams = Field(default_factory=BayesianGaussianMixtureParams)
+class BayesianGaussianMixtureFit(BayesianGaussianMixtureItem, _FitRequestBase):
     effective_weight_threshold: Annotated[FiniteFloat, Field(ge=0, le=1)] = Field(
         0.01, description="Components with a weight above this count as effective."
     )
 
 
-class KMeansFit(_FitRequestBase):
-    algorithm: Literal["kmeans"]
-    params: KMeansParams = Field(default_factory=KMeansParams)
+class KMeansFit(KMeansItem, _FitRequestBase):
+    pass
 
 
-class MiniBatchKMeansFit(_FitRequestBase):
-    algorithm: Literal["minibatch_kmeans"]
-    params: MiniBatchKMeansParams = Field(default_factory=MiniBatchKMeansParams)
+class MiniBatchKMeansFit(MiniBatchKMeansItem, _FitRequestBase):
+    pass
 
 
 FitRequest = Annotated[

@@ -101,3 +101,24 @@ class MiniBatchKMeansParams(StrictModel):
     init_size: Annotated[StrictInt, Field(ge=1)] | None = None
     n_init: Literal["auto"] | Annotated[StrictInt, Field(ge=1)] = "auto"
     reassignment_ratio: NonNegativeFloat = 0.01
+
+
+# An algorithm with its parameters: the shape every request that fits shares.
+class GaussianMixtureItem(StrictModel):
+    algorithm: Literal["gaussian_mixture"]
+    params: GaussianMixtureParams = Field(default_factory=GaussianMixtureParams)
+
+
+class BayesianGaussianMixtureItem(StrictModel):
+    algorithm: Literal["bayesian_gaussian_mixture"]
+    params: BayesianGaussianMixtureParams = Field(default_factory=BayesianGaussianMixtureParams)
+
+
+class KMeansItem(StrictModel):
+    algorithm: Literal["kmeans"]
+    params: KMeansParams = Field(default_factory=KMeansParams)
+
+
+class MiniBatchKMeansItem(StrictModel):
+    algorithm: Literal["minibatch_kmeans"]
+    params: MiniBatchKMeansParams = Field(default_factory=MiniBatchKMeansParams)
