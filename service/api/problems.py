@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from service.api.responses import ProblemResponse
 from service.errors import PROBLEM_BASE, ServiceError
@@ -91,6 +92,11 @@ def _validation_items(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 async def _on_validation(request: Request, exc: RequestValidationError) -> ProblemResponse:
+    resources = _resources_at(request)
+    if resources and getattr(request.scope.get("route"), "path", None) not in resources:
+        # GET /v1/models/import reached GET /v1/models/{model_id} with the id "import":
+        # the resource exists, only not with this method.
+        return _method_not_allowed(request, resources)
     items = _validation_items(exc)
     if any(i["type"] == "json_invalid" for i in items):
         return problem(
@@ -125,12 +131,41 @@ async def _on_service_error(request: Request, exc: ServiceError) -> ProblemRespo
     )
 
 
+def _resources_at(request: Request) -> dict[str, set[str]]:
+    """The documented path templates naming this request's path, with their methods.
+
+    A literal path (``/v1/models/import``) hides a template that happens to match it
+    too (``/v1/models/{model_id}``): the literal one is the resource the client named.
+    Read from the OpenAPI document (built once), which lists every method of a path
+    together, where the router keeps one route per method.
+    """
+    matching: dict[str, set[str]] = {}
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(request.url.path):
+            methods = {method.upper() for method in operations}
+            matching[template] = methods | ({"HEAD"} if "GET" in methods else set())
+    literal = {t: m for t, m in matching.items() if "{" not in t}
+    return literal or matching
+
+
+def _method_not_allowed(request: Request, resources: dict[str, set[str]]) -> ProblemResponse:
+    """``Allow`` names every method of the resource (starlette's names one route's)."""
+    allowed = sorted({method for methods in resources.values() for method in methods})
+    return problem(
+        405,
+        f"{request.method} is not allowed on {request.url.path}.",
+        headers={"Allow": ", ".join(allowed)},
+    )
+
+
 async def _on_http_error(request: Request, exc: StarletteHTTPException) -> ProblemResponse:
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"No route matches {request.url.path}."
     if exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}."
+        if resources := _resources_at(request):
+            return _method_not_allowed(request, resources)
     if exc.status_code == 413:
         return problem(
             413, detail, type_=PROBLEM_BASE + "payload-too-large", title="Payload too large"

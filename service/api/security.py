@@ -109,12 +109,21 @@ def authenticate(
     ring: KeyRing = request.app.state.keyring
     if not ring.enabled:
         return None
-    key = api_key or (bearer.credentials if bearer is not None else None)
-    if not key:
+    # Every credential sent must be valid: a wrong bearer token next to a good X-API-Key
+    # is a client sending someone else's (or a stale) key, not an anonymous extra header.
+    # A header that is sent but empty, or an Authorization that is not a Bearer token,
+    # counts as a wrong key.
+    presented: list[str] = []
+    if "x-api-key" in request.headers:
+        presented.append(api_key or "")
+    if "authorization" in request.headers:
+        presented.append(bearer.credentials if bearer is not None else "")
+    if not presented:
         raise Unauthorized("Send an API key in X-API-Key or Authorization: Bearer.")
-    role = ring.role(key)
-    if role is None:
+    roles = [ring.role(key) for key in presented]
+    if None in roles:
         raise Unauthorized("The API key is not valid.")
+    role = "read" if "read" in roles else "admin"
     route = request.scope.get("route")
     name = getattr(route, "name", "")
     if role == "read" and request.method not in ("GET", "HEAD") and name not in READ_OPERATIONS:

@@ -185,7 +185,19 @@ _GENERATORS = {
 
 
 def generate(spec: GeneratorSpec, settings: Settings, loc: Loc) -> Dataset:
-    return _GENERATORS[spec.kind](spec, settings, loc)  # type: ignore[operator]
+    dataset: Dataset = _GENERATORS[spec.kind](spec, settings, loc)  # type: ignore[operator]
+    # Finite parameters can still draw past float64's range (noise=1e308): JSON cannot
+    # carry the infinities, and no estimator can fit them.
+    finite_rows = np.isfinite(dataset.X).all(axis=1)
+    if not finite_rows.all():
+        i = int(np.argmin(finite_rows))
+        raise InvalidInput.at(
+            loc,
+            f"the {spec.kind} generator drew values beyond float64's range (point {i} is "
+            "not finite); use smaller scales (noise, cluster_std, center_box, cov).",
+            "non_finite_result",
+        )
+    return dataset
 
 
 def resolve(data: DataSpec, settings: Settings, loc: Loc = ("body", "data")) -> Dataset:

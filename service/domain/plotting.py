@@ -36,7 +36,7 @@ from sklearn.decomposition import PCA
 
 from service.domain import estimators
 from service.domain.warnings_capture import capture_warnings
-from service.errors import UnsupportedOperation
+from service.errors import InvalidInput, UnsupportedOperation
 from service.schemas.data import GaussianMixtureSpec, GeneratorSpec
 
 PlotFormat = Literal["png", "svg"]
@@ -457,6 +457,23 @@ def _histogram_axes(
         ax.legend(handles=handles, **_LEGEND)
 
 
+#: matplotlib's axis-limit and aspect arithmetic overflows near 1e306; keep far from it.
+MAX_PLOT_COORDINATE = 1e300
+
+
+def _check_drawable(X: np.ndarray, components: Components | None) -> None:
+    """422 for coordinates matplotlib cannot lay out, rather than its ValueError (a 500)."""
+    parts = [np.asarray(X, dtype=np.float64)]
+    if components is not None:
+        parts.append(np.asarray(components.means, dtype=np.float64))
+    largest = max((float(np.abs(p).max()) for p in parts if p.size), default=0.0)
+    if not largest <= MAX_PLOT_COORDINATE:
+        raise InvalidInput(
+            f"the points reach {largest:.3g}; coordinates beyond +-{MAX_PLOT_COORDINATE:g} "
+            "cannot be drawn. Rescale the data to plot it."
+        )
+
+
 def scatter_figure(
     *,
     X: np.ndarray,
@@ -473,6 +490,7 @@ def scatter_figure(
     ``X`` (n, d) is projected with ``projection``; more than ``MAX_PLOT_POINTS`` rows
     are subsampled (and the title says so). One feature is drawn as a histogram.
     """
+    _check_drawable(X, components)
     n_total = len(X)
     idx = subsample(n_total)
     if idx is not None:

@@ -23,7 +23,7 @@ from service.config import Settings
 from service.domain import data as data_mod
 from service.domain import estimators, matching
 from service.domain.executor import FitRunner, FitSlots, InlineFitRunner
-from service.errors import InvalidInput, PayloadTooLarge, UnsupportedOperation
+from service.errors import FitFailed, InvalidInput, PayloadTooLarge, UnsupportedOperation
 from service.schemas.data import DataSpec, GaussianMixtureSpec, GeneratorSpec
 from service.store.base import ModelStore, check_id, new_model_id
 
@@ -60,6 +60,54 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, np.bool_):
         return bool(value)
     return value
+
+
+#: Fitted attributes that may be null by contract (-inf after max_iter=0 and the like).
+_NULLABLE_ATTRIBUTES = frozenset({"lower_bound", "bic", "aic"})
+
+
+def _first_non_finite(values: dict[str, Any]) -> str | None:
+    """The first key whose numbers hold inf or nan (nested lists and arrays too)."""
+    for key, value in values.items():
+        if key in _NULLABLE_ATTRIBUTES or value is None or isinstance(value, str | bool | dict):
+            continue
+        try:
+            numbers = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+        if not np.isfinite(numbers).all():
+            return key
+    return None
+
+
+def _overflowed(what: str) -> FitFailed:
+    # sklearn fits data near 1e154 and beyond without complaint, but its squared
+    # distances and variances overflow: centers of nan, an inertia of inf.
+    return FitFailed(
+        f"the fitted {what} overflowed float64: the data's values are too large in "
+        "magnitude for double precision; rescale the data."
+    )
+
+
+def _require_finite(results: dict[str, Any], loc: list[str | int]) -> None:
+    """422 naming the first point whose results overflowed float64.
+
+    A finite point far enough from the model (around 1e154 and beyond) makes sklearn's
+    squared distances or log-densities overflow to inf or nan. JSON cannot carry
+    those, and a label chosen among infinities means nothing: the client is told which
+    row to rescale instead.
+    """
+    for name, value in results.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size:
+            bad = ~np.isfinite(value.reshape(len(value), -1)).all(axis=1)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise InvalidInput.at(
+                    [*loc, i],
+                    f"row {i}: its {name} overflowed float64 (the point is too far from the "
+                    "model for double precision); rescale the data.",
+                    "non_finite_result",
+                )
 
 
 class ModelService:
@@ -146,6 +194,8 @@ class ModelService:
         """
         est = fitted.estimator
         n_samples, n_features = dataset.X.shape
+        if not np.isfinite(self._means(algorithm, est)).all():
+            raise _overflowed("means")
         resource: dict[str, Any] = {
             "id": new_model_id(),
             "name": name,
@@ -165,9 +215,14 @@ class ModelService:
         wanted = include or set()
         mixture = estimators.is_mixture(algorithm)
         needed = wanted | {"labels"} | ({"log_likelihood"} if mixture else set())
-        arrays = estimators.per_point(algorithm, est, dataset.X, needed, training=True)
-        train_ll = arrays.get("log_likelihood")
-        resource.update(estimators.describe(algorithm, est, dataset.X, train_ll))
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            arrays = estimators.per_point(algorithm, est, dataset.X, needed, training=True)
+            train_ll = arrays.get("log_likelihood")
+            described = estimators.describe(algorithm, est, dataset.X, train_ll)
+        overflowed = _first_non_finite(described) or _first_non_finite(arrays)
+        if overflowed is not None:
+            raise _overflowed(overflowed)
+        resource.update(described)
         if algorithm == "bayesian_gaussian_mixture":
             threshold = (extra or {}).get("effective_weight_threshold")
             threshold = 0.01 if threshold is None else threshold
@@ -253,9 +308,12 @@ class ModelService:
         resource, bundle = self.load_bundle(model_id)
         X = self._points(resource, points)
         algorithm = resource["algorithm"]
-        return estimators.per_point(
-            algorithm, bundle["estimator"], X, estimators.per_point_fields(algorithm)
-        )
+        fields = estimators.per_point_fields(algorithm)
+        # Overflow is reported per row below, not as numpy's RuntimeWarning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            result = estimators.per_point(algorithm, bundle["estimator"], X, fields)
+        _require_finite(result, ["body", "points"])
+        return result
 
     def _require_mixture(self, resource: dict[str, Any], what: str) -> None:
         if not estimators.is_mixture(resource["algorithm"]):
@@ -267,7 +325,9 @@ class ModelService:
         resource, bundle = self.load_bundle(model_id)
         self._require_mixture(resource, "Scoring")
         X = self._points(resource, points)
-        ll = estimators.log_likelihood_of(bundle["estimator"], X)
+        with np.errstate(over="ignore", invalid="ignore"):
+            ll = estimators.log_likelihood_of(bundle["estimator"], X)
+        _require_finite({"log_likelihood": ll}, ["body", "points"])
         train = bundle.get("train_log_likelihood")
         percentile = (
             100.0 * np.searchsorted(train, ll, side="right") / len(train)

@@ -2,25 +2,58 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
-#: A JSON number that is finite: NaN and +-Infinity literals are refused by name.
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-#: Integers must be JSON integers: ``2.0`` or ``true`` for a count is a client bug.
+#: A JSON number that is finite: NaN and +-Infinity literals are refused by name, and
+#: so are ``true`` and ``"1.5"``, which the schema does not call numbers.
+FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+#: Integers must be JSON integers: ``true``, ``"2"`` or ``2.5`` for a count is a client
+#: bug. (``2.0`` is the integer 2: see ``StrictModel``.)
 StrictInt = Annotated[int, Strict()]
+#: Only ``true`` and ``false``: not ``1``, ``0`` or ``"yes"``.
+StrictBool = Annotated[bool, Strict()]
 #: Seeds as numpy's RandomState accepts them.
 Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]
 
-Row = list[FiniteFloat]
+#: A point: at least one coordinate (the document says so, not only the domain code).
+Row = Annotated[list[FiniteFloat], Field(min_length=1)]
 Matrix = Annotated[list[Row], Field(min_length=1)]
+
+
+def _integral_to_int(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _integral_numbers(value: Any) -> Any:
+    """A field's value with ``2.0`` read as ``2``, also inside a flat list of numbers;
+    rows of points (lists of lists) are left alone, in O(1)."""
+    if isinstance(value, float):
+        return _integral_to_int(value)
+    if isinstance(value, list) and value and not isinstance(value[0], list | dict):
+        return [_integral_to_int(item) for item in value]
+    return value
 
 
 class StrictModel(BaseModel):
     """Unknown fields are rejected, not ignored: a typo must not silently change a fit."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_numbers_are_integers(cls, data: Any) -> Any:
+        """``2.0`` is the integer 2: JSON has one number type, and JSON Schema's
+        ``integer`` (so the published OpenAPI document's) is any number without a
+        fraction. A float field takes the ``int`` back as the same float.
+
+        Done here rather than in ``StrictInt``: a validator inside the type would push
+        its ``ge``/``le`` out of the JSON Schema.
+        """
+        if isinstance(data, dict):
+            return {key: _integral_numbers(value) for key, value in data.items()}
+        return data
 
 
 class WarningItem(BaseModel):

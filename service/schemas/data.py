@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from service.schemas.common import FiniteFloat, Matrix, Seed, StrictInt, StrictModel
+from service.schemas.common import FiniteFloat, Matrix, Seed, StrictBool, StrictInt, StrictModel
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 NonNegativeFloat = Annotated[FiniteFloat, Field(ge=0)]
@@ -21,7 +21,7 @@ class BlobsSpec(StrictModel):
     centers: PositiveInt | Matrix | None = None
     cluster_std: NonNegativeFloat | Annotated[list[NonNegativeFloat], Field(min_length=1)] = 1.0
     center_box: tuple[FiniteFloat, FiniteFloat] = (-10.0, 10.0)
-    shuffle: bool = True
+    shuffle: StrictBool = True
     random_state: Seed | None = None
 
 
@@ -48,7 +48,7 @@ class GaussianMixtureSpec(StrictModel):
         ),
     )
     tol: Annotated[FiniteFloat, Field(gt=0)] = 1e-8
-    shuffle: bool = Field(
+    shuffle: StrictBool = Field(
         False,
         description="Permute points and labels after drawing, with the same RandomState.",
     )
@@ -59,7 +59,7 @@ class MoonsSpec(StrictModel):
 
     kind: Literal["moons"]
     n_samples: Annotated[StrictInt, Field(ge=2)] = 100
-    shuffle: bool = True
+    shuffle: StrictBool = True
     noise: NonNegativeFloat | None = None
     random_state: Seed | None = None
 
@@ -69,7 +69,7 @@ class CirclesSpec(StrictModel):
 
     kind: Literal["circles"]
     n_samples: Annotated[StrictInt, Field(ge=2)] = 100
-    shuffle: bool = True
+    shuffle: StrictBool = True
     noise: NonNegativeFloat | None = None
     random_state: Seed | None = None
     factor: Annotated[FiniteFloat, Field(ge=0, lt=1)] = 0.8

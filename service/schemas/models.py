@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from service.schemas.common import FiniteFloat, Matrix, StrictModel, WarningItem
+from service.schemas.common import FiniteFloat, Matrix, Seed, StrictInt, StrictModel, WarningItem
 from service.schemas.data import SEED_BLOBS, DataSpec
 from service.schemas.params import (
     BayesianGaussianMixtureItem,
@@ -251,8 +251,8 @@ class ScoreResult(BaseModel):
 
 
 class SampleRequest(StrictModel):
-    n_samples: Annotated[int, Field(ge=1, strict=True)] = 1
-    random_state: Annotated[int, Field(ge=0, le=2**32 - 1, strict=True)] | None = Field(
+    n_samples: Annotated[StrictInt, Field(ge=1)] = 1
+    random_state: Seed | None = Field(
         None, description="Defaults to the model's own random_state, as sklearn does."
     )
 

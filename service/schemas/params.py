@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from service.schemas.common import FiniteFloat, Seed, StrictInt, StrictModel
+from service.schemas.common import FiniteFloat, Seed, StrictBool, StrictInt, StrictModel
 
 NonNegativeFloat = Annotated[FiniteFloat, Field(ge=0)]
 Vector = Annotated[list[FiniteFloat], Field(min_length=1)]
@@ -94,7 +94,7 @@ class MiniBatchKMeansParams(StrictModel):
     )
     max_iter: Annotated[StrictInt, Field(ge=1)] = 100
     batch_size: Annotated[StrictInt, Field(ge=1)] = 1024
-    compute_labels: bool = True
+    compute_labels: StrictBool = True
     random_state: Seed | None = None
     tol: NonNegativeFloat = 0.0
     max_no_improvement: Annotated[StrictInt, Field(ge=0)] | None = 10

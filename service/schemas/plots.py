@@ -6,12 +6,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from service.schemas.common import FiniteFloat
-
 #: The largest picture drawn, in pixels (width x height x dpi^2): 4096 x 4096.
 MAX_PLOT_PIXELS = 4096 * 4096
 
-Inches = Annotated[FiniteFloat, Field(ge=1, le=40)]
+#: Query parameters arrive as text, so not the (strict) body ``FiniteFloat``.
+Inches = Annotated[float, Field(ge=1, le=40, allow_inf_nan=False)]
 
 
 class PlotOptions(BaseModel):

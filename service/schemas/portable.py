@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PlainValidator, TypeAdapter, ValidationInfo, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from service.schemas.common import FiniteFloat, StrictInt, StrictModel
+from service.schemas.common import FiniteFloat, StrictBool, StrictInt, StrictModel
 from service.schemas.models import Name
 from service.schemas.params import (
     BayesianGaussianMixtureParams,
@@ -138,7 +138,7 @@ class _MixtureDocument(_DocumentBase):
             "Cholesky factor of the covariances' inverse."
         )
     )
-    converged: bool
+    converged: StrictBool
     lower_bound: FiniteFloat | None = Field(description="lower_bound_; null when not finite.")
 
 

@@ -244,10 +244,10 @@ CASES: dict[str, Any] = {
         422,
         ["body", "params", "n_components"],
     ),
-    "n_components-2.0": (
+    "n_components-2.5": (
         "POST",
         "/v1/models",
-        {"json": gm_body({"n_components": 2.0})},
+        {"json": gm_body({"n_components": 2.5})},
         422,
         ["body", "params", "n_components"],
     ),

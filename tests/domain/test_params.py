@@ -314,7 +314,14 @@ def test_array_params_keep_their_values() -> None:
     np.testing.assert_array_equal(np.asarray(params["means_init"]), np.asarray(means))
 
 
-@pytest.mark.parametrize("value", [2.0, True, "2", None])
+@pytest.mark.parametrize("value", [2.5, True, "2", None])
 def test_counts_must_be_json_integers(value: Any) -> None:
     with pytest.raises(ValidationError):
         KMeansParams.model_validate({"n_clusters": value})
+
+
+def test_integral_numbers_are_integers() -> None:
+    """JSON has one number type and JSON Schema's ``integer`` admits ``2.0``."""
+    params = KMeansParams.model_validate({"n_clusters": 2.0})
+    assert params.n_clusters == 2
+    assert isinstance(params.n_clusters, int)
