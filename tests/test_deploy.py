@@ -421,6 +421,7 @@ def test_readme_story_runs_against_a_real_server(
         capture_output=True,
         text=True,
         env=env,
+        cwd=tmp_path,  # the story writes best.png and best.json where it runs
         stdin=subprocess.DEVNULL,
         timeout=120,
     )
