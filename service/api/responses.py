@@ -31,3 +31,16 @@ class NumpyJSONResponse(Response):
 
 class ProblemResponse(NumpyJSONResponse):
     media_type = "application/problem+json"
+
+
+#: The 201 of every route that stores a new model, as OpenAPI documents it.
+MODEL_CREATED_DOC: dict[str, Any] = {
+    "headers": {"Location": {"description": "URL of the new model", "schema": {"type": "string"}}}
+}
+
+
+def model_created(resource: dict[str, Any]) -> NumpyJSONResponse:
+    """201 with the new model's ``Location``."""
+    return NumpyJSONResponse(
+        resource, status_code=201, headers={"Location": f"/v1/models/{resource['id']}"}
+    )

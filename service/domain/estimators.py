@@ -305,6 +305,11 @@ def is_mixture(algorithm: str) -> bool:
     return ALGORITHMS[algorithm].family == "mixture"
 
 
+def means_of(algorithm: str, est: Any) -> np.ndarray:
+    """Component means (mixtures) or cluster centers (k-means), (n_components, n_features)."""
+    return np.asarray(est.means_ if is_mixture(algorithm) else est.cluster_centers_)
+
+
 def log_likelihood_of(est: Any, X: np.ndarray) -> np.ndarray:
     """``score_samples``: log p(x) per row, (n_samples,)."""
     return np.asarray(_logsumexp(est._estimate_weighted_log_prob(X), axis=1))

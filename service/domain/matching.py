@@ -26,7 +26,7 @@ def recovery_report(
     true_labels: np.ndarray,
 ) -> dict[str, Any]:
     """Match fitted means to true means (min total Euclidean distance) and measure errors."""
-    means = np.asarray(est.means_ if estimators.is_mixture(algorithm) else est.cluster_centers_)
+    means = estimators.means_of(algorithm, est)
     rows, cols = linear_sum_assignment(cdist(true_means, means))
     covs = estimators.full_covariances(est) if estimators.is_mixture(algorithm) else None
     matching = []

@@ -194,7 +194,7 @@ class ModelService:
         """
         est = fitted.estimator
         n_samples, n_features = dataset.X.shape
-        if not np.isfinite(self._means(algorithm, est)).all():
+        if not np.isfinite(estimators.means_of(algorithm, est)).all():
             raise _overflowed("means")
         resource: dict[str, Any] = {
             "id": new_model_id(),
@@ -209,7 +209,7 @@ class ModelService:
             "imported": False,
         }
         if alignment is not None:
-            perm = matching.alignment_permutation(self._means(algorithm, est), alignment[1])
+            perm = matching.alignment_permutation(estimators.means_of(algorithm, est), alignment[1])
             matching.permute(algorithm, est, perm)
             resource["alignment"] = {"model_id": alignment[0], "permutation": perm}
         wanted = include or set()
@@ -248,10 +248,6 @@ class ModelService:
         }
         self.store.put(resource["id"], bundle, {"resource": resource, "versions": _versions()})
         return resource, {k: v for k, v in arrays.items() if k in wanted}
-
-    @staticmethod
-    def _means(algorithm: str, est: Any) -> np.ndarray:
-        return np.asarray(est.means_ if estimators.is_mixture(algorithm) else est.cluster_centers_)
 
     def _alignment_reference(
         self, align_to: str | None, algorithm: str, params: dict[str, Any], n_features: int

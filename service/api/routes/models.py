@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query, Response
 
 from service.api.deps import MetricsDep, ModelId, ServiceDep, SettingsDep
 from service.api.problems import responses
-from service.api.responses import NumpyJSONResponse
+from service.api.responses import MODEL_CREATED_DOC, NumpyJSONResponse, model_created
 from service.api.routing import FastJSONRoute
 from service.errors import Busy, ServiceError
 from service.schemas.models import (
@@ -34,11 +34,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FastJSONRou
     response_model=FittedModel,
     summary="Fit a model and store it",
     responses={
-        201: {
-            "headers": {
-                "Location": {"description": "URL of the new model", "schema": {"type": "string"}}
-            }
-        },
+        201: MODEL_CREATED_DOC,
         **responses(400, 413, 422, 500, 503),
     },
 )
@@ -76,9 +72,7 @@ def create_model(
     metrics.fits.labels(request.algorithm, "stored").inc()
     metrics.fit_seconds.labels(request.algorithm).observe(body["fit_seconds"])
     metrics.fit_iterations.labels(request.algorithm).observe(body["n_iter"])
-    return NumpyJSONResponse(
-        body, status_code=201, headers={"Location": f"/v1/models/{body['id']}"}
-    )
+    return model_created(body)
 
 
 @router.get(

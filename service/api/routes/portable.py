@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Response
 
 from service.api.deps import ModelId, ServiceDep
 from service.api.problems import responses
-from service.api.responses import NumpyJSONResponse
+from service.api.responses import MODEL_CREATED_DOC, NumpyJSONResponse, model_created
 from service.api.routing import FastJSONRoute
 from service.domain import portable
 from service.schemas.models import ModelResource
@@ -40,11 +40,7 @@ def export_model(model_id: ModelId, service: ServiceDep) -> Response:
     response_model=ModelResource,
     summary="Import a model from a portable JSON document",
     responses={
-        201: {
-            "headers": {
-                "Location": {"description": "URL of the new model", "schema": {"type": "string"}}
-            }
-        },
+        201: MODEL_CREATED_DOC,
         **responses(400, 413, 422, 500, 503),
     },
 )
@@ -61,6 +57,4 @@ def import_model(
     `"imported": true`, and score percentiles and plots are unavailable.
     """
     resource = portable.import_model(service, document)
-    return NumpyJSONResponse(
-        resource, status_code=201, headers={"Location": f"/v1/models/{resource['id']}"}
-    )
+    return model_created(resource)

@@ -10,7 +10,7 @@ from service.api.deps import ServiceDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.api.routing import FastJSONRoute
-from service.domain import selection
+from service.domain import plotting, selection
 from service.errors import InvalidInput
 from service.schemas.selection import (
     PLOT_EXAMPLES,
@@ -20,8 +20,6 @@ from service.schemas.selection import (
 )
 
 router = APIRouter(prefix="/v1/model-selection", tags=["analysis"], route_class=FastJSONRoute)
-
-_MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
 
 
 @router.post(
@@ -97,4 +95,4 @@ def plot_model_selection(
         params=request.params.model_dump(),
     )
     image = selection.plot(result, fmt=fmt, width=width, height=height, dpi=dpi)
-    return Response(image, media_type=_MEDIA_TYPES[fmt])
+    return Response(image, media_type=plotting.MEDIA_TYPES[fmt])
