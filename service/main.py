@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,7 @@ from service.api.routes import comparisons, datasets, health, models, plots, por
 from service.api.security import AuthDep, load_keyring
 from service.config import Settings
 from service.domain.executor import make_runner
+from service.domain.limits import Limits
 from service.domain.service import ModelService
 from service.store.local import LocalModelStore
 
@@ -86,6 +88,11 @@ def _problem_json_openapi(app: FastAPI) -> Any:
     return openapi
 
 
+def limits_from(settings: Settings) -> Limits:
+    """The domain's limits, copied from the settings fields of the same names."""
+    return Limits(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(Limits)})
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -97,7 +104,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cache_size=settings.cache_size,
         )
         runner = make_runner(settings.max_concurrent_fits, settings.fit_timeout_seconds)
-        app.state.service = ModelService(store, settings, runner)
+        app.state.service = ModelService(
+            store,
+            limits=limits_from(settings),
+            fit_runner=runner,
+            max_concurrent_fits=settings.max_concurrent_fits,
+        )
         try:
             yield
         finally:

@@ -126,15 +126,14 @@ def compare(
     random_state: int | None,
 ) -> dict[str, Any]:
     """Fit each ``(algorithm, params)`` on ``data``; answer labels and metrics in order."""
-    settings = service.settings
     # One fitting request, however many algorithms: it holds one of GMM_MAX_CONCURRENT_FITS.
-    with service.fit_slots.hold():
+    with service.fitting():
         dataset = service.resolve(data)
         n_samples, n_features = dataset.X.shape
         y_true = _true_labels(dataset.y, true_labels, n_samples)
         for i, (algorithm, params) in enumerate(algorithms):
             try:
-                estimators.check_params(algorithm, params, n_samples, n_features, settings)
+                estimators.check_params(algorithm, params, n_samples, n_features, service.limits)
             except ServiceError as exc:
                 moves: dict[tuple[str | int, ...], Loc] = {
                     estimators.PARAMS_LOC: ["body", "algorithms", i, "params"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn import datasets
 
-from service.config import Settings
+from service.domain.limits import Limits
 from service.domain.warnings_capture import capture_warnings
 from service.errors import InvalidInput, Loc, PayloadTooLarge
 from service.schemas.data import (
@@ -34,28 +34,27 @@ class Dataset:
     warnings: list[dict[str, str]] = field(default_factory=list)
 
 
-def check_size(n_samples: int, n_features: int, settings: Settings, loc: Loc) -> None:
+def check_size(n_samples: int, n_features: int, limits: Limits, loc: Loc) -> None:
     """Raise 413 when the data would exceed the configured limits."""
-    if n_samples > settings.max_points:
+    if n_samples > limits.max_points:
         raise PayloadTooLarge.at(
-            loc, f"{n_samples} samples exceed the limit of {settings.max_points} (GMM_MAX_POINTS)."
+            loc, f"{n_samples} samples exceed the limit of {limits.max_points} (GMM_MAX_POINTS)."
         )
-    if n_features > settings.max_features:
+    if n_features > limits.max_features:
         raise PayloadTooLarge.at(
             loc,
-            f"{n_features} features exceed the limit of {settings.max_features} "
-            "(GMM_MAX_FEATURES).",
+            f"{n_features} features exceed the limit of {limits.max_features} (GMM_MAX_FEATURES).",
         )
-    if n_samples * n_features > settings.max_values:
+    if n_samples * n_features > limits.max_values:
         raise PayloadTooLarge.at(
             loc,
             f"{n_samples} x {n_features} = {n_samples * n_features} values exceed the limit "
-            f"of {settings.max_values} (GMM_MAX_VALUES).",
+            f"of {limits.max_values} (GMM_MAX_VALUES).",
         )
 
 
 def points_to_array(
-    points: Sequence[Sequence[float]], settings: Settings, loc: Loc, width: int | None = None
+    points: Sequence[Sequence[float]], limits: Limits, loc: Loc, width: int | None = None
 ) -> np.ndarray:
     """Rows of finite floats (already checked by the schema) -> C-contiguous float64.
 
@@ -74,15 +73,15 @@ def points_to_array(
             )
     if expected == 0:
         raise InvalidInput.at([*loc, 0], "rows must hold at least one value.")
-    check_size(len(points), expected, settings, loc)
+    check_size(len(points), expected, limits, loc)
     return np.asarray(points, dtype=np.float64)
 
 
-def _blobs(spec: BlobsSpec, settings: Settings, loc: Loc) -> Dataset:
+def _blobs(spec: BlobsSpec, limits: Limits, loc: Loc) -> Dataset:
     n_samples = spec.n_samples if isinstance(spec.n_samples, int) else sum(spec.n_samples)
     centers = spec.centers
     n_features = len(centers[0]) if isinstance(centers, list) else spec.n_features
-    check_size(n_samples, n_features, settings, loc)
+    check_size(n_samples, n_features, limits, loc)
     try:
         centers_arg = (
             np.asarray(centers, dtype=np.float64) if isinstance(centers, list) else centers
@@ -102,7 +101,7 @@ def _blobs(spec: BlobsSpec, settings: Settings, loc: Loc) -> Dataset:
     return Dataset(X, y)
 
 
-def _gaussian_mixture(spec: GaussianMixtureSpec, settings: Settings, loc: Loc) -> Dataset:
+def _gaussian_mixture(spec: GaussianMixtureSpec, limits: Limits, loc: Loc) -> Dataset:
     d = len(spec.components[0].mean)
     for i, comp in enumerate(spec.components):
         cloc = [*loc, "components", i]
@@ -116,7 +115,7 @@ def _gaussian_mixture(spec: GaussianMixtureSpec, settings: Settings, loc: Loc) -
             raise InvalidInput.at(
                 [*cloc, "cov"], f"component {i}'s cov must be a {d} x {d} matrix."
             )
-    check_size(sum(c.n_samples for c in spec.components), d, settings, loc)
+    check_size(sum(c.n_samples for c in spec.components), d, limits, loc)
     if sum(c.n_samples for c in spec.components) == 0:
         raise InvalidInput.at([*loc, "components"], "the components draw no samples in total.")
     rs = np.random.RandomState(spec.random_state)
@@ -153,8 +152,8 @@ def _gaussian_mixture(spec: GaussianMixtureSpec, settings: Settings, loc: Loc) -
     return Dataset(np.ascontiguousarray(X), y, collected)
 
 
-def _moons(spec: MoonsSpec, settings: Settings, loc: Loc) -> Dataset:
-    check_size(spec.n_samples, 2, settings, loc)
+def _moons(spec: MoonsSpec, limits: Limits, loc: Loc) -> Dataset:
+    check_size(spec.n_samples, 2, limits, loc)
     X, y = datasets.make_moons(
         n_samples=spec.n_samples,
         shuffle=spec.shuffle,
@@ -164,8 +163,8 @@ def _moons(spec: MoonsSpec, settings: Settings, loc: Loc) -> Dataset:
     return Dataset(X, y)
 
 
-def _circles(spec: CirclesSpec, settings: Settings, loc: Loc) -> Dataset:
-    check_size(spec.n_samples, 2, settings, loc)
+def _circles(spec: CirclesSpec, limits: Limits, loc: Loc) -> Dataset:
+    check_size(spec.n_samples, 2, limits, loc)
     X, y = datasets.make_circles(
         n_samples=spec.n_samples,
         shuffle=spec.shuffle,
@@ -184,8 +183,8 @@ _GENERATORS = {
 }
 
 
-def generate(spec: GeneratorSpec, settings: Settings, loc: Loc) -> Dataset:
-    dataset: Dataset = _GENERATORS[spec.kind](spec, settings, loc)  # type: ignore[operator]
+def generate(spec: GeneratorSpec, limits: Limits, loc: Loc) -> Dataset:
+    dataset: Dataset = _GENERATORS[spec.kind](spec, limits, loc)  # type: ignore[operator]
     # Finite parameters can still draw past float64's range (noise=1e308): JSON cannot
     # carry the infinities, and no estimator can fit them.
     finite_rows = np.isfinite(dataset.X).all(axis=1)
@@ -200,9 +199,9 @@ def generate(spec: GeneratorSpec, settings: Settings, loc: Loc) -> Dataset:
     return dataset
 
 
-def resolve(data: DataSpec, settings: Settings, loc: Loc = ("body", "data")) -> Dataset:
+def resolve(data: DataSpec, limits: Limits, loc: Loc = ("body", "data")) -> Dataset:
     """The array a request's ``data`` stands for (and true labels when generated)."""
     if data.points is not None:
-        return Dataset(points_to_array(data.points, settings, [*loc, "points"]))
+        return Dataset(points_to_array(data.points, limits, [*loc, "points"]))
     assert data.generator is not None
-    return generate(data.generator, settings, [*loc, "generator"])
+    return generate(data.generator, limits, [*loc, "generator"])

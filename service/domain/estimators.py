@@ -18,7 +18,7 @@ from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 from sklearn.mixture import _gaussian_mixture as _gm
 from sklearn.utils._array_api import _logsumexp
 
-from service.config import Settings
+from service.domain.limits import Limits
 from service.domain.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput, PayloadTooLarge
 
@@ -83,20 +83,20 @@ def _expect_shape(name: str, value: Any, shape: tuple[int, ...], why: str) -> No
 
 
 def check_params(
-    algorithm: str, params: dict[str, Any], n_samples: int, n_features: int, settings: Settings
+    algorithm: str, params: dict[str, Any], n_samples: int, n_features: int, limits: Limits
 ) -> None:
     """Check limits, sample counts and array shapes before any work, naming the field."""
     algo = ALGORITHMS[algorithm]
     k = params[algo.k_param]
-    if k > settings.max_components:
+    if k > limits.max_components:
         raise PayloadTooLarge.at(
             [*PARAMS_LOC, algo.k_param],
-            f"{algo.k_param}={k} exceeds the limit of {settings.max_components} "
+            f"{algo.k_param}={k} exceeds the limit of {limits.max_components} "
             "(GMM_MAX_COMPONENTS).",
         )
     for name, limit, env in (
-        ("max_iter", settings.max_iter, "GMM_MAX_ITER"),
-        ("n_init", settings.max_n_init, "GMM_MAX_N_INIT"),
+        ("max_iter", limits.max_iter, "GMM_MAX_ITER"),
+        ("n_init", limits.max_n_init, "GMM_MAX_N_INIT"),
     ):
         value = params.get(name)
         if isinstance(value, int) and value > limit:

@@ -30,6 +30,10 @@ STARTUP_SECONDS = 120.0
 
 
 class FitRunner(Protocol):
+    #: True when fits run apart from the caller (worker processes with a time limit):
+    #: then every fit, even one inside a joblib pool, must be handed to the runner.
+    isolated: bool
+
     def __call__(self, algorithm: str, params: dict[str, Any], X: np.ndarray) -> Any: ...
 
     def close(self) -> None: ...
@@ -37,6 +41,8 @@ class FitRunner(Protocol):
 
 class InlineFitRunner:
     """Fit in the calling thread (FastAPI's threadpool): no isolation, no time limit."""
+
+    isolated = False
 
     def __call__(self, algorithm: str, params: dict[str, Any], X: np.ndarray) -> Any:
         return estimators.fit(algorithm, params, X)
@@ -87,6 +93,8 @@ class _Worker:
 
 class ProcessFitRunner:
     """Warm worker processes; a fit past ``timeout`` seconds is killed with its process."""
+
+    isolated = True
 
     def __init__(self, size: int, timeout: float) -> None:
         self._ctx = mp.get_context("spawn")

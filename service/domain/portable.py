@@ -21,7 +21,8 @@ from scipy import linalg
 from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
 from service.domain import estimators
-from service.domain.service import ModelService, _now, _versions, jsonable
+from service.domain.limits import Limits
+from service.domain.service import ModelService
 from service.errors import InvalidInput, PayloadTooLarge, ServiceError
 from service.schemas.portable import (
     FORMAT,
@@ -30,7 +31,6 @@ from service.schemas.portable import (
     MiniBatchKMeansDocument,
     ModelDocument,
 )
-from service.store.base import new_model_id
 
 #: Weights must sum to 1 within this (sklearn's own weights are off by ~1e-16).
 WEIGHT_SUM_TOL = 1e-6
@@ -57,7 +57,7 @@ def export_model(service: ModelService, model_id: str) -> dict[str, Any]:
     resource, bundle = service.load_bundle(model_id)
     est = bundle["estimator"]
     algorithm = resource["algorithm"]
-    meta = service.store.get_metadata(model_id)
+    meta = service.get_metadata(model_id)
     doc: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -124,33 +124,31 @@ def _first_bad(mask: np.ndarray) -> list[int]:
     return [int(i) for i in np.argwhere(mask)[0]]
 
 
-def _check_limits(doc: Any, service: ModelService) -> None:
-    settings = service.settings
+def _check_limits(doc: Any, limits: Limits) -> None:
     k, d = doc.n_components, doc.n_features
-    if k > settings.max_components:
+    if k > limits.max_components:
         raise PayloadTooLarge.at(
             _at("n_components"),
-            f"n_components={k} exceeds the limit of {settings.max_components} "
-            "(GMM_MAX_COMPONENTS).",
+            f"n_components={k} exceeds the limit of {limits.max_components} (GMM_MAX_COMPONENTS).",
         )
-    if d > settings.max_features:
+    if d > limits.max_features:
         raise PayloadTooLarge.at(
             _at("n_features"),
-            f"n_features={d} exceeds the limit of {settings.max_features} (GMM_MAX_FEATURES).",
+            f"n_features={d} exceeds the limit of {limits.max_features} (GMM_MAX_FEATURES).",
         )
     if estimators.is_mixture(doc.algorithm):
         field, size = "covariances", int(np.prod(_COV_SHAPES[doc.covariance_type](k, d)))
     else:
         field, size = "cluster_centers", k * d
-    if size > settings.max_values:
+    if size > limits.max_values:
         raise PayloadTooLarge.at(
             _at(field),
-            f"{field} would hold {size} numbers, over the limit of {settings.max_values} "
+            f"{field} would hold {size} numbers, over the limit of {limits.max_values} "
             "(GMM_MAX_VALUES).",
         )
 
 
-def _check_params(doc: Any, service: ModelService) -> dict[str, Any]:
+def _check_params(doc: Any, limits: Limits) -> dict[str, Any]:
     """The document's params, consistent with its shape and within the service's limits."""
     algo = estimators.ALGORITHMS[doc.algorithm]
     params: dict[str, Any] = doc.params.model_dump()
@@ -169,7 +167,7 @@ def _check_params(doc: Any, service: ModelService) -> dict[str, Any]:
         )
     # Initial arrays and iteration limits are checked as for a fit; the sample count is
     # unknown here, so it is given as just enough.
-    estimators.check_params(doc.algorithm, params, max(k, algo.min_samples), d, service.settings)
+    estimators.check_params(doc.algorithm, params, max(k, algo.min_samples), d, limits)
     return params
 
 
@@ -389,37 +387,31 @@ def import_model(service: ModelService, doc: ModelDocument) -> dict[str, Any]:
     The stored bundle has no training data, so plots and score percentiles of an
     imported model say so instead of inventing it.
     """
-    _check_limits(doc, service)
-    params = _check_params(doc, service)
+    _check_limits(doc, service.limits)
+    params = _check_params(doc, service.limits)
     algorithm = doc.algorithm
     if estimators.is_mixture(algorithm):
         est = _build_mixture(doc, params)
     else:
         est = _build_centroids(doc, params)
-    source = doc.source
-    resource: dict[str, Any] = {
-        "id": new_model_id(),
-        "name": doc.name,
-        "algorithm": algorithm,
-        "params": params,
-        "created_at": _now(),
-        # The schema needs a count; 0 says "unknown" when the document does not tell.
-        "n_samples": source.n_samples if source else None,
-        "n_features": doc.n_features,
-        "fit_seconds": 0.0,
-        "warnings": [],
-        "imported": True,
-    }
-    resource.update(estimators.describe(algorithm, est, None))
+    attributes = estimators.describe(algorithm, est, None)
     if isinstance(doc, BayesianGaussianMixtureDocument):
-        resource["effective_weight_threshold"] = doc.effective_weight_threshold
-        resource["effective_n_components"] = estimators.effective_n_components(
+        attributes["effective_weight_threshold"] = doc.effective_weight_threshold
+        attributes["effective_n_components"] = estimators.effective_n_components(
             est.weights_, doc.effective_weight_threshold
         )
-    resource = jsonable(resource)
-    bundle = {"estimator": est, "X": None, "labels": None, "train_log_likelihood": None}
-    metadata: dict[str, Any] = {"resource": resource, "versions": _versions()}
-    if source is not None:
-        metadata["imported_from"] = source.model_dump()
-    service.store.put(resource["id"], bundle, metadata)
-    return resource
+    source = doc.source
+    return service.save_model(
+        algorithm=algorithm,
+        params=params,
+        name=doc.name,
+        # null says "unknown" when the document does not tell.
+        n_samples=source.n_samples if source else None,
+        n_features=doc.n_features,
+        fit_seconds=0.0,
+        warnings=[],
+        attributes=attributes,
+        bundle={"estimator": est, "X": None, "labels": None, "train_log_likelihood": None},
+        imported=True,
+        imported_from=source.model_dump() if source is not None else None,
+    )

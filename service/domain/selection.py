@@ -17,8 +17,8 @@ from typing import Any, Literal
 import numpy as np
 from joblib import Parallel, delayed
 
-from service.config import Settings
 from service.domain import estimators
+from service.domain.limits import Limits
 from service.domain.service import ModelService
 from service.domain.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput, Loc, PayloadTooLarge, ServiceError
@@ -53,12 +53,11 @@ def run_parallel(
     instead of resizing it under other requests); a single call, or a limit of one,
     runs in the calling thread.
     """
-    settings = service.settings
     fit: Fit | None = None
     backend: str = BACKEND
-    if settings.fit_timeout_seconds is not None:
-        fit, backend = service.fit_runner, "threading"
-    n_jobs = settings.max_parallel_fits
+    if service.fits_isolated:
+        fit, backend = service.fit, "threading"
+    n_jobs = service.limits.max_parallel_fits
     if n_jobs <= 1 or len(calls) <= 1:
         return [func(*args, fit) for args in calls]
     # batch_size=1: cells differ in cost tenfold, so hand them out one at a time.
@@ -86,7 +85,7 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def expand_grid(grid: Grid, settings: Settings) -> list[tuple[int, str, Loc]]:
+def expand_grid(grid: Grid, limits: Limits) -> list[tuple[int, str, Loc]]:
     """The cells ``(n_components, covariance_type, loc of that n_components)`` in answer order.
 
     Checks that need no data: repeats, ``min > max``, the component limit and the cell
@@ -99,11 +98,11 @@ def expand_grid(grid: Grid, settings: Settings) -> list[tuple[int, str, Loc]]:
             raise InvalidInput.at(
                 [*where, "max"], f"max ({spec.max}) must be at least min ({spec.min})."
             )
-        if spec.max > settings.max_components:
+        if spec.max > limits.max_components:
             raise PayloadTooLarge.at(
                 [*where, "max"],
                 f"n_components up to {spec.max} exceeds the limit of "
-                f"{settings.max_components} (GMM_MAX_COMPONENTS).",
+                f"{limits.max_components} (GMM_MAX_COMPONENTS).",
             )
         ks: list[tuple[int, Loc]] = [
             (k, [*where, "min" if k == spec.min else "max"]) for k in range(spec.min, spec.max + 1)
@@ -119,10 +118,10 @@ def expand_grid(grid: Grid, settings: Settings) -> list[tuple[int, str, Loc]]:
                     "duplicate",
                 )
             seen[k] = i
-            if k > settings.max_components:
+            if k > limits.max_components:
                 raise PayloadTooLarge.at(
                     [*where, i],
-                    f"n_components={k} exceeds the limit of {settings.max_components} "
+                    f"n_components={k} exceeds the limit of {limits.max_components} "
                     "(GMM_MAX_COMPONENTS).",
                 )
         ks = sorted(((k, [*where, i]) for i, k in enumerate(spec)), key=lambda item: item[0])
@@ -137,12 +136,12 @@ def expand_grid(grid: Grid, settings: Settings) -> list[tuple[int, str, Loc]]:
             )
         seen_types[cov] = i
     n_cells = len(ks) * len(grid.covariance_type)
-    if n_cells > settings.max_grid_cells:
+    if n_cells > limits.max_grid_cells:
         raise PayloadTooLarge.at(
             list(GRID_LOC),
             f"the grid has {len(ks)} n_components x {len(grid.covariance_type)} "
             f"covariance_type = {n_cells} cells, over the limit of "
-            f"{settings.max_grid_cells} (GMM_MAX_GRID_CELLS).",
+            f"{limits.max_grid_cells} (GMM_MAX_GRID_CELLS).",
         )
     return [(k, cov, loc) for cov in grid.covariance_type for k, loc in ks]
 
@@ -205,13 +204,13 @@ def _checked_params(
     grid: Grid,
     n_samples: int,
     n_features: int,
-    settings: Settings,
+    limits: Limits,
 ) -> dict[str, Any]:
     """One cell's parameters, checked against the data as ``POST /v1/models`` would be,
     with errors about ``n_components`` or ``covariance_type`` pointing into ``grid``."""
     p = {**params, "n_components": k, "covariance_type": cov}
     try:
-        estimators.check_params("gaussian_mixture", p, n_samples, n_features, settings)
+        estimators.check_params("gaussian_mixture", p, n_samples, n_features, limits)
     except ServiceError as exc:
         moves: dict[tuple[str | int, ...], Loc] = {
             (*estimators.PARAMS_LOC, "n_components"): k_loc,
@@ -237,14 +236,13 @@ def select(
 ) -> dict[str, Any]:
     """Fit every cell of ``grid`` on ``data``; answer the scores, the best cell and,
     with ``store_best``, the id of the stored winner."""
-    settings = service.settings
-    cells = expand_grid(grid, settings)
+    cells = expand_grid(grid, service.limits)
     # One fitting request, however many cells: it holds one of GMM_MAX_CONCURRENT_FITS.
-    with service.fit_slots.hold():
+    with service.fitting():
         dataset = service.resolve(data)
         n_samples, n_features = dataset.X.shape
         cell_params = [
-            _checked_params(params, k, cov, k_loc, grid, n_samples, n_features, settings)
+            _checked_params(params, k, cov, k_loc, grid, n_samples, n_features, service.limits)
             for k, cov, k_loc in cells
         ]
         # Longest first (components drive the cost): the pool does not end on a big cell.

@@ -10,6 +10,7 @@ nothing but the model id.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import platform
 from typing import Any
@@ -19,10 +20,10 @@ import numpy as np
 import sklearn
 
 from service import __version__
-from service.config import Settings
 from service.domain import data as data_mod
 from service.domain import estimators, matching
 from service.domain.executor import FitRunner, FitSlots, InlineFitRunner
+from service.domain.limits import Limits
 from service.errors import FitFailed, InvalidInput, PayloadTooLarge, UnsupportedOperation
 from service.schemas.data import DataSpec, GaussianMixtureSpec, GeneratorSpec
 from service.store.base import ModelStore, check_id, new_model_id
@@ -111,28 +112,55 @@ def _require_finite(results: dict[str, Any], loc: list[str | int]) -> None:
 
 
 class ModelService:
-    """Trains and serves models held in a ``ModelStore``."""
+    """Trains and serves models held in a ``ModelStore``.
+
+    Built with the values it needs (``limits``, the fit runner, the bound on concurrent
+    fits), never with the app's ``Settings``. Model selection, comparisons and portable
+    models use its public methods only, so the store, the runner and the fit slots have
+    one owner.
+    """
 
     def __init__(
         self,
         store: ModelStore,
-        settings: Settings,
+        *,
+        limits: Limits,
         fit_runner: FitRunner | None = None,
+        max_concurrent_fits: int,
     ) -> None:
-        self.store = store
-        self.settings = settings
-        self.fit_runner: FitRunner = fit_runner or InlineFitRunner()
-        self.fit_slots = FitSlots(settings.max_concurrent_fits)
+        self.limits = limits
+        self._store = store
+        self._fit_runner: FitRunner = fit_runner or InlineFitRunner()
+        self._fit_slots = FitSlots(max_concurrent_fits)
+        self._fits_isolated = self._fit_runner.isolated
 
     def close(self) -> None:
-        self.fit_runner.close()
+        self._fit_runner.close()
+
+    # -- fitting ------------------------------------------------------------------
+    def fitting(self) -> contextlib.AbstractContextManager[None]:
+        """Hold one of the ``max_concurrent_fits`` slots for a whole fitting request,
+        however many fits it runs; ``Busy`` (429) at once when none is free."""
+        return self._fit_slots.hold()
+
+    def fit(self, algorithm: str, params: dict[str, Any], X: np.ndarray) -> estimators.Fitted:
+        """``estimators.fit`` through the service's runner (a killable worker process
+        when fits have a time limit)."""
+        fitted: estimators.Fitted = self._fit_runner(algorithm, params, X)
+        return fitted
+
+    @property
+    def fits_isolated(self) -> bool:
+        """Whether every fit must go through ``fit`` (to stay killable and time-limited)
+        rather than call ``estimators.fit`` in whatever thread or process it runs."""
+        return self._fits_isolated
 
     # -- data ---------------------------------------------------------------------
     def generate(self, spec: GeneratorSpec) -> data_mod.Dataset:
-        return data_mod.generate(spec, self.settings, ["body"])
+        return data_mod.generate(spec, self.limits, ["body"])
 
     def resolve(self, data: DataSpec, loc: tuple[str, ...] = ("body", "data")) -> data_mod.Dataset:
-        return data_mod.resolve(data, self.settings, loc)
+        return data_mod.resolve(data, self.limits, loc)
 
     # -- models -------------------------------------------------------------------
     def create_model(
@@ -155,12 +183,12 @@ class ModelService:
                     ["body", "include", i],
                     f"{item!r} is not available for {algorithm}; choose from {sorted(allowed)}.",
                 )
-        with self.fit_slots.hold():
+        with self.fitting():
             dataset = self.resolve(data)
             n_samples, n_features = dataset.X.shape
-            estimators.check_params(algorithm, params, n_samples, n_features, self.settings)
+            estimators.check_params(algorithm, params, n_samples, n_features, self.limits)
             reference = self._alignment_reference(align_to, algorithm, params, n_features)
-            fitted = self.fit_runner(algorithm, params, dataset.X)
+            fitted = self.fit(algorithm, params, dataset.X)
         resource, arrays = self.store_fitted(
             algorithm=algorithm,
             params=params,
@@ -196,22 +224,11 @@ class ModelService:
         n_samples, n_features = dataset.X.shape
         if not np.isfinite(estimators.means_of(algorithm, est)).all():
             raise _overflowed("means")
-        resource: dict[str, Any] = {
-            "id": new_model_id(),
-            "name": name,
-            "algorithm": algorithm,
-            "params": params,
-            "created_at": _now(),
-            "n_samples": int(n_samples),
-            "n_features": int(n_features),
-            "fit_seconds": fitted.fit_seconds,
-            "warnings": dataset.warnings + fitted.warnings,
-            "imported": False,
-        }
+        attributes: dict[str, Any] = {}
         if alignment is not None:
             perm = matching.alignment_permutation(estimators.means_of(algorithm, est), alignment[1])
             matching.permute(algorithm, est, perm)
-            resource["alignment"] = {"model_id": alignment[0], "permutation": perm}
+            attributes["alignment"] = {"model_id": alignment[0], "permutation": perm}
         wanted = include or set()
         mixture = estimators.is_mixture(algorithm)
         needed = wanted | {"labels"} | ({"log_likelihood"} if mixture else set())
@@ -222,16 +239,16 @@ class ModelService:
         overflowed = _first_non_finite(described) or _first_non_finite(arrays)
         if overflowed is not None:
             raise _overflowed(overflowed)
-        resource.update(described)
+        attributes.update(described)
         if algorithm == "bayesian_gaussian_mixture":
             threshold = (extra or {}).get("effective_weight_threshold")
             threshold = 0.01 if threshold is None else threshold
-            resource["effective_weight_threshold"] = threshold
-            resource["effective_n_components"] = estimators.effective_n_components(
+            attributes["effective_weight_threshold"] = threshold
+            attributes["effective_n_components"] = estimators.effective_n_components(
                 est.weights_, threshold
             )
         if isinstance(generator, GaussianMixtureSpec) and dataset.y is not None:
-            resource["recovery"] = matching.recovery_report(
+            attributes["recovery"] = matching.recovery_report(
                 algorithm,
                 est,
                 arrays["labels"],
@@ -239,15 +256,67 @@ class ModelService:
                 np.array([c.cov for c in generator.components], dtype=np.float64),
                 dataset.y,
             )
-        resource = jsonable(resource)
-        bundle = {
-            "estimator": est,
-            "X": dataset.X,
-            "labels": np.asarray(arrays["labels"]),
-            "train_log_likelihood": np.sort(train_ll) if train_ll is not None else None,
-        }
-        self.store.put(resource["id"], bundle, {"resource": resource, "versions": _versions()})
+        resource = self.save_model(
+            algorithm=algorithm,
+            params=params,
+            name=name,
+            n_samples=int(n_samples),
+            n_features=int(n_features),
+            fit_seconds=fitted.fit_seconds,
+            warnings=dataset.warnings + fitted.warnings,
+            attributes=attributes,
+            bundle={
+                "estimator": est,
+                "X": dataset.X,
+                "labels": np.asarray(arrays["labels"]),
+                "train_log_likelihood": np.sort(train_ll) if train_ll is not None else None,
+            },
+        )
         return resource, {k: v for k, v in arrays.items() if k in wanted}
+
+    def save_model(
+        self,
+        *,
+        algorithm: str,
+        params: dict[str, Any],
+        name: str | None,
+        n_samples: int | None,
+        n_features: int,
+        fit_seconds: float,
+        warnings: list[dict[str, str]],
+        attributes: dict[str, Any],
+        bundle: dict[str, Any],
+        imported: bool = False,
+        imported_from: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Give a model its id and creation time, store it, and answer its resource.
+
+        The one way a model enters the store (fits, model selection's winner, imports),
+        so that every resource has the same fields in the same order and every metadata
+        file records the library versions. ``attributes`` are the fitted attributes
+        (``estimators.describe``) and anything else the resource shows; ``bundle`` holds
+        the estimator and, for a fitted model, its training ``X``, ``labels`` and sorted
+        ``train_log_likelihood`` (None each for an import).
+        """
+        resource: dict[str, Any] = {
+            "id": new_model_id(),
+            "name": name,
+            "algorithm": algorithm,
+            "params": params,
+            "created_at": _now(),
+            "n_samples": n_samples,
+            "n_features": n_features,
+            "fit_seconds": fit_seconds,
+            "warnings": warnings,
+            "imported": imported,
+            **attributes,
+        }
+        resource = jsonable(resource)
+        metadata: dict[str, Any] = {"resource": resource, "versions": _versions()}
+        if imported_from is not None:
+            metadata["imported_from"] = imported_from
+        self._store.put(resource["id"], bundle, metadata)
+        return resource
 
     def _alignment_reference(
         self, align_to: str | None, algorithm: str, params: dict[str, Any], n_features: int
@@ -275,29 +344,49 @@ class ModelService:
             )
         return np.asarray(ref["means"], dtype=np.float64)
 
+    def get_metadata(self, model_id: str) -> dict[str, Any]:
+        """The stored metadata: ``resource``, ``versions`` and, for imports, ``imported_from``."""
+        return self._store.get_metadata(check_id(model_id))
+
     def get_model(self, model_id: str) -> dict[str, Any]:
-        resource: dict[str, Any] = self.store.get_metadata(check_id(model_id))["resource"]
+        resource: dict[str, Any] = self.get_metadata(model_id)["resource"]
         return resource
 
     def load_bundle(self, model_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """The resource and the stored bundle (estimator, training X, labels...)."""
         resource = self.get_model(model_id)
-        return resource, self.store.load(model_id)
+        return resource, self._store.load(model_id)
 
     def list_models(self, *, limit: int, cursor: str | None) -> dict[str, Any]:
-        items, next_cursor = self.store.list(limit=limit, cursor=cursor)
+        items, next_cursor = self._store.list(limit=limit, cursor=cursor)
         return {
             "items": [m["resource"] for m in items],
             "next_cursor": next_cursor,
-            "total": self.store.count(),
+            "total": self._store.count(),
         }
 
     def delete_model(self, model_id: str) -> None:
-        self.store.delete(check_id(model_id))
+        self._store.delete(check_id(model_id))
 
+    # -- operations ---------------------------------------------------------------
+    def check_store(self) -> None:
+        """Readiness: ``StoreUnavailable`` (503) unless a write round-trip succeeds."""
+        self._store.check_writable()
+
+    def store_stats(self) -> dict[str, int]:
+        """What ``/metrics`` reports about the store: models, bytes, and the LRU cache's
+        hits and misses (0 for a store without a cache)."""
+        return {
+            "models": self._store.count(),
+            "bytes": self._store.total_bytes(),
+            "cache_hits": getattr(self._store, "cache_hits", 0),
+            "cache_misses": getattr(self._store, "cache_misses", 0),
+        }
+
+    # -- using a model ------------------------------------------------------------
     def _points(self, resource: dict[str, Any], points: list[list[float]]) -> np.ndarray:
         return data_mod.points_to_array(
-            points, self.settings, ["body", "points"], width=resource["n_features"]
+            points, self.limits, ["body", "points"], width=resource["n_features"]
         )
 
     def predict(self, model_id: str, points: list[list[float]]) -> dict[str, Any]:
@@ -335,12 +424,12 @@ class ModelService:
     def sample(self, model_id: str, n_samples: int, random_state: int | None) -> dict[str, Any]:
         resource, bundle = self.load_bundle(model_id)
         self._require_mixture(resource, "Sampling")
-        limit = min(MAX_SAMPLE_POINTS, self.settings.max_points)
-        if n_samples > limit or n_samples * resource["n_features"] > self.settings.max_values:
+        limit = min(MAX_SAMPLE_POINTS, self.limits.max_points)
+        if n_samples > limit or n_samples * resource["n_features"] > self.limits.max_values:
             raise PayloadTooLarge.at(
                 ["body", "n_samples"],
                 f"n_samples={n_samples} exceeds the limit of {limit} points "
-                f"(and {self.settings.max_values} values, GMM_MAX_VALUES).",
+                f"(and {self.limits.max_values} values, GMM_MAX_VALUES).",
             )
         X, y = estimators.sample(bundle["estimator"], n_samples, random_state)
         return {"points": X, "labels": y}

@@ -6,6 +6,7 @@ import hashlib
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -120,14 +121,14 @@ def test_fits_past_the_bound_get_429_with_retry_after(tmp_path: Path) -> None:
     with app_with(tmp_path, max_concurrent_fits=1) as c:
         service = c.app.state.service  # type: ignore[attr-defined]
         entered, release = threading.Event(), threading.Event()
-        real = service.fit_runner
+        real = service.fit
 
-        def slow_runner(*args: object) -> object:
+        def slow_fit(*args: Any) -> Any:
             entered.set()
             release.wait(10)
             return real(*args)
 
-        service.fit_runner = slow_runner
+        service.fit = slow_fit
         results: list[int] = []
         t = threading.Thread(
             target=lambda: results.append(c.post("/v1/models", json=FIT).status_code)
@@ -142,7 +143,7 @@ def test_fits_past_the_bound_get_429_with_retry_after(tmp_path: Path) -> None:
         release.set()
         t.join(20)
         assert results == [201]
-        service.fit_runner = real
+        del service.fit  # the class's own method again
         assert c.post("/v1/models", json=FIT).status_code == 201
 
 

@@ -3,6 +3,7 @@ oversized specs are refused from the spec alone, before a byte is allocated."""
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 import warnings
 from typing import Any
@@ -14,15 +15,23 @@ from sklearn import datasets
 
 from service.config import Settings
 from service.domain import data
+from service.domain.limits import Limits
 from service.errors import InvalidInput, PayloadTooLarge
+from service.main import limits_from
 from service.schemas.data import DataSpec, GeneratorSpec
 
 LOC = ["body", "data", "generator"]
 SPEC = TypeAdapter(GeneratorSpec)
 
 
-def generate(spec: dict[str, Any], settings: Settings) -> data.Dataset:
-    return data.generate(SPEC.validate_python(spec), settings, LOC)
+@pytest.fixture
+def limits(settings: Settings) -> Limits:
+    """The limits the app builds from its default limits."""
+    return limits_from(settings)
+
+
+def generate(spec: dict[str, Any], limits: Limits) -> data.Dataset:
+    return data.generate(SPEC.validate_python(spec), limits, LOC)
 
 
 def sklearn_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
@@ -76,8 +85,8 @@ BLOBS_SPECS = {
 
 
 @pytest.mark.parametrize("spec", BLOBS_SPECS.values(), ids=BLOBS_SPECS)
-def test_blobs_equal_make_blobs(settings: Settings, spec: dict[str, Any]) -> None:
-    got = generate({"kind": "blobs", **spec}, settings)
+def test_blobs_equal_make_blobs(limits: Limits, spec: dict[str, Any]) -> None:
+    got = generate({"kind": "blobs", **spec}, limits)
     X, y = datasets.make_blobs(**sklearn_kwargs(spec))
     np.testing.assert_array_equal(got.X, X)
     np.testing.assert_array_equal(got.y, y)
@@ -85,8 +94,8 @@ def test_blobs_equal_make_blobs(settings: Settings, spec: dict[str, Any]) -> Non
     assert got.warnings == []
 
 
-def test_blobs_without_random_state_have_the_right_shape(settings: Settings) -> None:
-    got = generate({"kind": "blobs", "n_samples": 30, "n_features": 4, "centers": 3}, settings)
+def test_blobs_without_random_state_have_the_right_shape(limits: Limits) -> None:
+    got = generate({"kind": "blobs", "n_samples": 30, "n_features": 4, "centers": 3}, limits)
     assert got.X.shape == (30, 4)
     assert got.y is not None
     assert set(got.y.tolist()) <= {0, 1, 2}
@@ -101,9 +110,9 @@ def test_blobs_without_random_state_have_the_right_shape(settings: Settings) -> 
         {"n_samples": 10, "centers": [[0, 0], [1]]},  # ragged centers
     ],
 )
-def test_blobs_sklearn_refuses_are_invalid_input(settings: Settings, spec: dict[str, Any]) -> None:
+def test_blobs_sklearn_refuses_are_invalid_input(limits: Limits, spec: dict[str, Any]) -> None:
     with pytest.raises(InvalidInput) as info:
-        generate({"kind": "blobs", "random_state": 0, **spec}, settings)
+        generate({"kind": "blobs", "random_state": 0, **spec}, limits)
     assert info.value.status == 422
     assert info.value.errors is not None
     assert info.value.errors[0]["loc"] == LOC
@@ -130,9 +139,9 @@ def component_labels(components: list[dict[str, Any]]) -> np.ndarray:
     return np.concatenate([np.full(c["n_samples"], i) for i, c in enumerate(components)])
 
 
-def test_gaussian_mixture_draws_components_in_order(settings: Settings) -> None:
+def test_gaussian_mixture_draws_components_in_order(limits: Limits) -> None:
     got = generate(
-        {"kind": "gaussian_mixture", "components": COMPONENTS, "random_state": 11}, settings
+        {"kind": "gaussian_mixture", "components": COMPONENTS, "random_state": 11}, limits
     )
     np.testing.assert_array_equal(got.X, draws(COMPONENTS, 11))
     np.testing.assert_array_equal(got.y, component_labels(COMPONENTS))
@@ -140,12 +149,12 @@ def test_gaussian_mixture_draws_components_in_order(settings: Settings) -> None:
     assert got.warnings == []
 
 
-def test_gaussian_mixture_shuffle_permutes_with_the_same_random_state(settings: Settings) -> None:
+def test_gaussian_mixture_shuffle_permutes_with_the_same_random_state(limits: Limits) -> None:
     """Documented: draw in order, then permute points and labels together with the same
     RandomState, so a shuffled spec is as reproducible as an ordered one."""
     spec = {"kind": "gaussian_mixture", "components": COMPONENTS, "random_state": 12}
-    ordered = generate(spec, settings)
-    shuffled = generate({**spec, "shuffle": True}, settings)
+    ordered = generate(spec, limits)
+    shuffled = generate({**spec, "shuffle": True}, limits)
 
     rs = np.random.RandomState(12)
     X = np.concatenate(
@@ -168,23 +177,23 @@ NOT_PSD = [
 ]
 
 
-def test_not_psd_raises_naming_the_component(settings: Settings) -> None:
+def test_not_psd_raises_naming_the_component(limits: Limits) -> None:
     components = [COMPONENTS[0], *NOT_PSD]
     with pytest.raises(InvalidInput) as info:
-        generate({"kind": "gaussian_mixture", "components": components}, settings)
+        generate({"kind": "gaussian_mixture", "components": components}, limits)
     assert info.value.errors is not None
     assert info.value.errors[0]["loc"] == [*LOC, "components", 1, "cov"]
     assert info.value.errors[0]["type"] == "not_positive_semidefinite"
 
 
-def test_not_psd_with_warn_draws_like_numpy_and_reports(settings: Settings) -> None:
+def test_not_psd_with_warn_draws_like_numpy_and_reports(limits: Limits) -> None:
     spec = {
         "kind": "gaussian_mixture",
         "components": NOT_PSD,
         "random_state": 13,
         "check_valid": "warn",
     }
-    got = generate(spec, settings)
+    got = generate(spec, limits)
     with pytest.warns(RuntimeWarning) as record:
         X = draws(NOT_PSD, 13, check_valid="warn")
     np.testing.assert_array_equal(got.X, X)
@@ -194,25 +203,25 @@ def test_not_psd_with_warn_draws_like_numpy_and_reports(settings: Settings) -> N
     ]
 
 
-def test_not_psd_with_ignore_draws_silently(settings: Settings) -> None:
+def test_not_psd_with_ignore_draws_silently(limits: Limits) -> None:
     spec = {
         "kind": "gaussian_mixture",
         "components": NOT_PSD,
         "random_state": 14,
         "check_valid": "ignore",
     }
-    got = generate(spec, settings)
+    got = generate(spec, limits)
     np.testing.assert_array_equal(got.X, draws(NOT_PSD, 14, check_valid="ignore"))
     assert got.warnings == []
 
 
-def test_tol_is_numpys_tolerance(settings: Settings) -> None:
+def test_tol_is_numpys_tolerance(limits: Limits) -> None:
     nearly = [{"mean": [0, 0], "cov": [[1, 1e-9], [0, 1]], "n_samples": 3}]
     spec = {"kind": "gaussian_mixture", "components": nearly, "random_state": 0}
-    got = generate(spec, settings)
+    got = generate(spec, limits)
     np.testing.assert_array_equal(got.X, draws(nearly, 0, check_valid="raise"))
     with pytest.raises(InvalidInput):
-        generate({**spec, "tol": 1e-12}, settings)
+        generate({**spec, "tol": 1e-12}, limits)
 
 
 @pytest.mark.parametrize(
@@ -238,10 +247,10 @@ def test_tol_is_numpys_tolerance(settings: Settings) -> None:
     ids=["mean-width", "cov-rows", "cov-ragged", "no-samples"],
 )
 def test_gaussian_mixture_bad_shapes_name_the_place(
-    settings: Settings, components: list[dict[str, Any]], loc: list[str | int]
+    limits: Limits, components: list[dict[str, Any]], loc: list[str | int]
 ) -> None:
     with pytest.raises(InvalidInput) as info:
-        generate({"kind": "gaussian_mixture", "components": components}, settings)
+        generate({"kind": "gaussian_mixture", "components": components}, limits)
     assert info.value.errors is not None
     assert info.value.errors[0]["loc"] == loc
 
@@ -257,8 +266,8 @@ def test_gaussian_mixture_bad_shapes_name_the_place(
         {"n_samples": 20, "noise": 0.05, "shuffle": False, "random_state": 2},
     ],
 )
-def test_moons_equal_make_moons(settings: Settings, spec: dict[str, Any]) -> None:
-    got = generate({"kind": "moons", **spec}, settings)
+def test_moons_equal_make_moons(limits: Limits, spec: dict[str, Any]) -> None:
+    got = generate({"kind": "moons", **spec}, limits)
     X, y = datasets.make_moons(**spec)
     np.testing.assert_array_equal(got.X, X)
     np.testing.assert_array_equal(got.y, y)
@@ -272,8 +281,8 @@ def test_moons_equal_make_moons(settings: Settings, spec: dict[str, Any]) -> Non
         {"n_samples": 20, "shuffle": False, "factor": 0.0, "random_state": 2},
     ],
 )
-def test_circles_equal_make_circles(settings: Settings, spec: dict[str, Any]) -> None:
-    got = generate({"kind": "circles", **spec}, settings)
+def test_circles_equal_make_circles(limits: Limits, spec: dict[str, Any]) -> None:
+    got = generate({"kind": "circles", **spec}, limits)
     X, y = datasets.make_circles(**spec)
     np.testing.assert_array_equal(got.X, X)
     np.testing.assert_array_equal(got.y, y)
@@ -306,9 +315,9 @@ OVERSIZED = {
 
 @pytest.mark.parametrize("spec", OVERSIZED.values(), ids=OVERSIZED)
 def test_oversized_specs_are_refused_before_allocation(
-    settings: Settings, spec: dict[str, Any]
+    limits: Limits, spec: dict[str, Any]
 ) -> None:
-    small = settings.model_copy(update={"max_points": 1_000, "max_values": 1_500})
+    small = dataclasses.replace(limits, max_points=1_000, max_values=1_500)
     parsed = SPEC.validate_python(spec)
     tracemalloc.start()
     try:
@@ -327,9 +336,9 @@ def test_oversized_specs_are_refused_before_allocation(
     [(101, 1, "GMM_MAX_POINTS"), (10, 11, "GMM_MAX_FEATURES"), (60, 3, "GMM_MAX_VALUES")],
 )
 def test_check_size_names_the_limit(
-    settings: Settings, n_samples: int, n_features: int, knob: str
+    limits: Limits, n_samples: int, n_features: int, knob: str
 ) -> None:
-    small = settings.model_copy(update={"max_points": 100, "max_features": 10, "max_values": 150})
+    small = dataclasses.replace(limits, max_points=100, max_features=10, max_values=150)
     with pytest.raises(PayloadTooLarge) as info:
         data.check_size(n_samples, n_features, small, LOC)
     assert knob in info.value.detail
@@ -339,9 +348,9 @@ def test_check_size_names_the_limit(
 # -- points ------------------------------------------------------------------------------
 
 
-def test_points_become_contiguous_float64(settings: Settings) -> None:
+def test_points_become_contiguous_float64(limits: Limits) -> None:
     points = [[1, 2.5], [3, -4e-300]]
-    X = data.points_to_array(points, settings, ["body", "points"])
+    X = data.points_to_array(points, limits, ["body", "points"])
     assert X.dtype == np.float64
     assert X.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(X, np.array(points, dtype=np.float64))
@@ -356,31 +365,31 @@ def test_points_become_contiguous_float64(settings: Settings) -> None:
     ],
 )
 def test_points_name_the_bad_row(
-    settings: Settings,
+    limits: Limits,
     points: list[list[float]],
     width: int | None,
     loc: list[str | int],
     err_type: str,
 ) -> None:
     with pytest.raises(InvalidInput) as info:
-        data.points_to_array(points, settings, ["body", "points"], width=width)
+        data.points_to_array(points, limits, ["body", "points"], width=width)
     assert info.value.errors == [{"loc": loc, "msg": info.value.detail, "type": err_type}]
 
 
-def test_resolve_points_and_generator(settings: Settings) -> None:
+def test_resolve_points_and_generator(limits: Limits) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        from_points = data.resolve(DataSpec(points=[[0.0, 1.0], [2.0, 3.0]]), settings)
+        from_points = data.resolve(DataSpec(points=[[0.0, 1.0], [2.0, 3.0]]), limits)
     assert from_points.y is None
     np.testing.assert_array_equal(from_points.X, [[0.0, 1.0], [2.0, 3.0]])
 
     spec = DataSpec.model_validate({"generator": {"kind": "moons", "random_state": 0}})
-    from_generator = data.resolve(spec, settings)
+    from_generator = data.resolve(spec, limits)
     X, y = datasets.make_moons(random_state=0)
     np.testing.assert_array_equal(from_generator.X, X)
     np.testing.assert_array_equal(from_generator.y, y)
 
-    tiny = settings.model_copy(update={"max_points": 10})
+    tiny = dataclasses.replace(limits, max_points=10)
     with pytest.raises(PayloadTooLarge) as info:
         data.resolve(spec, tiny)
     assert info.value.errors is not None

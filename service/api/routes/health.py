@@ -27,7 +27,7 @@ async def healthz() -> dict[str, str]:
     "/readyz", summary="Readiness: the store is reachable and writable", responses=responses(503)
 )
 def readyz(service: ServiceDep) -> dict[str, str]:
-    service.store.check_writable()
+    service.check_store()
     return {"status": "ready"}
 
 
@@ -38,9 +38,9 @@ def readyz(service: ServiceDep) -> dict[str, str]:
     responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
 )
 def metrics(metrics: MetricsDep, service: ServiceDep) -> Response:
-    store = service.store
-    metrics.store_models.set(store.count())
-    metrics.store_bytes.set(store.total_bytes())
-    metrics.cache_hits.set(getattr(store, "cache_hits", 0))
-    metrics.cache_misses.set(getattr(store, "cache_misses", 0))
+    stats = service.store_stats()
+    metrics.store_models.set(stats["models"])
+    metrics.store_bytes.set(stats["bytes"])
+    metrics.cache_hits.set(stats["cache_hits"])
+    metrics.cache_misses.set(stats["cache_misses"])
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
