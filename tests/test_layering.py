@@ -14,11 +14,14 @@ import ast
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from service.config import Settings
+from service.domain.estimators import ALGORITHMS
 from service.main import limits_from
+from service.schemas.models import FitRequest
 
 SERVICE = Path(__file__).resolve().parents[1] / "service"
 DOMAIN = sorted((SERVICE / "domain").glob("*.py"))
@@ -123,3 +126,11 @@ def test_limits_come_from_the_settings_of_the_same_names() -> None:
     for field in dataclasses.fields(limits):
         assert getattr(limits, field.name) == getattr(settings, field.name)
     assert (limits.max_points, limits.max_grid_cells) == (7, 3)
+
+
+def test_the_schemas_know_exactly_the_fitted_algorithms() -> None:
+    """``estimators.ALGORITHMS`` is the one list; the request union must offer no more
+    and no fewer (problem locations strip these tags from pydantic's)."""
+    union = get_args(FitRequest)[0]
+    tags = {get_args(m.model_fields["algorithm"].annotation)[0] for m in get_args(union)}
+    assert tags == set(ALGORITHMS)

@@ -13,9 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from service.api.responses import ProblemResponse
+from service.domain.estimators import ALGORITHMS
 from service.errors import PROBLEM_BASE, ServiceError
 from service.schemas.data import GENERATOR_KINDS
-from service.schemas.models import ALGORITHMS
 
 log = logging.getLogger("service.errors")
 

@@ -45,8 +45,9 @@ ALGORITHMS: dict[str, Algorithm] = {
     "minibatch_kmeans": Algorithm("minibatch_kmeans", MiniBatchKMeans, "centroid", "n_clusters", 1),
 }
 
-#: Array-valued parameters and the shape each must have, given (k, d, covariance_type).
-_PRECISION_SHAPES = {
+#: The shape of covariances (and of precisions, their Cholesky factors, and the
+#: ``precisions_init`` parameter) for each covariance_type, given (k, d).
+COVARIANCE_SHAPES = {
     "full": lambda k, d: (k, d, d),
     "tied": lambda k, d: (d, d),
     "diag": lambda k, d: (k, d),
@@ -132,7 +133,7 @@ def check_params(
         if params.get("means_init") is not None:
             _expect_shape("means_init", params["means_init"], (k, n_features), why_k)
         if params.get("precisions_init") is not None:
-            shape = _PRECISION_SHAPES[cov_type](k, n_features)
+            shape = COVARIANCE_SHAPES[cov_type](k, n_features)
             _expect_shape(
                 "precisions_init",
                 params["precisions_init"],
@@ -192,7 +193,8 @@ def fit(algorithm: str, params: dict[str, Any], X: np.ndarray) -> Fitted:
     return Fitted(estimator, caught, time.perf_counter() - start)
 
 
-def _finite_or_none(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
+    """A number JSON can hold, or None (-inf after ``max_iter=0``, an overflowed BIC)."""
     # sklearn keeps some scalars as shape-(1,) arrays (tied BayesianGaussianMixture)
     value = float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
     return value if np.isfinite(value) else None
@@ -207,8 +209,8 @@ def information_criteria(est: Any, X: np.ndarray, log_likelihood: np.ndarray) ->
     n = X.shape[0]
     score = log_likelihood.mean()
     return {
-        "bic": _finite_or_none(-2 * score * n + est._n_parameters() * np.log(n)),
-        "aic": _finite_or_none(-2 * score * n + 2 * est._n_parameters()),
+        "bic": finite_or_none(-2 * score * n + est._n_parameters() * np.log(n)),
+        "aic": finite_or_none(-2 * score * n + 2 * est._n_parameters()),
     }
 
 
@@ -230,7 +232,7 @@ def describe(
             "precisions": est.precisions_,
             "converged": bool(est.converged_),
             "n_iter": int(est.n_iter_),
-            "lower_bound": _finite_or_none(est.lower_bound_),
+            "lower_bound": finite_or_none(est.lower_bound_),
         }
         if algorithm == "gaussian_mixture":
             if X is None:

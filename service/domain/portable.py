@@ -21,9 +21,11 @@ from scipy import linalg
 from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
 from service.domain import estimators
+from service.domain.estimators import COVARIANCE_SHAPES
 from service.domain.limits import Limits
 from service.domain.service import ModelService
 from service.errors import InvalidInput, PayloadTooLarge, ServiceError
+from service.schemas.models import EFFECTIVE_WEIGHT_THRESHOLD
 from service.schemas.portable import (
     FORMAT,
     FORMAT_VERSION,
@@ -41,13 +43,6 @@ SYMMETRY_TOL = 1e-7
 PRECISION_TOL = 1e-6
 #: Bayesian weights are derived from weight_concentration; how far the given ones may be.
 BAYES_WEIGHT_RTOL = 1e-6
-
-_COV_SHAPES = {
-    "full": lambda k, d: (k, d, d),
-    "tied": lambda k, d: (d, d),
-    "diag": lambda k, d: (k, d),
-    "spherical": lambda k, d: (k,),
-}
 
 
 # -- export ------------------------------------------------------------------------
@@ -87,7 +82,9 @@ def export_model(service: ModelService, model_id: str) -> dict[str, Any]:
                 weight_concentration=np.vstack(wc) if isinstance(wc, tuple) else wc,
                 mean_precision=est.mean_precision_,
                 degrees_of_freedom=float(dof) if np.ndim(dof) == 0 else dof,
-                effective_weight_threshold=float(resource.get("effective_weight_threshold", 0.01)),
+                effective_weight_threshold=float(
+                    resource.get("effective_weight_threshold", EFFECTIVE_WEIGHT_THRESHOLD)
+                ),
             )
     else:
         doc.update(cluster_centers=est.cluster_centers_, inertia=float(est.inertia_))
@@ -137,7 +134,7 @@ def _check_limits(doc: Any, limits: Limits) -> None:
             f"n_features={d} exceeds the limit of {limits.max_features} (GMM_MAX_FEATURES).",
         )
     if estimators.is_mixture(doc.algorithm):
-        field, size = "covariances", int(np.prod(_COV_SHAPES[doc.covariance_type](k, d)))
+        field, size = "covariances", int(np.prod(COVARIANCE_SHAPES[doc.covariance_type](k, d)))
     else:
         field, size = "cluster_centers", k * d
     if size > limits.max_values:
@@ -308,8 +305,8 @@ def _build_mixture(doc: Any, params: dict[str, Any]) -> Any:
     why = f"n_components={k}, n_features={d}, covariance_type={kind!r}"
     weights = _array(doc.weights, "weights", (k,), why)
     means = _array(doc.means, "means", (k, d), why)
-    cov = _array(doc.covariances, "covariances", _COV_SHAPES[kind](k, d), why)
-    pc = _array(doc.precisions_cholesky, "precisions_cholesky", _COV_SHAPES[kind](k, d), why)
+    cov = _array(doc.covariances, "covariances", COVARIANCE_SHAPES[kind](k, d), why)
+    pc = _array(doc.precisions_cholesky, "precisions_cholesky", COVARIANCE_SHAPES[kind](k, d), why)
     bayesian = isinstance(doc, BayesianGaussianMixtureDocument)
     # A zero weight is a log-weight of -inf for gaussian_mixture; Bayesian mixtures
     # predict from weight_concentration and only sample from weights.

@@ -9,7 +9,6 @@ being refitted. No HTTP here.
 from __future__ import annotations
 
 import io
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -78,11 +77,6 @@ def relocate(exc: ServiceError, moves: dict[tuple[str | int, ...], Loc]) -> Serv
                 item["loc"] = [*new, *loc[len(old) :]]
                 break
     return exc
-
-
-def _finite(value: float) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def expand_grid(grid: Grid, limits: Limits) -> list[tuple[int, str, Loc]]:
@@ -174,11 +168,11 @@ def fit_cell(
     with capture_warnings() as caught:
         bic, aic = est.bic(X), est.aic(X)
     cell.update(
-        bic=_finite(bic),
-        aic=_finite(aic),
+        bic=estimators.finite_or_none(bic),
+        aic=estimators.finite_or_none(aic),
         converged=bool(est.converged_),
         n_iter=int(est.n_iter_),
-        lower_bound=_finite(est.lower_bound_),
+        lower_bound=estimators.finite_or_none(est.lower_bound_),
         fit_seconds=fitted.fit_seconds,
         warnings=fitted.warnings + [w for w in caught if w not in fitted.warnings],
         error=None,

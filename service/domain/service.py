@@ -26,6 +26,7 @@ from service.domain.executor import FitRunner, FitSlots, InlineFitRunner
 from service.domain.limits import Limits
 from service.errors import FitFailed, InvalidInput, PayloadTooLarge, UnsupportedOperation
 from service.schemas.data import DataSpec, GaussianMixtureSpec, GeneratorSpec
+from service.schemas.models import EFFECTIVE_WEIGHT_THRESHOLD
 from service.store.base import ModelStore, check_id, new_model_id
 
 #: The most points one ``sample`` call draws.
@@ -242,7 +243,7 @@ class ModelService:
         attributes.update(described)
         if algorithm == "bayesian_gaussian_mixture":
             threshold = (extra or {}).get("effective_weight_threshold")
-            threshold = 0.01 if threshold is None else threshold
+            threshold = EFFECTIVE_WEIGHT_THRESHOLD if threshold is None else threshold
             attributes["effective_weight_threshold"] = threshold
             attributes["effective_n_components"] = estimators.effective_n_components(
                 est.weights_, threshold

@@ -19,10 +19,19 @@ from service.schemas.params import (
     MiniBatchKMeansItem,
     MiniBatchKMeansParams,
 )
+from service.store.base import MODEL_ID_PATTERN
 
 PerPoint = Literal["labels", "probabilities", "distances"]
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
-ModelIdStr = Annotated[str, Field(pattern=r"^[0-9a-f]{28}$", description="A model id.")]
+ModelIdStr = Annotated[str, Field(pattern=MODEL_ID_PATTERN, description="A model id.")]
+
+#: A Bayesian mixture's components with a weight above this count as effective, unless
+#: the request (or an imported document) says otherwise.
+EFFECTIVE_WEIGHT_THRESHOLD = 0.01
+EffectiveWeightThreshold = Annotated[
+    FiniteFloat,
+    Field(ge=0, le=1, description="Components with a weight above this count as effective."),
+]
 
 
 class _FitRequestBase(StrictModel):
@@ -49,9 +58,7 @@ class GaussianMixtureFit(GaussianMixtureItem, _FitRequestBase):
 
 
 class BayesianGaussianMixtureFit(BayesianGaussianMixtureItem, _FitRequestBase):
-    effective_weight_threshold: Annotated[FiniteFloat, Field(ge=0, le=1)] = Field(
-        0.01, description="Components with a weight above this count as effective."
-    )
+    effective_weight_threshold: EffectiveWeightThreshold = EFFECTIVE_WEIGHT_THRESHOLD
 
 
 class KMeansFit(KMeansItem, _FitRequestBase):
@@ -66,7 +73,6 @@ FitRequest = Annotated[
     GaussianMixtureFit | BayesianGaussianMixtureFit | KMeansFit | MiniBatchKMeansFit,
     Field(discriminator="algorithm"),
 ]
-ALGORITHMS = ("gaussian_mixture", "bayesian_gaussian_mixture", "kmeans", "minibatch_kmeans")
 
 FIT_EXAMPLES = {
     "seed-blobs": {

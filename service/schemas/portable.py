@@ -16,7 +16,7 @@ from pydantic import Field, PlainValidator, TypeAdapter, ValidationInfo, WithJso
 from pydantic_core import PydanticCustomError
 
 from service.schemas.common import FiniteFloat, StrictBool, StrictInt, StrictModel
-from service.schemas.models import Name
+from service.schemas.models import EFFECTIVE_WEIGHT_THRESHOLD, EffectiveWeightThreshold, Name
 from service.schemas.params import (
     BayesianGaussianMixtureParams,
     CovarianceType,
@@ -160,9 +160,7 @@ class BayesianGaussianMixtureDocument(_MixtureDocument):
     degrees_of_freedom: DegreesOfFreedomValue = Field(
         description="degrees_of_freedom_: (k,), a number for tied; each above n_features - 1."
     )
-    effective_weight_threshold: Annotated[FiniteFloat, Field(ge=0, le=1)] = Field(
-        0.01, description="Components with a weight above this count as effective."
-    )
+    effective_weight_threshold: EffectiveWeightThreshold = EFFECTIVE_WEIGHT_THRESHOLD
 
 
 class _CentroidDocument(_DocumentBase):

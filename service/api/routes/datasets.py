@@ -10,24 +10,10 @@ from service.api.deps import ServiceDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.api.routing import FastJSONRoute
-from service.schemas.data import SEED_BLOBS, GeneratedData, GeneratorSpec
+from service.schemas.data import GeneratedData, GeneratorSpec
+from service.schemas.examples import GENERATE_EXAMPLES
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=FastJSONRoute)
-
-_EXAMPLES = {
-    "seed-blobs": {"summary": "The notebook's blobs", "value": SEED_BLOBS},
-    "notebook-ellipses": {
-        "summary": "Two elongated, overlapping Gaussians (valid covariances)",
-        "value": {
-            "kind": "gaussian_mixture",
-            "random_state": 0,
-            "components": [
-                {"mean": [0, 1], "cov": [[1, 0.9], [0.9, 2]], "n_samples": 1000},
-                {"mean": [1, -2], "cov": [[2, -1], [-1, 1]], "n_samples": 1000},
-            ],
-        },
-    },
-}
 
 
 @router.post(
@@ -37,7 +23,7 @@ _EXAMPLES = {
     responses=responses(400, 413, 422),
 )
 def generate_dataset(
-    spec: Annotated[GeneratorSpec, Body(openapi_examples=_EXAMPLES)],  # type: ignore[arg-type]
+    spec: Annotated[GeneratorSpec, Body(openapi_examples=GENERATE_EXAMPLES)],  # type: ignore[arg-type]
     service: ServiceDep,
 ) -> Response:
     """The points and true labels a `generator` spec stands for, exactly as

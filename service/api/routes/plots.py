@@ -11,7 +11,8 @@ from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.api.routing import FastJSONRoute
 from service.domain import plotting
-from service.schemas.data import SEED_BLOBS, GeneratorSpec
+from service.schemas.data import GeneratorSpec
+from service.schemas.examples import PLOT_GENERATOR_EXAMPLES
 from service.schemas.plots import EllipsesResult, PlotOptions
 
 router = APIRouter(tags=["plots"], route_class=FastJSONRoute)
@@ -24,21 +25,6 @@ _IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
             "image/svg+xml": {"schema": {"type": "string"}},
         },
     }
-}
-
-_GENERATOR_EXAMPLES = {
-    "seed-blobs": {"summary": "The notebook's blobs", "value": SEED_BLOBS},
-    "notebook-ellipses": {
-        "summary": "Two elongated, overlapping Gaussians (their true ellipses are drawn)",
-        "value": {
-            "kind": "gaussian_mixture",
-            "random_state": 0,
-            "components": [
-                {"mean": [0, 1], "cov": [[1, 0.9], [0.9, 2]], "n_samples": 1000},
-                {"mean": [1, -2], "cov": [[2, -1], [-1, 1]], "n_samples": 1000},
-            ],
-        },
-    },
 }
 
 
@@ -104,7 +90,7 @@ def get_model_ellipses(model_id: ModelId, service: ServiceDep) -> Response:
     responses={**_IMAGE_RESPONSE, **responses(400, 413, 422)},
 )
 def plot_dataset(
-    spec: Annotated[GeneratorSpec, Body(openapi_examples=_GENERATOR_EXAMPLES)],  # type: ignore[arg-type]
+    spec: Annotated[GeneratorSpec, Body(openapi_examples=PLOT_GENERATOR_EXAMPLES)],  # type: ignore[arg-type]
     options: Annotated[PlotOptions, Query()],
     service: ServiceDep,
 ) -> Response:
