@@ -66,12 +66,6 @@ class NotFound(ServiceError):
     title = "Not found"
 
 
-class Conflict(ServiceError):
-    status = 409
-    slug = "conflict"
-    title = "Conflict"
-
-
 class PayloadTooLarge(ServiceError):
     status = 413
     slug = "payload-too-large"

@@ -96,10 +96,6 @@ class DataSpec(StrictModel):
         return self
 
 
-class GenerateRequest(StrictModel):
-    generator: GeneratorSpec
-
-
 class GeneratedData(StrictModel):
     points: list[list[float]]
     labels: list[int]
