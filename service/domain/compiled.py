@@ -1,0 +1,191 @@
+"""Prediction straight from a fitted model's arrays: the hot path of ``predict``.
+
+sklearn's ``predict_proba`` validates its input on every call (``check_array``,
+feature-name checks, a thread-pool limit) and, for full and tied covariances, loops
+over components with one matrix product each. Over HTTP the input has already been
+validated once, and the same model answers thousands of requests, so everything
+that depends only on the model is computed once here, when the model is loaded:
+
+- the Cholesky factors of all components side by side, so that one matrix product
+  (one BLAS call) projects a batch of points for every component at once;
+- each component's constant term: ``-d/2 log(2 pi)``, the log-determinant of its
+  precision Cholesky factor, its log-weight and, for Bayesian mixtures, the
+  variational terms of ``BayesianGaussianMixture._estimate_log_prob``.
+
+The results equal sklearn's ``predict_proba``/``score_samples`` to about 1e-12
+(the same formulas, summed in a different order), which ``tests/domain`` checks for
+every covariance type.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import digamma
+from sklearn.metrics.pairwise import euclidean_distances
+
+__all__ = ["CompiledKMeans", "CompiledMixture", "compile_estimator"]
+
+
+def _log_det_cholesky(prec_chol: np.ndarray, kind: str, k: int, d: int) -> np.ndarray:
+    """log det of each component's precision Cholesky factor, (k,)."""
+    if kind == "full":
+        return np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
+    if kind == "tied":
+        return np.full(k, np.log(np.diagonal(prec_chol)).sum())
+    if kind == "diag":
+        return np.log(prec_chol).sum(axis=1)
+    return d * np.log(prec_chol)
+
+
+def _bayesian_terms(est: Any, d: int) -> np.ndarray:
+    """What ``BayesianGaussianMixture._estimate_log_prob`` adds to the Gaussian term."""
+    dof = np.asarray(est.degrees_of_freedom_, dtype=np.float64)
+    log_lambda = d * np.log(2.0) + np.sum(digamma(0.5 * (dof - np.arange(0, d)[:, np.newaxis])), 0)
+    terms = -0.5 * d * np.log(dof) + 0.5 * (log_lambda - d / est.mean_precision_)
+    return np.asarray(terms, dtype=np.float64)
+
+
+def _log_weights(est: Any) -> np.ndarray:
+    """The mixture's log-weights as its own ``_estimate_log_weights`` defines them."""
+    if hasattr(est, "weight_concentration_"):
+        conc = est.weight_concentration_
+        if est.weight_concentration_prior_type == "dirichlet_process":
+            digamma_sum = digamma(conc[0] + conc[1])
+            digamma_a = digamma(conc[0])
+            digamma_b = digamma(conc[1])
+            return np.asarray(
+                digamma_a - digamma_sum + np.hstack((0, np.cumsum(digamma_b - digamma_sum)[:-1]))
+            )
+        return np.asarray(digamma(conc) - digamma(np.sum(conc)))
+    return np.log(est.weights_)
+
+
+@dataclass(frozen=True)
+class CompiledMixture:
+    """A Gaussian or Bayesian Gaussian mixture reduced to the arrays prediction needs.
+
+    ``weighted_log_prob(X)`` is ``est._estimate_weighted_log_prob(X)``, (n, k).
+    """
+
+    kind: str
+    means: np.ndarray  # (k, d)
+    #: full/tied: the factors side by side, (d, k*d) or (d, d); diag/spherical: precisions
+    projection: np.ndarray
+    #: full/tied: each mean projected by its factor, (k*d,) or (k, d)
+    projected_means: np.ndarray
+    #: diag/spherical: sum(mean**2 * precision) per component, (k,)
+    mean_terms: np.ndarray
+    constant: np.ndarray  # (k,)
+
+    @classmethod
+    def from_estimator(cls, est: Any) -> CompiledMixture:
+        means = np.ascontiguousarray(est.means_, dtype=np.float64)
+        k, d = means.shape
+        kind = est.covariance_type
+        prec_chol = np.asarray(est.precisions_cholesky_, dtype=np.float64)
+        constant = -0.5 * d * math.log(2 * math.pi) + _log_det_cholesky(prec_chol, kind, k, d)
+        if hasattr(est, "degrees_of_freedom_"):
+            constant = constant + _bayesian_terms(est, d)
+        constant = constant + _log_weights(est)
+        empty = np.empty(0)
+        if kind == "full":
+            projection = np.ascontiguousarray(prec_chol.transpose(1, 0, 2).reshape(d, k * d))
+            projected = np.einsum("kd,kde->ke", means, prec_chol).reshape(k * d)
+            return cls(kind, means, projection, projected, empty, constant)
+        if kind == "tied":
+            return cls(kind, means, prec_chol, means @ prec_chol, empty, constant)
+        precisions = prec_chol**2
+        if kind == "diag":
+            mean_terms = np.sum(means**2 * precisions, axis=1)
+        else:
+            mean_terms = np.sum(means**2, axis=1) * precisions
+        return cls(kind, means, precisions, empty, mean_terms, constant)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.means.shape[1])
+
+    def weighted_log_prob(self, X: np.ndarray) -> np.ndarray:
+        """log(weight_k) + log N(x | component k) per row and component, (n, k)."""
+        k, d = self.means.shape
+        if self.kind == "full":
+            y = X @ self.projection
+            y -= self.projected_means
+            quad = np.einsum("nkd,nkd->nk", y.reshape(-1, k, d), y.reshape(-1, k, d))
+        elif self.kind == "tied":
+            y = (X @ self.projection)[:, np.newaxis, :] - self.projected_means
+            quad = np.einsum("nkd,nkd->nk", y, y)
+        elif self.kind == "diag":
+            p = self.projection
+            quad = self.mean_terms - 2.0 * (X @ (self.means * p).T) + (X**2 @ p.T)
+        else:
+            p = self.projection
+            sq = np.einsum("nd,nd->n", X, X)
+            quad = self.mean_terms - 2 * (X @ self.means.T * p) + np.outer(sq, p)
+        return -0.5 * quad + self.constant
+
+    def evaluate(self, X: np.ndarray, include: set[str]) -> dict[str, np.ndarray]:
+        """``labels`` (predict), ``probabilities`` (predict_proba) and ``log_likelihood``
+        (score_samples) from one pass, each only when named in ``include``."""
+        wlp = self.weighted_log_prob(X)
+        out: dict[str, np.ndarray] = {}
+        if "labels" in include:
+            out["labels"] = wlp.argmax(axis=1)
+        if "probabilities" in include or "log_likelihood" in include:
+            top = wlp.max(axis=1, keepdims=True)
+            # A row whose every term is -inf gives nan, as sklearn's logsumexp does.
+            with np.errstate(invalid="ignore", divide="ignore", under="ignore"):
+                shifted = wlp - np.where(np.isfinite(top), top, 0.0)
+                log_norm = np.log(np.exp(shifted).sum(axis=1)) + np.where(
+                    np.isfinite(top[:, 0]), top[:, 0], 0.0
+                )
+            if "log_likelihood" in include:
+                out["log_likelihood"] = log_norm
+            if "probabilities" in include:
+                with np.errstate(under="ignore", invalid="ignore"):
+                    out["probabilities"] = np.exp(wlp - log_norm[:, np.newaxis])
+        return out
+
+
+@dataclass(frozen=True)
+class CompiledKMeans:
+    """KMeans or MiniBatchKMeans: centers and their squared norms, computed once.
+
+    Distances are ``euclidean_distances(X, centers)`` with the centers' norms passed
+    in, which is exactly how sklearn's ``transform`` computes them.
+    """
+
+    centers: np.ndarray  # (k, d)
+    center_norms: np.ndarray  # (1, k)
+
+    @classmethod
+    def from_estimator(cls, est: Any) -> CompiledKMeans:
+        centers = np.ascontiguousarray(est.cluster_centers_, dtype=np.float64)
+        return cls(centers, np.einsum("kd,kd->k", centers, centers)[np.newaxis, :])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.centers.shape[1])
+
+    def evaluate(self, X: np.ndarray, include: set[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        if "labels" in include:
+            # sklearn's predict ranks ||c||^2 - 2 x.c (its Lloyd kernel leaves out ||x||^2).
+            ranking = self.center_norms - 2.0 * (X @ self.centers.T)
+            out["labels"] = ranking.argmin(axis=1)
+        if "distances" in include:
+            out["distances"] = euclidean_distances(
+                X, self.centers, Y_norm_squared=self.center_norms
+            )
+        return out
+
+
+def compile_estimator(est: Any) -> CompiledMixture | CompiledKMeans:
+    """The prediction form of a fitted estimator of any algorithm the service fits."""
+    if hasattr(est, "cluster_centers_"):
+        return CompiledKMeans.from_estimator(est)
+    return CompiledMixture.from_estimator(est)

@@ -1,0 +1,280 @@
+"""Long work as jobs: queued, run on a bounded pool, followed, cancelled, persisted.
+
+A job is a plain dict (the job resource of the HTTP contract) kept in the store, so
+that every worker process sees it and it survives a restart. The process that
+accepted a job runs it on its own pool of ``workers`` threads and keeps the live
+copy in memory; the stored copy is refreshed at every change of status and, while
+running, at most every ``persist_interval`` seconds with the progress.
+
+Cancelling sets ``cancel_requested`` in the store. The running fit asks at each
+step (each EM iteration) whether its job was cancelled: in memory when the cancel
+came through this process, from the store (at most every ``persist_interval``
+seconds) when it came through another one. It then stops and stores nothing.
+
+A process that dies takes its running jobs with it. At start, a store whose jobs say
+``queued`` or ``running`` but whose owner process is gone marks them ``failed`` with
+the reason, so that no job is ever left ``running`` for good.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from service.domain.progress import FitCancelled, FitProgress
+from service.errors import NotFound, ServiceError
+
+log = logging.getLogger("service.jobs")
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JobStore(Protocol):
+    """Where job resources are kept (the model store implements it)."""
+
+    def put_job(self, job: dict[str, Any]) -> None: ...
+
+    def get_job(self, job_id: str) -> dict[str, Any]: ...
+
+    def list_jobs(
+        self, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
+
+    def job_ids(self) -> list[str]: ...
+
+
+def problem_of(exc: BaseException) -> dict[str, Any]:
+    """The problem object a failed job carries, as the HTTP error would have been."""
+    if isinstance(exc, ServiceError):
+        problem: dict[str, Any] = {
+            "type": exc.type,
+            "title": exc.title,
+            "status": exc.status,
+            "detail": exc.detail,
+        }
+        if exc.errors:
+            problem["errors"] = exc.errors
+        return problem
+    return {
+        "type": ServiceError("").type,
+        "title": ServiceError.title,
+        "status": 500,
+        "detail": f"The job failed unexpectedly: {type(exc).__name__}.",
+    }
+
+
+class JobContext:
+    """What running work sees of its job: a progress counter that also carries cancel."""
+
+    def __init__(self, manager: JobManager, job_id: str) -> None:
+        self._manager = manager
+        self.job_id = job_id
+
+    def progress(self, total: int, unit: str) -> FitProgress:
+        return FitProgress(
+            total,
+            unit,
+            on_change=lambda p: self._manager._report(self.job_id, p.snapshot()),
+            should_stop=lambda: self._manager.cancel_requested(self.job_id),
+            interval=self._manager.persist_interval,
+        )
+
+    def check(self) -> None:
+        """Stop here if the job was cancelled (between cells of a grid, say)."""
+        if self._manager.cancel_requested(self.job_id):
+            raise FitCancelled("The job was cancelled; nothing was stored.")
+
+
+#: Work a job runs: given its context, returns ``{"model_id": ...}`` or ``{"result": ...}``.
+Work = Callable[[JobContext], dict[str, Any]]
+
+
+class JobManager:
+    """Runs jobs on ``workers`` threads; the pool bounds how many run at once."""
+
+    def __init__(self, store: JobStore, *, workers: int, persist_interval: float = 0.5) -> None:
+        self.store = store
+        self.persist_interval = persist_interval
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gmm-job")
+        self._live: dict[str, dict[str, Any]] = {}
+        self._cancel: dict[str, threading.Event] = {}
+        self._checked: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._owner = f"{os.getpid()}-{secrets.token_hex(4)}"
+
+    # -- lifecycle ----------------------------------------------------------------
+    def recover(self, is_alive: Callable[[str], bool]) -> int:
+        """Mark jobs left ``queued``/``running`` by dead processes as ``failed``."""
+        marked = 0
+        for job_id in self.store.job_ids():
+            try:
+                job = self.store.get_job(job_id)
+            except ServiceError:
+                continue
+            if job["status"] in TERMINAL or is_alive(str(job.get("owner", ""))):
+                continue
+            job.update(
+                status="failed",
+                finished_at=_now(),
+                error={
+                    "type": ServiceError("").type,
+                    "title": "Interrupted",
+                    "status": 500,
+                    "detail": (
+                        "The service process running this job stopped (crash or restart) "
+                        f"while the job was {job['status']}; nothing was stored. Submit it again."
+                    ),
+                },
+            )
+            self.store.put_job(job)
+            marked += 1
+        return marked
+
+    def close(self) -> None:
+        with self._lock:
+            for event in self._cancel.values():
+                event.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- submit, read, cancel -----------------------------------------------------
+    def submit(
+        self,
+        kind: str,
+        work: Work,
+        *,
+        total: int,
+        unit: str,
+        job_id: str,
+        request: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        job: dict[str, Any] = {
+            "id": job_id,
+            "kind": kind,
+            "status": "queued",
+            "progress": {"fraction": 0.0, "done": 0, "total": max(total, 1), "unit": unit},
+            "error": None,
+            "model_id": None,
+            "result": None,
+            "created_at": _now(),
+            "started_at": None,
+            "finished_at": None,
+            "owner": self._owner,
+        }
+        if request is not None:
+            job["request"] = request
+        with self._lock:
+            self._live[job_id] = job
+            self._cancel[job_id] = threading.Event()
+        self.store.put_job(job)
+        accepted = dict(job)  # as accepted: the pool may start it at once
+        self._pool.submit(self._run, job_id, work)
+        return accepted
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            live = self._live.get(job_id)
+            if live is not None:
+                return dict(live)
+        return self.store.get_job(job_id)
+
+    def list(self, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        items, next_cursor = self.store.list_jobs(limit=limit, cursor=cursor)
+        with self._lock:
+            items = [dict(self._live.get(item["id"], item)) for item in items]
+        return items, next_cursor
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Ask a job to stop. Queued jobs never start; running ones stop at their next
+        step. A finished job is left as it is (its resource says how it ended)."""
+        with self._lock:
+            event = self._cancel.get(job_id)
+            live = self._live.get(job_id)
+            if event is not None and live is not None:
+                event.set()
+                if live["status"] in ("queued", "running"):
+                    live["cancel_requested"] = True
+                return dict(live)
+        job = self.store.get_job(job_id)
+        if job["status"] not in TERMINAL:
+            job["cancel_requested"] = True
+            self.store.put_job(job)
+        return job
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self._lock:
+            event = self._cancel.get(job_id)
+            if event is not None and event.is_set():
+                return True
+            last = self._checked.get(job_id, 0.0)
+            now = time.monotonic()
+            if now - last < self.persist_interval:
+                return False
+            self._checked[job_id] = now
+        try:  # a cancel that came through another worker process
+            stored = self.store.get_job(job_id)
+        except NotFound:
+            return True
+        except ServiceError:
+            return False
+        if stored.get("cancel_requested"):
+            if event is not None:
+                event.set()
+            return True
+        return False
+
+    # -- running ------------------------------------------------------------------
+    def _update(self, job_id: str, persist: bool = True, **changes: Any) -> None:
+        with self._lock:
+            job = self._live[job_id]
+            job.update(changes)
+            snapshot = dict(job)
+        if persist:
+            # Keep a cancel that reached the store through another process.
+            try:
+                if self.store.get_job(job_id).get("cancel_requested"):
+                    snapshot["cancel_requested"] = True
+            except ServiceError:
+                pass
+            self.store.put_job(snapshot)
+
+    def _report(self, job_id: str, snapshot: dict[str, Any]) -> None:
+        progress = {k: snapshot[k] for k in ("fraction", "done", "total", "unit")}
+        if snapshot.get("lower_bound") is not None:
+            progress["lower_bound"] = snapshot["lower_bound"]
+        self._update(job_id, progress=progress)
+
+    def _run(self, job_id: str, work: Work) -> None:
+        try:
+            if self.cancel_requested(job_id):
+                raise FitCancelled("The job was cancelled before it started.")
+            self._update(job_id, status="running", started_at=_now())
+            outcome = work(JobContext(self, job_id))
+        except FitCancelled:
+            self._finish(job_id, status="cancelled")
+        except Exception as exc:  # every failure becomes the job's problem object
+            if not isinstance(exc, ServiceError):
+                log.exception("job %s failed", job_id)
+            self._finish(job_id, status="failed", error=problem_of(exc))
+        else:
+            with self._lock:
+                progress = dict(self._live[job_id]["progress"])
+            progress.update(fraction=1.0, done=progress["total"])
+            self._finish(job_id, status="succeeded", progress=progress, **outcome)
+
+    def _finish(self, job_id: str, **changes: Any) -> None:
+        self._update(job_id, finished_at=_now(), **changes)
+        with self._lock:
+            self._live.pop(job_id, None)
+            self._cancel.pop(job_id, None)
+            self._checked.pop(job_id, None)

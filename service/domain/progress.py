@@ -1,0 +1,183 @@
+"""Counting a fit's progress, and stopping it, without changing a single number.
+
+sklearn's mixtures call ``_print_verbose_msg_iter_end(n_iter, diff_ll)`` after every
+EM iteration and ``_print_verbose_msg_init_beg(init)`` before every initialisation;
+KMeans calls ``_init_centroids`` once per init and MiniBatchKMeans
+``_mini_batch_convergence`` once per step. A subclass that overrides only those
+hooks (each calling the original first) sees the fit advance, and is the one place
+where a cancelled fit can stop: the hook raises ``FitCancelled`` and the fit unwinds
+before anything is stored. The arithmetic is sklearn's own, untouched, so a tracked
+fit gives bit-for-bit the result of an untracked one.
+
+After the fit the estimator's class is set back to the plain sklearn class, so what
+is pickled, exported or compared is an ordinary ``GaussianMixture``/``KMeans``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from service.errors import ServiceError
+
+
+class FitCancelled(ServiceError):
+    """The fit was asked to stop (its job was cancelled); nothing is stored."""
+
+    status = 409
+    slug = "cancelled"
+    title = "Cancelled"
+
+
+class FitProgress:
+    """Work done out of a known total, in ``unit``s, plus the latest EM lower bound.
+
+    ``on_change`` is called (from the fitting thread) at most every ``interval``
+    seconds and once more at the end; ``should_stop`` is asked at every step.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        unit: str,
+        *,
+        on_change: Callable[[FitProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        interval: float = 0.25,
+    ) -> None:
+        self.total = max(int(total), 1)
+        self.unit = unit
+        self.done = 0
+        self.lower_bound: float | None = None
+        self._on_change = on_change
+        self._should_stop = should_stop
+        self._interval = interval
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            done = min(self.done, self.total)
+            return {
+                "done": done,
+                "total": self.total,
+                "unit": self.unit,
+                "fraction": done / self.total,
+                "lower_bound": self.lower_bound,
+            }
+
+    def advance_to(self, done: int, *, force: bool = False) -> None:
+        """Record ``done`` units; raise ``FitCancelled`` if the fit should stop."""
+        with self._lock:
+            self.done = max(self.done, done)
+        if self._should_stop is not None and self._should_stop():
+            raise FitCancelled("The job was cancelled; the fit stopped and nothing was stored.")
+        now = time.monotonic()
+        if self._on_change is not None and (force or now - self._last >= self._interval):
+            self._last = now
+            self._on_change(self)
+
+    def finish(self) -> None:
+        with self._lock:
+            self.done = self.total
+        if self._on_change is not None:
+            self._on_change(self)
+
+
+def _mixture_hooks(base: type) -> dict[str, Any]:
+    def _print_verbose_msg_init_beg(self: Any, n_init: int) -> None:
+        base._print_verbose_msg_init_beg(self, n_init)
+        self._gmm_init = n_init
+        progress: FitProgress = self._gmm_progress
+        progress.advance_to(n_init * self.max_iter, force=n_init > 0)
+
+    def _compute_lower_bound(self: Any, *args: Any, **kwargs: Any) -> Any:
+        bound = base._compute_lower_bound(self, *args, **kwargs)
+        self._gmm_progress.lower_bound = float(bound)
+        return bound
+
+    def _print_verbose_msg_iter_end(self: Any, n_iter: int, diff_ll: float) -> None:
+        base._print_verbose_msg_iter_end(self, n_iter, diff_ll)
+        self._gmm_progress.advance_to(self._gmm_init * self.max_iter + n_iter)
+
+    return {
+        "_print_verbose_msg_init_beg": _print_verbose_msg_init_beg,
+        "_compute_lower_bound": _compute_lower_bound,
+        "_print_verbose_msg_iter_end": _print_verbose_msg_iter_end,
+    }
+
+
+def _kmeans_hooks(base: type) -> dict[str, Any]:
+    def _init_centroids(self: Any, *args: Any, **kwargs: Any) -> Any:
+        progress: FitProgress = self._gmm_progress
+        # n_init="auto" is resolved inside fit, before the first init.
+        progress.total = max(int(getattr(self, "_n_init", progress.total)), 1)
+        progress.advance_to(self._gmm_init, force=self._gmm_init > 0)
+        self._gmm_init += 1
+        return base._init_centroids(self, *args, **kwargs)
+
+    return {"_init_centroids": _init_centroids}
+
+
+def _minibatch_hooks(base: type) -> dict[str, Any]:
+    def _mini_batch_convergence(self: Any, step: int, n_steps: int, *args: Any) -> Any:
+        progress: FitProgress = self._gmm_progress
+        progress.total = max(int(n_steps), 1)
+        stop = base._mini_batch_convergence(self, step, n_steps, *args)
+        progress.advance_to(step + 1)
+        return stop
+
+    return {"_mini_batch_convergence": _mini_batch_convergence}
+
+
+_TRACKED: dict[type, type] = {}
+_TRACKED_LOCK = threading.Lock()
+
+
+def _tracked_class(base: type) -> type:
+    with _TRACKED_LOCK:
+        if base not in _TRACKED:
+            names = {m.__name__ for m in base.__mro__}
+            if "BaseMixture" in names:
+                hooks = _mixture_hooks(base)
+            elif base.__name__ == "MiniBatchKMeans":
+                hooks = _minibatch_hooks(base)
+            else:
+                hooks = _kmeans_hooks(base)
+            _TRACKED[base] = type(f"Tracked{base.__name__}", (base,), hooks)
+        return _TRACKED[base]
+
+
+def progress_plan(estimator: Any) -> tuple[int, str]:
+    """The total and unit a fit of ``estimator`` is counted in.
+
+    Mixtures: EM iterations, ``max_iter * n_init`` at most (an init that converges
+    early counts as done). KMeans: inits (its iterations run in compiled code).
+    MiniBatchKMeans: mini-batch steps (the total is known once the fit starts).
+    """
+    if hasattr(estimator, "_compute_lower_bound"):
+        return max(estimator.max_iter, 1) * estimator.n_init, "iterations"
+    if type(estimator).__name__ == "MiniBatchKMeans":
+        return 1, "steps"
+    n_init = estimator.n_init
+    return (n_init if isinstance(n_init, int) else 1), "inits"
+
+
+def fit_tracked(estimator: Any, X: Any, progress: FitProgress) -> Any:
+    """``estimator.fit(X)`` with ``progress`` counting and able to stop it.
+
+    The estimator comes back as an instance of its own sklearn class.
+    """
+    base = type(estimator)
+    estimator.__class__ = _tracked_class(base)
+    estimator._gmm_progress = progress
+    estimator._gmm_init = 0
+    try:
+        estimator.fit(X)
+    finally:
+        estimator.__class__ = base
+        del estimator._gmm_progress, estimator._gmm_init
+    progress.finish()
+    return estimator

@@ -1,0 +1,139 @@
+"""JobManager: states, progress, cancel and recovery, on an in-memory job store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.mixture import GaussianMixture
+
+from service.domain.jobs import JobContext, JobManager
+from service.domain.progress import fit_tracked
+from service.errors import InvalidInput, NotFound
+
+
+class MemoryJobs:
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+
+    def put_job(self, job: dict[str, Any]) -> None:
+        with self.lock:
+            self.jobs[job["id"]] = dict(job)
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        with self.lock:
+            if job_id not in self.jobs:
+                raise NotFound(f"No job with id {job_id!r}.")
+            return dict(self.jobs[job_id])
+
+    def list_jobs(self, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], None]:
+        with self.lock:
+            return [dict(j) for j in sorted(self.jobs.values(), key=lambda j: j["id"])], None
+
+    def job_ids(self) -> list[str]:
+        with self.lock:
+            return list(self.jobs)
+
+
+def _wait(manager: JobManager, job_id: str, status: set[str], timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = manager.get(job_id)
+        if job["status"] in status:
+            return job
+        time.sleep(0.01)
+    raise AssertionError(f"job {job_id} never reached {status}: {manager.get(job_id)}")
+
+
+X, _ = make_blobs(n_samples=2000, n_features=2, centers=4, random_state=10)
+
+
+def _fit_work(max_iter: int, started: threading.Event | None = None) -> Any:
+    def work(ctx: JobContext) -> dict[str, Any]:
+        est = GaussianMixture(4, max_iter=max_iter, tol=0, random_state=0)
+        progress = ctx.progress(max_iter, "iterations")
+        if started is not None:
+            started.set()
+        fit_tracked(est, X, progress)
+        return {"result": {"lower_bound": float(est.lower_bound_)}}
+
+    return work
+
+
+@pytest.fixture
+def manager() -> Any:
+    m = JobManager(MemoryJobs(), workers=1, persist_interval=0.01)
+    yield m
+    m.close()
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_succeeds_with_progress_and_result(manager: JobManager) -> None:
+    job = manager.submit("fit", _fit_work(20), total=20, unit="iterations", job_id="a")
+    assert job["status"] == "queued"
+    done = _wait(manager, "a", {"succeeded"})
+    expected = GaussianMixture(4, max_iter=20, tol=0, random_state=0).fit(X).lower_bound_
+    assert done["result"] == {"lower_bound": float(expected)}
+    assert done["progress"]["fraction"] == 1.0
+    assert done["started_at"] and done["finished_at"]
+    assert manager.store.get_job("a")["status"] == "succeeded"
+
+
+def test_failure_carries_the_problem(manager: JobManager) -> None:
+    def work(ctx: JobContext) -> dict[str, Any]:
+        raise InvalidInput.at(["body", "params"], "bad")
+
+    manager.submit("fit", work, total=1, unit="iterations", job_id="b")
+    job = _wait(manager, "b", {"failed"})
+    assert job["error"]["status"] == 422
+    assert job["error"]["errors"][0]["loc"] == ["body", "params"]
+
+
+def test_cancel_running_and_queued(manager: JobManager) -> None:
+    started = threading.Event()
+    manager.submit("fit", _fit_work(100_000, started), total=100_000, unit="iterations", job_id="c")
+    manager.submit("fit", _fit_work(10), total=10, unit="iterations", job_id="d")  # queued
+    assert started.wait(10)
+    seen = _wait(manager, "c", {"running"})
+    deadline = time.monotonic() + 10
+    while seen["progress"]["done"] == 0 and time.monotonic() < deadline:
+        seen = manager.get("c")
+    assert 0 < seen["progress"]["fraction"] < 1
+    manager.cancel("d")
+    manager.cancel("c")
+    assert _wait(manager, "c", {"cancelled", "failed", "succeeded"})["status"] == "cancelled"
+    assert _wait(manager, "d", {"cancelled", "failed", "succeeded"})["status"] == "cancelled"
+    assert manager.get("d")["started_at"] is None
+
+
+def test_cancel_through_the_store_reaches_the_running_job(manager: JobManager) -> None:
+    started = threading.Event()
+    manager.submit("fit", _fit_work(100_000, started), total=100_000, unit="iterations", job_id="e")
+    assert started.wait(10)
+    # Another worker process only sees the store: it marks the job there.
+    other = JobManager(manager.store, workers=1, persist_interval=0.01)
+    try:
+        other.cancel("e")
+    finally:
+        other.close()
+    assert _wait(manager, "e", {"cancelled", "failed", "succeeded"})["status"] == "cancelled"
+
+
+def test_recover_fails_jobs_of_dead_owners() -> None:
+    store = MemoryJobs()
+    store.put_job({"id": "f", "status": "running", "owner": "1-dead", "progress": {}})
+    store.put_job({"id": "g", "status": "succeeded", "owner": "1-dead"})
+    store.put_job({"id": "h", "status": "queued", "owner": "2-alive"})
+    m = JobManager(store, workers=1)
+    try:
+        assert m.recover(lambda owner: owner == "2-alive") == 1
+    finally:
+        m.close()
+    assert store.get_job("f")["status"] == "failed"
+    assert "stopped" in store.get_job("f")["error"]["detail"]
+    assert store.get_job("g")["status"] == "succeeded"
+    assert store.get_job("h")["status"] == "queued"
