@@ -30,6 +30,22 @@ def new_model_id() -> str:
     return f"{ms:012x}{secrets.token_hex(8)}"
 
 
+#: Job ids are made like model ids (time-ordered, so "newest first" is a name sort)
+#: and validated the same way before they become paths.
+JOB_ID_PATTERN = MODEL_ID_PATTERN
+
+
+def new_job_id() -> str:
+    return new_model_id()
+
+
+def check_job_id(job_id: str) -> str:
+    """Refuse anything that is not exactly a server-made job id: a 404, like a model's."""
+    if not isinstance(job_id, str) or not _ID_RE.fullmatch(job_id):
+        raise NotFound(f"No job with id {job_id!r}.")
+    return job_id
+
+
 def check_id(model_id: str) -> str:
     """Refuse anything that is not exactly a server-made id before it becomes a path."""
     if not isinstance(model_id, str) or not _ID_RE.fullmatch(model_id):
@@ -63,3 +79,18 @@ class ModelStore(Protocol):
     def check_writable(self) -> None:
         """Raise ``StoreUnavailable`` unless a write round-trip succeeds."""
         ...
+
+    # -- jobs (the job resources of long work; ``service.domain.jobs.JobStore``) -----
+    def put_job(self, job: dict[str, Any]) -> None:
+        """Write the job resource atomically (replacing the previous copy)."""
+        ...
+
+    def get_job(self, job_id: str) -> dict[str, Any]: ...
+
+    def list_jobs(
+        self, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of jobs, newest first, and the cursor of the next page (or None)."""
+        ...
+
+    def job_ids(self) -> list[str]: ...

@@ -5,6 +5,7 @@ Layout under ``root``::
     secret.key                 # 0600, generated once when GMM_SECRET_KEY is unset
     models/<id>/model.joblib   # the pickled estimator
     models/<id>/meta.json      # resource metadata, checksums and HMAC signature
+    jobs/<id>.json             # job resources of long work (written whole, by rename)
     tmp/                       # folders being written or deleted
 
 A model is written into ``tmp/<pid>-<random>/`` (files fsynced), then the folder is
@@ -34,7 +35,7 @@ from typing import Any
 import joblib
 
 from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
-from service.store.base import check_id
+from service.store.base import check_id, check_job_id
 
 log = logging.getLogger("service.errors")
 
@@ -121,6 +122,8 @@ class LocalModelStore:
         self.tmp_dir = self.root / "tmp"
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.jobs_dir = self.root / "jobs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._key = load_or_create_key(self.root, secret_key)
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
@@ -323,3 +326,64 @@ class LocalModelStore:
             with contextlib.suppress(OSError):
                 total += (self.models_dir / model_id / ARTIFACT).stat().st_size
         return total
+
+    # -- jobs ---------------------------------------------------------------------
+    # A job is one small JSON file, rewritten whole at every change: written to tmp/
+    # (fsynced), then renamed over the previous copy, so a reader in any process sees
+    # one complete version or the one before, never a half-written file. Jobs are not
+    # signed: nothing in them is ever unpickled, and a model they name is verified
+    # when it is read.
+
+    def _job_path(self, job_id: str) -> Path:
+        return self.jobs_dir / f"{check_job_id(job_id)}.json"
+
+    def put_job(self, job: dict[str, Any]) -> None:
+        final = self._job_path(job["id"])
+        tmp = self._tmp_path()
+        try:
+            _write_file(tmp, json.dumps(job, allow_nan=False).encode())
+            os.replace(tmp, final)  # atomic, also over the previous copy
+            _fsync_dir(self.jobs_dir)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreUnavailable(f"Could not write the job: {exc.strerror}.") from exc
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        path = self._job_path(job_id)
+        try:
+            raw = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"No job with id {job_id!r}.") from None
+        except IsADirectoryError:
+            raise ArtifactIntegrityError(f"The record of job {job_id} is not a file.") from None
+        try:
+            job = json.loads(raw)
+        except ValueError:
+            raise ArtifactIntegrityError(f"The record of job {job_id} is unreadable.") from None
+        if not isinstance(job, dict) or job.get("id") != job_id:
+            raise ArtifactIntegrityError(f"The record stored for job {job_id} is another's.")
+        return job
+
+    def job_ids(self) -> list[str]:
+        """Every stored job id, newest first (ids sort by creation time)."""
+        names = (e.name for e in os.scandir(self.jobs_dir) if e.name.endswith(".json"))
+        return sorted((n[: -len(".json")] for n in names), reverse=True)
+
+    def list_jobs(
+        self, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        ids = self.job_ids()
+        if cursor is not None:
+            ids = [i for i in ids if i < cursor]
+        items: list[dict[str, Any]] = []
+        for job_id in ids:
+            if len(items) == limit:
+                return items, items[-1]["id"]
+            try:
+                items.append(self.get_job(job_id))
+            except NotFound:
+                continue
+            except ArtifactIntegrityError as exc:
+                log.error("listing skipped a damaged job: %s", exc.detail)
+                continue
+        return items, None
