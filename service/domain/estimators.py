@@ -19,6 +19,7 @@ from sklearn.mixture import _gaussian_mixture as _gm
 from sklearn.utils._array_api import _logsumexp
 
 from service.domain.limits import Limits
+from service.domain.progress import FitProgress, fit_tracked, progress_plan
 from service.domain.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput, PayloadTooLarge
 
@@ -181,13 +182,23 @@ class Fitted:
     fit_seconds: float
 
 
-def fit(algorithm: str, params: dict[str, Any], X: np.ndarray) -> Fitted:
-    """Fit exactly as ``Estimator(**params).fit(X)`` would in-process."""
+def fit(
+    algorithm: str, params: dict[str, Any], X: np.ndarray, progress: FitProgress | None = None
+) -> Fitted:
+    """Fit exactly as ``Estimator(**params).fit(X)`` would in-process.
+
+    With ``progress`` the fit reports its steps there and stops (``FitCancelled``) when
+    it says so; the numbers are the same to the last bit (``progress.fit_tracked``).
+    """
     estimator = build(algorithm, params)
     start = time.perf_counter()
     with capture_warnings() as caught:
         try:
-            estimator.fit(X)
+            if progress is None:
+                estimator.fit(X)
+            else:
+                progress.total, progress.unit = progress_plan(estimator)
+                fit_tracked(estimator, X, progress)
         except (ValueError, np.linalg.LinAlgError) as exc:
             raise FitFailed(f"scikit-learn could not fit {algorithm}: {exc}") from exc
     return Fitted(estimator, caught, time.perf_counter() - start)
@@ -233,6 +244,8 @@ def describe(
             "converged": bool(est.converged_),
             "n_iter": int(est.n_iter_),
             "lower_bound": finite_or_none(est.lower_bound_),
+            # The convergence trace of the best init, as sklearn's lower_bounds_.
+            "lower_bounds": [finite_or_none(v) for v in getattr(est, "lower_bounds_", [])],
         }
         if algorithm == "gaussian_mixture":
             if X is None:

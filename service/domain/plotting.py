@@ -592,6 +592,55 @@ def model_plot(
     )
 
 
+def convergence_plot(
+    resource: dict[str, Any], bundle: dict[str, Any], *, fmt: PlotFormat, size: FigureSize
+) -> bytes:
+    """``GET /v1/models/{id}/plot?kind=convergence``: the EM lower bound after each
+    iteration of the best init (sklearn's ``lower_bounds_``), the stopping tolerance
+    in the title. A flat tail means converged; a line still climbing at ``max_iter``
+    means more iterations (or a looser ``tol``) are needed.
+    """
+    what = f"Model {resource['id']}"
+    algorithm = resource["algorithm"]
+    if not estimators.is_mixture(algorithm):
+        raise UnsupportedOperation(
+            f"{what} is {algorithm}: k-means has no lower bound, so there is no "
+            "convergence trace to plot (its n_iter and inertia are in the resource)."
+        )
+    trace = getattr(bundle["estimator"], "lower_bounds_", None)
+    if trace is None:
+        trace = [np.nan if v is None else v for v in resource.get("lower_bounds") or []]
+    values = np.asarray(trace, dtype=np.float64)
+    if values.size == 0:
+        raise UnsupportedOperation(
+            f"{what} has no convergence trace: it ran no EM iteration (max_iter=0), or "
+            "was stored or imported without one."
+        )
+    params = resource.get("params") or {}
+    head = (
+        f"{resource.get('name') or algorithm}: "
+        f"{'converged' if resource.get('converged') else 'did not converge'} after "
+        f"{len(values)} iteration{'s' if len(values) != 1 else ''}"
+    )
+    if params.get("n_init", 1) != 1:
+        head += f"\nbest of n_init={params['n_init']} inits"
+    with _DRAW_LOCK:
+        fig = _new_figure(size)
+        ax = fig.add_subplot()
+        iterations = np.arange(1, len(values) + 1)
+        ax.plot(iterations, values, marker="o" if len(values) <= 60 else None, color="C0")
+        ax.set_xlabel("EM iteration")
+        ax.set_ylabel("lower bound" + (" (per sample)" if algorithm == "gaussian_mixture" else ""))
+        ax.grid(True, alpha=0.3)
+        if len(values) > 1:
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        tol = params.get("tol")
+        if tol is not None:
+            head += f" (tol={tol:g})"
+        fig.suptitle(head, fontsize="medium")
+        return _save(fig, fmt, size)
+
+
 def dataset_plot(
     X: np.ndarray,
     y: np.ndarray,

@@ -74,6 +74,7 @@ def export_model(service: ModelService, model_id: str) -> dict[str, Any]:
             precisions_cholesky=est.precisions_cholesky_,
             converged=bool(est.converged_),
             lower_bound=lower_bound if np.isfinite(lower_bound) else None,
+            lower_bounds=[estimators.finite_or_none(v) for v in getattr(est, "lower_bounds_", [])],
         )
         if algorithm == "bayesian_gaussian_mixture":
             wc = est.weight_concentration_
@@ -357,6 +358,7 @@ def _build_mixture(doc: Any, params: dict[str, Any]) -> Any:
     est.converged_ = doc.converged
     est.n_iter_ = doc.n_iter
     est.lower_bound_ = -np.inf if doc.lower_bound is None else doc.lower_bound
+    est.lower_bounds_ = [-np.inf if v is None else v for v in doc.lower_bounds]
     est.n_features_in_ = d
     return est
 

@@ -65,7 +65,7 @@ def jsonable(value: Any) -> Any:
 
 
 #: Fitted attributes that may be null by contract (-inf after max_iter=0 and the like).
-_NULLABLE_ATTRIBUTES = frozenset({"lower_bound", "bic", "aic"})
+_NULLABLE_ATTRIBUTES = frozenset({"lower_bound", "lower_bounds", "bic", "aic"})
 
 
 def _first_non_finite(values: dict[str, Any]) -> str | None:

@@ -6,7 +6,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from service.schemas.common import FiniteFloat, Matrix, Seed, StrictInt, StrictModel, WarningItem
+from service.schemas.common import (
+    FiniteFloat,
+    Matrix,
+    Seed,
+    StrictInt,
+    StrictModel,
+    Wait,
+    WarningItem,
+)
 from service.schemas.data import SEED_BLOBS, DataSpec
 from service.schemas.params import (
     BayesianGaussianMixtureItem,
@@ -49,6 +57,16 @@ class _FitRequestBase(StrictModel):
         description=(
             "Permute the new model's components to best match this model's means "
             "(Hungarian matching); it must have the same n_components and n_features."
+        ),
+    )
+    wait: Wait = Field(
+        None,
+        description=(
+            "`false`: answer 202 at once with `Location: /v1/jobs/{id}` and the job "
+            "resource; the fit runs in the background and the job's `model_id` names the "
+            "stored model (`include` does not apply: read the model or predict). `true`: "
+            "answer 201 with the model when the fit is done. Unset: `true`, unless the "
+            "fit is estimated to take longer than GMM_ASYNC_FIT_SECONDS, then `false`."
         ),
     )
 
@@ -153,6 +171,14 @@ class _MixtureModel(_ModelBase):
     precisions: Covariances = Field(description="Inverse covariances, same shape.")
     converged: bool
     lower_bound: float | None = Field(description="null when not finite (max_iter=0).")
+    lower_bounds: list[float | None] = Field(
+        default_factory=list,
+        description=(
+            "sklearn's lower_bounds_: the lower bound after each EM iteration of the best "
+            "init, the convergence trace (null where not finite). Empty for models stored "
+            "before it was recorded."
+        ),
+    )
 
 
 class GaussianMixtureModel(_MixtureModel):

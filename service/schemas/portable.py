@@ -140,6 +140,14 @@ class _MixtureDocument(_DocumentBase):
     )
     converged: StrictBool
     lower_bound: FiniteFloat | None = Field(description="lower_bound_; null when not finite.")
+    lower_bounds: list[FiniteFloat | None] = Field(
+        default_factory=list,
+        description=(
+            "lower_bounds_: the lower bound after each EM iteration of the best init "
+            "(the convergence trace); null where not finite. Optional: documents "
+            "written before it was exported import with an empty trace."
+        ),
+    )
 
 
 class GaussianMixtureDocument(_MixtureDocument):

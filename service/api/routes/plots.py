@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
 
@@ -43,14 +43,27 @@ def _size(options: PlotOptions) -> plotting.FigureSize:
 @router.get(
     "/v1/models/{model_id}/plot",
     response_class=Response,
-    summary="Plot a model: training points, means, covariance ellipses",
+    summary="Plot a model: training points, means, covariance ellipses; or its convergence",
     responses={**_IMAGE_RESPONSE, **responses(404, 422, 500)},
 )
 def plot_model(
-    model_id: ModelId, options: Annotated[PlotOptions, Query()], service: ServiceDep
+    model_id: ModelId,
+    options: Annotated[PlotOptions, Query()],
+    service: ServiceDep,
+    kind: Annotated[
+        Literal["model", "convergence"],
+        Query(
+            description=(
+                "`model`: the points and components. `convergence`: the EM lower bound "
+                "after each iteration (`lower_bounds`), mixtures only (422 for k-means)."
+            )
+        ),
+    ] = "model",
 ) -> Response:
-    """The training points coloured by label, the means as crosses and, for mixtures,
-    each component's 1-, 2- and 3-sigma covariance ellipses (any `covariance_type`).
+    """`kind=model` (default): the training points coloured by label, the means as
+    crosses and, for mixtures, each component's 1-, 2- and 3-sigma covariance
+    ellipses (any `covariance_type`). `kind=convergence`: the convergence trace, the
+    lower bound after each EM iteration of the best init; k-means has none (422).
 
     More than 2 features are projected onto the first two principal components of
     the training data; 1 feature is drawn as a histogram with each component's
@@ -59,6 +72,11 @@ def plot_model(
     points: 422 (use `/ellipses`).
     """
     resource, bundle = service.load_bundle(model_id)
+    if kind == "convergence":
+        content = plotting.convergence_plot(
+            resource, bundle, fmt=options.format, size=_size(options)
+        )
+        return _image(content, options, f"convergence-{model_id}")
     content = plotting.model_plot(resource, bundle, fmt=options.format, size=_size(options))
     return _image(content, options, f"model-{model_id}")
 
