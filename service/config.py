@@ -74,8 +74,44 @@ class Settings(BaseSettings):
         4,
         ge=1,
         description=(
-            "Fitting requests (models, model selection, comparisons) running at once per "
-            "worker; past it the service answers 429 with Retry-After."
+            "Synchronous fitting requests (models, model selection, comparisons) running "
+            "at once per worker; past it a request waits in the fit queue."
+        ),
+    )
+    fit_queue_length: int = Field(
+        32,
+        ge=0,
+        description=(
+            "Synchronous fitting requests that may wait for a free slot per worker; one "
+            "more is answered 429 with Retry-After. Each waiting request holds a server "
+            "thread (40 per worker), so keep it well below that."
+        ),
+    )
+    fit_queue_seconds: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "Longest a queued fitting request waits for a slot before it is answered 429 "
+            "with Retry-After."
+        ),
+    )
+    job_workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description=(
+            "Jobs (long work submitted with wait=false, or fits estimated to be long) "
+            "running at once per worker; further jobs wait as `queued`."
+        ),
+    )
+    async_fit_seconds: float | None = Field(
+        10.0,
+        gt=0,
+        description=(
+            "A fit request without `wait` whose estimated duration (from n_samples, "
+            "n_features, n_components, covariance_type, max_iter and n_init) exceeds this "
+            "many seconds is answered 202 with a job instead; `wait: true` still forces a "
+            "synchronous answer. Unset: only `wait: false` makes a job."
         ),
     )
     fit_timeout_seconds: float | None = Field(

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +20,16 @@ from service.api import problems
 from service.api.limits import BodyLimitMiddleware
 from service.api.metrics import Metrics
 from service.api.middleware import RequestContextMiddleware, configure_logging
-from service.api.routes import comparisons, datasets, health, models, plots, portable, selection
+from service.api.routes import (
+    comparisons,
+    datasets,
+    health,
+    jobs,
+    models,
+    plots,
+    portable,
+    selection,
+)
 from service.api.security import AuthDep, load_keyring
 from service.config import Settings
 from service.domain.executor import make_runner
@@ -103,13 +113,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
             cache_size=settings.cache_size,
         )
-        runner = make_runner(settings.max_concurrent_fits, settings.fit_timeout_seconds)
+        # Job fits use the worker processes too: room for both.
+        runner = make_runner(
+            settings.max_concurrent_fits + settings.job_workers, settings.fit_timeout_seconds
+        )
         app.state.service = ModelService(
             store,
             limits=limits_from(settings),
             fit_runner=runner,
             max_concurrent_fits=settings.max_concurrent_fits,
+            fit_queue_length=settings.fit_queue_length,
+            fit_queue_seconds=settings.fit_queue_seconds,
+            job_workers=settings.job_workers,
+            async_fit_seconds=settings.async_fit_seconds,
         )
+        # No job is left `running` by a process that died: say it failed, and why.
+        recovered = app.state.service.recover_jobs()
+        if recovered:
+            logging.getLogger("service.jobs").warning(
+                "marked %d interrupted job(s) failed", recovered
+            )
         try:
             yield
         finally:
@@ -135,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(portable.router, dependencies=[AuthDep])
     app.include_router(selection.router, dependencies=[AuthDep])
     app.include_router(comparisons.router, dependencies=[AuthDep])
+    app.include_router(jobs.router, dependencies=[AuthDep])
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

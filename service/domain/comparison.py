@@ -12,7 +12,8 @@ import numpy as np
 from sklearn import metrics
 
 from service.domain import estimators
-from service.domain.selection import Fit, relocate, run_parallel
+from service.domain.jobs import JobContext
+from service.domain.selection import Fit, Job, relocate, run_parallel
 from service.domain.service import ModelService
 from service.domain.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput, Loc, ServiceError
@@ -124,32 +125,56 @@ def compare(
     true_labels: list[int] | None,
     sample_size: int | None,
     random_state: int | None,
+    wait: bool = True,
 ) -> dict[str, Any]:
-    """Fit each ``(algorithm, params)`` on ``data``; answer labels and metrics in order."""
+    """Fit each ``(algorithm, params)`` on ``data``; answer labels and metrics in order.
+
+    With ``wait=False`` the request is checked, then answered at once with the job
+    that does the rest (progress in algorithms; this answer as its ``result``).
+    """
+    dataset = service.resolve(data)
+    n_samples, n_features = dataset.X.shape
+    y_true = _true_labels(dataset.y, true_labels, n_samples)
+    for i, (algorithm, params) in enumerate(algorithms):
+        try:
+            estimators.check_params(algorithm, params, n_samples, n_features, service.limits)
+        except ServiceError as exc:
+            moves: dict[tuple[str | int, ...], Loc] = {
+                estimators.PARAMS_LOC: ["body", "algorithms", i, "params"]
+            }
+            raise relocate(exc, moves) from None
+    sample_size, random_state = silhouette_arguments(n_samples, sample_size, random_state)
+    calls = [
+        (algorithm, params, dataset.X, y_true, sample_size, random_state)
+        for algorithm, params in algorithms
+    ]
+    silhouette = {"sample_size": sample_size, "random_state": random_state}
+
+    def run(job: Job | None) -> dict[str, Any]:
+        results = run_parallel(service, score_one, calls, job)
+        return _answer(results, silhouette, dataset.warnings)
+
+    if not wait:
+
+        def work(ctx: JobContext) -> dict[str, Any]:
+            return {"result": run((ctx, ctx.progress(len(calls), "algorithms")))}
+
+        return service.submit_job("comparison", work, total=len(calls), unit="algorithms")
     # One fitting request, however many algorithms: it holds one of GMM_MAX_CONCURRENT_FITS.
     with service.fitting():
-        dataset = service.resolve(data)
-        n_samples, n_features = dataset.X.shape
-        y_true = _true_labels(dataset.y, true_labels, n_samples)
-        for i, (algorithm, params) in enumerate(algorithms):
-            try:
-                estimators.check_params(algorithm, params, n_samples, n_features, service.limits)
-            except ServiceError as exc:
-                moves: dict[tuple[str | int, ...], Loc] = {
-                    estimators.PARAMS_LOC: ["body", "algorithms", i, "params"]
-                }
-                raise relocate(exc, moves) from None
-        sample_size, random_state = silhouette_arguments(n_samples, sample_size, random_state)
-        calls = [
-            (algorithm, params, dataset.X, y_true, sample_size, random_state)
-            for algorithm, params in algorithms
-        ]
-        results = run_parallel(service, score_one, calls)
+        return run(None)
+
+
+def _answer(
+    results: list[dict[str, Any]],
+    silhouette: dict[str, int | None],
+    warnings: list[dict[str, str]],
+) -> dict[str, Any]:
     for i, result in enumerate(results):
         if "error" in result:
             raise FitFailed.at(["body", "algorithms", i], f"algorithms[{i}]: {result['error']}")
     return {
         "results": results,
-        "silhouette": {"sample_size": sample_size, "random_state": random_state},
-        "warnings": dataset.warnings,
+        "silhouette": silhouette,
+        "warnings": warnings,
     }

@@ -6,16 +6,26 @@ processes; a fit that overruns has its process killed (nothing is stored, the CP
 freed) and a fresh worker takes its place. Processes also keep a crash in native
 code away from the server. Without a limit, fits run in the request's thread.
 
-``FitSlots`` bounds fitting requests per server process: past the bound a request is
-answered 429 at once instead of queueing behind work it cannot see.
+A fit given a ``FitProgress`` reports its steps and can be cancelled wherever it
+runs: in a thread the tracked estimator stops at its next step; in a worker process
+the worker sends ``("progress", snapshot)`` messages while it fits, the caller
+replays them into its ``FitProgress`` (whose ``should_stop`` it asks at each one and
+every ``CANCEL_POLL_SECONDS`` in between) and kills the worker when the job was
+cancelled: the CPU is freed at once and nothing is stored.
+
+``FitSlots`` bounds fitting requests per server process. A request that finds every
+slot busy waits its turn in a bounded queue; only when the queue is full, or its
+wait passes a limit, is it answered 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing as mp
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -23,10 +33,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from service.domain import estimators
+from service.domain.progress import FitProgress
 from service.errors import Busy, FitTimeout, ServiceError
 
 #: How long a fresh worker may take to import numpy and scikit-learn.
 STARTUP_SECONDS = 120.0
+#: How often a caller waiting on a worker asks whether its job was cancelled.
+CANCEL_POLL_SECONDS = 0.1
+#: How often a worker sends its progress back (at most).
+PROGRESS_INTERVAL_SECONDS = 0.1
 
 
 class FitRunner(Protocol):
@@ -34,7 +49,13 @@ class FitRunner(Protocol):
     #: then every fit, even one inside a joblib pool, must be handed to the runner.
     isolated: bool
 
-    def __call__(self, algorithm: str, params: dict[str, Any], X: np.ndarray) -> Any: ...
+    def __call__(
+        self,
+        algorithm: str,
+        params: dict[str, Any],
+        X: np.ndarray,
+        progress: FitProgress | None = None,
+    ) -> Any: ...
 
     def close(self) -> None: ...
 
@@ -44,23 +65,40 @@ class InlineFitRunner:
 
     isolated = False
 
-    def __call__(self, algorithm: str, params: dict[str, Any], X: np.ndarray) -> Any:
-        return estimators.fit(algorithm, params, X)
+    def __call__(
+        self,
+        algorithm: str,
+        params: dict[str, Any],
+        X: np.ndarray,
+        progress: FitProgress | None = None,
+    ) -> Any:
+        return estimators.fit(algorithm, params, X, progress)
 
     def close(self) -> None:
         pass
 
 
 def _worker_main(conn: Connection) -> None:
-    """Worker process loop: receive (algorithm, params, X), answer the fit or the error."""
+    """Worker process loop: receive (algorithm, params, X, tracked), answer the fit or
+    the error; a tracked fit also sends ``("progress", snapshot)`` while it runs."""
     conn.send(("ready", None))  # imports are done: the time limit starts after this
     while True:
         try:
-            job = conn.recv()
+            algorithm, params, X, tracked = conn.recv()
         except EOFError:
             return
+        progress = None
+        if tracked:
+            # The caller decides about cancelling (it kills this process): here the
+            # progress only reports.
+            progress = FitProgress(
+                1,
+                "steps",
+                on_change=lambda p: conn.send(("progress", p.snapshot())),
+                interval=PROGRESS_INTERVAL_SECONDS,
+            )
         try:
-            conn.send(("ok", estimators.fit(*job)))
+            conn.send(("ok", estimators.fit(algorithm, params, X, progress)))
         except ServiceError as exc:
             conn.send(("error", (type(exc), exc.detail, exc.errors)))
         except Exception as exc:  # a bug: report it rather than die silently
@@ -124,20 +162,20 @@ class ProcessFitRunner:
             pass
         return self._spawn()
 
-    def __call__(self, algorithm: str, params: dict[str, Any], X: np.ndarray) -> Any:
+    def __call__(
+        self,
+        algorithm: str,
+        params: dict[str, Any],
+        X: np.ndarray,
+        progress: FitProgress | None = None,
+    ) -> Any:
         with self._slots:
             worker = self._take()
             healthy = False
             try:
                 worker.wait_ready(STARTUP_SECONDS)
-                worker.conn.send((algorithm, params, X))
-                if not worker.conn.poll(self._timeout):
-                    raise FitTimeout(
-                        f"The fit took longer than {self._timeout:g} s "
-                        "(GMM_FIT_TIMEOUT_SECONDS) and was stopped; nothing was stored. "
-                        "Reduce the data, max_iter or n_init."
-                    )
-                status, payload = worker.conn.recv()
+                worker.conn.send((algorithm, params, X, progress is not None))
+                status, payload = self._answer(worker.conn, progress)
                 healthy = True
             except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as exc:
                 raise ServiceError(f"The fit worker process died: {exc!r}.") from exc
@@ -153,6 +191,32 @@ class ProcessFitRunner:
         cls, detail, errors = payload
         raise cls(detail, errors=errors)
 
+    def _answer(self, conn: Connection, progress: FitProgress | None) -> tuple[str, Any]:
+        """The worker's final message, replaying its progress into ``progress`` meanwhile.
+
+        ``FitTimeout`` past the time limit, ``FitCancelled`` when ``progress`` says stop;
+        either way the caller kills the worker, which stops its fit for good.
+        """
+        deadline = time.monotonic() + self._timeout
+        while True:
+            left = deadline - time.monotonic()
+            wait = left if progress is None else min(left, CANCEL_POLL_SECONDS)
+            if left <= 0 or not conn.poll(max(wait, 0)):
+                if time.monotonic() >= deadline:
+                    raise FitTimeout(
+                        f"The fit took longer than {self._timeout:g} s "
+                        "(GMM_FIT_TIMEOUT_SECONDS) and was stopped; nothing was stored. "
+                        "Reduce the data, max_iter or n_init."
+                    )
+                if progress is not None:
+                    progress.check()
+                continue
+            status, payload = conn.recv()
+            if status != "progress":
+                return status, payload
+            if progress is not None:
+                progress.replay(payload)
+
     def close(self) -> None:
         self._closed = True
         with self._lock:
@@ -163,25 +227,77 @@ class ProcessFitRunner:
 
 
 class FitSlots:
-    """At most ``size`` fitting requests at once; the next one gets 429 immediately."""
+    """At most ``size`` fitting requests at once, and at most ``queue_length`` waiting.
 
-    def __init__(self, size: int, retry_after: int = 2) -> None:
-        self._sem = threading.BoundedSemaphore(size)
+    A request that finds every slot busy waits (first come, first served) for up to
+    ``queue_seconds``; it is answered ``Busy`` (429 with ``Retry-After``) only when the
+    queue is already full or its wait ran out. Waiting holds a server thread, which is
+    why the queue is bounded: past it, a client is better told to come back.
+    """
+
+    def __init__(
+        self, size: int, *, queue_length: int = 0, queue_seconds: float = 0.0, retry_after: int = 2
+    ) -> None:
         self._size = size
+        self._queue_length = queue_length
+        self._queue_seconds = queue_seconds
         self._retry_after = retry_after
+        self._cond = threading.Condition()
+        self._running = 0
+        self._waiting: list[object] = []  # tickets, oldest first
+
+    @property
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    def _busy(self, why: str, retry_after: int) -> Busy:
+        return Busy(
+            f"{self._size} fits are already running (GMM_MAX_CONCURRENT_FITS) and {why}; "
+            f"retry in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    def acquire(self) -> None:
+        with self._cond:
+            if self._running < self._size and not self._waiting:
+                self._running += 1
+                return
+            if len(self._waiting) >= self._queue_length:
+                raise self._busy(
+                    f"{len(self._waiting)} more are waiting (GMM_FIT_QUEUE_LENGTH)",
+                    self._retry_after,
+                )
+            ticket = object()
+            self._waiting.append(ticket)
+            deadline = time.monotonic() + self._queue_seconds
+            try:
+                while self._running >= self._size or self._waiting[0] is not ticket:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise self._busy(
+                            f"this request waited {self._queue_seconds:g} s for its turn "
+                            "(GMM_FIT_QUEUE_SECONDS)",
+                            max(self._retry_after, math.ceil(self._queue_seconds / 2)),
+                        )
+                    self._cond.wait(left)
+                self._running += 1
+            finally:
+                self._waiting.remove(ticket)
+                self._cond.notify_all()  # the next in line may now be first
+
+    def release(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._cond.notify_all()
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
-        if not self._sem.acquire(blocking=False):
-            raise Busy(
-                f"{self._size} fits are already running (GMM_MAX_CONCURRENT_FITS); "
-                f"retry in {self._retry_after} s.",
-                headers={"Retry-After": str(self._retry_after)},
-            )
+        self.acquire()
         try:
             yield
         finally:
-            self._sem.release()
+            self.release()
 
 
 def make_runner(max_concurrent: int, timeout: float | None) -> FitRunner:

@@ -13,13 +13,18 @@ seconds) when it came through another one. It then stops and stores nothing.
 
 A process that dies takes its running jobs with it. At start, a store whose jobs say
 ``queued`` or ``running`` but whose owner process is gone marks them ``failed`` with
-the reason, so that no job is ever left ``running`` for good.
+the reason, so that no job is ever left ``running`` for good. The owner is
+``<pid>-<random token>``: another live worker process (``GMM_WORKERS>1``) keeps its
+jobs, while a job that names this very pid with another token was left by an earlier
+life of a recycled pid (PID 1 in every container start), so it is marked. A process
+shutting down in order marks its unfinished jobs ``failed`` itself.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import secrets
 import threading
@@ -34,6 +39,48 @@ from service.errors import NotFound, ServiceError
 log = logging.getLogger("service.jobs")
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+#: Fields kept in the store for the service's own use, not shown to clients.
+INTERNAL = frozenset({"owner"})
+
+
+def public(job: dict[str, Any]) -> dict[str, Any]:
+    """The job resource as clients see it."""
+    return {k: v for k, v in job.items() if k not in INTERNAL}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owner_alive(owner: str, mine: str) -> bool:
+    """Whether the process that took a job (``<pid>-<token>``) may still be running it.
+
+    Yes for this manager and for any other live pid (another uvicorn worker); no for a
+    dead pid, and no for this process's own pid under another token (an earlier life
+    of a recycled pid, or a manager of this process that was closed).
+    """
+    if owner == mine:
+        return True
+    pid_text = owner.partition("-")[0]
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    return pid != os.getpid() and _pid_alive(pid)
+
+
+def _interrupted(status: str, why: str) -> dict[str, Any]:
+    return {
+        "type": ServiceError("").type,
+        "title": "Interrupted",
+        "status": 500,
+        "detail": f"{why} while the job was {status}; nothing was stored. Submit it again.",
+    }
 
 
 def _now() -> str:
@@ -90,6 +137,14 @@ class JobContext:
             interval=self._manager.persist_interval,
         )
 
+    def stopper(self) -> FitProgress:
+        """A progress that only carries cancel: for a fit inside a larger job (a grid
+        cell), whose own steps are not the job's unit but must stop when it is
+        cancelled."""
+        return FitProgress(
+            1, "steps", should_stop=lambda: self._manager.cancel_requested(self.job_id)
+        )
+
     def check(self) -> None:
         """Stop here if the job was cancelled (between cells of a grid, say)."""
         if self._manager.cancel_requested(self.job_id):
@@ -112,6 +167,12 @@ class JobManager:
         self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
         self._owner = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._closing = False
+
+    @property
+    def owner(self) -> str:
+        """``<pid>-<token>``: written into every job this manager runs."""
+        return self._owner
 
     # -- lifecycle ----------------------------------------------------------------
     def recover(self, is_alive: Callable[[str], bool]) -> int:
@@ -127,25 +188,30 @@ class JobManager:
             job.update(
                 status="failed",
                 finished_at=_now(),
-                error={
-                    "type": ServiceError("").type,
-                    "title": "Interrupted",
-                    "status": 500,
-                    "detail": (
-                        "The service process running this job stopped (crash or restart) "
-                        f"while the job was {job['status']}; nothing was stored. Submit it again."
-                    ),
-                },
+                error=_interrupted(
+                    job["status"], "The service process running this job stopped (crash or restart)"
+                ),
             )
             self.store.put_job(job)
             marked += 1
         return marked
 
     def close(self) -> None:
+        """Stop running jobs at their next step and mark every unfinished one ``failed``
+        (the service is going away; a client's cancel is not what happened)."""
         with self._lock:
+            self._closing = True
             for event in self._cancel.values():
                 event.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            left = list(self._live)
+        for job_id in left:  # queued jobs the pool dropped
+            with self._lock:
+                status = self._live[job_id]["status"]
+            self._finish(
+                job_id, status="failed", error=_interrupted(status, "The service shut down")
+            )
 
     # -- submit, read, cancel -----------------------------------------------------
     def submit(
@@ -202,9 +268,17 @@ class JobManager:
             live = self._live.get(job_id)
             if event is not None and live is not None:
                 event.set()
+                queued = live["status"] == "queued"
                 if live["status"] in ("queued", "running"):
                     live["cancel_requested"] = True
-                return dict(live)
+                if queued:  # it never starts: say so now, not when a worker frees up
+                    live["status"] = "cancelled"
+                answer = dict(live)
+        if event is not None and live is not None:
+            if queued:
+                self._finish(job_id)
+                answer["finished_at"] = live["finished_at"]
+            return answer
         job = self.store.get_job(job_id)
         if job["status"] not in TERMINAL:
             job["cancel_requested"] = True
@@ -236,7 +310,9 @@ class JobManager:
     # -- running ------------------------------------------------------------------
     def _update(self, job_id: str, persist: bool = True, **changes: Any) -> None:
         with self._lock:
-            job = self._live[job_id]
+            job = self._live.get(job_id)
+            if job is None:
+                return  # already finished
             job.update(changes)
             snapshot = dict(job)
         if persist:
@@ -250,18 +326,30 @@ class JobManager:
 
     def _report(self, job_id: str, snapshot: dict[str, Any]) -> None:
         progress = {k: snapshot[k] for k in ("fraction", "done", "total", "unit")}
-        if snapshot.get("lower_bound") is not None:
-            progress["lower_bound"] = snapshot["lower_bound"]
+        bound = snapshot.get("lower_bound")
+        if bound is not None and math.isfinite(bound):
+            progress["lower_bound"] = float(bound)
         self._update(job_id, progress=progress)
 
     def _run(self, job_id: str, work: Work) -> None:
+        with self._lock:
+            live = self._live.get(job_id)
+            if live is None or live["status"] != "queued":
+                return  # cancelled while it waited
+            live.update(status="running", started_at=_now())
         try:
             if self.cancel_requested(job_id):
                 raise FitCancelled("The job was cancelled before it started.")
-            self._update(job_id, status="running", started_at=_now())
+            self._update(job_id)
             outcome = work(JobContext(self, job_id))
         except FitCancelled:
-            self._finish(job_id, status="cancelled")
+            with self._lock:
+                shut_down = self._closing and not self._live[job_id].get("cancel_requested")
+            if shut_down:
+                error = _interrupted("running", "The service shut down")
+                self._finish(job_id, status="failed", error=error)
+            else:
+                self._finish(job_id, status="cancelled")
         except Exception as exc:  # every failure becomes the job's problem object
             if not isinstance(exc, ServiceError):
                 log.exception("job %s failed", job_id)

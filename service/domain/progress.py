@@ -72,12 +72,25 @@ class FitProgress:
         """Record ``done`` units; raise ``FitCancelled`` if the fit should stop."""
         with self._lock:
             self.done = max(self.done, done)
-        if self._should_stop is not None and self._should_stop():
-            raise FitCancelled("The job was cancelled; the fit stopped and nothing was stored.")
+        self.check()
         now = time.monotonic()
         if self._on_change is not None and (force or now - self._last >= self._interval):
             self._last = now
             self._on_change(self)
+
+    def check(self) -> None:
+        """Raise ``FitCancelled`` if the fit should stop (between steps, or while waiting
+        on a worker process)."""
+        if self._should_stop is not None and self._should_stop():
+            raise FitCancelled("The job was cancelled; the fit stopped and nothing was stored.")
+
+    def replay(self, snapshot: dict[str, Any]) -> None:
+        """Take over a ``snapshot()`` made elsewhere (a worker process's fit)."""
+        with self._lock:
+            self.total = max(int(snapshot["total"]), 1)
+            self.unit = str(snapshot["unit"])
+            self.lower_bound = snapshot.get("lower_bound")
+        self.advance_to(int(snapshot["done"]))
 
     def finish(self) -> None:
         with self._lock:

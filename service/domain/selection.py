@@ -9,6 +9,7 @@ being refitted. No HTTP here.
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -17,7 +18,10 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from service.domain import estimators
+from service.domain.data import Dataset
+from service.domain.jobs import JobContext
 from service.domain.limits import Limits
+from service.domain.progress import FitProgress
 from service.domain.service import ModelService
 from service.domain.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput, Loc, PayloadTooLarge, ServiceError
@@ -40,7 +44,10 @@ Fit = Callable[[str, dict[str, Any], np.ndarray], estimators.Fitted]
 
 
 def run_parallel(
-    service: ModelService, func: Callable[..., Any], calls: Sequence[tuple[Any, ...]]
+    service: ModelService,
+    func: Callable[..., Any],
+    calls: Sequence[tuple[Any, ...]],
+    job: Job | None = None,
 ) -> list[Any]:
     """``[func(*args, fit) for args in calls]``, at most ``max_parallel_fits`` at a time.
 
@@ -51,17 +58,56 @@ def run_parallel(
     ``max_parallel_fits`` (so that loky, when chosen, keeps its one reusable pool
     instead of resizing it under other requests); a single call, or a limit of one,
     runs in the calling thread.
+
+    Inside a ``job`` (its context and the progress counting the calls) every finished
+    call advances the progress, and every fit, run through the service with the job's
+    cancel, stops at its next step when the job is cancelled; the calls then run in
+    threads, which share the job's context.
     """
     fit: Fit | None = None
     backend: str = BACKEND
     if service.fits_isolated:
         fit, backend = service.fit, "threading"
+    if job is not None:
+        ctx, progress = job
+        fit, backend = _cancellable_fit(service, ctx), "threading"
+        func = _counted(func, ctx, progress)
     n_jobs = service.limits.max_parallel_fits
     if n_jobs <= 1 or len(calls) <= 1:
         return [func(*args, fit) for args in calls]
     # batch_size=1: cells differ in cost tenfold, so hand them out one at a time.
     run = Parallel(n_jobs=n_jobs, backend=backend, batch_size=1)
     return list(run(delayed(func)(*args, fit) for args in calls))
+
+
+#: A job running the calls: its context (for cancel) and the progress counting them.
+Job = tuple[JobContext, FitProgress]
+
+
+def _cancellable_fit(service: ModelService, ctx: JobContext) -> Fit:
+    def fit(algorithm: str, params: dict[str, Any], X: np.ndarray) -> estimators.Fitted:
+        return service.fit(algorithm, params, X, ctx.stopper())
+
+    return fit
+
+
+def _counted(
+    func: Callable[..., Any], ctx: JobContext, progress: FitProgress
+) -> Callable[..., Any]:
+    """``func`` that stops first if the job was cancelled and counts itself when done."""
+    lock = threading.Lock()
+    finished = [0]
+
+    def counted(*args: Any) -> Any:
+        ctx.check()
+        out = func(*args)
+        with lock:
+            finished[0] += 1
+            done = finished[0]
+        progress.advance_to(done, force=True)
+        return out
+
+    return counted
 
 
 def relocate(exc: ServiceError, moves: dict[tuple[str | int, ...], Loc]) -> ServiceError:
@@ -227,21 +273,51 @@ def select(
     params: dict[str, Any],
     store_best: bool = False,
     name: str | None = None,
+    wait: bool = True,
 ) -> dict[str, Any]:
     """Fit every cell of ``grid`` on ``data``; answer the scores, the best cell and,
-    with ``store_best``, the id of the stored winner."""
+    with ``store_best``, the id of the stored winner.
+
+    With ``wait=False`` the request is checked, then answered at once with the job
+    that does the rest (progress in grid cells; this answer as its ``result``).
+    """
     cells = expand_grid(grid, service.limits)
+    dataset = service.resolve(data)
+    n_samples, n_features = dataset.X.shape
+    cell_params = [
+        _checked_params(params, k, cov, k_loc, grid, n_samples, n_features, service.limits)
+        for k, cov, k_loc in cells
+    ]
+
+    def run(job: Job | None) -> dict[str, Any]:
+        return _select(service, dataset, data, cells, cell_params, criterion, store_best, name, job)
+
+    if not wait:
+
+        def work(ctx: JobContext) -> dict[str, Any]:
+            result = run((ctx, ctx.progress(len(cells), "cells")))
+            return {"result": result, "model_id": result["best"]["model_id"]}
+
+        return service.submit_job("model_selection", work, total=len(cells), unit="cells")
     # One fitting request, however many cells: it holds one of GMM_MAX_CONCURRENT_FITS.
     with service.fitting():
-        dataset = service.resolve(data)
-        n_samples, n_features = dataset.X.shape
-        cell_params = [
-            _checked_params(params, k, cov, k_loc, grid, n_samples, n_features, service.limits)
-            for k, cov, k_loc in cells
-        ]
-        # Longest first (components drive the cost): the pool does not end on a big cell.
-        order = sorted(range(len(cells)), key=lambda i: -cells[i][0])
-        done = run_parallel(service, fit_cell, [(cell_params[i], dataset.X) for i in order])
+        return run(None)
+
+
+def _select(
+    service: ModelService,
+    dataset: Dataset,
+    data: DataSpec,
+    cells: list[tuple[int, str, Loc]],
+    cell_params: list[dict[str, Any]],
+    criterion: str,
+    store_best: bool,
+    name: str | None,
+    job: Job | None,
+) -> dict[str, Any]:
+    # Longest first (components drive the cost): the pool does not end on a big cell.
+    order = sorted(range(len(cells)), key=lambda i: -cells[i][0])
+    done = run_parallel(service, fit_cell, [(cell_params[i], dataset.X) for i in order], job)
     outcomes: list[tuple[dict[str, Any], estimators.Fitted | None]] = [({}, None)] * len(cells)
     for i, outcome in zip(order, done, strict=True):
         outcomes[i] = outcome
@@ -254,6 +330,8 @@ def select(
         )
     best = {**scores[best_i], "model_id": None}
     fitted = outcomes[best_i][1]
+    if job is not None:
+        job[0].check()  # cancelled after the last cell: still nothing is stored
     if store_best and fitted is not None:
         resource, _ = service.store_fitted(
             algorithm="gaussian_mixture",

@@ -13,21 +13,25 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import platform
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import joblib
 import numpy as np
 import sklearn
 
 from service import __version__
+from service.domain import cost, estimators, matching
 from service.domain import data as data_mod
-from service.domain import estimators, matching
 from service.domain.executor import FitRunner, FitSlots, InlineFitRunner
+from service.domain.jobs import JobContext, JobManager, owner_alive, public
 from service.domain.limits import Limits
+from service.domain.progress import FitProgress, progress_plan
 from service.errors import FitFailed, InvalidInput, PayloadTooLarge, UnsupportedOperation
 from service.schemas.data import DataSpec, GaussianMixtureSpec, GeneratorSpec
 from service.schemas.models import EFFECTIVE_WEIGHT_THRESHOLD
-from service.store.base import ModelStore, check_id, new_model_id
+from service.store.base import ModelStore, check_id, check_job_id, new_job_id, new_model_id
 
 #: The most points one ``sample`` call draws.
 MAX_SAMPLE_POINTS = 1_000_000
@@ -112,13 +116,32 @@ def _require_finite(results: dict[str, Any], loc: list[str | int]) -> None:
                 )
 
 
+@dataclass
+class _PreparedFit:
+    """A fit request checked against the data and the limits, ready to run."""
+
+    algorithm: str
+    params: dict[str, Any]
+    data: DataSpec
+    dataset: data_mod.Dataset
+    name: str | None
+    wanted: set[str]
+    alignment: tuple[str, np.ndarray] | None
+    extra: dict[str, Any] | None
+    estimated_seconds: float
+
+
 class ModelService:
     """Trains and serves models held in a ``ModelStore``.
 
     Built with the values it needs (``limits``, the fit runner, the bound on concurrent
-    fits), never with the app's ``Settings``. Model selection, comparisons and portable
-    models use its public methods only, so the store, the runner and the fit slots have
-    one owner.
+    fits and its queue, the job pool), never with the app's ``Settings``. Model
+    selection, comparisons and portable models use its public methods only, so the
+    store, the runner, the fit slots and the jobs have one owner.
+
+    Long work runs as jobs on a pool of ``job_workers`` threads, apart from the fit
+    slots of synchronous requests: a client that asked for a job has chosen to wait
+    in its queue, not to be answered 429.
     """
 
     def __init__(
@@ -128,26 +151,43 @@ class ModelService:
         limits: Limits,
         fit_runner: FitRunner | None = None,
         max_concurrent_fits: int,
+        fit_queue_length: int = 0,
+        fit_queue_seconds: float = 0.0,
+        job_workers: int = 1,
+        async_fit_seconds: float | None = None,
+        job_persist_interval: float = 0.5,
     ) -> None:
         self.limits = limits
         self._store = store
         self._fit_runner: FitRunner = fit_runner or InlineFitRunner()
-        self._fit_slots = FitSlots(max_concurrent_fits)
+        self._fit_slots = FitSlots(
+            max_concurrent_fits, queue_length=fit_queue_length, queue_seconds=fit_queue_seconds
+        )
         self._fits_isolated = self._fit_runner.isolated
+        self._jobs = JobManager(store, workers=job_workers, persist_interval=job_persist_interval)
+        self._async_fit_seconds = async_fit_seconds
 
     def close(self) -> None:
+        self._jobs.close()  # running jobs stop first: their fits may use the runner
         self._fit_runner.close()
 
     # -- fitting ------------------------------------------------------------------
     def fitting(self) -> contextlib.AbstractContextManager[None]:
         """Hold one of the ``max_concurrent_fits`` slots for a whole fitting request,
-        however many fits it runs; ``Busy`` (429) at once when none is free."""
+        however many fits it runs. When none is free the request waits in the bounded
+        queue; ``Busy`` (429) when the queue is full or the wait runs out."""
         return self._fit_slots.hold()
 
-    def fit(self, algorithm: str, params: dict[str, Any], X: np.ndarray) -> estimators.Fitted:
+    def fit(
+        self,
+        algorithm: str,
+        params: dict[str, Any],
+        X: np.ndarray,
+        progress: FitProgress | None = None,
+    ) -> estimators.Fitted:
         """``estimators.fit`` through the service's runner (a killable worker process
-        when fits have a time limit)."""
-        fitted: estimators.Fitted = self._fit_runner(algorithm, params, X)
+        when fits have a time limit); ``progress`` counts its steps and can cancel it."""
+        fitted: estimators.Fitted = self._fit_runner(algorithm, params, X, progress)
         return fitted
 
     @property
@@ -176,6 +216,51 @@ class ModelService:
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Fit, store, and answer the resource plus the requested per-point arrays."""
+        prepared = self._prepare_fit(algorithm, params, data, name, include, align_to, extra)
+        with self.fitting():
+            fitted = self.fit(algorithm, params, prepared.dataset.X)
+        return self._store_prepared(prepared, fitted, prepared.wanted)
+
+    def fit_or_submit(
+        self,
+        *,
+        algorithm: str,
+        params: dict[str, Any],
+        data: DataSpec,
+        name: str | None,
+        include: list[str] | None,
+        align_to: str | None = None,
+        extra: dict[str, Any] | None = None,
+        wait: bool | None = None,
+    ) -> tuple[Literal["model", "job"], dict[str, Any]]:
+        """``create_model``, or the same fit as a job.
+
+        Everything is checked first (parameters, data, limits, ``align_to``), so bad
+        input is refused before any job exists. Then ``wait=False`` submits a job,
+        ``wait=True`` fits now, and ``wait=None`` fits now unless the fit is estimated
+        (``cost.fit_seconds``) to take longer than ``async_fit_seconds``. Answers
+        ``("model", resource and arrays)`` or ``("job", job resource)``.
+        """
+        prepared = self._prepare_fit(algorithm, params, data, name, include, align_to, extra)
+        if wait is None:
+            limit = self._async_fit_seconds
+            wait = limit is None or prepared.estimated_seconds <= limit
+        if not wait:
+            return "job", self._submit_fit(prepared)
+        with self.fitting():
+            fitted = self.fit(algorithm, params, prepared.dataset.X)
+        return "model", self._store_prepared(prepared, fitted, prepared.wanted)
+
+    def _prepare_fit(
+        self,
+        algorithm: str,
+        params: dict[str, Any],
+        data: DataSpec,
+        name: str | None,
+        include: list[str] | None,
+        align_to: str | None,
+        extra: dict[str, Any] | None,
+    ) -> _PreparedFit:
         allowed = estimators.per_point_fields(algorithm)
         wanted = estimators.default_include(algorithm) if include is None else set(include)
         for i, item in enumerate(include or []):
@@ -184,24 +269,109 @@ class ModelService:
                     ["body", "include", i],
                     f"{item!r} is not available for {algorithm}; choose from {sorted(allowed)}.",
                 )
-        with self.fitting():
-            dataset = self.resolve(data)
-            n_samples, n_features = dataset.X.shape
-            estimators.check_params(algorithm, params, n_samples, n_features, self.limits)
-            reference = self._alignment_reference(align_to, algorithm, params, n_features)
-            fitted = self.fit(algorithm, params, dataset.X)
-        resource, arrays = self.store_fitted(
+        dataset = self.resolve(data)
+        n_samples, n_features = dataset.X.shape
+        estimators.check_params(algorithm, params, n_samples, n_features, self.limits)
+        reference = self._alignment_reference(align_to, algorithm, params, n_features)
+        return _PreparedFit(
             algorithm=algorithm,
             params=params,
+            data=data,
             dataset=dataset,
-            fitted=fitted,
             name=name,
-            include=wanted,
-            alignment=(align_to, reference) if reference is not None else None,
-            generator=data.generator,
+            wanted=wanted,
+            alignment=(align_to, reference) if align_to and reference is not None else None,
             extra=extra,
+            estimated_seconds=cost.fit_seconds(algorithm, params, n_samples, n_features),
+        )
+
+    def _store_prepared(
+        self, prepared: _PreparedFit, fitted: estimators.Fitted, include: set[str]
+    ) -> dict[str, Any]:
+        resource, arrays = self.store_fitted(
+            algorithm=prepared.algorithm,
+            params=prepared.params,
+            dataset=prepared.dataset,
+            fitted=fitted,
+            name=prepared.name,
+            include=include,
+            alignment=prepared.alignment,
+            generator=prepared.data.generator,
+            extra=prepared.extra,
         )
         return {**resource, **arrays}
+
+    def _submit_fit(self, prepared: _PreparedFit) -> dict[str, Any]:
+        total, unit = progress_plan(estimators.build(prepared.algorithm, prepared.params))
+        n_samples, n_features = prepared.dataset.X.shape
+
+        def work(ctx: JobContext) -> dict[str, Any]:
+            progress = ctx.progress(total, unit)
+            fitted = self.fit(prepared.algorithm, prepared.params, prepared.dataset.X, progress)
+            ctx.check()  # a cancel that came after the last step still stores nothing
+            # A job answers the model; its per-point arrays are a GET (or predict) away.
+            resource = self._store_prepared(prepared, fitted, set())
+            return {"model_id": resource["id"]}
+
+        return self.submit_job(
+            "fit",
+            work,
+            total=total,
+            unit=unit,
+            request={
+                "algorithm": prepared.algorithm,
+                "params": jsonable(prepared.params),
+                "name": prepared.name,
+                "n_samples": int(n_samples),
+                "n_features": int(n_features),
+                "estimated_seconds": prepared.estimated_seconds,
+            },
+        )
+
+    # -- jobs ---------------------------------------------------------------------
+    def submit_job(
+        self,
+        kind: str,
+        work: Callable[[JobContext], dict[str, Any]],
+        *,
+        total: int,
+        unit: str,
+        request: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Queue ``work`` as a job of ``kind``; answers the job resource as accepted.
+
+        ``work`` returns ``{"model_id": ...}`` and/or ``{"result": ...}``; a result is
+        made JSON-ready here (numpy arrays to lists, non-finite numbers to null).
+        """
+
+        def run(ctx: JobContext) -> dict[str, Any]:
+            return jsonable(work(ctx))  # type: ignore[no-any-return]
+
+        job = self._jobs.submit(
+            kind, run, total=total, unit=unit, job_id=new_job_id(), request=request
+        )
+        return public(job)
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return public(self._jobs.get(check_job_id(job_id)))
+
+    def list_jobs(self, *, limit: int, cursor: str | None) -> dict[str, Any]:
+        items, next_cursor = self._jobs.list(limit=limit, cursor=cursor)
+        return {
+            "items": [public(job) for job in items],
+            "next_cursor": next_cursor,
+            "total": len(self._store.job_ids()),
+        }
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Ask a job to stop: a queued one never starts, a running fit stops at its next
+        step; nothing is stored either way. A finished job is answered unchanged."""
+        return public(self._jobs.cancel(check_job_id(job_id)))
+
+    def recover_jobs(self) -> int:
+        """At start: mark jobs whose process died (crash, restart) ``failed``; jobs of
+        other live worker processes are left alone. Answers how many were marked."""
+        return self._jobs.recover(lambda owner: owner_alive(owner, self._jobs.owner))
 
     def store_fitted(
         self,

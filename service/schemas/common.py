@@ -56,6 +56,10 @@ class StrictModel(BaseModel):
         return data
 
 
+#: ``wait`` on long work (fits, model selection, comparisons): see ``/v1/jobs``.
+Wait = StrictBool | None
+
+
 class WarningItem(BaseModel):
     """A warning raised while serving the request (for example ``ConvergenceWarning``)."""
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from service.schemas.common import Seed, StrictInt, StrictModel, WarningItem
+from service.schemas.common import Seed, StrictInt, StrictModel, Wait, WarningItem
 from service.schemas.data import DataSpec
 from service.schemas.params import (
     BayesianGaussianMixtureItem,
@@ -56,6 +56,14 @@ class ComparisonRequest(StrictModel):
         ),
     )
     silhouette: SilhouetteOptions = Field(default_factory=SilhouetteOptions)
+    wait: Wait = Field(
+        None,
+        description=(
+            "`false`: answer 202 at once with `Location: /v1/jobs/{id}` and the job "
+            "resource, whose progress counts algorithms and whose `result` is this "
+            "answer. `true` or unset: answer when every algorithm is fitted and scored."
+        ),
+    )
 
 
 NOTEBOOK_ELLIPSES = {

@@ -15,7 +15,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from service.schemas.common import StrictInt, StrictModel, WarningItem
+from service.schemas.common import StrictInt, StrictModel, Wait, WarningItem
 from service.schemas.data import SEED_BLOBS, DataSpec
 from service.schemas.models import Name
 from service.schemas.params import CovarianceType, GaussianMixtureParams
@@ -96,6 +96,14 @@ class SelectionRequest(StrictModel):
         ),
     )
     name: Name | None = Field(None, description="Name of the stored model (with store_best).")
+    wait: Wait = Field(
+        None,
+        description=(
+            "`false`: answer 202 at once with `Location: /v1/jobs/{id}` and the job "
+            "resource, whose progress counts grid cells and whose `result` is this "
+            "answer. `true` or unset: answer when every cell is fitted."
+        ),
+    )
 
 
 SELECTION_EXAMPLES = {

@@ -74,6 +74,7 @@ def test_timeout_over_http_stores_nothing(tmp_path: Path) -> None:
                     }
                 },
                 "include": [],
+                "wait": True,  # estimated long: it would otherwise run as a job
             },
         )
         assert r.status_code == 422

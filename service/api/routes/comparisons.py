@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Response
 from service.api.deps import ServiceDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
+from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
 from service.api.routing import FastJSONRoute
 from service.domain import comparison
 from service.schemas.comparisons import COMPARISON_EXAMPLES, ComparisonRequest, ComparisonResult
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/v1/comparisons", tags=["analysis"], route_class=Fast
     "",
     response_model=ComparisonResult,
     summary="Compare clusterings of the same data",
-    responses=responses(400, 413, 422, 500, 503),
+    responses={**JOB_ACCEPTED_DOC, **responses(400, 413, 422, 429, 500, 503)},
 )
 def compare_algorithms(
     request: Annotated[ComparisonRequest, Body(openapi_examples=COMPARISON_EXAMPLES)],
@@ -36,7 +37,12 @@ def compare_algorithms(
     `adjusted_mutual_info_score`, `normalized_mutual_info_score`, `homogeneity_score`,
     `completeness_score` and `v_measure_score` only where the true labels are known:
     from `true_labels`, else from a `generator`. Nothing is stored.
+
+    With `wait: false` the request is checked in full and answered **202** with
+    `Location: /v1/jobs/{id}` and the job resource: progress in algorithms, this
+    answer as the job's `result`.
     """
+    wait = request.wait is not False
     body = comparison.compare(
         service,
         data=request.data,
@@ -44,5 +50,6 @@ def compare_algorithms(
         true_labels=request.true_labels,
         sample_size=request.silhouette.sample_size,
         random_state=request.silhouette.random_state,
+        wait=wait,
     )
-    return NumpyJSONResponse(body)
+    return NumpyJSONResponse(body) if wait else job_accepted(body)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Query, Response
 from service.api.deps import MetricsDep, ModelId, ServiceDep, SettingsDep
 from service.api.problems import responses
 from service.api.responses import MODEL_CREATED_DOC, NumpyJSONResponse, model_created
+from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
 from service.api.routing import FastJSONRoute
 from service.errors import Busy, ServiceError
 from service.schemas.models import (
@@ -35,7 +36,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FastJSONRou
     summary="Fit a model and store it",
     responses={
         201: MODEL_CREATED_DOC,
-        **responses(400, 413, 422, 500, 503),
+        **JOB_ACCEPTED_DOC,
+        **responses(400, 413, 422, 429, 500, 503),
     },
 )
 def create_model(
@@ -45,12 +47,18 @@ def create_model(
 ) -> Response:
     """Fit `algorithm` with `params` on `data`, exactly as scikit-learn does in-process.
 
-    Answers the stored model resource plus the per-point arrays named by `include`
-    for the training points. Runs in the threadpool, never on the event loop.
+    Answers 201 with the stored model resource plus the per-point arrays named by
+    `include` for the training points. Runs in the threadpool, never on the event loop.
+
+    With `wait: false`, or without `wait` when the fit is estimated to take longer
+    than GMM_ASYNC_FIT_SECONDS, the request is checked in full and answered **202**
+    with `Location: /v1/jobs/{id}` and the job resource; the job's `model_id` names
+    the model when it succeeds. When every fit slot is busy the request waits in a
+    bounded queue; 429 with `Retry-After` when the queue is full.
     """
     metrics.fits_in_flight.inc()
     try:
-        body = service.create_model(
+        kind, body = service.fit_or_submit(
             algorithm=request.algorithm,
             params=request.params.model_dump(),
             data=request.data,
@@ -60,6 +68,7 @@ def create_model(
             extra={
                 "effective_weight_threshold": getattr(request, "effective_weight_threshold", None)
             },
+            wait=request.wait,
         )
     except Busy:
         metrics.fits_rejected_busy.inc()
@@ -69,6 +78,8 @@ def create_model(
         raise
     finally:
         metrics.fits_in_flight.dec()
+    if kind == "job":
+        return job_accepted(body)
     metrics.fits.labels(request.algorithm, "stored").inc()
     metrics.fit_seconds.labels(request.algorithm).observe(body["fit_seconds"])
     metrics.fit_iterations.labels(request.algorithm).observe(body["n_iter"])

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Query, Response
 from service.api.deps import ServiceDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
+from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
 from service.api.routing import FastJSONRoute
 from service.domain import plotting, selection
 from service.errors import InvalidInput
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/v1/model-selection", tags=["analysis"], route_class=
     "",
     response_model=SelectionResult,
     summary="Fit a grid of mixtures and rank them by BIC or AIC",
-    responses=responses(400, 413, 422, 500, 503),
+    responses={**JOB_ACCEPTED_DOC, **responses(400, 413, 422, 429, 500, 503)},
 )
 def select_model(
     request: Annotated[SelectionRequest, Body(openapi_examples=SELECTION_EXAMPLES)],
@@ -40,7 +41,12 @@ def select_model(
     ascending. `best` is the lowest `criterion`; ties go to the fewest components. A
     cell sklearn cannot fit carries `error` and is never best. With `store_best` the
     winner's fitted estimator is stored as a model (not refitted): `best.model_id`.
+
+    With `wait: false` the request is checked in full and answered **202** with
+    `Location: /v1/jobs/{id}` and the job resource: progress in grid cells, this
+    answer as the job's `result` (and `model_id` with `store_best`).
     """
+    wait = request.wait is not False
     body = selection.select(
         service,
         data=request.data,
@@ -49,8 +55,9 @@ def select_model(
         params=request.params.model_dump(),
         store_best=request.store_best,
         name=request.name,
+        wait=wait,
     )
-    return NumpyJSONResponse(body)
+    return NumpyJSONResponse(body) if wait else job_accepted(body)
 
 
 @router.post(
@@ -62,7 +69,7 @@ def select_model(
             "description": "The plot, as PNG or SVG.",
             "content": {"image/png": {}, "image/svg+xml": {}},
         },
-        **responses(400, 413, 422, 500, 503),
+        **responses(400, 413, 422, 429, 500, 503),
     },
 )
 def plot_model_selection(
@@ -86,6 +93,12 @@ def plot_model_selection(
             ["body", "store_best"],
             "store_best is not available when plotting; call POST /v1/model-selection "
             "to store the winner.",
+        )
+    if request.wait is False:
+        raise InvalidInput.at(
+            ["body", "wait"],
+            "a plot is drawn while you wait; for a job, call POST /v1/model-selection "
+            'with "wait": false and plot its result.',
         )
     result = selection.select(
         service,

@@ -1,0 +1,67 @@
+"""The ``/v1/jobs`` resource: long work followed, read and cancelled."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from service.schemas.common import Problem
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobKind = Literal["fit", "model_selection", "comparison"]
+
+
+class JobProgress(BaseModel):
+    """Work done, honestly counted: what the job has finished, not time elapsed."""
+
+    fraction: float = Field(ge=0, le=1, description="`done / total`.", examples=[0.35])
+    done: int = Field(examples=[35])
+    total: int = Field(
+        description=(
+            "Fits: EM iterations `max_iter * n_init` at most (an init that converges "
+            "early counts its remaining iterations as done when the next starts); "
+            "k-means: inits; mini-batch k-means: steps. Model selection: grid cells. "
+            "Comparisons: algorithms."
+        ),
+        examples=[100],
+    )
+    unit: Literal["iterations", "inits", "steps", "cells", "algorithms"]
+    lower_bound: float | None = Field(
+        None, description="Mixture fits: the latest EM lower bound (rises as EM converges)."
+    )
+
+
+class Job(BaseModel):
+    id: str = Field(examples=["019abc12de34f0a1b2c3d4e5f6a7"])
+    kind: JobKind
+    status: JobStatus
+    progress: JobProgress
+    error: Problem | None = Field(
+        description="Why it failed: the problem the request would have answered."
+    )
+    model_id: str | None = Field(
+        description="The stored model: fits, and model selections with `store_best`."
+    )
+    result: dict[str, Any] | None = Field(
+        description=("Model selections and comparisons: the body the synchronous request answers.")
+    )
+    created_at: str = Field(description="ISO 8601, UTC.")
+    started_at: str | None
+    finished_at: str | None
+    cancel_requested: bool = Field(
+        False, description="A cancel was asked; the job stops at its next step."
+    )
+    request: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "Fits: what was asked (algorithm, params, name, n_samples, n_features) and "
+            "the `estimated_seconds` that decided whether it ran as a job."
+        ),
+    )
+
+
+class JobList(BaseModel):
+    items: list[Job]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+    total: int = Field(description="Jobs kept in the store.")
