@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from service.config import Settings
+from service.errors import FitTimeout
 from tests.helpers_server import ServerProcess, free_port, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +115,21 @@ def compose_env(service: dict[str, Any]) -> dict[str, str]:
     return resolved
 
 
+def setting_variables() -> dict[str, str]:
+    """``{"GMM_<FIELD>": "<field>"}`` for every Settings field."""
+    return {f"GMM_{name.upper()}": name for name in Settings.model_fields}
+
+
+def readme_settings_table() -> dict[str, tuple[str, str]]:
+    """``{"GMM_X": (default, meaning)}`` from the README's Configuration table."""
+    rows = {}
+    for line in readme_section("Configuration").splitlines():
+        match = re.match(r"^\| `(GMM_[A-Z0-9_]+)` \| (.*?) \| (.*) \|$", line)
+        if match:
+            rows[match[1]] = (match[2], match[3])
+    return rows
+
+
 def readme_section(title: str) -> str:
     text = README.read_text(encoding="utf-8")
     match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
@@ -192,11 +208,9 @@ def test_compose_environment_is_valid_settings(
     """Every variable is a real setting (a typo would be silently ignored), each
     fallback equals the code's default, and together they validate."""
     env = compose_env(gmm)
-    fields = {f"GMM_{name.upper()}": name for name in Settings.model_fields}
+    fields = setting_variables()
     unknown = sorted(set(env) - set(fields))
     assert not unknown, f"docker-compose.yml sets variables Settings does not have: {unknown}"
-    for key in ("GMM_STORE_DIR", "GMM_WORKERS", "GMM_SECRET_KEY"):
-        assert key in env, f"docker-compose.yml should pass {key} through"
     for key in os.environ:
         if key.startswith("GMM_"):
             monkeypatch.delenv(key)
@@ -205,12 +219,39 @@ def test_compose_environment_is_valid_settings(
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert str(settings.store_dir) == env["GMM_STORE_DIR"]
     assert settings.port == 8000
-    # Fallbacks restate the code's defaults; a drift would make compose differ silently.
-    chosen = {"GMM_HOST", "GMM_PORT", "GMM_STORE_DIR", "GMM_WORKERS", "GMM_SECRET_KEY"}
-    chosen |= {"GMM_API_KEYS"}  # empty means "no keys", as the default None does
+    # Fallbacks restate the code's defaults (an empty one means unset, so the default
+    # too); a drift would make compose differ silently. Only the container's own
+    # address and store path are chosen here.
+    chosen = {"GMM_HOST", "GMM_PORT", "GMM_STORE_DIR"}
     for key in sorted(set(env) - chosen):
         default = Settings.model_fields[fields[key]].default
         assert getattr(settings, fields[key]) == default, f"{key}={env[key]}, default {default}"
+
+
+def test_compose_forwards_every_setting(gmm: dict[str, Any]) -> None:
+    """Settings pass through from the shell or .env only if compose names them: one
+    left out is silently dropped in the container."""
+    env = compose_env(gmm)
+    missing = sorted(set(setting_variables()) - set(env))
+    assert not missing, f"docker-compose.yml does not forward {missing}"
+    raw = gmm["environment"]
+    fixed = {"GMM_HOST", "GMM_PORT", "GMM_STORE_DIR"}  # where the container listens and keeps
+    for key in sorted(set(env) - fixed):
+        assert _INTERPOLATION.match(str(raw[key])), f"{key}: {raw[key]!r} ignores the shell"
+
+
+def test_empty_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``${GMM_X:-}`` hands the container an empty string: for an optional number or
+    path that must be "unset", not a parse error or the current folder."""
+    for key in os.environ:
+        if key.startswith("GMM_"):
+            monkeypatch.delenv(key)
+    for key in setting_variables():
+        monkeypatch.setenv(key, "")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings == Settings(_env_file=None, _env_prefix="UNUSED_")  # type: ignore[call-arg]
+    assert settings.fit_timeout_seconds is None
+    assert settings.api_keys_file is None
 
 
 # -- Dockerfile -----------------------------------------------------------------------
@@ -383,13 +424,34 @@ def test_readme_quick_start_is_two_commands() -> None:
 
 
 def test_readme_documents_every_setting() -> None:
-    section = readme_section("Configuration")
-    missing = [
-        f"GMM_{name.upper()}"
-        for name in Settings.model_fields
-        if f"`GMM_{name.upper()}`" not in section
-    ]
-    assert not missing, f"README.md's Configuration table lacks {missing}"
+    """One row per Settings field, none for a setting that does not exist, and each
+    default as the code has it."""
+    rows = readme_settings_table()
+    fields = setting_variables()
+    assert not sorted(set(fields) - set(rows)), f"README's table lacks {set(fields) - set(rows)}"
+    assert not sorted(set(rows) - set(fields)), f"README's table has {set(rows) - set(fields)}"
+    for key, (shown, _) in rows.items():
+        default = Settings.model_fields[fields[key]].default
+        if default is None or default == "":
+            assert shown in ("unset", "empty"), f"{key}: README default {shown}, code {default!r}"
+        else:
+            expected = str(default).lower() if isinstance(default, bool) else str(default)
+            assert shown == f"`{expected}`", f"{key}: README default {shown}, code {default!r}"
+
+
+def test_fit_timeout_status_is_the_one_the_code_answers() -> None:
+    """The README's table, its production section and the field description all name
+    the status FitTimeout answers, and no other."""
+    status = str(FitTimeout.status)
+    described = Settings.model_fields["fit_timeout_seconds"].description or ""
+    _, row = readme_settings_table()["GMM_FIT_TIMEOUT_SECONDS"]
+    production = readme_section("Running it in production")
+    sentences = re.split(r"(?<=\.)\s+", production)
+    sentence = next(s for s in sentences if "GMM_FIT_TIMEOUT_SECONDS" in s)
+    for where, text in [("config.py", described), ("README table", row), ("README", sentence)]:
+        statuses = set(re.findall(r"\b[45]\d\d\b", text))
+        assert statuses == {status}, f"{where} says {statuses or 'no status'}, code {status}"
+        assert FitTimeout.slug in text, f"{where} does not name the problem type"
 
 
 @pytest.fixture
