@@ -15,6 +15,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from service.config import Settings
 from service.errors import FitTimeout
@@ -33,6 +36,8 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERIGNORE = ROOT / ".dockerignore"
 CI_RUN = ROOT / ".ci" / "run"
 README = ROOT / "README.md"
+LOCK = ROOT / "requirements.lock"
+PYPROJECT = ROOT / "pyproject.toml"
 
 #: ``${VAR:-default}`` as compose interpolates it.
 _INTERPOLATION = re.compile(r"^\$\{(?P<var>[A-Z0-9_]+):?-(?P<default>[^}]*)\}$")
@@ -258,10 +263,17 @@ def test_empty_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_dockerfile_base_and_install(docker: list[tuple[str, str]]) -> None:
+    """Dependencies come from the hash-checked lock only; the package is installed
+    after them without resolving anything, so no build picks newer versions."""
     froms = [args for op, args in docker if op == "FROM"]
     assert froms[-1].split()[0] == "python:3.11-slim"
-    runs = [args for op, args in docker if op == "RUN"]
-    assert any(re.search(r"pip install --no-cache-dir \.(\s|$)", run) for run in runs), runs
+    installs = [args for op, args in docker if op == "RUN" and "pip install" in args]
+    lock_install = "pip install --no-cache-dir --require-hashes -r requirements.lock"
+    package_install = re.compile(r"pip install --no-cache-dir --no-deps \.(\s|$)")
+    assert [lock_install in run for run in installs] == [True, False], installs
+    assert package_install.search(installs[1]), installs
+    copied = [args.split()[:-1] for op, args in docker if op == "COPY"]
+    assert copied and copied[0] == ["requirements.lock"], "COPY the lock alone, first"
 
 
 def test_dockerfile_runs_as_non_root(docker: list[tuple[str, str]]) -> None:
@@ -300,6 +312,48 @@ def test_dockerfile_expose_healthcheck_cmd(docker: list[tuple[str, str]]) -> Non
     assert "/healthz" in " ".join(command)
     cmds = [args for op, args in docker if op == "CMD"]
     assert exec_form(cmds[-1]) == ["python", "-m", "service"]
+
+
+def locked_requirements() -> dict[str, tuple[str, list[str], set[str]]]:
+    """``{name: (version, hashes, via)}`` from requirements.lock as pip-compile writes it."""
+    locked: dict[str, tuple[str, list[str], set[str]]] = {}
+    name = ""
+    for line in LOCK.read_text(encoding="utf-8").splitlines():
+        pin = re.match(r"^([A-Za-z0-9._-]+)==(\S+)", line)
+        if pin:
+            name = canonicalize_name(pin[1])
+            locked[name] = (pin[2], [], set())
+        elif name and (digest := re.search(r"--hash=sha256:([0-9a-f]{64})", line)):
+            locked[name][1].append(digest[1])
+        elif name and (via := re.match(r"^\s+#\s+(?:via\s+)?(\S.*)$", line)):
+            locked[name][2].add(via[1].strip())
+    return locked
+
+
+def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    """requirements.lock was compiled from pyproject's dependencies as they are now:
+    editing one (a new package, a raised floor) without `make lock` fails here."""
+    with PYPROJECT.open("rb") as f:
+        wanted = [Requirement(r) for r in tomllib.load(f)["project"]["dependencies"]]
+    locked = locked_requirements()
+    for requirement in wanted:
+        name = canonicalize_name(requirement.name)
+        assert name in locked, f"{requirement} is not in requirements.lock: run make lock"
+        version = locked[name][0]
+        assert requirement.specifier.contains(version, prereleases=True), (
+            f"requirements.lock pins {name}=={version}, pyproject wants {requirement}: "
+            "run make lock"
+        )
+    direct = {name for name, (_, _, via) in locked.items() if "gmm-service (pyproject.toml)" in via}
+    assert direct == {canonicalize_name(r.name) for r in wanted}, (
+        "requirements.lock was compiled from other dependencies than pyproject's: run make lock"
+    )
+    unhashed = sorted(name for name, (_, hashes, _) in locked.items() if not hashes)
+    assert not unhashed, f"pip install --require-hashes refuses {unhashed}"
+    # Markers were evaluated for the Python that compiled it: the image's.
+    image_python = re.search(r"^FROM python:(\d+\.\d+)", DOCKERFILE.read_text(), re.M)
+    assert image_python, "the Dockerfile's base is not python:X.Y"
+    assert f"with Python {image_python[1]}\n" in LOCK.read_text(encoding="utf-8")
 
 
 def test_dockerignore_keeps_the_build_inputs_only() -> None:
