@@ -419,12 +419,11 @@ def compose_server(
     """``python -m service`` configured as docker-compose.yml configures it.
 
     Only what cannot hold outside a container changes: the store path (no /data
-    here), loopback instead of 0.0.0.0 and a free port (chosen by the helper), and
-    one worker to spare the shared CI cores.
+    here), and loopback instead of 0.0.0.0 and a free port (chosen by the helper).
     """
     env = compose_env(compose["services"]["gmm"])
     cwd = tmp_path_factory.mktemp("compose")
-    env.update({"GMM_STORE_DIR": str(cwd / "data"), "GMM_WORKERS": "1"})
+    env.update({"GMM_STORE_DIR": str(cwd / "data")})
     with running_server(env, cwd=cwd) as server:
         yield server
 
