@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from service.schemas.common import FiniteFloat, Matrix, Seed, StrictBool, StrictInt, StrictModel
+from service.schemas.examples import SEED_GENERATED
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 NonNegativeFloat = Annotated[FiniteFloat, Field(ge=0)]
@@ -104,6 +105,8 @@ class GeneratedData(StrictModel):
     points: list[list[float]]
     labels: list[int]
     warnings: list[dict[str, str]] | None = None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [SEED_GENERATED]})
 
 
 SEED_BLOBS = {
