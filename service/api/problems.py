@@ -201,10 +201,6 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Unknown model id.",
         413: "Request larger than a configured limit.",
         422: "Invalid input, named by `errors[].loc`.",
-        429: (
-            "Every fit slot is busy and the fit queue is full (or the wait passed its "
-            "limit): retry after `Retry-After` seconds."
-        ),
         500: "Server fault, such as a stored artifact failing its integrity check.",
         503: "The model store is unavailable.",
     }

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/comparisons", tags=["analysis"], route_class=Fast
     "",
     response_model=ComparisonResult,
     summary="Compare clusterings of the same data",
-    responses={**JOB_ACCEPTED_DOC, **responses(400, 413, 422, 429, 500, 503)},
+    responses={**JOB_ACCEPTED_DOC, **responses(400, 413, 422, 500, 503)},
 )
 def compare_algorithms(
     request: Annotated[ComparisonRequest, Body(openapi_examples=COMPARISON_EXAMPLES)],

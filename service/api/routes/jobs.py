@@ -65,7 +65,7 @@ def list_jobs(
     "/{job_id}",
     response_model=Job,
     summary="Read a job: status, progress, result",
-    responses=responses(404, 500),
+    responses=responses(404, 422, 500),
 )
 def get_job(job_id: JobId, service: ServiceDep) -> Response:
     """Poll this until `status` is `succeeded`, `failed` or `cancelled`. While it runs,
@@ -84,7 +84,7 @@ def get_job(job_id: JobId, service: ServiceDep) -> Response:
             "model": Job,
             "description": "Cancel requested: the running job stops at its next step.",
         },
-        **responses(404, 500),
+        **responses(404, 422, 500),
     },
 )
 def cancel_job(job_id: JobId, service: ServiceDep) -> Response:

@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1/model-selection", tags=["analysis"], route_class=
     "",
     response_model=SelectionResult,
     summary="Fit a grid of mixtures and rank them by BIC or AIC",
-    responses={**JOB_ACCEPTED_DOC, **responses(400, 413, 422, 429, 500, 503)},
+    responses={**JOB_ACCEPTED_DOC, **responses(400, 413, 422, 500, 503)},
 )
 def select_model(
     request: Annotated[SelectionRequest, Body(openapi_examples=SELECTION_EXAMPLES)],
@@ -69,7 +69,7 @@ def select_model(
             "description": "The plot, as PNG or SVG.",
             "content": {"image/png": {}, "image/svg+xml": {}},
         },
-        **responses(400, 413, 422, 429, 500, 503),
+        **responses(400, 413, 422, 500, 503),
     },
 )
 def plot_model_selection(
