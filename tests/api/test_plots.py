@@ -391,7 +391,7 @@ def test_unknown_model_is_404(client: TestClient) -> None:
     for path in ("plot", "ellipses"):
         body = _assert_problem(client.get(f"/v1/models/{UNKNOWN_ID}/{path}"), 404)
         assert UNKNOWN_ID in body["detail"]
-        _assert_problem(client.get(f"/v1/models/not-an-id/{path}"), 422)
+        _assert_problem(client.get(f"/v1/models/not-an-id/{path}"), 404)
 
 
 def test_concurrent_plots_are_identical_to_a_lone_one(client: TestClient) -> None:
