@@ -285,6 +285,10 @@ def per_point(
         has_labels = training and getattr(est, "labels_", None) is not None
         out["labels"] = est.labels_ if has_labels else est.predict(X)
     if "distances" in include:
+        # sklearn's own transform (euclidean_distances(X, cluster_centers_)), so that the
+        # numbers are its numbers: a point equal to a center may be ~1e-8 from it, as
+        # sklearn answers for any array but the estimator's own cluster_centers_ (where
+        # an ``X is Y`` shortcut zeroes the diagonal).
         out["distances"] = est.transform(X)
     return out
 
