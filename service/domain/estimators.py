@@ -16,7 +16,11 @@ import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 from sklearn.mixture import _gaussian_mixture as _gm
-from sklearn.utils._array_api import _logsumexp
+
+try:  # scikit-learn >= 1.8: the array-API port its mixtures' score_samples uses
+    from sklearn.utils._array_api import _logsumexp
+except ImportError:  # older releases: scipy's, which their mixtures use
+    from scipy.special import logsumexp as _logsumexp
 
 from service.config import Settings
 from service.domain.warnings_capture import capture_warnings
@@ -148,10 +152,12 @@ def _check_init_values(params: dict[str, Any], k: int, n_features: int) -> None:
     """sklearn's own checks of initial values (weights sum to 1, precisions positive
     definite...), run up front so that the problem names the parameter at fault."""
     checks = {
-        "weights_init": lambda v: _gm._check_weights(v, k, xp=np),
-        "means_init": lambda v: _gm._check_means(v, k, n_features, xp=np),
+        # Positional only: scikit-learn 1.8 added an ``xp`` keyword that older ones lack
+        # (None, its default, picks numpy for numpy arrays).
+        "weights_init": lambda v: _gm._check_weights(v, k),
+        "means_init": lambda v: _gm._check_means(v, k, n_features),
         "precisions_init": lambda v: _gm._check_precisions(
-            v, params["covariance_type"], k, n_features, xp=np
+            v, params["covariance_type"], k, n_features
         ),
     }
     for name, check in checks.items():
