@@ -8,6 +8,7 @@ so that a fit equals the in-process one to the last bit.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -148,16 +149,19 @@ def check_params(
         _expect_shape("init", params["init"], (k, n_features), why_k)
 
 
+#: scikit-learn 1.8 added an array-namespace argument to its mixtures' checks, and
+#: later releases need it given; older ones have no such argument.
+_XP: dict[str, Any] = {"xp": np} if "xp" in inspect.signature(_gm._check_weights).parameters else {}
+
+
 def _check_init_values(params: dict[str, Any], k: int, n_features: int) -> None:
     """sklearn's own checks of initial values (weights sum to 1, precisions positive
     definite...), run up front so that the problem names the parameter at fault."""
     checks = {
-        # Positional only: scikit-learn 1.8 added an ``xp`` keyword that older ones lack
-        # (None, its default, picks numpy for numpy arrays).
-        "weights_init": lambda v: _gm._check_weights(v, k),
-        "means_init": lambda v: _gm._check_means(v, k, n_features),
+        "weights_init": lambda v: _gm._check_weights(v, k, **_XP),
+        "means_init": lambda v: _gm._check_means(v, k, n_features, **_XP),
         "precisions_init": lambda v: _gm._check_precisions(
-            v, params["covariance_type"], k, n_features
+            v, params["covariance_type"], k, n_features, **_XP
         ),
     }
     for name, check in checks.items():
