@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=limits_from(settings),
             fit_runner=runner,
             max_concurrent_fits=settings.max_concurrent_fits,
+            cache_size=settings.cache_size,
         )
         try:
             yield
