@@ -78,7 +78,7 @@ def measure(
 ) -> dict[str, dict[str, float]]:
     """Alternate the servers ``rounds`` times; average rates, worst-case percentiles."""
     runs: dict[str, list[dict]] = {name: [] for name in urls}
-    for name, url in urls.items():  # warm-up, thrown away
+    for url in urls.values():  # warm-up, thrown away
         wrk(url, body, concurrency=concurrency, duration=1)
     for _ in range(rounds):
         for name, url in urls.items():
@@ -119,6 +119,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             minimal_base = minimal.wait_ready()
             bases = {w: s.wait_ready() for w, s in services.items()}
             model_id = predict_throughput.register_model(bases[args.workers[0]])
+            results["same_answers"] = predict_throughput.check_same_answers(
+                f"{bases[args.workers[0]]}/v1/models/{model_id}/predict",
+                f"{minimal_base}/predict",
+                X,
+                gm,
+            )
             for n in args.points:
                 rows = np.vstack([X] * (n // len(X) + 1))[:n]
                 body = json.dumps({"points": rows.tolist()}).encode()
@@ -149,7 +155,10 @@ def _report(results: dict[str, Any]) -> None:
     by_points: dict[int, dict[int, Any]] = {}
     for case in results["cases"]:
         by_points.setdefault(case["points"], {})[case["workers"]] = case
-    print(f"predict throughput, wrk -c{results['concurrency']}")
+    print(
+        f"predict throughput, wrk -c{results['concurrency']} "
+        f"(both servers answer sklearn's predict_proba: {results['same_answers']})"
+    )
     for n, cases in by_points.items():
         first = min(cases)
         ref = cases[first]["minimal"]
