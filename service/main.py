@@ -180,6 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.state.service.close()
+            app.state.metrics.close()
 
     app = FastAPI(
         title="gmm-service",
@@ -194,7 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"tryItOutEnabled": True, "displayRequestDuration": True},
     )
     app.state.settings = settings
-    app.state.metrics = Metrics()
+    app.state.metrics = Metrics(settings.metrics_dir)
     app.state.keyring = load_keyring(settings)
     configure_logging(settings.log_json)
     problems.install(app)
