@@ -1,4 +1,8 @@
-"""Dependencies declared once, as ``Annotated`` aliases, so routes read like sentences."""
+"""Dependencies declared once, as ``Annotated`` aliases, so routes read like sentences.
+
+They are ``async def`` because they only read ``app.state``: FastAPI runs a plain
+``def`` dependency in its threadpool, a thread hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +16,17 @@ from service.domain.service import ModelService
 from service.store.base import check_id
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_service(request: Request) -> ModelService:
+async def get_service(request: Request) -> ModelService:
     service: ModelService = request.app.state.service
     return service
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
