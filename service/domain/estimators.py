@@ -23,6 +23,7 @@ try:  # scikit-learn >= 1.8: the array-API port its mixtures' score_samples uses
 except ImportError:  # older releases: scipy's, which their mixtures use
     from scipy.special import logsumexp as _logsumexp
 
+from service.domain.compiled import kmeans_distances
 from service.domain.limits import Limits
 from service.domain.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput, PayloadTooLarge
@@ -297,11 +298,7 @@ def per_point(
         has_labels = training and getattr(est, "labels_", None) is not None
         out["labels"] = est.labels_ if has_labels else est.predict(X)
     if "distances" in include:
-        # sklearn's own transform (euclidean_distances(X, cluster_centers_)), so that the
-        # numbers are its numbers: a point equal to a center may be ~1e-8 from it, as
-        # sklearn answers for any array but the estimator's own cluster_centers_ (where
-        # an ``X is Y`` shortcut zeroes the diagonal).
-        out["distances"] = est.transform(X)
+        out["distances"] = kmeans_distances(X, np.asarray(est.cluster_centers_))
     return out
 
 
