@@ -196,6 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=limits_from(settings),
             fit_runner=runner,
             max_concurrent_fits=settings.max_concurrent_fits,
+            cache_size=settings.cache_size,
             fit_queue_length=settings.fit_queue_length,
             fit_queue_seconds=settings.fit_queue_seconds,
             job_workers=settings.job_workers,
@@ -211,6 +212,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.state.service.close()
+            app.state.metrics.close()
 
     app = FastAPI(
         title="gmm-service",
@@ -225,7 +227,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"tryItOutEnabled": True, "displayRequestDuration": True},
     )
     app.state.settings = settings
-    app.state.metrics = Metrics()
+    app.state.metrics = Metrics(settings.metrics_dir)
     app.state.keyring = load_keyring(settings)
     configure_logging(settings.log_json)
     problems.install(app)

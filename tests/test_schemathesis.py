@@ -35,6 +35,7 @@ import httpx
 import hypothesis
 import pytest
 import schemathesis
+from schemathesis.specs.openapi.checks import use_after_free
 
 from service.config import Settings
 from service.main import create_app
@@ -368,11 +369,16 @@ def _run_stateful(stateful: Any, deployment: Deployment, mode: str) -> None:
             additional_checks: list[Any] | None = None,
             **kwargs: Any,
         ) -> None:
-            super().validate_response(
+            # DELETE /v1/jobs/{job_id} cancels a job, which stays readable (the
+            # contract: its resource says how it ended), so reading it afterwards is no
+            # use-after-free; every other check still runs on it.
+            is_job_read = case.method.upper() == "GET" and case.path == "/v1/jobs/{job_id}"
+            case.validate_response(
                 response,
-                case,
                 additional_checks=[schema_valid_requests_pass_validation],
-                **kwargs,
+                excluded_checks=[use_after_free] if is_job_read else None,
+                transport_kwargs=kwargs or None,
+                recorder=self.recorder,
             )
 
     Workflow.run(
