@@ -138,6 +138,7 @@ class _PreparedFit:
     alignment: tuple[str, np.ndarray] | None
     extra: dict[str, Any] | None
     estimated_seconds: float
+    omitted: list[str]
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ class ModelService:
         prepared = self._prepare_fit(algorithm, params, data, name, include, align_to, extra)
         with self.fitting():
             fitted = self.fit(algorithm, params, prepared.dataset.X)
-        return self._store_prepared(prepared, fitted, prepared.wanted)
+        return self._store_prepared(prepared, fitted, prepared.wanted, prepared.omitted)
 
     def fit_or_submit(
         self,
@@ -273,7 +274,7 @@ class ModelService:
             return "job", self._submit_fit(prepared)
         with self.fitting():
             fitted = self.fit(algorithm, params, prepared.dataset.X)
-        return "model", self._store_prepared(prepared, fitted, prepared.wanted)
+        return "model", self._store_prepared(prepared, fitted, prepared.wanted, prepared.omitted)
 
     def _prepare_fit(
         self,
@@ -307,23 +308,64 @@ class ModelService:
             alignment=(align_to, reference) if align_to and reference is not None else None,
             extra=extra,
             estimated_seconds=cost.fit_seconds(algorithm, params, n_samples, n_features),
+            omitted=self._omitted_by_default(algorithm, params, n_samples, wanted, include),
         )
 
     def _store_prepared(
-        self, prepared: _PreparedFit, fitted: estimators.Fitted, include: set[str]
+        self,
+        prepared: _PreparedFit,
+        fitted: estimators.Fitted,
+        include: set[str],
+        omitted: list[str] | None = None,
     ) -> dict[str, Any]:
+        """Store the fit; answer the resource and the ``include``d per-point arrays,
+        with a note about the ``omitted`` ones (see ``_omitted_by_default``)."""
         resource, arrays = self.store_fitted(
             algorithm=prepared.algorithm,
             params=prepared.params,
             dataset=prepared.dataset,
             fitted=fitted,
             name=prepared.name,
-            include=include,
+            include=include - set(omitted or []),
             alignment=prepared.alignment,
             generator=prepared.data.generator,
             extra=prepared.extra,
         )
-        return {**resource, **arrays}
+        if not omitted:
+            return {**resource, **arrays}
+        n_samples = prepared.dataset.X.shape[0]
+        note = {
+            "category": "ResponseSizeWarning",
+            "message": (
+                f"{' and '.join(omitted)} for the {n_samples} training points were left out: "
+                f"they would hold more than {self.limits.max_default_per_point_values} numbers "
+                "(GMM_MAX_DEFAULT_PER_POINT_VALUES). Name them in `include` to get them, or "
+                f"POST the points to /v1/models/{resource['id']}/predict."
+            ),
+        }
+        warnings = [*resource["warnings"], note]
+        return {**resource, **arrays, "warnings": warnings, "omitted": omitted}
+
+    def _omitted_by_default(
+        self,
+        algorithm: str,
+        params: dict[str, Any],
+        n_samples: int,
+        wanted: set[str],
+        include: list[str] | None,
+    ) -> list[str]:
+        """The per-point arrays to leave out of a fit's answer: those answered by
+        default (``include`` not given) when together they would pass
+        ``max_default_per_point_values`` numbers. A million points' probabilities are
+        tens of megabytes of JSON that a client fitting them rarely reads; one that
+        names them gets them."""
+        if include is not None:
+            return []
+        k = params[estimators.ALGORITHMS[algorithm].k_param]
+        n_values = sum(n_samples * (1 if name == "labels" else k) for name in wanted)
+        if n_values <= self.limits.max_default_per_point_values:
+            return []
+        return sorted(wanted)
 
     def _submit_fit(self, prepared: _PreparedFit) -> dict[str, Any]:
         total, unit = progress_plan(estimators.build(prepared.algorithm, prepared.params))
