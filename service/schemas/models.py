@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from service.schemas.common import FiniteFloat, Matrix, Seed, StrictInt, StrictModel, WarningItem
+from service.schemas.common import FiniteFloat, Points, Seed, StrictInt, StrictModel, WarningItem
 from service.schemas.data import SEED_BLOBS, DataSpec
 from service.schemas.params import (
     BayesianGaussianMixtureItem,
@@ -236,7 +236,7 @@ class ModelList(BaseModel):
 
 
 class PointsRequest(StrictModel):
-    points: Matrix
+    points: Points
 
 
 class Prediction(BaseModel):
