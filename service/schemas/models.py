@@ -41,7 +41,10 @@ class _FitRequestBase(StrictModel):
         None,
         description=(
             "Per-point arrays to answer for the training data. Default: `labels` and, "
-            "for mixtures, `probabilities`. `[]` answers the model resource alone."
+            "for mixtures, `probabilities`, unless together they would hold more than "
+            "GMM_MAX_DEFAULT_PER_POINT_VALUES numbers (1,000,000 by default): then they "
+            "are left out and `omitted` names them. Named here, they are answered at any "
+            "size. `[]` answers the model resource alone."
         ),
     )
     align_to: ModelIdStr | None = Field(
@@ -202,6 +205,14 @@ class _PerPointFields(BaseModel):
     )
     distances: list[list[float]] | None = Field(
         None, description="(n_samples, n_clusters) distances to each center; k-means only."
+    )
+    omitted: list[PerPoint] | None = Field(
+        None,
+        description=(
+            "Per-point arrays left out because the request did not name them in `include` "
+            "and they would exceed GMM_MAX_DEFAULT_PER_POINT_VALUES numbers. Ask for them "
+            "with `include`, or predict on the same points with the stored model."
+        ),
     )
 
 
