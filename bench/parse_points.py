@@ -50,6 +50,7 @@ LIMITS = Limits(
     max_n_init=1,
     max_grid_cells=1,
     max_parallel_fits=1,
+    max_default_per_point_values=1,
 )
 LOC = ["body", "points"]
 SERVICE = "service (decode_json + schema + array)"

@@ -72,6 +72,13 @@ def model_ids(client: TestClient) -> dict[str, str]:
     return ids
 
 
+@pytest.fixture(autouse=True)
+def every_list_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small lists skip it in production (numpy's fixed costs pass pydantic's walk);
+    here the smallest bodies go through it too, so every case tests it."""
+    monkeypatch.setattr(routing, "MIN_ARRAY_ROWS", 1)
+
+
 def _bodies(points: bytes, ids: dict[str, str]) -> Iterator[tuple[str, bytes, list[str | int]]]:
     """(path, body, loc prefix of points) for every request kind that carries points."""
     data = b'"data":{"points":' + points + b"}"
@@ -183,6 +190,14 @@ def test_bodies_with_bool_literals_keep_their_lists_unless_every_bool_is_elsewhe
     document = decode_json(body)
     points = document.get("points", document.get("data", {}).get("points"))
     assert isinstance(points, list)
+
+
+def test_small_lists_stay_lists_for_the_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(routing, "MIN_ARRAY_ROWS", 64)
+    assert isinstance(decode_json(orjson.dumps({"points": [[1.0, 2.0]] * 63}))["points"], list)
+    assert isinstance(
+        decode_json(orjson.dumps({"points": [[1.0, 2.0]] * 64}))["points"], np.ndarray
+    )
 
 
 def test_bools_outside_the_points_do_not_slow_them_down() -> None:

@@ -22,6 +22,7 @@ LIMITS = Limits(
     max_n_init=5,
     max_grid_cells=5,
     max_parallel_fits=1,
+    max_default_per_point_values=1,
 )
 
 
