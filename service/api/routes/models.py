@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import MetricsDep, ModelId, ServiceDep, SettingsDep
 from service.api.problems import responses
 from service.api.responses import MODEL_CREATED_DOC, NumpyJSONResponse, model_created
 from service.api.routing import FastJSONRoute
+from service.domain.service import ModelService
 from service.errors import Busy, ServiceError
 from service.schemas.models import (
     FIT_EXAMPLES,
@@ -26,6 +29,23 @@ from service.schemas.models import (
 from service.store.base import MODEL_ID_PATTERN
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FastJSONRoute)
+
+#: Requests with at most this many points, on a model already in memory, are answered
+#: on the event loop: their arithmetic takes microseconds, less than a thread hop.
+INLINE_POINTS = 256
+
+
+async def _answer(
+    service: ModelService,
+    model_id: str,
+    request: PointsRequest,
+    use: Callable[[str, Any], dict[str, Any]],
+) -> dict[str, Any]:
+    """``use(model_id, points)`` inline when it is cheap, else in the threadpool (a
+    first load reads and verifies the artifact; a large batch is real work)."""
+    if len(request.points) <= INLINE_POINTS and service.is_cached(model_id):
+        return use(model_id, request.points)
+    return await run_in_threadpool(use, model_id, request.points)
 
 
 @router.post(
@@ -123,10 +143,10 @@ def delete_model(model_id: ModelId, service: ServiceDep) -> Response:
     summary="Labels and memberships for new points",
     responses=responses(400, 404, 413, 422, 500),
 )
-def predict(model_id: ModelId, request: PointsRequest, service: ServiceDep) -> Response:
+async def predict(model_id: ModelId, request: PointsRequest, service: ServiceDep) -> Response:
     """Mixtures answer `labels` and `probabilities` (`predict`, `predict_proba`);
     KMeans answers `labels` and `distances` to each center (`predict`, `transform`)."""
-    return NumpyJSONResponse(service.predict(model_id, request.points))
+    return NumpyJSONResponse(await _answer(service, model_id, request, service.predict))
 
 
 @router.post(
@@ -135,10 +155,10 @@ def predict(model_id: ModelId, request: PointsRequest, service: ServiceDep) -> R
     summary="Log-likelihood of points: outlier scoring",
     responses=responses(400, 404, 413, 422, 500),
 )
-def score_points(model_id: ModelId, request: PointsRequest, service: ServiceDep) -> Response:
+async def score_points(model_id: ModelId, request: PointsRequest, service: ServiceDep) -> Response:
     """`score_samples` per point, their mean as `score`, and each point's percentile
     among the training points' log-likelihoods (mixtures only)."""
-    return NumpyJSONResponse(service.score(model_id, request.points))
+    return NumpyJSONResponse(await _answer(service, model_id, request, service.score))
 
 
 @router.post(
