@@ -6,7 +6,15 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from service.schemas.common import FiniteFloat, Matrix, Seed, StrictBool, StrictInt, StrictModel
+from service.schemas.common import (
+    FiniteFloat,
+    Matrix,
+    Points,
+    Seed,
+    StrictBool,
+    StrictInt,
+    StrictModel,
+)
 from service.schemas.examples import SEED_GENERATED
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
@@ -85,7 +93,7 @@ GENERATOR_KINDS = ("blobs", "gaussian_mixture", "moons", "circles")
 class DataSpec(StrictModel):
     """Exactly one of ``points`` or ``generator``."""
 
-    points: Matrix | None = Field(
+    points: Points | None = Field(
         None, description="Rows of finite numbers, every row the same length."
     )
     generator: GeneratorSpec | None = None

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.schemas.common import (
     FiniteFloat,
-    Matrix,
+    Points,
     Seed,
     StrictInt,
     StrictModel,
@@ -59,7 +59,10 @@ class _FitRequestBase(StrictModel):
         None,
         description=(
             "Per-point arrays to answer for the training data. Default: `labels` and, "
-            "for mixtures, `probabilities`. `[]` answers the model resource alone."
+            "for mixtures, `probabilities`, unless together they would hold more than "
+            "GMM_MAX_DEFAULT_PER_POINT_VALUES numbers (1,000,000 by default): then they "
+            "are left out and `omitted` names them. Named here, they are answered at any "
+            "size. `[]` answers the model resource alone."
         ),
     )
     align_to: ModelIdStr | None = Field(
@@ -241,6 +244,14 @@ class _PerPointFields(BaseModel):
     distances: list[list[float]] | None = Field(
         None, description="(n_samples, n_clusters) distances to each center; k-means only."
     )
+    omitted: list[PerPoint] | None = Field(
+        None,
+        description=(
+            "Per-point arrays left out because the request did not name them in `include` "
+            "and they would exceed GMM_MAX_DEFAULT_PER_POINT_VALUES numbers. Ask for them "
+            "with `include`, or predict on the same points with the stored model."
+        ),
+    )
 
 
 class GaussianMixtureFitted(GaussianMixtureModel, _PerPointFields):
@@ -281,7 +292,7 @@ class PointsRequest(StrictModel):
     # Two points of the seed model's width: Swagger UI pre-fills its body from this.
     model_config = ConfigDict(json_schema_extra={"examples": [{"points": SEED_POINTS}]})
 
-    points: Matrix
+    points: Points
 
 
 class Prediction(BaseModel):
