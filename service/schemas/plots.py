@@ -46,6 +46,18 @@ class PlotOptions(BaseModel):
     )
 
 
+class ModelPlotOptions(PlotOptions):
+    """A model's plot: which picture, in the format and size of every plot."""
+
+    kind: Literal["model", "convergence"] = Field(
+        "model",
+        description=(
+            "`model`: the points and components. `convergence`: the EM lower bound after "
+            "each iteration (`lower_bounds`), mixtures only (422 for k-means)."
+        ),
+    )
+
+
 class SigmaEllipse(BaseModel):
     """One n-sigma contour, as matplotlib's ``Ellipse(mean, width, height, angle=angle)``."""
 

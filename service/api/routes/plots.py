@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
 
@@ -13,7 +13,7 @@ from service.api.routing import FastJSONRoute
 from service.domain import plotting
 from service.schemas.data import GeneratorSpec
 from service.schemas.examples import PLOT_GENERATOR_EXAMPLES
-from service.schemas.plots import EllipsesResult, PlotOptions
+from service.schemas.plots import EllipsesResult, ModelPlotOptions, PlotOptions
 
 router = APIRouter(tags=["plots"], route_class=FastJSONRoute)
 
@@ -47,18 +47,7 @@ def _size(options: PlotOptions) -> plotting.FigureSize:
     responses={**_IMAGE_RESPONSE, **responses(404, 422, 500)},
 )
 def plot_model(
-    model_id: ModelId,
-    options: Annotated[PlotOptions, Query()],
-    service: ServiceDep,
-    kind: Annotated[
-        Literal["model", "convergence"],
-        Query(
-            description=(
-                "`model`: the points and components. `convergence`: the EM lower bound "
-                "after each iteration (`lower_bounds`), mixtures only (422 for k-means)."
-            )
-        ),
-    ] = "model",
+    model_id: ModelId, options: Annotated[ModelPlotOptions, Query()], service: ServiceDep
 ) -> Response:
     """`kind=model` (default): the training points coloured by label, the means as
     crosses and, for mixtures, each component's 1-, 2- and 3-sigma covariance
@@ -72,7 +61,7 @@ def plot_model(
     points: 422 (use `/ellipses`).
     """
     resource, bundle = service.load_bundle(model_id)
-    if kind == "convergence":
+    if options.kind == "convergence":
         content = plotting.convergence_plot(
             resource, bundle, fmt=options.format, size=_size(options)
         )
