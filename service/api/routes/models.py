@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
+from service.api.binary import (
+    NPY,
+    NPY_RESPONSE_CONTENT,
+    BinaryBodyRoute,
+    accepts,
+    binary_request_doc,
+    missing_body,
+    npy_response,
+    read_npy_points,
+    wants_npy,
+)
 from service.api.deps import MetricsDep, ModelId, ServiceDep, SettingsDep
 from service.api.problems import responses
 from service.api.responses import MODEL_CREATED_DOC, NumpyJSONResponse, model_created
-from service.api.routing import FastJSONRoute
+from service.domain.service import ModelService
 from service.errors import Busy, ServiceError
 from service.schemas.models import (
     FIT_EXAMPLES,
@@ -25,7 +36,7 @@ from service.schemas.models import (
 )
 from service.store.base import MODEL_ID_PATTERN
 
-router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FastJSONRoute)
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=BinaryBodyRoute)
 
 
 @router.post(
@@ -39,7 +50,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FastJSONRou
     },
 )
 def create_model(
-    request: Annotated[FitRequest, Body(openapi_examples=FIT_EXAMPLES)],  # type: ignore[arg-type]
+    request: Annotated[FitRequest, Body(openapi_examples=FIT_EXAMPLES)],
     service: ServiceDep,
     metrics: MetricsDep,
 ) -> Response:
@@ -117,28 +128,78 @@ def delete_model(model_id: ModelId, service: ServiceDep) -> Response:
     return Response(status_code=204)
 
 
+#: ``?output=``: which array an ``Accept: application/x-npy`` answer holds.
+PredictOutput = Annotated[
+    Literal["labels", "probabilities", "distances"],
+    Query(description="With `Accept: application/x-npy`: the one array to answer."),
+]
+ScoreOutput = Annotated[
+    Literal["log_likelihood", "percentile"],
+    Query(description="With `Accept: application/x-npy`: the one array to answer."),
+]
+_NPY_ANSWER = {200: {"content": NPY_RESPONSE_CONTENT}}
+
+
+def _points_of(request: Request, body: PointsRequest | None, service: ModelService) -> Any:
+    """JSON ``points``, or the array of an ``application/x-npy`` body."""
+    array = read_npy_points(request, service.read_npy)
+    if array is not None:
+        return array
+    if body is None:
+        raise missing_body()
+    return body.points
+
+
 @router.post(
     "/{model_id}/predict",
     response_model=Prediction,
     summary="Labels and memberships for new points",
-    responses=responses(400, 404, 413, 422, 500),
+    responses={**_NPY_ANSWER, **responses(400, 404, 413, 422, 500)},
+    openapi_extra=binary_request_doc(NPY),
 )
-def predict(model_id: ModelId, request: PointsRequest, service: ServiceDep) -> Response:
+@accepts(NPY)
+def predict(
+    model_id: ModelId,
+    service: ServiceDep,
+    http: Request,
+    request: Annotated[PointsRequest, Body()] = None,  # type: ignore[assignment]
+    output: PredictOutput = "labels",
+) -> Response:
     """Mixtures answer `labels` and `probabilities` (`predict`, `predict_proba`);
-    KMeans answers `labels` and `distances` to each center (`predict`, `transform`)."""
-    return NumpyJSONResponse(service.predict(model_id, request.points))
+    KMeans answers `labels` and `distances` to each center (`predict`, `transform`).
+
+    The points may be a `.npy` body (`Content-Type: application/x-npy`);
+    `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
+    result = service.predict(model_id, _points_of(http, request, service))
+    if wants_npy(http):
+        return npy_response(result, output, list(result))
+    return NumpyJSONResponse(result)
 
 
 @router.post(
     "/{model_id}/score",
     response_model=ScoreResult,
     summary="Log-likelihood of points: outlier scoring",
-    responses=responses(400, 404, 413, 422, 500),
+    responses={**_NPY_ANSWER, **responses(400, 404, 413, 422, 500)},
+    openapi_extra=binary_request_doc(NPY),
 )
-def score_points(model_id: ModelId, request: PointsRequest, service: ServiceDep) -> Response:
+@accepts(NPY)
+def score_points(
+    model_id: ModelId,
+    service: ServiceDep,
+    http: Request,
+    request: Annotated[PointsRequest, Body()] = None,  # type: ignore[assignment]
+    output: ScoreOutput = "log_likelihood",
+) -> Response:
     """`score_samples` per point, their mean as `score`, and each point's percentile
-    among the training points' log-likelihoods (mixtures only)."""
-    return NumpyJSONResponse(service.score(model_id, request.points))
+    among the training points' log-likelihoods (mixtures only).
+
+    The points may be a `.npy` body (`Content-Type: application/x-npy`);
+    `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
+    result = service.score(model_id, _points_of(http, request, service))
+    if wants_npy(http):
+        return npy_response(result, output, ["log_likelihood", "percentile"])
+    return NumpyJSONResponse(result)
 
 
 @router.post(
