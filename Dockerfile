@@ -3,8 +3,8 @@
 #   docker build -t gmm-service .
 #   docker run -p 8000:8000 -v gmm-store:/data gmm-service
 #
-# Every dependency ships manylinux wheels, so the slim image needs no compiler
-# and no apt packages.
+# Every locked dependency ships manylinux wheels, so the slim image needs no
+# compiler and no apt packages.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,10 +20,16 @@ RUN groupadd --system --gid 10001 gmm \
     && chown gmm:gmm /data
 
 WORKDIR /app
-# Only what the build needs: the package and the README its metadata points to.
+# The dependencies from the lock, each pin checked against its hash, so every build
+# installs the same versions (`make lock` regenerates it from pyproject.toml). Their
+# layer comes first so that a code change does not reinstall them.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+# Then the package alone (and the README its metadata points to): --no-deps, so that
+# nothing outside the lock is resolved.
 COPY pyproject.toml README.md ./
 COPY service ./service
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps .
 
 # Declared after the chown: a fresh named volume copies /data's owner from the image.
 VOLUME ["/data"]

@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev run test test-fast lint format openapi bench demo soak clean
+.PHONY: install dev run test test-fast lint format openapi lock bench demo soak clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,19 @@ format: dev
 
 openapi: dev
 	$(BIN)/python scripts/export_openapi.py
+
+# requirements.lock: the runtime dependencies the Docker image installs, pinned with
+# hashes. Run after editing pyproject's dependencies (a test fails while the lock is
+# stale); existing pins are kept unless LOCK_FLAGS=--upgrade. Pins come from PyPI
+# itself: this machine's pip configuration (wheel folders, extra indexes,
+# constraints) must not leak into what every image builds from.
+LOCK_FLAGS ?=
+lock: $(BIN)/python
+	$(BIN)/python -m pip install -q 'pip-tools>=7.4'
+	env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null \
+		$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links $(LOCK_FLAGS) \
+		--output-file requirements.lock pyproject.toml
 
 bench: dev
 	$(BIN)/python bench/run.py

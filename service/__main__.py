@@ -16,6 +16,8 @@ def main() -> None:
         workers=settings.workers,
         log_level=settings.log_level,
         timeout_keep_alive=settings.timeout_keep_alive,
+        # The service logs each request itself, as one JSON line (api/middleware.py).
+        access_log=False,
     )
 
 

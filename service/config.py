@@ -15,7 +15,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Service configuration; each field maps to ``GMM_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="GMM_", env_file=".env", extra="ignore")
+    # An empty variable means unset: compose writes `GMM_X=` for every setting it
+    # forwards, and "" is not a valid timeout, nor a useful keys file (Path("") is ".").
+    model_config = SettingsConfigDict(
+        env_prefix="GMM_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     host: str = Field("127.0.0.1", description="Interface uvicorn binds to.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port uvicorn listens on.")
@@ -94,8 +98,9 @@ class Settings(BaseSettings):
         gt=0,
         description=(
             "When set, every fit runs in a separate worker process that is killed when the "
-            "fit takes longer; the request gets a 503 problem and nothing is stored. "
-            "Unset: fits run in threads with no time limit."
+            "fit takes longer; the request gets a 422 `fit-timeout` problem (it asked for "
+            "more work than the limit allows) and nothing is stored. Unset: fits run in "
+            "threads with no time limit."
         ),
     )
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,10 +16,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from service import __version__
-from service.api import problems
+from service.api import docs, problems
 from service.api.limits import BodyLimitMiddleware
 from service.api.metrics import Metrics
 from service.api.middleware import RequestContextMiddleware, configure_logging
+from service.api.responses import PROBLEM_EXAMPLES, PROBLEM_HEADERS
 from service.api.routes import comparisons, datasets, health, models, plots, portable, selection
 from service.api.security import AuthDep, load_keyring
 from service.config import Settings
@@ -42,16 +44,60 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+TAGS: list[dict[str, Any]] = [
+    {
+        "name": "models",
+        "description": (
+            "Fit a mixture or k-means and store it; then read, predict with, score points "
+            "against, sample from, export, import and delete it."
+        ),
+    },
+    {
+        "name": "datasets",
+        "description": (
+            "Synthetic data (`make_blobs`, explicit Gaussians, moons, circles) to look at "
+            "before fitting it: the same generators `data.generator` takes everywhere."
+        ),
+    },
+    {
+        "name": "plots",
+        "description": "Pictures (PNG or SVG) of models and data, and covariance ellipses.",
+    },
+    {
+        "name": "analysis",
+        "description": (
+            "Choose the number of components by BIC or AIC, and compare algorithms on the "
+            "same data. Nothing is stored unless asked."
+        ),
+    },
+    {
+        "name": "operations",
+        "description": "Liveness, readiness and Prometheus metrics; never behind an API key.",
+    },
+]
+
 #: Errors some middleware or dependency can answer on many operations, documented
 #: centrally so that every operation lists every status it can really return.
-_V1_ERRORS = {
-    "401": "Missing or invalid API key (when GMM_API_KEYS is set).",
+_AUTH_ERRORS = {
+    "401": "Missing or invalid API key.",
     "403": "A read-only API key tried to change something.",
 }
 _BODY_ERRORS = {
     "413": "Request larger than a configured limit.",
     "415": "The body is not JSON (send Content-Type: application/json).",
 }
+_BUSY_ERROR = {
+    "429": (
+        "Every fit slot of this server process is busy (GMM_MAX_CONCURRENT_FITS): "
+        "retry after `Retry-After` seconds."
+    )
+}
+
+#: Operations that hold a fit slot while they run, so they answer 429 when none is free
+#: (a test in tests/test_openapi.py finds them by filling the slots, and checks this).
+FITTING_OPERATIONS = frozenset(
+    {"create_model", "select_model", "plot_model_selection", "compare_algorithms"}
+)
 
 
 def _problem_ref(description: str) -> dict[str, Any]:
@@ -63,25 +109,44 @@ def _problem_ref(description: str) -> dict[str, Any]:
     }
 
 
+def _document_problems(status: str, response: dict[str, Any]) -> None:
+    """Errors as application/problem+json, with examples of their own ``type``."""
+    content = response.get("content", {})
+    if "application/json" in content:
+        content["application/problem+json"] = content.pop("application/json")
+    media = content.get("application/problem+json")
+    if media is not None and int(status) in PROBLEM_EXAMPLES:
+        media.setdefault("examples", copy.deepcopy(PROBLEM_EXAMPLES[int(status)]))
+    if int(status) in PROBLEM_HEADERS:
+        response.setdefault("headers", copy.deepcopy(PROBLEM_HEADERS[int(status)]))
+
+
 def _problem_json_openapi(app: FastAPI) -> Any:
-    """Build the spec once: errors under application/problem+json, shared errors listed."""
+    """Build the spec once: errors under application/problem+json, shared errors listed,
+    and API-key security declared only when keys are configured (as it is enforced)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = FastAPI.openapi(app)
+        keyed = app.state.keyring.enabled
+        if not keyed:
+            schema.get("components", {}).pop("securitySchemes", None)
         for route, path in schema.get("paths", {}).items():
             for operation in path.values():
+                if not keyed:
+                    operation.pop("security", None)
                 responses = operation.setdefault("responses", {})
-                extra = dict(_V1_ERRORS) if route.startswith("/v1") else {}
+                extra = dict(_AUTH_ERRORS) if keyed and route.startswith("/v1") else {}
                 if "requestBody" in operation:
                     extra.update(_BODY_ERRORS)
+                if operation.get("operationId") in FITTING_OPERATIONS:
+                    extra.update(_BUSY_ERROR)
                 for status, description in extra.items():
                     responses.setdefault(status, _problem_ref(description))
                 for status, response in responses.items():
-                    content = response.get("content", {})
-                    if status[0] in "45" and "application/json" in content:
-                        content["application/problem+json"] = content.pop("application/json")
+                    if status[0] in "45":
+                        _document_problems(status, response)
         app.openapi_schema = schema
         return schema
 
@@ -121,6 +186,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        openapi_tags=TAGS,
+        # Served by service.api.docs from local files instead of FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
         swagger_ui_parameters={"tryItOutEnabled": True, "displayRequestDuration": True},
     )
     app.state.settings = settings
@@ -128,6 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keyring = load_keyring(settings)
     configure_logging(settings.log_json)
     problems.install(app)
+    docs.install(app)
     app.include_router(health.router)
     app.include_router(models.router, dependencies=[AuthDep])
     app.include_router(datasets.router, dependencies=[AuthDep])

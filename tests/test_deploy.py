@@ -7,6 +7,7 @@ the README's curl story) are run for real against a local uvicorn.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path
@@ -22,8 +24,11 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from service.config import Settings
+from service.errors import FitTimeout
 from tests.helpers_server import ServerProcess, free_port, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +37,8 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERIGNORE = ROOT / ".dockerignore"
 CI_RUN = ROOT / ".ci" / "run"
 README = ROOT / "README.md"
+LOCK = ROOT / "requirements.lock"
+PYPROJECT = ROOT / "pyproject.toml"
 
 #: ``${VAR:-default}`` as compose interpolates it.
 _INTERPOLATION = re.compile(r"^\$\{(?P<var>[A-Z0-9_]+):?-(?P<default>[^}]*)\}$")
@@ -114,6 +121,21 @@ def compose_env(service: dict[str, Any]) -> dict[str, str]:
     return resolved
 
 
+def setting_variables() -> dict[str, str]:
+    """``{"GMM_<FIELD>": "<field>"}`` for every Settings field."""
+    return {f"GMM_{name.upper()}": name for name in Settings.model_fields}
+
+
+def readme_settings_table() -> dict[str, tuple[str, str]]:
+    """``{"GMM_X": (default, meaning)}`` from the README's Configuration table."""
+    rows = {}
+    for line in readme_section("Configuration").splitlines():
+        match = re.match(r"^\| `(GMM_[A-Z0-9_]+)` \| (.*?) \| (.*) \|$", line)
+        if match:
+            rows[match[1]] = (match[2], match[3])
+    return rows
+
+
 def readme_section(title: str) -> str:
     text = README.read_text(encoding="utf-8")
     match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
@@ -192,11 +214,9 @@ def test_compose_environment_is_valid_settings(
     """Every variable is a real setting (a typo would be silently ignored), each
     fallback equals the code's default, and together they validate."""
     env = compose_env(gmm)
-    fields = {f"GMM_{name.upper()}": name for name in Settings.model_fields}
+    fields = setting_variables()
     unknown = sorted(set(env) - set(fields))
     assert not unknown, f"docker-compose.yml sets variables Settings does not have: {unknown}"
-    for key in ("GMM_STORE_DIR", "GMM_WORKERS", "GMM_SECRET_KEY"):
-        assert key in env, f"docker-compose.yml should pass {key} through"
     for key in os.environ:
         if key.startswith("GMM_"):
             monkeypatch.delenv(key)
@@ -205,22 +225,56 @@ def test_compose_environment_is_valid_settings(
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert str(settings.store_dir) == env["GMM_STORE_DIR"]
     assert settings.port == 8000
-    # Fallbacks restate the code's defaults; a drift would make compose differ silently.
-    chosen = {"GMM_HOST", "GMM_PORT", "GMM_STORE_DIR", "GMM_WORKERS", "GMM_SECRET_KEY"}
-    chosen |= {"GMM_API_KEYS"}  # empty means "no keys", as the default None does
+    # Fallbacks restate the code's defaults (an empty one means unset, so the default
+    # too); a drift would make compose differ silently. Only the container's own
+    # address and store path are chosen here.
+    chosen = {"GMM_HOST", "GMM_PORT", "GMM_STORE_DIR"}
     for key in sorted(set(env) - chosen):
         default = Settings.model_fields[fields[key]].default
         assert getattr(settings, fields[key]) == default, f"{key}={env[key]}, default {default}"
+
+
+def test_compose_forwards_every_setting(gmm: dict[str, Any]) -> None:
+    """Settings pass through from the shell or .env only if compose names them: one
+    left out is silently dropped in the container."""
+    env = compose_env(gmm)
+    missing = sorted(set(setting_variables()) - set(env))
+    assert not missing, f"docker-compose.yml does not forward {missing}"
+    raw = gmm["environment"]
+    fixed = {"GMM_HOST", "GMM_PORT", "GMM_STORE_DIR"}  # where the container listens and keeps
+    for key in sorted(set(env) - fixed):
+        assert _INTERPOLATION.match(str(raw[key])), f"{key}: {raw[key]!r} ignores the shell"
+
+
+def test_empty_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``${GMM_X:-}`` hands the container an empty string: for an optional number or
+    path that must be "unset", not a parse error or the current folder."""
+    for key in os.environ:
+        if key.startswith("GMM_"):
+            monkeypatch.delenv(key)
+    for key in setting_variables():
+        monkeypatch.setenv(key, "")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings == Settings(_env_file=None, _env_prefix="UNUSED_")  # type: ignore[call-arg]
+    assert settings.fit_timeout_seconds is None
+    assert settings.api_keys_file is None
 
 
 # -- Dockerfile -----------------------------------------------------------------------
 
 
 def test_dockerfile_base_and_install(docker: list[tuple[str, str]]) -> None:
+    """Dependencies come from the hash-checked lock only; the package is installed
+    after them without resolving anything, so no build picks newer versions."""
     froms = [args for op, args in docker if op == "FROM"]
     assert froms[-1].split()[0] == "python:3.11-slim"
-    runs = [args for op, args in docker if op == "RUN"]
-    assert any(re.search(r"pip install --no-cache-dir \.(\s|$)", run) for run in runs), runs
+    installs = [args for op, args in docker if op == "RUN" and "pip install" in args]
+    lock_install = "pip install --no-cache-dir --require-hashes -r requirements.lock"
+    package_install = re.compile(r"pip install --no-cache-dir --no-deps \.(\s|$)")
+    assert [lock_install in run for run in installs] == [True, False], installs
+    assert package_install.search(installs[1]), installs
+    copied = [args.split()[:-1] for op, args in docker if op == "COPY"]
+    assert copied and copied[0] == ["requirements.lock"], "COPY the lock alone, first"
 
 
 def test_dockerfile_runs_as_non_root(docker: list[tuple[str, str]]) -> None:
@@ -259,6 +313,48 @@ def test_dockerfile_expose_healthcheck_cmd(docker: list[tuple[str, str]]) -> Non
     assert "/healthz" in " ".join(command)
     cmds = [args for op, args in docker if op == "CMD"]
     assert exec_form(cmds[-1]) == ["python", "-m", "service"]
+
+
+def locked_requirements() -> dict[str, tuple[str, list[str], set[str]]]:
+    """``{name: (version, hashes, via)}`` from requirements.lock as pip-compile writes it."""
+    locked: dict[str, tuple[str, list[str], set[str]]] = {}
+    name = ""
+    for line in LOCK.read_text(encoding="utf-8").splitlines():
+        pin = re.match(r"^([A-Za-z0-9._-]+)==(\S+)", line)
+        if pin:
+            name = canonicalize_name(pin[1])
+            locked[name] = (pin[2], [], set())
+        elif name and (digest := re.search(r"--hash=sha256:([0-9a-f]{64})", line)):
+            locked[name][1].append(digest[1])
+        elif name and (via := re.match(r"^\s+#\s+(?:via\s+)?(\S.*)$", line)):
+            locked[name][2].add(via[1].strip())
+    return locked
+
+
+def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    """requirements.lock was compiled from pyproject's dependencies as they are now:
+    editing one (a new package, a raised floor) without `make lock` fails here."""
+    with PYPROJECT.open("rb") as f:
+        wanted = [Requirement(r) for r in tomllib.load(f)["project"]["dependencies"]]
+    locked = locked_requirements()
+    for requirement in wanted:
+        name = canonicalize_name(requirement.name)
+        assert name in locked, f"{requirement} is not in requirements.lock: run make lock"
+        version = locked[name][0]
+        assert requirement.specifier.contains(version, prereleases=True), (
+            f"requirements.lock pins {name}=={version}, pyproject wants {requirement}: "
+            "run make lock"
+        )
+    direct = {name for name, (_, _, via) in locked.items() if "gmm-service (pyproject.toml)" in via}
+    assert direct == {canonicalize_name(r.name) for r in wanted}, (
+        "requirements.lock was compiled from other dependencies than pyproject's: run make lock"
+    )
+    unhashed = sorted(name for name, (_, hashes, _) in locked.items() if not hashes)
+    assert not unhashed, f"pip install --require-hashes refuses {unhashed}"
+    # Markers were evaluated for the Python that compiled it: the image's.
+    image_python = re.search(r"^FROM python:(\d+\.\d+)", DOCKERFILE.read_text(), re.M)
+    assert image_python, "the Dockerfile's base is not python:X.Y"
+    assert f"with Python {image_python[1]}\n" in LOCK.read_text(encoding="utf-8")
 
 
 def test_dockerignore_keeps_the_build_inputs_only() -> None:
@@ -323,12 +419,11 @@ def compose_server(
     """``python -m service`` configured as docker-compose.yml configures it.
 
     Only what cannot hold outside a container changes: the store path (no /data
-    here), loopback instead of 0.0.0.0 and a free port (chosen by the helper), and
-    one worker to spare the shared CI cores.
+    here), and loopback instead of 0.0.0.0 and a free port (chosen by the helper).
     """
     env = compose_env(compose["services"]["gmm"])
     cwd = tmp_path_factory.mktemp("compose")
-    env.update({"GMM_STORE_DIR": str(cwd / "data"), "GMM_WORKERS": "1"})
+    env.update({"GMM_STORE_DIR": str(cwd / "data")})
     with running_server(env, cwd=cwd) as server:
         yield server
 
@@ -383,52 +478,172 @@ def test_readme_quick_start_is_two_commands() -> None:
 
 
 def test_readme_documents_every_setting() -> None:
-    section = readme_section("Configuration")
-    missing = [
-        f"GMM_{name.upper()}"
-        for name in Settings.model_fields
-        if f"`GMM_{name.upper()}`" not in section
-    ]
-    assert not missing, f"README.md's Configuration table lacks {missing}"
+    """One row per Settings field, none for a setting that does not exist, and each
+    default as the code has it."""
+    rows = readme_settings_table()
+    fields = setting_variables()
+    assert not sorted(set(fields) - set(rows)), f"README's table lacks {set(fields) - set(rows)}"
+    assert not sorted(set(rows) - set(fields)), f"README's table has {set(rows) - set(fields)}"
+    for key, (shown, _) in rows.items():
+        default = Settings.model_fields[fields[key]].default
+        if default is None or default == "":
+            assert shown in ("unset", "empty"), f"{key}: README default {shown}, code {default!r}"
+        else:
+            expected = str(default).lower() if isinstance(default, bool) else str(default)
+            assert shown == f"`{expected}`", f"{key}: README default {shown}, code {default!r}"
+
+
+def test_fit_timeout_status_is_the_one_the_code_answers() -> None:
+    """The README's table, its production section and the field description all name
+    the status FitTimeout answers, and no other."""
+    status = str(FitTimeout.status)
+    described = Settings.model_fields["fit_timeout_seconds"].description or ""
+    _, row = readme_settings_table()["GMM_FIT_TIMEOUT_SECONDS"]
+    production = readme_section("Running it in production")
+    sentences = re.split(r"(?<=\.)\s+", production)
+    sentence = next(s for s in sentences if "GMM_FIT_TIMEOUT_SECONDS" in s)
+    for where, text in [("config.py", described), ("README table", row), ("README", sentence)]:
+        statuses = set(re.findall(r"\b[45]\d\d\b", text))
+        assert statuses == {status}, f"{where} says {statuses or 'no status'}, code {status}"
+        assert FitTimeout.slug in text, f"{where} does not name the problem type"
+
+
+#: Where a README output differs on every run or was left out: a model id (creation
+#: time and random digits) and an elision ``...``.
+_NUMBER = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_OUTPUT_TOKEN = re.compile(
+    rf"(?P<id>\b[0-9a-f]{{28}}\b)|(?P<elided>\.\.\.)|(?<![\w.])(?P<number>{_NUMBER})"
+)
+
+
+def story_blocks(markdown: str) -> list[tuple[str, str | None]]:
+    """Each bash block with the output block printed right after it, if any."""
+    fence = re.compile(r"^```(\w*)\n(.*?)^```\n?", re.M | re.S)
+    blocks: list[tuple[str, str | None]] = []
+    previous_end = -1
+    for match in fence.finditer(markdown):
+        language, body = match[1], match[2]
+        if language in ("bash", "sh", "shell"):
+            blocks.append((body, None))
+        elif (
+            blocks and blocks[-1][1] is None and not markdown[previous_end : match.start()].strip()
+        ):
+            blocks[-1] = (blocks[-1][0], body)
+        previous_end = match.end()
+    return blocks
+
+
+def number_tolerance(printed: str) -> float:
+    """What a printed number may be off by: 1e-6 relative (the last digits of a float
+    depend on the BLAS build), or one unit of its last digit when it was rounded for
+    printing; integers (labels, counts, statuses) exactly."""
+    value = float(printed)
+    mantissa, _, exponent = printed.lower().partition("e")
+    if "." not in mantissa and not exponent:
+        return 0.0
+    decimals = len(mantissa.partition(".")[2])
+    last_digit = 10.0 ** (int(exponent or 0) - decimals)
+    return max(1e-6 * abs(value), last_digit * (1 + 1e-9))  # 1e-9: 0.079 - 0.078 > 0.001
+
+
+def assert_output_matches(expected: str, actual: str, where: str) -> None:
+    """``actual`` reads as ``expected``: the same text, ids and elisions aside, and
+    every number within :func:`number_tolerance` of the printed one."""
+    expected, actual = expected.strip(), actual.strip()
+    # A JSON answer may be shown indented for reading: compare it laid out alike.
+    with contextlib.suppress(ValueError):
+        expected, actual = (json.dumps(json.loads(text)) for text in (expected, actual))
+    pattern, printed = [], []
+    position = 0
+    for token in _OUTPUT_TOKEN.finditer(expected):
+        pattern.append(re.escape(expected[position : token.start()]))
+        if token["id"]:
+            pattern.append(r"[0-9a-f]{28}")
+        elif token["elided"]:
+            pattern.append(r".*?")
+        else:
+            pattern.append(rf"(?<![\w.])({_NUMBER})(?!\.?\d)")
+            printed.append(token["number"])
+        position = token.end()
+    pattern.append(re.escape(expected[position:]))
+    match = re.fullmatch("".join(pattern), actual, re.S)
+    assert match, f"{where}: the output does not read as the README's\n{actual}"
+    for shown, got in zip(printed, match.groups(), strict=True):
+        assert abs(float(got) - float(shown)) <= number_tolerance(shown), (
+            f"{where}: README shows {shown}, the service gave {got}\n{actual}"
+        )
+
+
+def test_story_outputs_are_compared_number_by_number() -> None:
+    """The comparison forgives what a BLAS build changes, and nothing more."""
+    expected = "bic 2130.175629634548 labels [0, 1] ...\nid 01a2135fa23fef4f105b15d0ef43 2.5e-7"
+    same = (
+        "bic 2130.1756296345 labels [0, 1] ... more\nid 01a2136000000000000000000000 2.5000001e-7"
+    )
+    assert_output_matches(expected, same, "same")
+    for wrong in (
+        same.replace("2130.1756296345", "2130.18"),  # a different BIC
+        same.replace("[0, 1]", "[1, 0]"),  # different labels
+        same.replace("2.5000001e-7", "2.7e-7"),  # two units off what the README printed
+        same.replace("labels", "label"),
+    ):
+        with pytest.raises(AssertionError):
+            assert_output_matches(expected, wrong, "wrong")
+    assert_output_matches("full 4 2130.2", "full 4 2130.1", "rounded for printing")
+    assert_output_matches("silhouette 0.079", "silhouette 0.078", "rounded for printing")
+    with pytest.raises(AssertionError):
+        assert_output_matches("full 4 2130.2", "full 4 2130.4", "rounded for printing")
 
 
 @pytest.fixture
-def readme_story() -> Iterator[str]:
+def readme_story() -> Iterator[list[tuple[str, str | None]]]:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed; the README story is a curl story")
     text = README.read_text(encoding="utf-8")
     start = text.index("## The notebook story over HTTP")
     end = text.index("## Model store")
-    yield "\n".join(bash_blocks(text[start:end]))
+    yield story_blocks(text[start:end])
 
 
 @pytest.mark.slow
 def test_readme_story_runs_against_a_real_server(
-    readme_story: str, compose_server: ServerProcess, tmp_path: Path
+    readme_story: list[tuple[str, str | None]], compose_server: ServerProcess, tmp_path: Path
 ) -> None:
     """Every curl in the README works when pasted into bash (port aside), against a
-    service configured as docker-compose.yml configures it."""
-    assert "BASE=http://127.0.0.1:8000" in readme_story
+    service configured as docker-compose.yml configures it, prints what the README
+    shows, and leaves nothing in the folder it runs in."""
+    assert readme_story[0][0].strip() == "BASE=http://127.0.0.1:8000"
     bin_dir = tmp_path / "bin"  # `python3` in the README is the interpreter under test
     bin_dir.mkdir()
     (bin_dir / "python3").symlink_to(sys.executable)
-    script = "set -euo pipefail\n" + readme_story.replace(
-        "http://127.0.0.1:8000", compose_server.base_url
-    )
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    checkout = tmp_path / "checkout"  # stands for the clone a reader pastes into
+    checkout.mkdir()
+    # One script, so that variables carry from block to block; each block's stdout and
+    # stderr (the model-selection block prints its table there) go to a file of its own.
+    script = "set -euo pipefail\n" + "".join(
+        f"{{\n{code}\n}} >'{outputs}/{i}.out' 2>&1\n" for i, (code, _) in enumerate(readme_story)
+    ).replace("http://127.0.0.1:8000", compose_server.base_url)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env["TMPDIR"] = str(tmp_path)  # for the story's mktemp
     done = subprocess.run(
         ["bash", "-c", script],
         capture_output=True,
         text=True,
         env=env,
-        cwd=tmp_path,  # the story writes best.png and best.json where it runs
+        cwd=checkout,
         stdin=subprocess.DEVNULL,
         timeout=120,
     )
-    assert done.returncode == 0, done.stderr + done.stdout + compose_server.log()
-    out = done.stdout
-    assert "200 points" in out
-    assert "HTTP 422" in out and "component 0" in out
-    assert out.count("RuntimeWarning") >= 4, out
-    assert "DELETE: HTTP 204" in out and "HTTP 404" in out
-    assert '"status":500' not in out, out
+    printed = [
+        (outputs / f"{i}.out").read_text() if (outputs / f"{i}.out").exists() else ""
+        for i in range(len(readme_story))
+    ]
+    assert done.returncode == 0, "\n".join(printed) + done.stderr + compose_server.log()
+    for i, ((code, expected), actual) in enumerate(zip(readme_story, printed, strict=True)):
+        assert '"status":500' not in actual, actual
+        if expected is not None:
+            assert_output_matches(expected, actual, f"README story block {i}:\n{code}")
+    assert sum(expected is not None for _, expected in readme_story) >= 8
+    assert not list(checkout.iterdir()), "the story writes into the reader's checkout"

@@ -268,3 +268,211 @@ def test_request_example_is_accepted(
     assert "{" not in url, f"{method.upper()} {path}: no value for its path parameter"
     response = client.request(method.upper(), url, json=body)
     assert response.status_code < 300, f"{method.upper()} {path}: {response.text}"
+
+
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def _body_example(spec: dict[str, Any], op: dict[str, Any]) -> Any:
+    """The body Swagger UI starts from: the first named example, else the schema's."""
+    media = op["requestBody"]["content"]["application/json"]
+    if media.get("examples"):
+        return next(iter(media["examples"].values()))["value"]
+    examples = _resolve(spec, media["schema"]).get("examples")
+    return examples[0] if examples else None
+
+
+def test_every_request_body_has_an_example(spec: dict[str, Any]) -> None:
+    """Without one Swagger UI pre-fills a body built from the types, such as
+    ``{"points": [[0]]}``, which the seed model refuses."""
+    missing = [
+        f"{m.upper()} {p}"
+        for p, m, op in _operations(spec)
+        if "requestBody" in op and _body_example(spec, op) is None
+    ]
+    assert not missing, f"request bodies without an example: {missing}"
+
+
+@pytest.mark.parametrize("path", ["predict", "score", "sample"])
+def test_per_model_body_examples_work_on_the_seed_model(
+    path: str, spec: dict[str, Any], client: TestClient
+) -> None:
+    fitted = client.post("/v1/models", json=_seed_example(spec))
+    assert fitted.status_code == 201, fitted.text
+    template = f"/v1/models/{{model_id}}/{path}"
+    body = _body_example(spec, spec["paths"][template]["post"])
+    response = client.post(template.replace("{model_id}", fitted.json()["id"]), json=body)
+    assert response.status_code == 200, response.text
+
+
+def test_every_tag_is_described(spec: dict[str, Any]) -> None:
+    described = {tag["name"]: tag.get("description") for tag in spec.get("tags", [])}
+    used = {tag for _, _, op in _operations(spec) for tag in op.get("tags", [])}
+    assert used and used <= set(described), f"tags without a description: {used - set(described)}"
+    assert all(described[tag] for tag in used)
+
+
+def _auth_documented(spec: dict[str, Any]) -> list[str]:
+    return [
+        f"{m.upper()} {p}"
+        for p, m, op in _operations(spec)
+        if "security" in op or "401" in op["responses"] or "403" in op["responses"]
+    ]
+
+
+def test_security_is_declared_only_when_keys_are_configured(tmp_path: Path) -> None:
+    """Without keys nothing is refused for want of one, so the document must not say
+    that a key is needed (fuzzers then report "accepts requests without
+    authentication", and Swagger UI shows an Authorize button that does nothing)."""
+    assert "securitySchemes" not in SPEC["components"]
+    assert not _auth_documented(SPEC)
+
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("sha256:" + "ab" * 32 + "\n")
+    for settings in (Settings(api_keys="admin-key"), Settings(api_keys_file=keys_file)):
+        keyed = create_app(settings).openapi()
+        assert set(keyed["components"]["securitySchemes"]) == {"ApiKey", "Bearer"}
+        for path, method, op in _operations(keyed):
+            if path.startswith("/v1/"):
+                assert op["security"] == [{"ApiKey": []}, {"Bearer": []}], f"{method} {path}"
+                assert {"401", "403"} <= set(op["responses"]), f"{method} {path}"
+            else:
+                assert "security" not in op and "401" not in op["responses"], f"{method} {path}"
+        assert keyed["paths"]["/v1/models"]["get"]["responses"]["401"]["headers"]
+
+
+def _known_problem_types() -> dict[str, int]:
+    """Every problem ``type`` the service answers, with its status."""
+    from service.api.security import Forbidden, Unauthorized
+    from service.errors import PROBLEM_BASE, ServiceError
+
+    found = {PROBLEM_BASE + "malformed-json": 400, PROBLEM_BASE + "validation-error": 422}
+    pending = [ServiceError, Forbidden, Unauthorized]
+    while pending:
+        cls = pending.pop()
+        found[PROBLEM_BASE + cls.slug] = cls.status
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def test_error_examples_show_their_own_type(spec: dict[str, Any]) -> None:
+    """A 400 for malformed JSON is not ``invalid-input``: each documented error shows
+    examples of the problem types really answered with that status."""
+    known = _known_problem_types()
+    checked = set()
+    for path, method, op in _operations(spec):
+        for status, response in op["responses"].items():
+            if status[0] not in "45":
+                continue
+            examples = response["content"]["application/problem+json"].get("examples")
+            assert examples, f"{method.upper()} {path} {status}: no example"
+            for name, example in examples.items():
+                value = example["value"]
+                where = f"{method.upper()} {path} {status} {name}"
+                assert value["status"] == int(status), where
+                assert known.get(value["type"]) == int(status), f"{where}: {value['type']}"
+                checked.add(status)
+    assert {"400", "404", "413", "415", "422", "429"} <= checked
+
+
+def test_every_operation_that_can_answer_429_documents_it(tmp_path: Path) -> None:
+    """Fill every fit slot, call every operation with its example, and require a
+    documented 429 (with ``Retry-After``) exactly where 429 came back."""
+    settings = Settings(store_dir=tmp_path / "store", secret_key="k", max_concurrent_fits=1)
+    busy: set[str] = set()
+    with TestClient(create_app(settings)) as client:
+        seed = client.post("/v1/models", json=_seed_example(SPEC))
+        assert seed.status_code == 201, seed.text
+        model_id = seed.json()["id"]
+        service = client.app.state.service  # type: ignore[attr-defined]
+        with service.fit_slots.hold():
+            for path, method, op in _operations(SPEC):
+                if method == "delete":
+                    continue  # answers before any fit; and would remove the model
+                body = _body_example(SPEC, op) if "requestBody" in op else None
+                url = path.replace("{model_id}", model_id)
+                response = client.request(method.upper(), url, json=body)
+                if response.status_code == 429:
+                    assert response.headers["retry-after"].isdigit()
+                    busy.add(op["operationId"])
+    documented = {op["operationId"] for _, _, op in _operations(SPEC) if "429" in op["responses"]}
+    assert busy, "no operation answered 429 with every fit slot taken"
+    assert busy == documented
+    for _, _, op in _operations(SPEC):
+        if "429" in op["responses"]:
+            assert "Retry-After" in op["responses"]["429"]["headers"], op["operationId"]
+
+
+#: Fields of a model resource that differ between two identical fits.
+_PER_FIT = ("id", "model_id", "created_at", "fit_seconds")
+
+
+def _agree(example: Any, real: Any, where: str = "") -> None:
+    """``example`` is ``real`` rounded to 4 decimals, lists cut short allowed."""
+    if isinstance(example, dict):
+        assert isinstance(real, dict) and set(example) == set(real), where
+        for key, value in example.items():
+            if key not in _PER_FIT:
+                _agree(value, real[key], f"{where}.{key}")
+    elif isinstance(example, list):
+        assert isinstance(real, list) and len(example) <= len(real), where
+        assert bool(example) == bool(real), where
+        for i, value in enumerate(example):
+            _agree(value, real[i], f"{where}[{i}]")
+    elif isinstance(example, float):
+        assert real == pytest.approx(example, abs=1e-4), where
+    else:
+        assert example == real, where
+
+
+def test_response_examples_are_what_the_seed_model_answers(client: TestClient) -> None:
+    """The committed examples were computed from real fits; refit and compare, so they
+    stay true as the code changes."""
+    from service.schemas import examples
+    from service.schemas.comparisons import COMPARISON_EXAMPLES
+    from service.schemas.examples import SEED_BLOBS
+
+    fitted = client.post("/v1/models", json=_seed_example(SPEC))
+    assert fitted.status_code == 201, fitted.text
+    _agree(examples.SEED_FITTED, fitted.json(), "fitted")
+    model = f"/v1/models/{fitted.json()['id']}"
+    points = {"points": examples.SEED_POINTS}
+    answers = {
+        "model": (examples.SEED_MODEL, client.get(model)),
+        "list": (examples.SEED_MODEL, client.get("/v1/models")),
+        "predict": (examples.SEED_PREDICTION, client.post(f"{model}/predict", json=points)),
+        "score": (examples.SEED_SCORE, client.post(f"{model}/score", json=points)),
+        "sample": (
+            examples.SEED_SAMPLE,
+            client.post(f"{model}/sample", json=examples.SEED_SAMPLE_REQUEST),
+        ),
+        "ellipses": (examples.SEED_ELLIPSES, client.get(f"{model}/ellipses")),
+        "generate": (
+            examples.SEED_GENERATED,
+            client.post("/v1/datasets/generate", json=SEED_BLOBS),
+        ),
+        "selection": (
+            examples.SEED_SELECTION,
+            client.post(
+                "/v1/model-selection",
+                json={
+                    "data": {"generator": SEED_BLOBS},
+                    "grid": {"n_components": [3, 4, 5]},
+                    "params": {"random_state": 0},
+                },
+            ),
+        ),
+        "comparison": (
+            examples.ELLIPSES_COMPARISON,
+            client.post("/v1/comparisons", json=COMPARISON_EXAMPLES["kmeans-vs-mixture"]["value"]),
+        ),
+    }
+    for name, (example, response) in answers.items():
+        assert response.status_code == 200, f"{name}: {response.text}"
+        real = response.json()
+        if name == "list":
+            real = real["items"][0]
+        _agree(example, real, name)

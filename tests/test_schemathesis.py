@@ -1,18 +1,21 @@
-"""Schema fuzzing: every operation of the committed ``openapi/openapi.json`` against a
-real ``python -m service`` on loopback, with all of schemathesis's checks.
+"""Schema fuzzing: every operation of the OpenAPI document against a real
+``python -m service`` on loopback, with every one of schemathesis's checks.
 
-The committed document is what clients generate code from, so it is what gets
-fuzzed: a response that does not match it, an undocumented status code or content
-type, or any 5xx is a failure. The server runs with small limits so that the
-largest request the schema allows stays cheap, and with an API key, so that the
-documented security schemes are exercised too (``ignored_auth`` sends requests
-without the key and expects them refused).
+Twice: as deployed by default, without API keys, against the committed
+``openapi/openapi.json`` (what clients generate code from, and which declares no
+security); and with an API key, against the document that configuration serves,
+which declares the key on every ``/v1`` operation (``ignored_auth`` then sends
+requests without the key, and with a wrong one, and expects 401). A response that
+does not match the document, an undocumented status code, content type or header,
+or any 5xx is a failure. The servers run with small limits so that the largest
+request the schema allows stays cheap.
 
-Every built-in check runs, with one replaced: ``positive_data_acceptance`` wants
-every schema-valid request to succeed, which no schema of this API can promise (see
-``schema_valid_requests_pass_validation``). Each operation gets the examples and
-coverage phases plus up to 25 fuzzed cases; a stateful run then chains operations
-through the model ids that creating and importing answer.
+``positive_data_acceptance`` wants every schema-valid request to succeed; it runs
+with the statuses no JSON Schema of this API can rule out added to what it accepts,
+and ``schema_valid_requests_pass_validation`` narrows those 422s down to the ones
+that really are beyond a schema. Each operation gets the examples and coverage
+phases plus a few fuzzed cases; a stateful run then chains operations through the
+model ids that creating and importing answer.
 
 Operations that take a model id get a live one most of the time (a model of each
 algorithm is created first, and re-created when the fuzzer deletes it), so that
@@ -21,6 +24,8 @@ predict, score, sample, plot and export are fuzzed past the 404.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +36,8 @@ import hypothesis
 import pytest
 import schemathesis
 
+from service.config import Settings
+from service.main import create_app
 from tests.helpers_server import ServerProcess, running_server
 
 pytestmark = pytest.mark.slow
@@ -42,7 +49,6 @@ VALIDATION_ERROR = "urn:gmm-service:problem:validation-error"
 
 #: Small limits: the schema allows any array length, the server refuses past these.
 SERVER_ENV = {
-    "GMM_API_KEYS": API_KEY,
     "GMM_SECRET_KEY": "schemathesis-secret",
     "GMM_MAX_POINTS": "2000",
     "GMM_MAX_VALUES": "20000",
@@ -57,29 +63,49 @@ SERVER_ENV = {
 
 SEED = 20240611
 SUPPRESSED_HEALTH_CHECKS = ["too_slow", "filter_too_much", "data_too_large"]
-CONFIG = schemathesis.Config.from_dict(
-    {
-        # Reproducible in CI: the same cases every run (change it to explore further).
-        "seed": SEED,
-        "suppress-health-check": SUPPRESSED_HEALTH_CHECKS,
-        "request-timeout": 60,
-        # The key is sent by the test (call_and_validate(headers=...)), which schemathesis
-        # treats as explicit auth; generated X-API-Key / Authorization values would
-        # turn nearly every request into a 401 and leave the bodies unfuzzed. The
-        # ignored_auth check still probes every operation without and with a wrong key.
-        "generation": {
-            "max-examples": 25,
-            "database": "none",
-            "with-security-parameters": False,
-        },
-        # Replaced by `schema_valid_requests_pass_validation` below: it allows the 413s
-        # and cross-field 422s no JSON Schema can state, and still fails every type or
-        # constraint error on a schema-valid request.
-        "checks": {"positive_data_acceptance": {"enabled": False}},
-    }
-)
+#: Every check on. ``positive_data_acceptance`` also accepts, for a schema-valid
+#: request: 404, a well-formed model id that names no model (ids are drawn, and a
+#: quarter of them are kept unknown on purpose); 413, a deployment limit
+#: (GMM_MAX_POINTS, GMM_MAX_COMPONENTS...) that is configuration, not schema; 422,
+#: a rule across fields (points as wide as the model, n_components at most
+#: n_samples, a plot's pixel budget), narrowed further by
+#: ``schema_valid_requests_pass_validation``.
+CHECKS = {
+    "positive_data_acceptance": {"expected-statuses": ["2xx", "404", "413", "422"]},
+    # Generous: a hung request fails here rather than at the request timeout.
+    "max_response_time": 60,
+}
 
-schema = schemathesis.openapi.from_path(SPEC, config=CONFIG)
+
+def _config(coverage: bool) -> schemathesis.Config:
+    return schemathesis.Config.from_dict(
+        {
+            # Reproducible in CI: the same cases every run (change it to explore further).
+            "seed": SEED,
+            "suppress-health-check": SUPPRESSED_HEALTH_CHECKS,
+            "request-timeout": 60,
+            # With keys, the key is sent by the test (call_and_validate(headers=...)),
+            # which schemathesis treats as explicit auth; generated X-API-Key /
+            # Authorization values would turn nearly every request into a 401 and leave
+            # the bodies unfuzzed. The ignored_auth check still probes every operation
+            # without and with a wrong key.
+            "generation": {
+                "max-examples": 10,
+                "database": "none",
+                "with-security-parameters": False,
+            },
+            "phases": {"coverage": {"enabled": coverage}},
+            "checks": CHECKS,
+        }
+    )
+
+
+#: Without keys, every phase. With a valid key the server answers every request just
+#: as without keys, so the keyed run skips the coverage phase (thousands of
+#: boundary-value requests, the same ones again) and keeps what only it can show:
+#: auth enforced on every operation, and the keyed document's responses.
+CONFIG = _config(coverage=True)
+KEYED_CONFIG = _config(coverage=False)
 
 #: The stateful run follows the links schemathesis infers (POST /v1/models and
 #: /v1/models/import -> the id in their 201 -> every /v1/models/{model_id} operation).
@@ -94,10 +120,17 @@ STATEFUL_CONFIG = schemathesis.Config.from_dict(
             "database": "none",
             "with-security-parameters": False,
         },
-        "checks": {"positive_data_acceptance": {"enabled": False}},
+        "checks": CHECKS,
     }
 )
-stateful_schema = schemathesis.openapi.from_path(SPEC, config=STATEFUL_CONFIG)
+
+#: The default deployment (no keys) serves exactly the committed document
+#: (tests/test_openapi.py checks that); with keys, the document built for them.
+KEYED_SPEC = create_app(Settings(api_keys=API_KEY)).openapi()
+open_schema = schemathesis.openapi.from_path(SPEC, config=CONFIG)
+keyed_schema = schemathesis.openapi.from_dict(KEYED_SPEC, config=KEYED_CONFIG)
+open_stateful = schemathesis.openapi.from_path(SPEC, config=STATEFUL_CONFIG)
+keyed_stateful = schemathesis.openapi.from_dict(KEYED_SPEC, config=STATEFUL_CONFIG)
 
 #: One small model per algorithm, so each response shape is checked against the spec.
 MODEL_FITS: dict[str, dict[str, Any]] = {
@@ -199,18 +232,41 @@ def _problem(response: schemathesis.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+class Deployment:
+    """One server under test, the headers that authenticate to it, its live models."""
+
+    def __init__(self, server: ServerProcess, headers: dict[str, str]) -> None:
+        self.server = server
+        self.headers = headers
+        self.http = httpx.Client(base_url=server.base_url, headers=headers, timeout=60)
+        self.models = LiveModels(self.http)
+
+
+@contextlib.contextmanager
+def _deployment(
+    tmp_path_factory: pytest.TempPathFactory, env: dict[str, str], headers: dict[str, str]
+) -> Iterator[Deployment]:
     cwd = tmp_path_factory.mktemp("schemathesis")
-    env = {**SERVER_ENV, "GMM_STORE_DIR": str(cwd / "store")}
-    with running_server(env, cwd=cwd) as srv:
-        yield srv
+    with running_server({**SERVER_ENV, **env, "GMM_STORE_DIR": str(cwd / "store")}, cwd=cwd) as srv:
+        deployment = Deployment(srv, headers)
+        try:
+            yield deployment
+        finally:
+            deployment.http.close()
 
 
 @pytest.fixture(scope="module")
-def live_models(server: ServerProcess) -> Iterator[LiveModels]:
-    with httpx.Client(base_url=server.base_url, headers={"X-API-Key": API_KEY}, timeout=60) as http:
-        yield LiveModels(http)
+def open_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with _deployment(tmp_path_factory, {}, {}) as deployment:
+        yield deployment
+
+
+@pytest.fixture(scope="module")
+def keyed_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with _deployment(
+        tmp_path_factory, {"GMM_API_KEYS": API_KEY}, {"X-API-Key": API_KEY}
+    ) as deployment:
+        yield deployment
 
 
 #: (operation, status) -> responses seen: printed at the end, so a run shows what it did.
@@ -254,37 +310,56 @@ def as_wide_as_the_models(case: schemathesis.Case) -> None:
         case.body = {**body, "points": modest}
 
 
-@schema.parametrize()
-def test_api_conforms_to_its_schema(
-    case: schemathesis.Case, server: ServerProcess, live_models: LiveModels
-) -> None:
-    """No 5xx, documented statuses, content types and bodies, auth enforced."""
+def _conforms(case: schemathesis.Case, deployment: Deployment, mode: str) -> None:
+    """No 5xx, documented statuses, content types, headers and bodies, auth enforced."""
     path_parameters = case.path_parameters or {}
     model_id = path_parameters.get("model_id")
-    if isinstance(model_id, str) and (live := live_models.pick(model_id)) is not None:
+    if isinstance(model_id, str) and (live := deployment.models.pick(model_id)) is not None:
         case.path_parameters["model_id"] = live
         as_wide_as_the_models(case)
     response = case.call_and_validate(
-        base_url=server.base_url,
-        headers={"X-API-Key": API_KEY},
+        base_url=deployment.server.base_url,
+        headers=deployment.headers,
         additional_checks=[schema_valid_requests_pass_validation],
     )
-    SEEN[(case.operation.label, response.status_code)] += 1
+    SEEN[(f"{mode} {case.operation.label}", response.status_code)] += 1
     if case.method.upper() == "DELETE" and response.status_code == 204:
-        live_models.replace_if_deleted(case.path_parameters["model_id"])
+        deployment.models.replace_if_deleted(case.path_parameters["model_id"])
 
 
-def test_stateful_sequences_conform(server: ServerProcess) -> None:
+@open_schema.parametrize()
+def test_api_without_keys_conforms_to_the_committed_document(
+    case: schemathesis.Case, open_deployment: Deployment
+) -> None:
+    _conforms(case, open_deployment, "open")
+
+
+@keyed_schema.parametrize()
+def test_api_with_keys_conforms_to_its_document(
+    case: schemathesis.Case, keyed_deployment: Deployment
+) -> None:
+    _conforms(case, keyed_deployment, "keyed")
+
+
+def test_servers_serve_the_fuzzed_documents(
+    open_deployment: Deployment, keyed_deployment: Deployment
+) -> None:
+    """What is fuzzed is what each configuration really publishes."""
+    assert open_deployment.http.get("/openapi.json").json() == json.loads(SPEC.read_text())
+    assert keyed_deployment.http.get("/openapi.json").json() == KEYED_SPEC
+
+
+def _run_stateful(stateful: Any, deployment: Deployment, mode: str) -> None:
     """Create or import a model, then use, export and delete it: every step checked."""
-    call_kwargs = {"base_url": server.base_url, "headers": {"X-API-Key": API_KEY}}
+    call_kwargs = {"base_url": deployment.server.base_url, "headers": deployment.headers}
 
-    class Workflow(stateful_schema.as_state_machine()):  # type: ignore[misc]
+    class Workflow(stateful.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
             return call_kwargs
 
         def after_call(self, response: schemathesis.Response, case: schemathesis.Case) -> None:
             super().after_call(response, case)
-            STATEFUL_SEEN[(case.operation.label, response.status_code)] += 1
+            STATEFUL_SEEN[(f"{mode} {case.operation.label}", response.status_code)] += 1
 
         def validate_response(
             self,
@@ -302,8 +377,8 @@ def test_stateful_sequences_conform(server: ServerProcess) -> None:
 
     Workflow.run(
         settings=hypothesis.settings(
-            max_examples=30,
-            stateful_step_count=8,
+            max_examples=15,
+            stateful_step_count=6,
             deadline=None,
             derandomize=True,
             database=None,
@@ -314,5 +389,17 @@ def test_stateful_sequences_conform(server: ServerProcess) -> None:
             ],
         )
     )
-    created = sum(n for (label, status), n in STATEFUL_SEEN.items() if status == 201)
+    created = sum(
+        n
+        for (label, status), n in STATEFUL_SEEN.items()
+        if status == 201 and label.startswith(mode)
+    )
     assert created, "no sequence got past creating a model: the stateful run tested nothing"
+
+
+def test_stateful_sequences_without_keys_conform(open_deployment: Deployment) -> None:
+    _run_stateful(open_stateful, open_deployment, "open")
+
+
+def test_stateful_sequences_with_keys_conform(keyed_deployment: Deployment) -> None:
+    _run_stateful(keyed_stateful, keyed_deployment, "keyed")

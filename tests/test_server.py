@@ -7,8 +7,14 @@ in every other one at once.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import stat
+import subprocess
+import sys
+import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,7 @@ from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 
 from tests.conftest import SEED_BLOBS
-from tests.helpers_server import ServerProcess, start_servers
+from tests.helpers_server import HOST, ServerProcess, free_port, start_servers
 
 pytestmark = pytest.mark.slow
 
@@ -208,3 +214,70 @@ def test_two_workers_never_serve_a_deleted_model(start: StartServers, tmp_path: 
             statuses.append(r.status_code)
         assert statuses == [404] * 20
         assert _workers_answering(http) == 2, "GMM_WORKERS=2 did not give two processes"
+
+
+# -- logging: one line per request ------------------------------------------------------
+def _spawn_uvicorn_cli(tmp_path: Path) -> ServerProcess:
+    """``uvicorn service.main:app`` as someone might launch it by hand: the settings
+    that ``python -m service`` would pass as flags are uvicorn's defaults here."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GMM_")}
+    env.update({"GMM_STORE_DIR": str(tmp_path / "store"), "PYTHONUNBUFFERED": "1"})
+    log_path = tmp_path / "uvicorn-cli.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "service.main:app",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = ServerProcess(proc=proc, port=port, log_path=log_path)
+    if not server.wait_healthy():
+        server.stop()
+        pytest.fail(f"uvicorn service.main:app did not start:\n{server.log()[-4000:]}")
+    return server
+
+
+@pytest.mark.parametrize("launch", ["python -m service", "uvicorn service.main:app"])
+def test_one_json_access_line_per_request(launch: str, start: StartServers, tmp_path: Path) -> None:
+    """uvicorn's own access line would repeat, as plain text, what the service's JSON
+    line says: however the service is launched, a request is logged once, as JSON."""
+    if launch == "python -m service":
+        (server,) = start({"GMM_STORE_DIR": str(tmp_path / "store")})
+    else:
+        server = _spawn_uvicorn_cli(tmp_path)
+    try:
+        # Each request carries its id in the header (the JSON line records it) and in
+        # the query string (uvicorn's line shows the raw path): either finds its lines.
+        ids = [uuid.uuid4().hex for _ in range(3)]
+        paths = ["/healthz", "/v1/models", "/v1/models/" + "0" * 28]
+        for request_id, path in zip(ids, paths, strict=True):
+            server.client.get(f"{path}?probe={request_id}", headers={"X-Request-ID": request_id})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            lines = server.log().splitlines()
+            if all(any(f'"request_id": "{i}"' in line for line in lines) for i in ids):
+                break
+            time.sleep(0.05)
+        for request_id, path in zip(ids, paths, strict=True):
+            mentions = [line for line in lines if request_id in line]
+            assert len(mentions) == 1, f"{path}: {len(mentions)} access lines\n" + "\n".join(
+                mentions
+            )
+            entry = json.loads(mentions[0])
+            assert entry["request_id"] == request_id and entry["path"] == path, entry
+    finally:
+        server.stop()

@@ -22,13 +22,14 @@ from service.api.metrics import Metrics
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 _ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_DOCS_PATHS = ("/docs", "/redoc")
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
+#: JSON needs no scripts, styles or frames. A response that sets its own policy keeps it:
+#: the documentation pages (``service.api.docs``) allow their own scripts by hash.
 _API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 
 access_log = logging.getLogger("gmm.access")
@@ -70,6 +71,11 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def configure_logging(json_lines: bool) -> None:
     """Access and error logs as JSON on stderr (idempotent: apps are built many times)."""
+    # The middleware writes each request's access line; uvicorn's plain one would log
+    # every request twice. `python -m service` turns it off with access_log=False, but
+    # `uvicorn service.main:app` run by hand does not: uvicorn sets up its loggers
+    # before it imports the app, in each worker, so silencing it here covers both.
+    logging.getLogger("uvicorn.access").disabled = True
     for name in ("gmm.access", "service.errors"):
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
@@ -106,7 +112,7 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.extend(_SECURITY_HEADERS)
-                if not path.startswith(_DOCS_PATHS):
+                if not any(name.lower() == _API_CSP[0] for name, _ in headers):
                     headers.append(_API_CSP)
                 message = {**message, "headers": headers}
             await send(message)

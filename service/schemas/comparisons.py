@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.schemas.common import Seed, StrictInt, StrictModel, WarningItem
 from service.schemas.data import DataSpec
+from service.schemas.examples import ELLIPSES_COMPARISON
 from service.schemas.params import (
     BayesianGaussianMixtureItem,
     GaussianMixtureItem,
@@ -118,6 +119,8 @@ class SilhouetteUsed(BaseModel):
 
 
 class ComparisonResult(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [ELLIPSES_COMPARISON]})
+
     results: list[ComparisonItemResult] = Field(description="In the order of `algorithms`.")
     silhouette: SilhouetteUsed = Field(description="The silhouette_score arguments used.")
     warnings: list[WarningItem] = Field(

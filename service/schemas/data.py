@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from service.schemas.common import FiniteFloat, Matrix, Seed, StrictBool, StrictInt, StrictModel
+from service.schemas.examples import SEED_GENERATED
 from service.store.base import DATASET_ID_PATTERN
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
@@ -158,12 +159,4 @@ class GeneratedData(StrictModel):
     labels: list[int]
     warnings: list[dict[str, str]] | None = None
 
-
-SEED_BLOBS = {
-    "kind": "blobs",
-    "n_samples": 200,
-    "n_features": 2,
-    "centers": 4,
-    "cluster_std": 1.6,
-    "random_state": 10,
-}
+    model_config = ConfigDict(json_schema_extra={"examples": [SEED_GENERATED]})

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.schemas.common import FiniteFloat, Matrix, Seed, StrictInt, StrictModel, WarningItem
-from service.schemas.data import SEED_BLOBS, DataSpec
+from service.schemas.data import DataSpec
+from service.schemas.examples import (
+    SEED_BLOBS,
+    SEED_FITTED,
+    SEED_MODEL,
+    SEED_POINTS,
+    SEED_PREDICTION,
+    SEED_SAMPLE,
+    SEED_SAMPLE_REQUEST,
+    SEED_SCORE,
+)
 from service.schemas.params import (
     BayesianGaussianMixtureItem,
     BayesianGaussianMixtureParams,
@@ -164,6 +174,8 @@ class _MixtureModel(_ModelBase):
 
 
 class GaussianMixtureModel(_MixtureModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [SEED_MODEL]})
+
     algorithm: Literal["gaussian_mixture"]
     params: GaussianMixtureParams
     bic: float | None
@@ -214,7 +226,7 @@ class _PerPointFields(BaseModel):
 
 
 class GaussianMixtureFitted(GaussianMixtureModel, _PerPointFields):
-    pass
+    model_config = ConfigDict(json_schema_extra={"examples": [SEED_FITTED]})
 
 
 class BayesianGaussianMixtureFitted(BayesianGaussianMixtureModel, _PerPointFields):
@@ -236,6 +248,10 @@ FittedModel = Annotated[
 
 
 class ModelList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [SEED_MODEL], "next_cursor": None, "total": 1}]}
+    )
+
     items: list[ModelResource]
     next_cursor: str | None = Field(
         None, description="Pass as `cursor` for the next page; null on the last page."
@@ -244,16 +260,23 @@ class ModelList(BaseModel):
 
 
 class PointsRequest(StrictModel):
+    # Two points of the seed model's width: Swagger UI pre-fills its body from this.
+    model_config = ConfigDict(json_schema_extra={"examples": [{"points": SEED_POINTS}]})
+
     points: Matrix
 
 
 class Prediction(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [SEED_PREDICTION]})
+
     labels: list[int]
     probabilities: list[list[float]] | None = Field(None, description="Mixtures only.")
     distances: list[list[float]] | None = Field(None, description="k-means only.")
 
 
 class ScoreResult(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [SEED_SCORE]})
+
     log_likelihood: list[float] = Field(description="score_samples: (n_points,)")
     score: float = Field(description="Mean log-likelihood, as sklearn's score.")
     percentile: list[float] | None = Field(
@@ -265,6 +288,8 @@ class ScoreResult(BaseModel):
 
 
 class SampleRequest(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [SEED_SAMPLE_REQUEST]})
+
     n_samples: Annotated[StrictInt, Field(ge=1)] = 1
     random_state: Seed | None = Field(
         None, description="Defaults to the model's own random_state, as sklearn does."
@@ -272,5 +297,7 @@ class SampleRequest(StrictModel):
 
 
 class SampleResult(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [SEED_SAMPLE]})
+
     points: list[list[float]]
     labels: list[int]

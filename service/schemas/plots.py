@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.schemas.examples import SEED_ELLIPSES
 
 #: The largest picture drawn, in pixels (width x height x dpi^2): 4096 x 4096.
 MAX_PLOT_PIXELS = 4096 * 4096
@@ -90,6 +92,8 @@ class EllipsesResult(BaseModel):
     principal components of the training data (``pca``, basis in ``pca``), where
     each component's covariance is ``components @ cov @ components.T``.
     """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [SEED_ELLIPSES]})
 
     model_id: str
     algorithm: str

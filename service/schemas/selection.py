@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     Strict,
     TypeAdapter,
@@ -16,7 +17,8 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from service.schemas.common import StrictInt, StrictModel, WarningItem
-from service.schemas.data import SEED_BLOBS, DataSpec
+from service.schemas.data import DataSpec
+from service.schemas.examples import SEED_BLOBS, SEED_SELECTION
 from service.schemas.models import Name
 from service.schemas.params import CovarianceType, GaussianMixtureParams
 
@@ -159,6 +161,8 @@ class BestCell(CellScore):
 
 
 class SelectionResult(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [SEED_SELECTION]})
+
     criterion: Criterion
     scores: list[CellScore] = Field(
         description=(

@@ -21,7 +21,6 @@ from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.domain.datasets import csv_header_param
 from service.schemas.data import (
-    SEED_BLOBS,
     DatasetCreate,
     DatasetList,
     DatasetResource,
@@ -29,7 +28,7 @@ from service.schemas.data import (
     GeneratedData,
     GeneratorSpec,
 )
-from service.schemas.examples import GENERATE_EXAMPLES
+from service.schemas.examples import GENERATE_EXAMPLES, SEED_BLOBS
 from service.store.base import DATASET_CURSOR_PATTERN
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=BinaryBodyRoute)
