@@ -61,6 +61,10 @@ SERVER_ENV = {
     "GMM_LOG_LEVEL": "warning",
 }
 
+#: ``.npy`` bodies (uploads, predict, score) are bytes: fuzzed as any binary body, which
+#: the service must refuse with a 4xx problem when they are not a numeric 2-D array.
+schemathesis.serializer.alias("application/x-npy", "application/octet-stream")
+
 SEED = 20240611
 SUPPRESSED_HEALTH_CHECKS = ["too_slow", "filter_too_much", "data_too_large"]
 #: Every check on. ``positive_data_acceptance`` also accepts, for a schema-valid

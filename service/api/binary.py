@@ -210,7 +210,12 @@ def read_npy_points(
 def binary_request_doc(*media_types: str) -> dict[str, Any]:
     schemas = {
         NPY: {"schema": {"type": "string", "format": "binary"}},
-        CSV: {"schema": {"type": "string"}},
+        # No type: any text can be sent, and what is not numbers is answered 422 (a
+        # "string" schema would call a body like `0` a non-string, yet it is valid CSV).
+        CSV: {
+            "schema": {"description": "Comma-separated numbers, one row per line."},
+            "example": "x,y\n0.5,1.5\n2.0,-1.0\n",
+        },
     }
     return {"requestBody": {"required": True, "content": {m: schemas[m] for m in media_types}}}
 
