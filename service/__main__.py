@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import uvicorn
 
 from service.config import Settings
 
 
+def _share_metrics(settings: Settings) -> None:
+    """Point every worker at one folder for Prometheus' multiprocess files.
+
+    prometheus-client decides at import time, from ``PROMETHEUS_MULTIPROC_DIR``, whether
+    its values live in per-process memory or in files that ``/metrics`` adds up; the
+    workers are spawned after this and inherit the environment. Stale files of an
+    earlier run would be added to the new counts, so the folder is emptied first.
+    """
+    folder = settings.metrics_dir
+    if folder is None:
+        if settings.workers == 1:
+            return
+        folder = Path(tempfile.mkdtemp(prefix="gmm-metrics-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ["GMM_METRICS_DIR"] = str(folder)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
 def main() -> None:
     settings = Settings()
+    _share_metrics(settings)
     uvicorn.run(
         "service.main:app",
         host=settings.host,

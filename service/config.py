@@ -125,3 +125,13 @@ class Settings(BaseSettings):
         description="Comma-separated origins allowed by CORS (`*` for any); empty: CORS off.",
     )
     log_json: bool = Field(True, description="One JSON line per request on stderr.")
+    metrics_dir: Path | None = Field(
+        None,
+        description=(
+            "Folder where the workers' Prometheus metrics meet (prometheus-client's "
+            "multiprocess mode), so that /metrics counts every worker's requests whichever "
+            "worker answers the scrape. `python -m service` with workers > 1 uses a fresh "
+            "temporary folder when unset; running uvicorn by hand with several workers, set "
+            "it and PROMETHEUS_MULTIPROC_DIR to the same empty folder."
+        ),
+    )

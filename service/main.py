@@ -174,11 +174,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=limits_from(settings),
             fit_runner=runner,
             max_concurrent_fits=settings.max_concurrent_fits,
+            cache_size=settings.cache_size,
         )
         try:
             yield
         finally:
             app.state.service.close()
+            app.state.metrics.close()
 
     app = FastAPI(
         title="gmm-service",
@@ -193,7 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"tryItOutEnabled": True, "displayRequestDuration": True},
     )
     app.state.settings = settings
-    app.state.metrics = Metrics()
+    app.state.metrics = Metrics(settings.metrics_dir)
     app.state.keyring = load_keyring(settings)
     configure_logging(settings.log_json)
     problems.install(app)

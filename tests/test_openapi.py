@@ -388,7 +388,7 @@ def test_every_operation_that_can_answer_429_documents_it(tmp_path: Path) -> Non
         assert seed.status_code == 201, seed.text
         model_id = seed.json()["id"]
         service = client.app.state.service  # type: ignore[attr-defined]
-        with service.fit_slots.hold():
+        with service.fitting():
             for path, method, op in _operations(SPEC):
                 if method == "delete":
                     continue  # answers before any fit; and would remove the model

@@ -55,19 +55,9 @@ def _fresh_connections(server: ServerProcess) -> httpx.Client:
     return httpx.Client(base_url=server.base_url, headers={"Connection": "close"}, timeout=30.0)
 
 
-def _workers_answering(http: httpx.Client, tries: int = 60) -> int:
-    """How many distinct workers answer ``/metrics`` over new connections (at most 2).
-
-    Each worker counts its own requests, and a worker's first ``/metrics`` answer has
-    no line for the ``/metrics`` route yet: one such answer per worker reached.
-    """
-    first_answers = 0
-    for _ in range(tries):
-        if 'route="/metrics"' not in http.get("/metrics").text:
-            first_answers += 1
-            if first_answers == 2:
-                break
-    return first_answers
+def _worker_pids(metrics_dir: Path) -> set[str]:
+    """The processes that have written metrics: one ``counter_<pid>.db`` per worker."""
+    return {path.stem.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")}
 
 
 def _metric(text: str, name: str) -> float:
@@ -188,7 +178,14 @@ def test_two_replicas_see_each_others_writes_and_deletes(
 
 def test_two_workers_never_serve_a_deleted_model(start: StartServers, tmp_path: Path) -> None:
     """No GMM_SECRET_KEY: both workers must also agree on the key they generate at start."""
-    (server,) = start({"GMM_STORE_DIR": str(tmp_path / "store"), "GMM_WORKERS": "2"})
+    metrics_dir = tmp_path / "metrics"
+    (server,) = start(
+        {
+            "GMM_STORE_DIR": str(tmp_path / "store"),
+            "GMM_WORKERS": "2",
+            "GMM_METRICS_DIR": str(metrics_dir),
+        }
+    )
     X = _kmeans_data()
     km = KMeans(n_clusters=3, n_init=2, random_state=0).fit(X)
     new_points = {"points": (X[:10] - 0.25).tolist()}
@@ -213,7 +210,29 @@ def test_two_workers_never_serve_a_deleted_model(start: StartServers, tmp_path: 
                 r = http.get(f"/v1/models/{model_id}")
             statuses.append(r.status_code)
         assert statuses == [404] * 20
-        assert _workers_answering(http) == 2, "GMM_WORKERS=2 did not give two processes"
+    assert len(_worker_pids(metrics_dir)) == 2, "GMM_WORKERS=2 did not give two processes"
+
+
+def test_metrics_add_up_every_workers_requests(start: StartServers, tmp_path: Path) -> None:
+    """Whichever worker answers the scrape, it reports every worker's requests."""
+    metrics_dir = tmp_path / "metrics"
+    (server,) = start(
+        {
+            "GMM_STORE_DIR": str(tmp_path / "store"),
+            "GMM_WORKERS": "2",
+            "GMM_METRICS_DIR": str(metrics_dir),
+        }
+    )
+    sent = 0
+    with _fresh_connections(server) as http:
+        # New connections until both workers have answered some (bounded).
+        while sent < 400 and (sent < 20 or len(_worker_pids(metrics_dir)) < 2):
+            assert http.get("/v1/models").status_code == 200
+            sent += 1
+        assert len(_worker_pids(metrics_dir)) == 2, "both workers should have answered"
+        name = 'gmm_http_requests_total{method="GET",route="/v1/models",status="200"}'
+        for _ in range(6):  # each scrape may land on either worker
+            assert _metric(http.get("/metrics").text, name) == sent
 
 
 # -- logging: one line per request ------------------------------------------------------

@@ -3,16 +3,40 @@
 ``service.api.middleware`` records the request metrics; routes record fit metrics.
 
 Each app gets its own registry so that tests building many apps do not collide.
-With several uvicorn workers each worker reports its own counters.
+With several uvicorn workers (``metrics_dir`` set), prometheus-client's multiprocess
+mode keeps every worker's values in files under that folder, and a scrape adds them
+up: counters and histograms are summed, gauges say how they combine
+(``multiprocess_mode``), so no figure depends on which worker answered.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        if multiprocess_dir is not None and "Mmaped" not in values.ValueClass.__name__:
+            raise RuntimeError(
+                "GMM_METRICS_DIR is set but prometheus-client is not in multiprocess mode: "
+                "set PROMETHEUS_MULTIPROC_DIR to the same folder before the service starts "
+                "(`python -m service` does this itself)."
+            )
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "gmm_http_requests_total",
@@ -58,12 +82,16 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
         )
         self.store_models = Gauge(
-            "gmm_store_models", "Models in the store.", registry=self.registry
+            "gmm_store_models",
+            "Models in the store.",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         self.cache_hits = Gauge(
             "gmm_model_cache_hits",
-            "Model loads served from this worker's cache.",
+            "Model loads served from a worker's cache (summed over workers).",
             registry=self.registry,
+            multiprocess_mode="sum",
         )
         self.fit_iterations = Histogram(
             "gmm_fit_iterations",
@@ -76,11 +104,13 @@ class Metrics:
             "gmm_store_artifact_bytes",
             "Bytes of model artifacts in the store.",
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         self.cache_misses = Gauge(
             "gmm_model_cache_misses",
-            "Model loads that read and verified an artifact.",
+            "Model loads that read and verified an artifact (summed over workers).",
             registry=self.registry,
+            multiprocess_mode="sum",
         )
         self.fits_rejected_busy = Counter(
             "gmm_fits_rejected_busy_total",
@@ -88,5 +118,21 @@ class Metrics:
             registry=self.registry,
         )
         self.fits_in_flight = Gauge(
-            "gmm_fits_in_flight", "Fits running now.", registry=self.registry
+            "gmm_fits_in_flight",
+            "Fits running now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
+
+    def render(self) -> bytes:
+        """The text exposition: this app's registry, or every worker's files added up."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(self.multiprocess_dir))
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """A stopping worker's live gauges (fits in flight) stop counting."""
+        if self.multiprocess_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), str(self.multiprocess_dir))

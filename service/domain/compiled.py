@@ -151,12 +151,31 @@ class CompiledMixture:
         return out
 
 
+def kmeans_distances(
+    X: np.ndarray, centers: np.ndarray, center_norms: np.ndarray | None = None
+) -> np.ndarray:
+    """Each row's distance to each center, (n, k): sklearn's ``transform``.
+
+    ``euclidean_distances`` expands ``|x|^2 - 2 x.c + |c|^2``, which leaves ~1e-8 where
+    a point equals a center; sklearn answers exactly 0 there only for its own
+    ``cluster_centers_`` array (an ``X is Y`` shortcut zeroes the diagonal), as its
+    ``test_transform`` checks. Points that arrive over HTTP are never that array, so a
+    point exactly equal to a center is set to exactly 0 here: the answer sklearn gives
+    for ``transform(cluster_centers_)``, and the true distance. Every other entry is
+    ``euclidean_distances``' own.
+    """
+    distances = euclidean_distances(X, centers, Y_norm_squared=center_norms)
+    for j, center in enumerate(centers):  # one center at a time: memory stays (n,)
+        distances[np.equal(X, center).all(axis=1), j] = 0.0
+    return distances
+
+
 @dataclass(frozen=True)
 class CompiledKMeans:
     """KMeans or MiniBatchKMeans: centers and their squared norms, computed once.
 
-    Distances are ``euclidean_distances(X, centers)`` with the centers' norms passed
-    in, which is exactly how sklearn's ``transform`` computes them.
+    Distances are ``kmeans_distances``: sklearn's ``transform``, with the centers'
+    norms computed once.
     """
 
     centers: np.ndarray  # (k, d)
@@ -178,9 +197,7 @@ class CompiledKMeans:
             ranking = self.center_norms - 2.0 * (X @ self.centers.T)
             out["labels"] = ranking.argmin(axis=1)
         if "distances" in include:
-            out["distances"] = euclidean_distances(
-                X, self.centers, Y_norm_squared=self.center_norms
-            )
+            out["distances"] = kmeans_distances(X, self.centers, self.center_norms)
         return out
 
 

@@ -8,6 +8,7 @@ so that a fit equals the in-process one to the last bit.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,8 +17,13 @@ import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 from sklearn.mixture import _gaussian_mixture as _gm
-from sklearn.utils._array_api import _logsumexp
 
+try:  # scikit-learn >= 1.8: the array-API port its mixtures' score_samples uses
+    from sklearn.utils._array_api import _logsumexp
+except ImportError:  # older releases: scipy's, which their mixtures use
+    from scipy.special import logsumexp as _logsumexp
+
+from service.domain.compiled import kmeans_distances
 from service.domain.limits import Limits
 from service.domain.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput, PayloadTooLarge
@@ -145,14 +151,19 @@ def check_params(
         _expect_shape("init", params["init"], (k, n_features), why_k)
 
 
+#: scikit-learn 1.8 added an array-namespace argument to its mixtures' checks, and
+#: later releases need it given; older ones have no such argument.
+_XP: dict[str, Any] = {"xp": np} if "xp" in inspect.signature(_gm._check_weights).parameters else {}
+
+
 def _check_init_values(params: dict[str, Any], k: int, n_features: int) -> None:
     """sklearn's own checks of initial values (weights sum to 1, precisions positive
     definite...), run up front so that the problem names the parameter at fault."""
     checks = {
-        "weights_init": lambda v: _gm._check_weights(v, k, xp=np),
-        "means_init": lambda v: _gm._check_means(v, k, n_features, xp=np),
+        "weights_init": lambda v: _gm._check_weights(v, k, **_XP),
+        "means_init": lambda v: _gm._check_means(v, k, n_features, **_XP),
         "precisions_init": lambda v: _gm._check_precisions(
-            v, params["covariance_type"], k, n_features, xp=np
+            v, params["covariance_type"], k, n_features, **_XP
         ),
     }
     for name, check in checks.items():
@@ -287,7 +298,7 @@ def per_point(
         has_labels = training and getattr(est, "labels_", None) is not None
         out["labels"] = est.labels_ if has_labels else est.predict(X)
     if "distances" in include:
-        out["distances"] = est.transform(X)
+        out["distances"] = kmeans_distances(X, np.asarray(est.cluster_centers_))
     return out
 
 

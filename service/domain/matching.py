@@ -55,13 +55,17 @@ def alignment_permutation(means: np.ndarray, reference_means: np.ndarray) -> np.
     return np.asarray(cols, dtype=np.int64)
 
 
-_MIXTURE_PER_COMPONENT = (
-    "weights_",
-    "means_",
-    "mean_precision_",
+#: Arrays with one entry (row, matrix) per component, whatever the covariance type.
+_MIXTURE_PER_COMPONENT = ("weights_", "means_", "mean_precision_")
+#: Per component except with ``covariance_type="tied"``, where one value is shared by
+#: every component: a (d, d) matrix for the covariances, and for a Bayesian mixture a
+#: single ``degrees_of_freedom_`` (sklearn's tied Wishart update pools the counts).
+_MIXTURE_UNLESS_TIED = (
+    "covariances_",
+    "precisions_",
+    "precisions_cholesky_",
     "degrees_of_freedom_",
 )
-_MIXTURE_COVARIANCE = ("covariances_", "precisions_", "precisions_cholesky_")
 
 
 def permute(algorithm: str, est: Any, perm: np.ndarray) -> None:
@@ -71,11 +75,11 @@ def permute(algorithm: str, est: Any, perm: np.ndarray) -> None:
     up to relabelling: ``new_labels = inverse[old_labels]``.
     """
     if estimators.is_mixture(algorithm):
-        for attr in _MIXTURE_PER_COMPONENT:
-            if hasattr(est, attr):
-                setattr(est, attr, np.asarray(getattr(est, attr))[perm])
+        names = list(_MIXTURE_PER_COMPONENT)
         if est.covariance_type != "tied":
-            for attr in _MIXTURE_COVARIANCE:
+            names += _MIXTURE_UNLESS_TIED
+        for attr in names:
+            if hasattr(est, attr):  # mean_precision_ and degrees_of_freedom_: Bayesian only
                 setattr(est, attr, np.asarray(getattr(est, attr))[perm])
         wc = getattr(est, "weight_concentration_", None)
         if isinstance(wc, tuple):

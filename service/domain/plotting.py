@@ -5,6 +5,8 @@ that every request thread would share. Each picture here is its own ``Figure`` o
 Agg canvas, saved into a ``BytesIO``. matplotlib documents itself as not thread-safe
 beyond that (caches inside text layout and artists), so drawing also holds a lock: a
 plot takes tens of milliseconds, and serialising them is cheaper than a subtle race.
+Every picture the service draws goes through ``draw``, which holds that lock from the
+new figure to the saved bytes.
 
 Geometry conventions (the ``/ellipses`` JSON and the figures agree on them):
 
@@ -22,7 +24,7 @@ import dataclasses
 import io
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -289,16 +291,30 @@ def subsample(n: int, limit: int = MAX_PLOT_POINTS) -> np.ndarray | None:
 # -- drawing ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class FigureSize:
-    """Figure size in inches and resolution in dots per inch (matplotlib's units).
+    """Picture size in pixels, and its resolution in dots per inch.
 
-    A PNG is ``round(width * dpi) x round(height * dpi)`` pixels; an SVG is
-    ``width x height`` inches (``72 * width`` points), and ``dpi`` only sets the
-    resolution of rasterised scatter points inside it.
+    A PNG is exactly ``width x height`` pixels, whatever ``dpi``. ``dpi`` sets how
+    large text, lines and markers are against the picture: the figure is
+    ``width / dpi x height / dpi`` inches, and matplotlib sizes fonts in points
+    (1/72 inch). An SVG is that many inches (``72 * width / dpi`` points wide), with
+    ``dpi`` also the resolution of scatter points rasterised inside it.
     """
 
-    width: float = 6.4
-    height: float = 4.8
+    width: int = 640
+    height: int = 480
     dpi: int = 100
+
+    def inches(self) -> tuple[float, float]:
+        """matplotlib's ``figsize``, each side nudged up so that Agg, which truncates
+        ``inches * dpi`` to an integer, makes exactly ``width x height`` pixels."""
+        return _inches(self.width, self.dpi), _inches(self.height, self.dpi)
+
+
+def _inches(pixels: int, dpi: int) -> float:
+    inches = pixels / dpi
+    while inches * dpi < pixels:  # 333 / 100 * 100 == 332.99999999999994
+        inches = math.nextafter(inches, math.inf)
+    return inches
 
 
 def _colors(k: int) -> np.ndarray:
@@ -311,21 +327,24 @@ def _colors(k: int) -> np.ndarray:
     return np.asarray(cmap(np.linspace(0.05, 0.95, k)))[:, :3]
 
 
-def _new_figure(size: FigureSize) -> Figure:
-    fig = Figure(figsize=(size.width, size.height), dpi=size.dpi, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+def draw(size: FigureSize, fmt: PlotFormat, paint: Callable[[Figure], None]) -> bytes:
+    """The bytes of a new figure of ``size`` once ``paint`` has drawn on it.
 
-
-def _save(fig: Figure, fmt: PlotFormat, size: FigureSize) -> bytes:
-    buf = io.BytesIO()
-    # No dates or version stamps: the same model gives the same bytes (PNG).
-    metadata = {"Date": None} if fmt == "svg" else {"Software": None}
-    # Layout warnings ("constrained_layout not applied" on a tiny figure) are cosmetic:
-    # the figure falls back to default margins. Collected per thread, then dropped.
-    with capture_warnings():
-        fig.savefig(buf, format=fmt, dpi=size.dpi, metadata=metadata)
-    return buf.getvalue()
+    The one way the service makes a picture: the draw lock is held from the new
+    figure to the saved bytes, so no two pictures are ever drawn at once.
+    """
+    with _DRAW_LOCK:
+        fig = Figure(figsize=size.inches(), dpi=size.dpi, layout="constrained")
+        FigureCanvasAgg(fig)
+        paint(fig)
+        buf = io.BytesIO()
+        # No dates or version stamps: the same model gives the same bytes (PNG).
+        metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+        # Layout warnings ("constrained_layout not applied" on a tiny figure) are
+        # cosmetic: the figure falls back to default margins. Collected, then dropped.
+        with capture_warnings():
+            fig.savefig(buf, format=fmt, dpi=size.dpi, metadata=metadata)
+        return buf.getvalue()
 
 
 def _marker_size(n: int) -> float:
@@ -509,10 +528,11 @@ def scatter_figure(
     # The legend names the components drawn and the labels present, in index order.
     shown = set(ids.tolist()) | set(np.unique(labels).tolist())
     legend = [(i, name) for i, name in enumerate(legend_names or []) if i in shown]
-    with _DRAW_LOCK:
-        fig = _new_figure(size)
+    if projection.n_features == 1:
+        lines[0] += " (1 feature: histogram)"
+
+    def paint(fig: Figure) -> None:
         if projection.n_features == 1:
-            lines[0] += " (1 feature: histogram)"
             _histogram_axes(
                 fig,
                 x=np.asarray(X)[:, 0],
@@ -544,7 +564,8 @@ def scatter_figure(
                 fmt=fmt,
             )
         fig.suptitle("\n".join(lines), fontsize="medium")
-        return _save(fig, fmt, size)
+
+    return draw(size, fmt, paint)
 
 
 def model_plot(

@@ -8,7 +8,6 @@ being refitted. No HTTP here.
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -16,8 +15,9 @@ from typing import Any, Literal
 import numpy as np
 from joblib import Parallel, delayed
 
-from service.domain import estimators
+from service.domain import estimators, plotting
 from service.domain.limits import Limits
+from service.domain.plotting import FigureSize, PlotFormat
 from service.domain.service import ModelService
 from service.domain.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput, Loc, PayloadTooLarge, ServiceError
@@ -272,54 +272,42 @@ def select(
 _LABELS = {"bic": "BIC", "aic": "AIC"}
 
 
-def plot(
-    result: dict[str, Any],
-    *,
-    fmt: Literal["png", "svg"],
-    width: int,
-    height: int,
-    dpi: int,
-) -> bytes:
+def plot(result: dict[str, Any], *, fmt: PlotFormat, size: FigureSize) -> bytes:
     """The criterion against n_components, one line per covariance type, best cell starred.
 
-    ``width`` and ``height`` are in pixels. A matplotlib ``Figure`` on the Agg canvas,
-    never pyplot: no global state, safe in the threadpool.
+    Drawn by ``plotting.draw``, as every picture: same size units, same lock.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     criterion = result["criterion"]
     label = _LABELS[criterion]
-    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    lines: dict[str, tuple[list[int], list[float]]] = {}
-    for cell in result["scores"]:
-        ks, values = lines.setdefault(cell["covariance_type"], ([], []))
-        ks.append(cell["n_components"])
-        # A failed cell is a gap in its line, not a point.
-        values.append(np.nan if cell[criterion] is None else cell[criterion])
-    for cov, (ks, values) in lines.items():
-        ax.plot(ks, values, marker="o", label=cov)
-    best = result["best"]
-    ax.plot(
-        [best["n_components"]],
-        [best[criterion]],
-        marker="*",
-        markersize=18,
-        color="black",
-        linestyle="none",
-        label=f"best: {best['n_components']}, {best['covariance_type']}",
-    )
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("n_components")
-    ax.set_ylabel(f"{label} (lower is better)")
-    ax.set_title(f"{label} by number of components")
-    ax.grid(True, alpha=0.3)
-    ax.legend(title="covariance_type")
-    buffer = io.BytesIO()
-    # No creation date in SVG metadata: the same request draws the same bytes.
-    metadata = {"Date": None} if fmt == "svg" else None
-    fig.savefig(buffer, format=fmt, metadata=metadata)
-    return buffer.getvalue()
+
+    def paint(fig: Figure) -> None:
+        ax = fig.add_subplot()
+        lines: dict[str, tuple[list[int], list[float]]] = {}
+        for cell in result["scores"]:
+            ks, values = lines.setdefault(cell["covariance_type"], ([], []))
+            ks.append(cell["n_components"])
+            # A failed cell is a gap in its line, not a point.
+            values.append(np.nan if cell[criterion] is None else cell[criterion])
+        for cov, (ks, values) in lines.items():
+            ax.plot(ks, values, marker="o", label=cov)
+        best = result["best"]
+        ax.plot(
+            [best["n_components"]],
+            [best[criterion]],
+            marker="*",
+            markersize=18,
+            color="black",
+            linestyle="none",
+            label=f"best: {best['n_components']}, {best['covariance_type']}",
+        )
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("n_components")
+        ax.set_ylabel(f"{label} (lower is better)")
+        ax.set_title(f"{label} by number of components")
+        ax.grid(True, alpha=0.3)
+        ax.legend(title="covariance_type")
+
+    return plotting.draw(size, fmt, paint)

@@ -4,47 +4,46 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.schemas.examples import SEED_ELLIPSES
 
-#: The largest picture drawn, in pixels (width x height x dpi^2): 4096 x 4096.
-MAX_PLOT_PIXELS = 4096 * 4096
+#: The widest and tallest picture drawn, in pixels.
+MAX_PLOT_SIDE = 4096
+#: Smaller pictures leave no room for the axes, labels and legend.
+MIN_PLOT_SIDE = 100
 
-#: Query parameters arrive as text, so not the (strict) body ``FiniteFloat``.
-Inches = Annotated[float, Field(ge=1, le=40, allow_inf_nan=False)]
+Pixels = Annotated[int, Field(ge=MIN_PLOT_SIDE, le=MAX_PLOT_SIDE)]
 
 
 class PlotOptions(BaseModel):
-    """Picture format and size; sizes are in inches, as matplotlib's ``figsize``.
+    """Picture format and size, the same for every plot the service draws.
 
-    A PNG is ``width * dpi`` x ``height * dpi`` pixels (defaults: 640 x 480); an SVG
-    is ``width`` x ``height`` inches, with ``dpi`` setting only the resolution of the
-    scatter points rasterised inside it when there are very many.
+    ``width`` and ``height`` are pixels: a PNG is exactly ``width x height``, whatever
+    ``dpi``. ``dpi`` scales text, lines and markers against the picture (the figure is
+    ``width / dpi`` x ``height / dpi`` inches and fonts are sized in points); an SVG is
+    that many inches, with ``dpi`` also the resolution of the scatter points rasterised
+    inside it when there are very many.
     """
 
     format: Literal["png", "svg"] = Field(
         "png", description="`png` (image/png) or `svg` (image/svg+xml)."
     )
-    width: Inches = Field(6.4, description="Figure width in inches (1 to 40).")
-    height: Inches = Field(4.8, description="Figure height in inches (1 to 40).")
+    width: Pixels = Field(
+        640,
+        description=("Picture width in pixels (100 to 4096). An SVG is width / dpi inches wide."),
+    )
+    height: Pixels = Field(
+        480,
+        description=("Picture height in pixels (100 to 4096). An SVG is height / dpi inches tall."),
+    )
     dpi: Annotated[int, Field(ge=20, le=600)] = Field(
         100,
         description=(
-            "Dots per inch (20 to 600): PNG pixels = inches x dpi. The picture may hold "
-            "at most 4096 x 4096 pixels in all (width x height x dpi^2)."
+            "Dots per inch (20 to 600). It does not change the pixel size: a higher dpi "
+            "draws larger text, lines and markers on the same pixels."
         ),
     )
-
-    @model_validator(mode="after")
-    def _bounded_pixels(self) -> PlotOptions:
-        pixels = round(self.width * self.dpi) * round(self.height * self.dpi)
-        if pixels > MAX_PLOT_PIXELS:
-            raise ValueError(
-                f"width x height x dpi^2 = {pixels:,} pixels exceeds the limit of "
-                f"{MAX_PLOT_PIXELS:,} (4096 x 4096); lower dpi or the size"
-            )
-        return self
 
 
 class SigmaEllipse(BaseModel):

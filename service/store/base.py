@@ -96,6 +96,10 @@ class ModelStore(Protocol):
 
     def get_metadata(self, model_id: str) -> dict[str, Any]: ...
 
+    def exists(self, model_id: str) -> bool:
+        """Whether the model is stored now: cheap, asked before serving a cached copy."""
+        ...
+
     def load(self, model_id: str) -> Any:
         """The fitted estimator, verified before a single byte is unpickled."""
         ...

@@ -301,6 +301,10 @@ class LocalModelStore:
     def get_metadata(self, model_id: str) -> dict[str, Any]:
         return self._read_meta(model_id)
 
+    def exists(self, model_id: str) -> bool:
+        # A delete renames the folder away in one step, for every process at once.
+        return os.path.isdir(self._model_dir(model_id))
+
     def load(self, model_id: str) -> Any:
         folder = self._model_dir(model_id)
         with self._lock:

@@ -217,6 +217,10 @@ def test_hostile_ids_are_4xx_problems_on_every_route_and_touch_nothing(
             failure = _problem_failure(r, f"{method} {url[:80]}", root)
             if failure:
                 failures.append(failure)
+            elif r.status_code != 404:
+                # No model has such an id: 404 as for an unknown well-formed one (or, when
+                # an encoded slash splits the segment, because no route matches).
+                failures.append(f"{method} {url[:80]}: {r.status_code} {r.text[:200]}")
     # Ids in the query string and in bodies go through the same gate.
     for seg in HOSTILE_SEGMENTS:
         value = _segment(seg, real).replace("%2F", "/").replace("%00", "\x00")
@@ -239,6 +243,26 @@ def test_hostile_ids_are_4xx_problems_on_every_route_and_touch_nothing(
     r = client.post(f"/v1/models/{real}/predict", json={"points": [[0.0, 0.0]]})
     assert r.status_code == 200, r.text
     assert client.get("/v1/models").json()["total"] == 1
+
+
+def test_malformed_and_unknown_ids_are_the_same_404(
+    hostile: tuple[TestClient, str, Path],
+) -> None:
+    """A model that does not exist is 404 not-found on every route, whatever its id
+    looks like: a path pattern must not turn some of them into 422."""
+    client, real, _ = hostile
+    ids = ["0" * 28, "abc", "0" * 29, real.upper(), real[:-1], "ü" * 28, "a" * 2_000, "%00"]
+    for method, template in _model_id_routes(client):
+        for model_id in ids:
+            kwargs: dict[str, Any] = {}
+            if method in ("POST", "PUT", "PATCH"):
+                kwargs["json"] = _body_for(template)
+            r = client.request(method, template.replace("{model_id}", model_id), **kwargs)
+            where = f"{method} {template} with {model_id[:30]!r}"
+            assert r.status_code == 404, f"{where}: {r.status_code} {r.text[:200]}"
+            assert r.headers["content-type"].startswith(PROBLEM), where
+            assert r.json()["type"].endswith(":not-found"), f"{where}: {r.text[:200]}"
+    assert client.get(f"/v1/models/{real}").status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,7 @@ def _seed_gm(covariance_type: str = "full") -> tuple[np.ndarray, GaussianMixture
 # -- PNG ---------------------------------------------------------------------------
 def test_png_has_the_requested_size_and_shows_coloured_clusters(client: TestClient) -> None:
     model_id = _gm(client, SEED_BLOBS, n_components=4)
-    r = client.get(f"/v1/models/{model_id}/plot", params={"width": 5, "height": 4, "dpi": 80})
+    r = client.get(f"/v1/models/{model_id}/plot", params={"width": 400, "height": 320, "dpi": 80})
     assert r.status_code == 200
     assert r.headers["content-type"] == "image/png"
     assert _png_size(r.content) == (400, 320)
@@ -121,7 +121,7 @@ def test_png_defaults_to_640_by_480(client: TestClient) -> None:
 @pytest.mark.parametrize("covariance_type", ["tied", "diag", "spherical"])
 def test_png_for_every_covariance_type(client: TestClient, covariance_type: str) -> None:
     model_id = _gm(client, SEED_BLOBS, n_components=4, covariance_type=covariance_type)
-    r = client.get(f"/v1/models/{model_id}/plot", params={"width": 3, "height": 3, "dpi": 50})
+    r = client.get(f"/v1/models/{model_id}/plot", params={"width": 150, "height": 150, "dpi": 50})
     assert r.status_code == 200
     assert _png_size(r.content) == (150, 150)
     assert _pixels(r.content).var() > 0
@@ -130,7 +130,7 @@ def test_png_for_every_covariance_type(client: TestClient, covariance_type: str)
 # -- SVG ---------------------------------------------------------------------------
 def test_svg_parses_with_ellipse_paths_and_size_in_points(client: TestClient) -> None:
     model_id = _gm(client, SEED_BLOBS, n_components=4)
-    r = client.get(f"/v1/models/{model_id}/plot", params={"format": "svg", "width": 5})
+    r = client.get(f"/v1/models/{model_id}/plot", params={"format": "svg", "width": 500})
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("image/svg+xml")
     root = _svg_root(r.content)
@@ -193,7 +193,7 @@ def test_one_feature_plots_a_histogram_and_interval_ellipses(client: TestClient)
     model_id = _gm(client, generator, n_components=2)
     X, _ = make_blobs(n_samples=300, n_features=1, centers=2, random_state=3)
     gm = GaussianMixture(2, random_state=0).fit(X)
-    r = client.get(f"/v1/models/{model_id}/plot", params={"width": 4, "height": 3, "dpi": 50})
+    r = client.get(f"/v1/models/{model_id}/plot", params={"width": 200, "height": 150, "dpi": 50})
     assert r.status_code == 200
     assert _png_size(r.content) == (200, 150)
     assert _pixels(r.content).var() > 0
@@ -267,7 +267,7 @@ def test_kmeans_ellipses_are_centers_only(client: TestClient) -> None:
         np.testing.assert_allclose(item["mean"], center, rtol=RTOL)
         assert item["weight"] is None and item["sigmas"] == []
     r = client.get(f"/v1/models/{model_id}/plot", params={"dpi": 50})
-    assert r.status_code == 200 and _png_size(r.content) == (320, 240)
+    assert r.status_code == 200 and _png_size(r.content) == (640, 480)
 
 
 def test_bayesian_mixture_hides_unused_components_in_the_plot_only(client: TestClient) -> None:
@@ -326,7 +326,7 @@ def test_dataset_plot_png_and_svg(client: TestClient) -> None:
             {"mean": [1, -2], "cov": [[2, -1], [-1, 1]], "n_samples": 300},
         ],
     }
-    r = client.post("/v1/datasets/plot", json=spec, params={"width": 4, "height": 4, "dpi": 60})
+    r = client.post("/v1/datasets/plot", json=spec, params={"width": 240, "height": 240, "dpi": 60})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert _png_size(r.content) == (240, 240)
     pixels = _pixels(r.content)
@@ -366,15 +366,14 @@ BAD_OPTIONS: list[tuple[dict[str, Any], list[str]]] = [
     ({"format": "gif"}, ["query", "format"]),
     ({"format": "PNG"}, ["query", "format"]),
     ({"width": 0.5}, ["query", "width"]),
-    ({"width": 41}, ["query", "width"]),
-    ({"height": 1000}, ["query", "height"]),
+    ({"width": 6.4}, ["query", "width"]),  # pixels, not inches
+    ({"width": 99}, ["query", "width"]),
+    ({"width": 4097}, ["query", "width"]),
+    ({"height": 5000}, ["query", "height"]),
     ({"width": "nan"}, ["query", "width"]),
     ({"dpi": 10}, ["query", "dpi"]),
     ({"dpi": 601}, ["query", "dpi"]),
     ({"dpi": "many"}, ["query", "dpi"]),
-    # Each bound alone is fine; together they would be a 24,000-pixel-wide picture.
-    ({"width": 40, "height": 40, "dpi": 600}, ["query"]),
-    ({"width": 20, "height": 20, "dpi": 300}, ["query"]),
 ]
 
 
@@ -391,7 +390,7 @@ def test_unknown_model_is_404(client: TestClient) -> None:
     for path in ("plot", "ellipses"):
         body = _assert_problem(client.get(f"/v1/models/{UNKNOWN_ID}/{path}"), 404)
         assert UNKNOWN_ID in body["detail"]
-        _assert_problem(client.get(f"/v1/models/not-an-id/{path}"), 422)
+        _assert_problem(client.get(f"/v1/models/not-an-id/{path}"), 404)
 
 
 def test_concurrent_plots_are_identical_to_a_lone_one(client: TestClient) -> None:
@@ -407,3 +406,91 @@ def test_concurrent_plots_are_identical_to_a_lone_one(client: TestClient) -> Non
         assert r.status_code == 200
         assert r.content == alone[url]
     assert alone[urls[0]] != alone[urls[1]]
+
+
+# -- one size unit for every plot -----------------------------------------------------
+SELECTION_BODY = {
+    "data": {"generator": SEED_BLOBS},
+    "grid": {"n_components": [1, 2, 3], "covariance_type": ["full", "spherical"]},
+    "params": {"random_state": 0},
+}
+
+
+def _every_plot(client: TestClient, params: dict[str, Any]) -> dict[str, Any]:
+    """The answer of each plot route to the same query parameters."""
+    model_id = _gm(client, SEED_BLOBS, n_components=3)
+    return {
+        "model": client.get(f"/v1/models/{model_id}/plot", params=params),
+        "dataset": client.post("/v1/datasets/plot", json=SEED_BLOBS, params=params),
+        "model-selection": client.post(
+            "/v1/model-selection/plot", json=SELECTION_BODY, params=params
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "dpi"),
+    # 333 / 100 * 100 is 332.99999999999994: Agg would truncate it to 332 pixels.
+    [(640, 480, 100), (333, 217, 100), (1000, 120, 72), (101, 4096, 20)],
+)
+def test_every_plot_is_width_by_height_pixels(
+    client: TestClient, width: int, height: int, dpi: int
+) -> None:
+    params = {"width": width, "height": height, "dpi": dpi}
+    for route, r in _every_plot(client, params).items():
+        assert r.status_code == 200, f"{route}: {r.text}"
+        assert _png_size(r.content) == (width, height), route
+        assert _pixels(r.content).var() > 0, route
+
+
+def test_every_plot_has_the_same_defaults_and_svg_size(client: TestClient) -> None:
+    for route, r in _every_plot(client, {}).items():
+        assert r.status_code == 200, f"{route}: {r.text}"
+        assert _png_size(r.content) == (640, 480), route
+    for route, r in _every_plot(client, {"format": "svg", "width": 360, "dpi": 72}).items():
+        assert r.status_code == 200, f"{route}: {r.text}"
+        root = _svg_root(r.content)
+        # width / dpi inches, 72 points an inch
+        assert float(root.attrib["width"].removesuffix("pt")) == pytest.approx(360), route
+        assert float(root.attrib["height"].removesuffix("pt")) == pytest.approx(480), route
+
+
+@pytest.mark.parametrize(("params", "loc"), BAD_OPTIONS)
+def test_every_plot_refuses_the_same_options(
+    client: TestClient, params: dict[str, Any], loc: list[str]
+) -> None:
+    for route, r in _every_plot(client, params).items():
+        assert _assert_problem(r, 422)["errors"][0]["loc"] == loc, (route, params)
+
+
+def test_concurrent_model_selection_plots_equal_serial_ones(client: TestClient) -> None:
+    """Every picture takes the one draw lock: model-selection plots drawn while other
+    plots are drawn give the bytes they give alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model_id = _gm(client, SEED_BLOBS, n_components=3)
+    requests = [
+        ("POST", "/v1/model-selection/plot?dpi=60", SELECTION_BODY),
+        ("POST", "/v1/model-selection/plot?format=svg", SELECTION_BODY),
+        ("POST", "/v1/model-selection/plot", {**SELECTION_BODY, "criterion": "aic"}),
+        ("GET", f"/v1/models/{model_id}/plot?dpi=40", None),
+        ("POST", "/v1/datasets/plot?format=svg", SEED_BLOBS),
+    ]
+
+    def send(item: tuple[str, str, Any]) -> bytes:
+        method, url, body = item
+        r = client.request(method, url, json=body)
+        assert r.status_code == 200, r.text
+        return r.content
+
+    def shape(content: bytes) -> Any:
+        """PNG bytes; an SVG's element tags and sizes (its ids are salted at random)."""
+        if content.startswith(PNG_SIGNATURE):
+            return content
+        return [(el.tag, el.get("width"), el.get("height")) for el in _svg_root(content).iter()]
+
+    alone = [shape(send(item)) for item in requests]
+    work = requests * 3
+    with ThreadPoolExecutor(6) as pool:
+        together = [shape(content) for content in pool.map(send, work)]
+    assert together == alone * 3

@@ -71,5 +71,8 @@ def test_kmeans_equals_sklearn(data: Any, cls: Any) -> None:
     new = np.vstack([new, est.cluster_centers_])
     out = compile_estimator(est).evaluate(new, {"labels", "distances"})
     np.testing.assert_array_equal(out["labels"], est.predict(new))
-    # Exactly sklearn's transform, zeros at the centers included.
-    np.testing.assert_array_equal(out["distances"], est.transform(new))
+    # Exactly sklearn's transform; at the centers, what transform(cluster_centers_) gives.
+    expected = est.transform(new)
+    expected[-4:] = est.transform(est.cluster_centers_)
+    np.testing.assert_array_equal(out["distances"], expected)
+    np.testing.assert_array_equal(np.diag(out["distances"][-4:]), np.zeros(4))

@@ -1,8 +1,12 @@
-"""Ellipse geometry and PCA projection, checked against numpy's eigh and sklearn's PCA."""
+"""Ellipse geometry and PCA projection, checked against numpy's eigh and sklearn's PCA; the
+drawing rules every picture keeps: one lock, and exactly the pixels asked for."""
 
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +14,7 @@ from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
-from service.domain import estimators, plotting
+from service.domain import estimators, plotting, selection
 from service.errors import UnsupportedOperation
 
 RTOL = 1e-10
@@ -155,3 +159,69 @@ def test_subsample_is_deterministic_sorted_and_bounded() -> None:
     np.testing.assert_array_equal(a, b)
     assert len(a) == plotting.MAX_PLOT_POINTS == len(np.unique(a))
     assert np.all(np.diff(a) > 0) and a[-1] < 50_000
+
+
+# -- drawing: one lock, one size unit ---------------------------------------------------
+def _selection_result() -> dict[str, Any]:
+    """What ``selection.select`` answers, from fits made here (only what plot reads)."""
+    X = _data_2d()
+    scores = [
+        {
+            "n_components": k,
+            "covariance_type": c,
+            "bic": GaussianMixture(k, covariance_type=c, random_state=0).fit(X).bic(X),
+        }
+        for c in ("full", "spherical")
+        for k in (1, 2, 3)
+    ]
+    best = min(scores, key=lambda cell: cell["bic"])
+    return {"criterion": "bic", "scores": scores, "best": best}
+
+
+def _model_picture(size: plotting.FigureSize) -> bytes:
+    X = _data_2d()
+    gm = GaussianMixture(3, random_state=0).fit(X)
+    resource = {"id": "m", "algorithm": "gaussian_mixture", "n_features": 2}
+    bundle = {"X": X, "estimator": gm, "labels": gm.predict(X)}
+    return plotting.model_plot(resource, bundle, fmt="png", size=size)
+
+
+def _dataset_picture(size: plotting.FigureSize) -> bytes:
+    X, y = make_blobs(n_samples=200, centers=3, random_state=0)
+    return plotting.dataset_plot(X, y, kind="blobs", fmt="png", size=size)
+
+
+def _selection_picture(size: plotting.FigureSize) -> bytes:
+    return selection.plot(_selection_result(), fmt="png", size=size)
+
+
+PICTURES: dict[str, Callable[[plotting.FigureSize], bytes]] = {
+    "model": _model_picture,
+    "dataset": _dataset_picture,
+    "model-selection": _selection_picture,
+}
+
+
+@pytest.mark.parametrize("picture", PICTURES.values(), ids=PICTURES.keys())
+def test_every_picture_waits_for_the_draw_lock(
+    picture: Callable[[plotting.FigureSize], bytes],
+) -> None:
+    """matplotlib is not thread-safe: no picture may be drawn while another is."""
+    out: list[bytes] = []
+    size = plotting.FigureSize(width=200, height=150, dpi=50)
+    thread = threading.Thread(target=lambda: out.append(picture(size)))
+    with plotting._DRAW_LOCK:
+        thread.start()
+        thread.join(timeout=2.0)
+        assert thread.is_alive() and out == [], "drew without waiting for the draw lock"
+    thread.join(timeout=120)
+    assert len(out) == 1 and out[0].startswith(b"\x89PNG")
+
+
+def test_figure_size_gives_exactly_the_pixels_asked_for() -> None:
+    """Agg truncates ``inches * dpi``; ``inches()`` never lands a pixel short."""
+    for dpi in range(20, 601):
+        for pixels in range(100, 4097, 37):
+            size = plotting.FigureSize(width=pixels, height=4096, dpi=dpi)
+            width, height = size.inches()
+            assert int(width * dpi) == pixels and int(height * dpi) == 4096, (pixels, dpi)

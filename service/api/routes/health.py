@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from fastapi.responses import RedirectResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import MetricsDep, ServiceDep
+from service.api.metrics import CONTENT_TYPE_LATEST
 from service.api.problems import responses
 
 router = APIRouter(tags=["operations"])
@@ -43,4 +43,4 @@ def metrics(metrics: MetricsDep, service: ServiceDep) -> Response:
     metrics.store_bytes.set(stats["bytes"])
     metrics.cache_hits.set(stats["cache_hits"])
     metrics.cache_misses.set(stats["cache_misses"])
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

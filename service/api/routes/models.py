@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from service.api.binary import (
     NPY,
     NPY_RESPONSE_CONTENT,
     BinaryBodyRoute,
     accepts,
+    binary_body,
     binary_request_doc,
     missing_body,
     npy_response,
@@ -37,6 +40,24 @@ from service.schemas.models import (
 from service.store.base import MODEL_ID_PATTERN
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=BinaryBodyRoute)
+
+#: Requests with at most this many points, on a model already in memory, are answered
+#: on the event loop: their arithmetic takes microseconds, less than a thread hop.
+INLINE_POINTS = 256
+
+
+async def _answer(
+    service: ModelService,
+    model_id: str,
+    points: Any,
+    use: Callable[[str, Any], dict[str, Any]],
+) -> dict[str, Any]:
+    """``use(model_id, points)`` inline when it is cheap, else in the threadpool (a
+    first load reads and verifies the artifact; a large batch is real work).
+    ``points`` are JSON rows or the array of a ``.npy`` body."""
+    if len(points) <= INLINE_POINTS and service.is_cached(model_id):
+        return use(model_id, points)
+    return await run_in_threadpool(use, model_id, points)
 
 
 @router.post(
@@ -140,11 +161,11 @@ ScoreOutput = Annotated[
 _NPY_ANSWER = {200: {"content": NPY_RESPONSE_CONTENT}}
 
 
-def _points_of(request: Request, body: PointsRequest | None, service: ModelService) -> Any:
-    """JSON ``points``, or the array of an ``application/x-npy`` body."""
-    array = read_npy_points(request, service.read_npy)
-    if array is not None:
-        return array
+async def _points_of(request: Request, body: PointsRequest | None, service: ModelService) -> Any:
+    """JSON ``points``, or the array of an ``application/x-npy`` body (parsed in the
+    threadpool: it may be large)."""
+    if binary_body(request) is not None:
+        return await run_in_threadpool(read_npy_points, request, service.read_npy)
     if body is None:
         raise missing_body()
     return body.points
@@ -158,7 +179,7 @@ def _points_of(request: Request, body: PointsRequest | None, service: ModelServi
     openapi_extra=binary_request_doc(NPY),
 )
 @accepts(NPY)
-def predict(
+async def predict(
     model_id: ModelId,
     service: ServiceDep,
     http: Request,
@@ -170,7 +191,8 @@ def predict(
 
     The points may be a `.npy` body (`Content-Type: application/x-npy`);
     `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
-    result = service.predict(model_id, _points_of(http, request, service))
+    points = await _points_of(http, request, service)
+    result = await _answer(service, model_id, points, service.predict)
     if wants_npy(http):
         return npy_response(result, output, list(result))
     return NumpyJSONResponse(result)
@@ -184,7 +206,7 @@ def predict(
     openapi_extra=binary_request_doc(NPY),
 )
 @accepts(NPY)
-def score_points(
+async def score_points(
     model_id: ModelId,
     service: ServiceDep,
     http: Request,
@@ -196,7 +218,8 @@ def score_points(
 
     The points may be a `.npy` body (`Content-Type: application/x-npy`);
     `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
-    result = service.score(model_id, _points_of(http, request, service))
+    points = await _points_of(http, request, service)
+    result = await _answer(service, model_id, points, service.score)
     if wants_npy(http):
         return npy_response(result, output, ["log_likelihood", "percentile"])
     return NumpyJSONResponse(result)

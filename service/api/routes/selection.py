@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
@@ -12,6 +12,7 @@ from service.api.responses import NumpyJSONResponse
 from service.api.routing import FastJSONRoute
 from service.domain import plotting, selection
 from service.errors import InvalidInput
+from service.schemas.plots import PlotOptions
 from service.schemas.selection import (
     PLOT_EXAMPLES,
     SELECTION_EXAMPLES,
@@ -67,17 +68,13 @@ def select_model(
 )
 def plot_model_selection(
     request: Annotated[SelectionRequest, Body(openapi_examples=PLOT_EXAMPLES)],
+    options: Annotated[PlotOptions, Query()],
     service: ServiceDep,
-    fmt: Annotated[
-        Literal["png", "svg"], Query(alias="format", description="Image format.")
-    ] = "png",
-    width: Annotated[int, Query(ge=100, le=4000, description="Width in pixels.")] = 800,
-    height: Annotated[int, Query(ge=100, le=4000, description="Height in pixels.")] = 500,
-    dpi: Annotated[int, Query(ge=30, le=600, description="Dots per inch.")] = 100,
 ) -> Response:
     """The same body and fits as `POST /v1/model-selection`, answered as a picture: the
     criterion against `n_components`, one line per covariance type, the best cell
-    starred. What a person choosing k wants to see.
+    starred. What a person choosing k wants to see. `format`, `width`, `height` (pixels)
+    and `dpi` mean what they mean for every plot.
 
     `store_best` is refused here (422): a picture should not leave a model behind.
     """
@@ -94,5 +91,6 @@ def plot_model_selection(
         criterion=request.criterion,
         params=request.params.model_dump(),
     )
-    image = selection.plot(result, fmt=fmt, width=width, height=height, dpi=dpi)
-    return Response(image, media_type=plotting.MEDIA_TYPES[fmt])
+    size = plotting.FigureSize(width=options.width, height=options.height, dpi=options.dpi)
+    image = selection.plot(result, fmt=options.format, size=size)
+    return Response(image, media_type=plotting.MEDIA_TYPES[options.format])
