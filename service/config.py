@@ -80,6 +80,16 @@ class Settings(BaseSettings):
     max_parallel_fits: int = Field(
         2, ge=1, description="Fits one model-selection or comparison request runs at once."
     )
+    max_default_per_point_values: int = Field(
+        1_000_000,
+        ge=0,
+        description=(
+            "Most numbers the per-point arrays of POST /v1/models (labels, probabilities) "
+            "hold when the request leaves `include` out; past it they are left out of the "
+            "answer and `omitted` names them. A request naming them in `include` gets them "
+            "at any size."
+        ),
+    )
     default_page_size: int = Field(
         50, ge=1, le=1000, description="Models (and datasets) per list page."
     )

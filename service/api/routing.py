@@ -6,14 +6,27 @@ included). orjson decodes it several times faster, and in a worker thread. orjso
 refuses ``NaN`` and ``Infinity`` literals; for those bodies (and any other it
 refuses) the standard decoder runs instead, so that a NaN is reported by the
 schema at its exact location rather than as a generic syntax error.
+
+Points then skip pydantic's walk over every number: each known points list
+(top-level ``points``, ``data.points``) becomes a float64 array in C when numpy can
+prove it is what the schema would accept (numbers only, rectangular, finite), and
+the schema takes that array as is (``service.schemas.common.Points``). On any doubt
+the list stays, and pydantic validates it as before, with the same errors at the same
+locations. Garbage collection is paused while millions of lists are built and freed:
+none of them can be in a reference cycle, and collecting them repeatedly costs more
+than the parse itself.
 """
 
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import Callable, Coroutine
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
@@ -21,16 +34,131 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.errors import UnsupportedMediaType
+from service.schemas.common import is_points_array
 
 #: Below this size decoding on the loop is cheaper than a thread hop.
 _THREAD_THRESHOLD = 64 * 1024
+#: Fewer rows than this stay lists: numpy's fixed costs (about 15 us a request) pass
+#: pydantic's walk below about 50 rows, and a one-point predict is the common case.
+MIN_ARRAY_ROWS = 64
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Garbage collection off for the block, counted: ``gc.disable`` is process-wide,
+    so when two parses overlap in two threads, the first to finish must not switch it
+    back on under the second. The last one out restores what the first one found."""
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+def points_array(value: Any) -> np.ndarray | None:
+    """``value`` as an (n_samples, n_features) float64 array when the schema would
+    accept it exactly as that; otherwise None, and the schema judges the list.
+
+    ``np.array`` without a dtype reveals what is inside: strings give a ``U`` dtype,
+    null (or a dict) an object dtype, a ragged or nested row a ValueError or the wrong
+    number of dimensions. Integers are numbers in JSON, so ``i``/``u`` are fine. The
+    one thing it cannot see is a bool among numbers (it reads ``true`` as 1):
+    ``decode_json`` rules that out from the raw bytes.
+    """
+    if not (isinstance(value, list) and len(value) >= MIN_ARRAY_ROWS):
+        return None
+    if not isinstance(value[0], list):
+        return None
+    try:
+        arr = np.array(value)
+    except Exception:  # ragged rows and anything else numpy refuses: the schema decides
+        return None
+    if arr.dtype.kind not in "iuf":
+        return None
+    arr = arr.astype(np.float64, copy=False)
+    return arr if is_points_array(arr) else None
+
+
+def _points_slots(document: Any) -> list[tuple[dict[str, Any], str]]:
+    """Where request schemas hold points: top-level ``points`` (predict, score) and
+    ``data.points`` (models, model selection, comparisons)."""
+    if not isinstance(document, dict):
+        return []
+    slots = [(document, "points")] if "points" in document else []
+    data = document.get("data")
+    if isinstance(data, dict) and "points" in data:
+        slots.append((data, "points"))
+    return slots
+
+
+def _count_bools(document: Any, skip: set[int]) -> int:
+    """``true``/``false`` values in the document, not looking inside ``skip`` (ids)."""
+    count, stack = 0, [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, bool):
+            count += 1
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list) and id(node) not in skip:
+            stack.extend(node)
+    return count
+
+
+def _bool_literals(body: bytes) -> int:
+    return body.count(b"true") + body.count(b"false")
+
+
+def _arrays_for_points(document: Any, body: bytes) -> None:
+    """Replace each points list that ``points_array`` accepts by its array, in place.
+
+    Every bool in the body is a ``true``/``false`` literal in the bytes (JSON cannot
+    escape them), so when the bytes hold exactly as many as the document has outside
+    the converted lists, none is inside them. Any surplus (a bool among the points, or
+    only the word "true" in a name) keeps every list for the schema: slower, never
+    wrong.
+    """
+    converted = []
+    for parent, key in _points_slots(document):
+        arr = points_array(parent[key])
+        if arr is not None:
+            converted.append((parent, key, arr))
+    if not converted:
+        return
+    literals = _bool_literals(body)
+    if literals and literals != _count_bools(document, {id(p[k]) for p, k, _ in converted}):
+        return
+    for parent, key, arr in converted:
+        parent[key] = arr
 
 
 def decode_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return json.loads(body)  # NaN literals, huge integers; real syntax errors raise here
+    """The request document, with points as arrays where that is safe (see above).
+
+    Small bodies make too few objects for a collection to matter; they skip the
+    pause's lock."""
+    with gc_paused() if len(body) >= _THREAD_THRESHOLD else nullcontext():
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            # NaN literals, numbers past float64's range; real syntax errors raise here.
+            # The schema reports these by location, so the lists stay lists.
+            return json.loads(body)
+        _arrays_for_points(document, body)
+        return document
 
 
 class _FastJSONRequest(Request):

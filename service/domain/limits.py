@@ -32,3 +32,6 @@ class Limits:
     """Most cells (fits) in one model-selection grid."""
     max_parallel_fits: int
     """Fits one model-selection or comparison request runs at once."""
+    max_default_per_point_values: int
+    """Most numbers the training points' per-point arrays may hold when a fit request
+    does not name them in ``include``; past it they are omitted from the answer."""

@@ -275,6 +275,8 @@ class ModelService:
             estimators.check_params(algorithm, params, n_samples, n_features, self.limits)
             reference = self._alignment_reference(align_to, algorithm, params, n_features)
             fitted = self.fit(algorithm, params, dataset.X)
+        omitted = self._omitted_by_default(algorithm, params, n_samples, wanted, include)
+        wanted -= set(omitted)
         resource, arrays = self.store_fitted(
             algorithm=algorithm,
             params=params,
@@ -286,7 +288,40 @@ class ModelService:
             generator=data.generator,
             extra=extra,
         )
-        return {**resource, **arrays}
+        if not omitted:
+            return {**resource, **arrays}
+        note = {
+            "category": "ResponseSizeWarning",
+            "message": (
+                f"{' and '.join(omitted)} for the {n_samples} training points were left out: "
+                f"they would hold more than {self.limits.max_default_per_point_values} numbers "
+                "(GMM_MAX_DEFAULT_PER_POINT_VALUES). Name them in `include` to get them, or "
+                f"POST the points to /v1/models/{resource['id']}/predict."
+            ),
+        }
+        warnings = [*resource["warnings"], note]
+        return {**resource, **arrays, "warnings": warnings, "omitted": omitted}
+
+    def _omitted_by_default(
+        self,
+        algorithm: str,
+        params: dict[str, Any],
+        n_samples: int,
+        wanted: set[str],
+        include: list[str] | None,
+    ) -> list[str]:
+        """The per-point arrays to leave out of a fit's answer: those answered by
+        default (``include`` not given) when together they would pass
+        ``max_default_per_point_values`` numbers. A million points' probabilities are
+        tens of megabytes of JSON that a client fitting them rarely reads; one that
+        names them gets them."""
+        if include is not None:
+            return []
+        k = params[estimators.ALGORITHMS[algorithm].k_param]
+        n_values = sum(n_samples * (1 if name == "labels" else k) for name in wanted)
+        if n_values <= self.limits.max_default_per_point_values:
+            return []
+        return sorted(wanted)
 
     def store_fitted(
         self,

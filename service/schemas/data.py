@@ -6,7 +6,15 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from service.schemas.common import FiniteFloat, Matrix, Seed, StrictBool, StrictInt, StrictModel
+from service.schemas.common import (
+    FiniteFloat,
+    Matrix,
+    Points,
+    Seed,
+    StrictBool,
+    StrictInt,
+    StrictModel,
+)
 from service.schemas.examples import SEED_GENERATED
 from service.store.base import DATASET_ID_PATTERN
 
@@ -96,7 +104,7 @@ DatasetIdStr = Annotated[
 class DataSpec(StrictModel):
     """Exactly one of ``points``, ``generator`` or ``dataset_id``."""
 
-    points: Matrix | None = Field(
+    points: Points | None = Field(
         None, description="Rows of finite numbers, every row the same length."
     )
     generator: GeneratorSpec | None = None

@@ -6,7 +6,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.schemas.common import FiniteFloat, Matrix, Seed, StrictInt, StrictModel, WarningItem
+from service.schemas.common import (
+    FiniteFloat,
+    Points,
+    Seed,
+    StrictInt,
+    StrictModel,
+    WarningItem,
+)
 from service.schemas.data import DataSpec
 from service.schemas.examples import (
     SEED_BLOBS,
@@ -51,7 +58,10 @@ class _FitRequestBase(StrictModel):
         None,
         description=(
             "Per-point arrays to answer for the training data. Default: `labels` and, "
-            "for mixtures, `probabilities`. `[]` answers the model resource alone."
+            "for mixtures, `probabilities`, unless together they would hold more than "
+            "GMM_MAX_DEFAULT_PER_POINT_VALUES numbers (1,000,000 by default): then they "
+            "are left out and `omitted` names them. Named here, they are answered at any "
+            "size. `[]` answers the model resource alone."
         ),
     )
     align_to: ModelIdStr | None = Field(
@@ -223,6 +233,14 @@ class _PerPointFields(BaseModel):
     distances: list[list[float]] | None = Field(
         None, description="(n_samples, n_clusters) distances to each center; k-means only."
     )
+    omitted: list[PerPoint] | None = Field(
+        None,
+        description=(
+            "Per-point arrays left out because the request did not name them in `include` "
+            "and they would exceed GMM_MAX_DEFAULT_PER_POINT_VALUES numbers. Ask for them "
+            "with `include`, or predict on the same points with the stored model."
+        ),
+    )
 
 
 class GaussianMixtureFitted(GaussianMixtureModel, _PerPointFields):
@@ -263,7 +281,7 @@ class PointsRequest(StrictModel):
     # Two points of the seed model's width: Swagger UI pre-fills its body from this.
     model_config = ConfigDict(json_schema_extra={"examples": [{"points": SEED_POINTS}]})
 
-    points: Matrix
+    points: Points
 
 
 class Prediction(BaseModel):
