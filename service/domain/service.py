@@ -572,31 +572,25 @@ class ModelService:
 
     # -- using a model ------------------------------------------------------------
     def _points(
-        self, resource: dict[str, Any], points: list[list[float]] | np.ndarray
-    ) -> tuple[np.ndarray, Loc]:
-        """The points as float64 and where they are in the request: JSON ``points``, or
-        a whole ``.npy`` body already read by ``datasets.read_npy``."""
-        width = resource["n_features"]
-        if isinstance(points, np.ndarray):
-            if points.ndim != 2 or points.shape[1] != width:
-                raise InvalidInput.at(
-                    ["body"],
-                    f"the array has shape {points.shape}; the model expects "
-                    f"(n_points, {width}) (its n_features).",
-                    "wrong_width",
-                )
-            data_mod.check_size(points.shape[0], width, self.limits, ["body"])
-            return points, ["body"]
-        loc: Loc = ["body", "points"]
-        return data_mod.points_to_array(points, self.limits, loc, width=width), loc
+        self, resource: dict[str, Any], points: list[list[float]] | np.ndarray, loc: Loc
+    ) -> np.ndarray:
+        """The points as float64, as wide as the model; errors name ``loc`` (JSON
+        ``["body", "points"]``, or ``["body"]`` for a whole ``.npy`` body)."""
+        return data_mod.points_to_array(points, self.limits, loc, width=resource["n_features"])
 
     def read_npy(self, body: BinaryIO) -> np.ndarray:
         """A ``.npy`` body of points, under the same limits as JSON points."""
         return datasets_mod.read_npy(body, self.limits)
 
-    def predict(self, model_id: str, points: list[list[float]] | np.ndarray) -> dict[str, Any]:
+    def predict(
+        self,
+        model_id: str,
+        points: list[list[float]] | np.ndarray,
+        *,
+        loc: Loc = ("body", "points"),
+    ) -> dict[str, Any]:
         loaded = self._loaded(model_id)
-        X, loc = self._points(loaded.resource, points)
+        X = self._points(loaded.resource, points, loc)
         fields = estimators.per_point_fields(loaded.resource["algorithm"])
         # Overflow is reported per row below, not as numpy's RuntimeWarning.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -610,11 +604,17 @@ class ModelService:
                 f"{what} needs a mixture model; model {resource['id']} is {resource['algorithm']}."
             )
 
-    def score(self, model_id: str, points: list[list[float]] | np.ndarray) -> dict[str, Any]:
+    def score(
+        self,
+        model_id: str,
+        points: list[list[float]] | np.ndarray,
+        *,
+        loc: Loc = ("body", "points"),
+    ) -> dict[str, Any]:
         loaded = self._loaded(model_id)
         resource, bundle = loaded.resource, loaded.bundle
         self._require_mixture(resource, "Scoring")
-        X, loc = self._points(resource, points)
+        X = self._points(resource, points, loc)
         # sklearn's own arithmetic, not the compiled form: a point equal to a training
         # point must rank exactly where that training point does.
         with np.errstate(over="ignore", invalid="ignore"):

@@ -480,7 +480,7 @@ def test_predict_and_score_take_and_answer_npy(client: TestClient, X: np.ndarray
     )
     wrong = post(f"{km_url}/predict", None, NPY, output="probabilities")
     assert_problem(wrong, 422, ["query", "output"])
-    assert_problem(post(f"{url}/predict", probe[:, :1]), 422, ["body"])
+    assert_problem(post(f"{url}/predict", probe[:, :1]), 422, ["body", 0])
     junk = client.post(f"{url}/predict", content=b"junk", headers={"Content-Type": NPY})
     assert_problem(junk, 422, ["body"])
     assert_problem(client.post(f"{url}/predict"), 422, ["body"])

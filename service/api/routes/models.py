@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
@@ -161,14 +162,16 @@ ScoreOutput = Annotated[
 _NPY_ANSWER = {200: {"content": NPY_RESPONSE_CONTENT}}
 
 
-async def _points_of(request: Request, body: PointsRequest | None, service: ModelService) -> Any:
+async def _points_of(
+    request: Request, body: PointsRequest | None, service: ModelService
+) -> tuple[Any, list[str]]:
     """JSON ``points``, or the array of an ``application/x-npy`` body (parsed in the
-    threadpool: it may be large)."""
+    threadpool: it may be large), and where errors about them point."""
     if binary_body(request) is not None:
-        return await run_in_threadpool(read_npy_points, request, service.read_npy)
+        return await run_in_threadpool(read_npy_points, request, service.read_npy), ["body"]
     if body is None:
         raise missing_body()
-    return body.points
+    return body.points, ["body", "points"]
 
 
 @router.post(
@@ -191,8 +194,8 @@ async def predict(
 
     The points may be a `.npy` body (`Content-Type: application/x-npy`);
     `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
-    points = await _points_of(http, request, service)
-    result = await _answer(service, model_id, points, service.predict)
+    points, loc = await _points_of(http, request, service)
+    result = await _answer(service, model_id, points, partial(service.predict, loc=loc))
     if wants_npy(http):
         return npy_response(result, output, list(result))
     return NumpyJSONResponse(result)
@@ -218,8 +221,8 @@ async def score_points(
 
     The points may be a `.npy` body (`Content-Type: application/x-npy`);
     `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
-    points = await _points_of(http, request, service)
-    result = await _answer(service, model_id, points, service.score)
+    points, loc = await _points_of(http, request, service)
+    result = await _answer(service, model_id, points, partial(service.score, loc=loc))
     if wants_npy(http):
         return npy_response(result, output, ["log_likelihood", "percentile"])
     return NumpyJSONResponse(result)
