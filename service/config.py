@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )
+    max_upload_bytes: int = Field(
+        1024**3,
+        ge=1024,
+        description=(
+            "Largest .npy or CSV body of POST /v1/datasets, in bytes (JSON bodies there stay "
+            "under max_body_bytes); enforced while the body streams in. The points must "
+            "also fit max_points, max_features and max_values."
+        ),
+    )
     max_points: int = Field(
         2_000_000, ge=1, description="Most rows (samples) in one request's data."
     )
@@ -81,7 +90,9 @@ class Settings(BaseSettings):
             "at any size."
         ),
     )
-    default_page_size: int = Field(50, ge=1, le=1000, description="Models per list page.")
+    default_page_size: int = Field(
+        50, ge=1, le=1000, description="Models (and datasets) per list page."
+    )
 
     # Load shedding and isolation.
     max_concurrent_fits: int = Field(

@@ -240,7 +240,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(selection.router, dependencies=[AuthDep])
     app.include_router(comparisons.router, dependencies=[AuthDep])
     app.include_router(jobs.router, dependencies=[AuthDep])
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        uploads=datasets.UPLOAD_ROUTES,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
-from service.store.local import ARTIFACT, META
+from service.store.base import array_sha256
+from service.store.local import ARTIFACT, DATA, META
 from tests.helpers_server import ServerProcess, start_servers
 
 pytestmark = pytest.mark.slow
@@ -162,13 +164,18 @@ def _all_listed(http: httpx.Client) -> list[str]:
 
 
 def _assert_whole_on_disk(folder: Path) -> None:
-    """Both files there, and the artifact is exactly the bytes its metadata describes."""
-    assert sorted(p.name for p in folder.iterdir()) == sorted([ARTIFACT, META]), folder
+    """Every file there, the artifact exactly the bytes its metadata describes, and the
+    training points (linked from their dataset) exactly the array it names."""
     meta = json.loads((folder / META).read_bytes())
+    expected = [ARTIFACT, META] + ([DATA] if meta.get("points") else [])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(expected), folder
     blob = (folder / ARTIFACT).read_bytes()
     assert meta["id"] == folder.name
     assert meta["artifact"]["bytes"] == len(blob)
     assert meta["artifact"]["sha256"] == hashlib.sha256(blob).hexdigest()
+    if meta.get("points"):
+        points = np.load(folder / DATA, allow_pickle=False)
+        assert array_sha256(points) == meta["points"]["sha256"]
 
 
 def _assert_serves(http: httpx.Client, model_id: str) -> None:

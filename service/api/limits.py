@@ -2,6 +2,10 @@
 
 ``Content-Length`` alone is not enough: a chunked upload has none, so the byte
 count is enforced on the stream itself.
+
+Uploads (``POST /v1/datasets``) may be larger: their route is let through up to
+``GMM_MAX_UPLOAD_BYTES`` here, and holds each media type to its own limit while it
+reads the body (``service.api.binary``).
 """
 
 from __future__ import annotations
@@ -19,23 +23,39 @@ class _TooLarge(HTTPException):
     """Raised from ``receive``: FastAPI re-raises HTTPExceptions from body reads, so the
     app's own handler answers it as problem+json."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, _detail(limit))
+    def __init__(self, limit: int, setting: str) -> None:
+        super().__init__(413, _detail(limit, setting))
 
 
-def _detail(limit: int) -> str:
-    return f"The request body exceeds the limit of {limit} bytes (GMM_MAX_BODY_BYTES)."
+def _detail(limit: int, setting: str) -> str:
+    return f"The request body exceeds the limit of {limit} bytes ({setting})."
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        *,
+        uploads: frozenset[tuple[str, str]] = frozenset(),
+        max_upload_bytes: int = 0,
+    ) -> None:
+        """``uploads`` are the ``(method, path)`` pairs allowed ``max_upload_bytes``."""
         self.app = app
         self.limit = max_body_bytes
+        self.uploads = uploads
+        self.max_upload_bytes = max_upload_bytes
 
-    def _reply(self) -> Any:
+    def _limit_for(self, scope: Scope) -> tuple[int, str]:
+        upload = (scope.get("method", ""), scope.get("path", "")) in self.uploads
+        if upload and self.max_upload_bytes > self.limit:
+            return self.max_upload_bytes, "GMM_MAX_UPLOAD_BYTES"
+        return self.limit, "GMM_MAX_BODY_BYTES"
+
+    def _reply(self, limit: int, setting: str) -> Any:
         return problem(
             413,
-            _detail(self.limit),
+            _detail(limit, setting),
             type_=PROBLEM_BASE + "payload-too-large",
             title="Payload too large",
         )
@@ -44,14 +64,15 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, setting = self._limit_for(scope)
         for key, value in scope.get("headers", []):
             if key == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0
-                if declared > self.limit:
-                    await self._reply()(scope, receive, send)
+                if declared > limit:
+                    await self._reply(limit, setting)(scope, receive, send)
                     return
         seen = 0
         started = False
@@ -61,8 +82,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge(self.limit)
+                if seen > limit:
+                    raise _TooLarge(limit, setting)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -75,4 +96,4 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._reply()(scope, receive, send)
+                await self._reply(limit, setting)(scope, receive, send)

@@ -6,7 +6,7 @@ samples is refused from its spec, not after numpy ran out of memory.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +14,7 @@ from sklearn import datasets
 
 from service.domain.limits import Limits
 from service.domain.warnings_capture import capture_warnings
-from service.errors import InvalidInput, Loc, PayloadTooLarge
+from service.errors import InvalidInput, Loc, NotFound, PayloadTooLarge
 from service.schemas.data import (
     BlobsSpec,
     CirclesSpec,
@@ -27,11 +27,16 @@ from service.schemas.data import (
 
 @dataclass
 class Dataset:
-    """Points ``X`` (n_samples, n_features) and, for generated data, true labels ``y``."""
+    """Points ``X`` (n_samples, n_features) and, for generated data, true labels ``y``.
+
+    ``dataset_id`` names the stored dataset ``X`` was read from (a read-only memory
+    map), so that a model fitted on it refers to it instead of storing it again.
+    """
 
     X: np.ndarray
     y: np.ndarray | None = None
     warnings: list[dict[str, str]] = field(default_factory=list)
+    dataset_id: str | None = None
 
 
 def check_size(n_samples: int, n_features: int, limits: Limits, loc: Loc) -> None:
@@ -235,9 +240,33 @@ def generate(spec: GeneratorSpec, limits: Limits, loc: Loc) -> Dataset:
     return dataset
 
 
-def resolve(data: DataSpec, limits: Limits, loc: Loc = ("body", "data")) -> Dataset:
-    """The array a request's ``data`` stands for (and true labels when generated)."""
+def resolve(
+    data: DataSpec,
+    limits: Limits,
+    loc: Loc = ("body", "data"),
+    load_dataset: Callable[[str], np.ndarray] | None = None,
+) -> Dataset:
+    """The array a request's ``data`` stands for (and true labels when generated).
+
+    ``load_dataset`` reads a stored dataset by id (``NotFound`` when there is none).
+    """
     if data.points is not None:
         return Dataset(points_to_array(data.points, limits, [*loc, "points"]))
+    if data.dataset_id is not None:
+        where = [*loc, "dataset_id"]
+        if load_dataset is None:
+            raise InvalidInput.at(where, "stored datasets are not available here.")
+        try:
+            X = load_dataset(data.dataset_id)
+        except NotFound:
+            raise InvalidInput.at(
+                where,
+                f"no dataset with id {data.dataset_id!r}; upload it with POST /v1/datasets "
+                "(GET /v1/datasets lists the stored ones).",
+                "unknown_dataset",
+            ) from None
+        # Stored under other limits, perhaps: each request is held to today's.
+        check_size(X.shape[0], X.shape[1], limits, where)
+        return Dataset(X, dataset_id=data.dataset_id)
     assert data.generator is not None
     return generate(data.generator, limits, [*loc, "generator"])

@@ -3,9 +3,11 @@
 Routes call one function each; the functions return plain dicts (with numpy arrays
 inside, serialised once by the response layer) and raise ``ServiceError``s.
 
-A stored model is a *bundle*: the fitted estimator plus its training points, their
-labels and their sorted log-likelihoods, so that plots and outlier percentiles need
-nothing but the model id.
+A stored model is a *bundle*: the fitted estimator, the id of its training dataset,
+the points' labels and their sorted log-likelihoods, so that plots and outlier
+percentiles need nothing but the model id. The training points themselves are a
+content-addressed dataset the model holds a reference to (bundles stored before that
+carry the points as ``X`` and still load).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import joblib
 import numpy as np
@@ -26,6 +28,7 @@ import sklearn
 from service import __version__
 from service.domain import cost, estimators, matching
 from service.domain import data as data_mod
+from service.domain import datasets as datasets_mod
 from service.domain.compiled import CompiledKMeans, CompiledMixture, compile_estimator
 from service.domain.executor import FitRunner, FitSlots, InlineFitRunner
 from service.domain.jobs import JobContext, JobManager, owner_alive, public
@@ -34,6 +37,7 @@ from service.domain.progress import FitProgress, progress_plan
 from service.errors import (
     FitFailed,
     InvalidInput,
+    Loc,
     NotFound,
     PayloadTooLarge,
     UnsupportedOperation,
@@ -226,7 +230,63 @@ class ModelService:
         return data_mod.generate(spec, self.limits, ["body"])
 
     def resolve(self, data: DataSpec, loc: tuple[str, ...] = ("body", "data")) -> data_mod.Dataset:
-        return data_mod.resolve(data, self.limits, loc)
+        return data_mod.resolve(data, self.limits, loc, self._store.load_dataset)
+
+    # -- datasets -----------------------------------------------------------------
+    @staticmethod
+    def _dataset_resource(meta: dict[str, Any]) -> dict[str, Any]:
+        n_samples, n_features = meta["shape"]
+        return {
+            "id": meta["id"],
+            "name": meta.get("name"),
+            "n_samples": n_samples,
+            "n_features": n_features,
+            "dtype": meta["dtype"],
+            "sha256": meta["id"],
+            "created_at": meta["created_at"],
+        }
+
+    def create_dataset(
+        self, X: np.ndarray, *, name: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Store ``X`` (n_samples, n_features) as float64 unless the same array is
+        stored already; answers the dataset resource and whether it is new. A repeat
+        keeps the first upload's ``name`` and ``created_at``."""
+        X = datasets_mod.to_float64(X)
+        datasets_mod.require_finite(X)
+        meta, created = self._store.put_dataset(
+            X, {"name": name, "created_at": _now(), "versions": _versions()}
+        )
+        return self._dataset_resource(meta), created
+
+    def upload_dataset(
+        self, media_type: str, body: BinaryIO, *, csv_header: bool | None = None, name: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """A ``.npy`` or CSV body (a file object) parsed and stored: see ``create_dataset``."""
+        if media_type == datasets_mod.NPY_MEDIA_TYPE:
+            X = datasets_mod.read_npy(body, self.limits)
+        else:
+            X = datasets_mod.read_csv(body, self.limits, header=csv_header)
+        return self.create_dataset(X, name=name)
+
+    def dataset_from_spec(self, data: DataSpec, *, name: str | None) -> tuple[dict[str, Any], bool]:
+        """JSON ``points`` or a ``generator`` stored as a dataset (labels are not kept)."""
+        return self.create_dataset(self.resolve(data, ("body",)).X, name=name)
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._dataset_resource(self._store.get_dataset_metadata(dataset_id))
+
+    def list_datasets(self, *, limit: int, cursor: str | None) -> dict[str, Any]:
+        items, next_cursor = self._store.list_datasets(limit=limit, cursor=cursor)
+        return {
+            "items": [self._dataset_resource(m) for m in items],
+            "next_cursor": next_cursor,
+            "total": self._store.count_datasets(),
+        }
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Models fitted on the dataset keep their own reference and keep working."""
+        self._store.delete_dataset(dataset_id)
 
     # -- models -------------------------------------------------------------------
     def create_model(
@@ -493,22 +553,37 @@ class ModelService:
                 np.array([c.cov for c in generator.components], dtype=np.float64),
                 dataset.y,
             )
-        resource = self.save_model(
-            algorithm=algorithm,
-            params=params,
-            name=name,
-            n_samples=int(n_samples),
-            n_features=int(n_features),
-            fit_seconds=fitted.fit_seconds,
-            warnings=dataset.warnings + fitted.warnings,
-            attributes=attributes,
-            bundle={
-                "estimator": est,
-                "X": dataset.X,
-                "labels": np.asarray(arrays["labels"]),
-                "train_log_likelihood": np.sort(train_ll) if train_ll is not None else None,
-            },
-        )
+        bundle = {
+            "estimator": est,
+            "dataset_id": None,
+            "labels": np.asarray(arrays["labels"]),
+            "train_log_likelihood": np.sort(train_ll) if train_ll is not None else None,
+        }
+        dataset_id = dataset.dataset_id
+        for attempt in (1, 2):
+            if dataset_id is None:
+                dataset_id = self.create_dataset(dataset.X)[0]["id"]
+            bundle["dataset_id"] = dataset_id
+            try:
+                resource = self.save_model(
+                    algorithm=algorithm,
+                    params=params,
+                    name=name,
+                    n_samples=int(n_samples),
+                    n_features=int(n_features),
+                    fit_seconds=fitted.fit_seconds,
+                    warnings=dataset.warnings + fitted.warnings,
+                    attributes=attributes,
+                    bundle=bundle,
+                    dataset_id=dataset_id,
+                )
+                break
+            except NotFound:
+                # The dataset was deleted while this fit ran: store the points again
+                # (the same id, by content) and link the model to them.
+                if attempt == 2:
+                    raise
+                dataset_id = None
         return resource, {k: v for k, v in arrays.items() if k in wanted}
 
     def save_model(
@@ -525,6 +600,7 @@ class ModelService:
         bundle: dict[str, Any],
         imported: bool = False,
         imported_from: dict[str, Any] | None = None,
+        dataset_id: str | None = None,
     ) -> dict[str, Any]:
         """Give a model its id and creation time, store it, and answer its resource.
 
@@ -532,8 +608,10 @@ class ModelService:
         so that every resource has the same fields in the same order and every metadata
         file records the library versions. ``attributes`` are the fitted attributes
         (``estimators.describe``) and anything else the resource shows; ``bundle`` holds
-        the estimator and, for a fitted model, its training ``X``, ``labels`` and sorted
-        ``train_log_likelihood`` (None each for an import).
+        the estimator and, for a fitted model, its training ``dataset_id``, ``labels``
+        and sorted ``train_log_likelihood`` (None each for an import). ``dataset_id``
+        names the stored dataset of the training points: the store gives the model its
+        own reference to them (``NotFound`` when the dataset is gone).
         """
         resource: dict[str, Any] = {
             "id": new_model_id(),
@@ -546,13 +624,14 @@ class ModelService:
             "fit_seconds": fit_seconds,
             "warnings": warnings,
             "imported": imported,
+            "dataset_id": dataset_id,
             **attributes,
         }
         resource = jsonable(resource)
         metadata: dict[str, Any] = {"resource": resource, "versions": _versions()}
         if imported_from is not None:
             metadata["imported_from"] = imported_from
-        self._store.put(resource["id"], bundle, metadata)
+        self._store.put(resource["id"], bundle, metadata, dataset_id=dataset_id)
         return resource
 
     def _alignment_reference(
@@ -590,9 +669,18 @@ class ModelService:
         return resource
 
     def load_bundle(self, model_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The resource and the stored bundle (estimator, training X, labels...)."""
+        """The resource and the stored bundle (estimator, training X, labels...).
+
+        ``X`` is a read-only memory map of the training dataset the model refers to,
+        or the array pickled into bundles stored before datasets existed, or None
+        (imports).
+        """
         loaded = self._loaded(model_id)
-        return loaded.resource, loaded.bundle
+        bundle = loaded.bundle
+        if "X" not in bundle:
+            points = self._store.load_points(model_id) if bundle.get("dataset_id") else None
+            bundle = {**bundle, "X": points}  # the cached bundle stays as stored
+        return loaded.resource, bundle
 
     def _loaded(self, model_id: str) -> _Loaded:
         """A model as prediction uses it, from this worker's cache when it can be.
@@ -659,19 +747,31 @@ class ModelService:
         }
 
     # -- using a model ------------------------------------------------------------
-    def _points(self, resource: dict[str, Any], points: list[list[float]]) -> np.ndarray:
-        return data_mod.points_to_array(
-            points, self.limits, ["body", "points"], width=resource["n_features"]
-        )
+    def _points(
+        self, resource: dict[str, Any], points: list[list[float]] | np.ndarray, loc: Loc
+    ) -> np.ndarray:
+        """The points as float64, as wide as the model; errors name ``loc`` (JSON
+        ``["body", "points"]``, or ``["body"]`` for a whole ``.npy`` body)."""
+        return data_mod.points_to_array(points, self.limits, loc, width=resource["n_features"])
 
-    def predict(self, model_id: str, points: list[list[float]]) -> dict[str, Any]:
+    def read_npy(self, body: BinaryIO) -> np.ndarray:
+        """A ``.npy`` body of points, under the same limits as JSON points."""
+        return datasets_mod.read_npy(body, self.limits)
+
+    def predict(
+        self,
+        model_id: str,
+        points: list[list[float]] | np.ndarray,
+        *,
+        loc: Loc = ("body", "points"),
+    ) -> dict[str, Any]:
         loaded = self._loaded(model_id)
-        X = self._points(loaded.resource, points)
+        X = self._points(loaded.resource, points, loc)
         fields = estimators.per_point_fields(loaded.resource["algorithm"])
         # Overflow is reported per row below, not as numpy's RuntimeWarning.
         with np.errstate(over="ignore", invalid="ignore"):
             result = loaded.compiled.evaluate(X, fields)
-        _require_finite(result, ["body", "points"])
+        _require_finite(result, loc)
         return result
 
     def _require_mixture(self, resource: dict[str, Any], what: str) -> None:
@@ -680,16 +780,22 @@ class ModelService:
                 f"{what} needs a mixture model; model {resource['id']} is {resource['algorithm']}."
             )
 
-    def score(self, model_id: str, points: list[list[float]]) -> dict[str, Any]:
+    def score(
+        self,
+        model_id: str,
+        points: list[list[float]] | np.ndarray,
+        *,
+        loc: Loc = ("body", "points"),
+    ) -> dict[str, Any]:
         loaded = self._loaded(model_id)
         resource, bundle = loaded.resource, loaded.bundle
         self._require_mixture(resource, "Scoring")
-        X = self._points(resource, points)
+        X = self._points(resource, points, loc)
         # sklearn's own arithmetic, not the compiled form: a point equal to a training
         # point must rank exactly where that training point does.
         with np.errstate(over="ignore", invalid="ignore"):
             ll = estimators.log_likelihood_of(bundle["estimator"], X)
-        _require_finite({"log_likelihood": ll}, ["body", "points"])
+        _require_finite({"log_likelihood": ll}, loc)
         train = bundle.get("train_log_likelihood")
         percentile = (
             100.0 * np.searchsorted(train, ll, side="right") / len(train)

@@ -16,6 +16,7 @@ from service.schemas.common import (
     StrictModel,
 )
 from service.schemas.examples import SEED_GENERATED
+from service.store.base import DATASET_ID_PATTERN
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 NonNegativeFloat = Annotated[FiniteFloat, Field(ge=0)]
@@ -90,19 +91,75 @@ GeneratorSpec = Annotated[
 GENERATOR_KINDS = ("blobs", "gaussian_mixture", "moons", "circles")
 
 
+DatasetIdStr = Annotated[
+    str,
+    Field(
+        pattern=DATASET_ID_PATTERN,
+        description="A stored dataset's id (`POST /v1/datasets`): the sha256 of its points.",
+        examples=["9f2c0c7d1a6b43e5c1c2b9d0e4f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0"],
+    ),
+]
+
+
 class DataSpec(StrictModel):
-    """Exactly one of ``points`` or ``generator``."""
+    """Exactly one of ``points``, ``generator`` or ``dataset_id``."""
 
     points: Points | None = Field(
         None, description="Rows of finite numbers, every row the same length."
     )
     generator: GeneratorSpec | None = None
+    dataset_id: DatasetIdStr | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DataSpec:
+        given = [self.points, self.generator, self.dataset_id]
+        if sum(v is not None for v in given) != 1:
+            raise ValueError("give exactly one of 'points', 'generator' or 'dataset_id'")
+        return self
+
+
+class DatasetCreate(StrictModel):
+    """The JSON body of ``POST /v1/datasets``: exactly one of ``points`` or ``generator``."""
+
+    points: Matrix | None = Field(
+        None, description="Rows of finite numbers, every row the same length."
+    )
+    generator: GeneratorSpec | None = None
+    name: (
+        Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] | None
+    ) = Field(None, description="A free label for people; not unique, not part of the id.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DatasetCreate:
         if (self.points is None) == (self.generator is None):
             raise ValueError("give exactly one of 'points' or 'generator'")
         return self
+
+
+class DatasetResource(StrictModel):
+    """A stored dataset: float64 points, addressed by the sha256 of their content."""
+
+    id: str = Field(description="The sha256 of the points (see `sha256`).")
+    name: str | None = None
+    n_samples: int
+    n_features: int
+    dtype: Literal["float64"] = Field(description="Every dataset is stored as float64.")
+    sha256: str = Field(
+        description=(
+            "sha256 of the shape as two little-endian uint64 followed by the values as "
+            "C-ordered little-endian float64: `hashlib.sha256(np.array(X.shape, "
+            "'<u8').tobytes() + np.ascontiguousarray(X, '<f8').tobytes())`."
+        )
+    )
+    created_at: str = Field(description="ISO 8601, UTC.")
+
+
+class DatasetList(StrictModel):
+    items: list[DatasetResource]
+    next_cursor: str | None = Field(
+        None, description="Pass as `cursor` for the next page; null on the last page."
+    )
+    total: int
 
 
 class GeneratedData(StrictModel):

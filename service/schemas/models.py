@@ -175,6 +175,14 @@ class _ModelBase(BaseModel):
     recovery: Recovery | None = None
     alignment: Alignment | None = None
     imported: bool = False
+    dataset_id: str | None = Field(
+        None,
+        description=(
+            "The stored dataset of the training points (`GET /v1/datasets/{id}`); null "
+            "for an imported model. The model keeps its own reference to the points, so "
+            "it keeps working when the dataset is deleted."
+        ),
+    )
 
 
 class _MixtureModel(_ModelBase):

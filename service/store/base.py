@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import threading
 import time
 from typing import Any, Protocol
+
+import numpy as np
 
 from service.errors import NotFound
 
@@ -53,11 +56,58 @@ def check_id(model_id: str) -> str:
     return model_id
 
 
+#: A dataset's id is the sha256 of its canonical bytes (``array_sha256``): the same
+#: array uploaded twice is one dataset.
+DATASET_ID_PATTERN = r"^[0-9a-f]{64}$"
+_DATASET_ID_RE = re.compile(DATASET_ID_PATTERN)
+#: Datasets list newest first; a cursor is the creation time (ms, 12 hex) and the id.
+DATASET_CURSOR_PATTERN = r"^[0-9a-f]{76}$"
+
+_FLOAT64_LE = np.dtype("<f8")
+
+
+def array_sha256(X: np.ndarray) -> str:
+    """sha256 of the canonical bytes of a 2-D array: its shape as two little-endian
+    uint64, then its values as C-ordered little-endian float64. (2, 3) and (3, 2)
+    views of the same values differ; the same values uploaded as int32, float32 or
+    CSV hash alike once converted to float64.
+    """
+    if X.ndim != 2:
+        raise ValueError(f"datasets are 2-D; got shape {X.shape}")
+    digest = hashlib.sha256(np.asarray(X.shape, dtype="<u8").tobytes())
+    data = np.ascontiguousarray(X, dtype=_FLOAT64_LE)
+    digest.update(memoryview(data).cast("B"))
+    return digest.hexdigest()
+
+
+def check_dataset_id(dataset_id: str) -> str:
+    """Refuse anything that is not exactly a dataset id before it becomes a path."""
+    if not isinstance(dataset_id, str) or not _DATASET_ID_RE.fullmatch(dataset_id):
+        raise NotFound(f"No dataset with id {dataset_id!r}.")
+    return dataset_id
+
+
 class ModelStore(Protocol):
     """Persistent models: a pickled estimator plus JSON metadata that listing reads alone."""
 
-    def put(self, model_id: str, estimator: Any, metadata: dict[str, Any]) -> dict[str, Any]:
-        """Store atomically; returns the metadata as stored (with artifact checksums)."""
+    def put(
+        self,
+        model_id: str,
+        estimator: Any,
+        metadata: dict[str, Any],
+        *,
+        dataset_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Store atomically; returns the metadata as stored (with artifact checksums).
+
+        With ``dataset_id`` the model keeps its own reference to that stored dataset's
+        points (``load_points``), which then outlives a delete of the dataset;
+        ``NotFound`` when the dataset is not stored (anymore).
+        """
+        ...
+
+    def load_points(self, model_id: str) -> np.ndarray | None:
+        """The training points a model was stored with (read-only, verified), or None."""
         ...
 
     def get_metadata(self, model_id: str) -> dict[str, Any]: ...
@@ -83,6 +133,28 @@ class ModelStore(Protocol):
     def check_writable(self) -> None:
         """Raise ``StoreUnavailable`` unless a write round-trip succeeds."""
         ...
+
+    # -- datasets: content-addressed float64 arrays --------------------------------
+    def put_dataset(self, X: np.ndarray, metadata: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Store ``X`` (float64, 2-D) under its ``array_sha256`` unless it is stored
+        already; returns the stored metadata and whether this call created it."""
+        ...
+
+    def get_dataset_metadata(self, dataset_id: str) -> dict[str, Any]: ...
+
+    def load_dataset(self, dataset_id: str) -> np.ndarray:
+        """A read-only memory map of the points, verified against the id."""
+        ...
+
+    def list_datasets(
+        self, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of dataset metadata, newest first, and the next page's cursor."""
+        ...
+
+    def count_datasets(self) -> int: ...
+
+    def delete_dataset(self, dataset_id: str) -> None: ...
 
     # -- jobs (the job resources of long work; ``service.domain.jobs.JobStore``) -----
     def put_job(self, job: dict[str, Any]) -> None:

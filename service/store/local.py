@@ -5,6 +5,9 @@ Layout under ``root``::
     secret.key                 # 0600, generated once when GMM_SECRET_KEY is unset
     models/<id>/model.joblib   # the pickled estimator
     models/<id>/meta.json      # resource metadata, checksums and HMAC signature
+    models/<id>/data.npy       # hard link to the training dataset's data.npy
+    datasets/<sha256>/data.npy # float64, C order: read back as a read-only memory map
+    datasets/<sha256>/meta.json
     jobs/<id>.json             # job resources of long work (written whole, by rename)
     tmp/                       # folders being written or deleted
 
@@ -13,6 +16,12 @@ renamed to ``models/<id>`` in one atomic step: a crash leaves either the whole m
 or nothing visible. A delete renames the folder back into ``tmp/`` before removing
 it, so it vanishes for every process at once. Leftovers of dead processes in
 ``tmp/`` are removed at start.
+
+Datasets are content-addressed: the folder name is the sha256 of the array's canonical
+bytes (``array_sha256``), so two uploads of one array race to the same rename and one
+copy is kept. A model keeps its own hard link to its training points: deleting the
+dataset frees nothing a model still uses, and the bytes go with the last holder
+(a file system without hard links gets a copy instead).
 """
 
 from __future__ import annotations
@@ -28,19 +37,26 @@ import os
 import secrets
 import shutil
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 
 from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
-from service.store.base import check_id, check_job_id
+from service.store.base import array_sha256, check_dataset_id, check_id, check_job_id
 
 log = logging.getLogger("service.errors")
 
 ARTIFACT = "model.joblib"
 META = "meta.json"
+DATA = "data.npy"
+NPY_MAGIC = b"\x93NUMPY"
+#: Files whose content hash was checked, by (device, inode, size, mtime): a dataset of
+#: a gigabyte is hashed once per process, not on every fit or plot.
+_VERIFIED_CACHE = 4096
 
 
 def _fsync_dir(path: Path) -> None:
@@ -119,8 +135,10 @@ class LocalModelStore:
     def __init__(self, root: Path, *, secret_key: str | None = None, cache_size: int = 64):
         self.root = Path(root)
         self.models_dir = self.root / "models"
+        self.datasets_dir = self.root / "datasets"
         self.tmp_dir = self.root / "tmp"
         self.models_dir.mkdir(parents=True, exist_ok=True)
+        self.datasets_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.jobs_dir = self.root / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -128,6 +146,7 @@ class LocalModelStore:
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._verified: OrderedDict[tuple[int, int, int, int, str], None] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
         self.cleanup()
@@ -163,8 +182,16 @@ class LocalModelStore:
         return self.models_dir / check_id(model_id)
 
     # -- writes -------------------------------------------------------------------
-    def put(self, model_id: str, estimator: Any, metadata: dict[str, Any]) -> dict[str, Any]:
+    def put(
+        self,
+        model_id: str,
+        estimator: Any,
+        metadata: dict[str, Any],
+        *,
+        dataset_id: str | None = None,
+    ) -> dict[str, Any]:
         final = self._model_dir(model_id)
+        points_src: Path | None = None
         buf = io.BytesIO()
         joblib.dump(estimator, buf)
         blob = buf.getvalue()
@@ -177,11 +204,17 @@ class LocalModelStore:
             "sha256": digest,
             "signature": self._sign(f"{model_id}\n{digest}".encode()),
         }
+        if dataset_id is not None:
+            dataset = self._read_dataset_meta(dataset_id)  # NotFound when it is gone
+            points_src = self._dataset_dir(dataset_id) / DATA
+            meta["points"] = {"file": DATA, "sha256": dataset_id, "shape": dataset["shape"]}
         meta.pop("signature", None)
         meta["signature"] = self._sign(canonical_json(meta))
         tmp = self._tmp_path()
         try:
             tmp.mkdir()
+            if points_src is not None:
+                self._link_points(points_src, tmp / DATA, dataset_id or "")
             _write_file(tmp / ARTIFACT, blob)
             _write_file(tmp / META, canonical_json(meta))
             _fsync_dir(tmp)
@@ -193,6 +226,19 @@ class LocalModelStore:
                 raise StoreUnavailable(f"Model id {model_id} already exists.") from exc
             raise StoreUnavailable(f"Could not write the model: {exc.strerror}.") from exc
         return meta
+
+    def _link_points(self, src: Path, dst: Path, dataset_id: str) -> None:
+        """The model's own reference to the dataset's bytes: a hard link (no copy), or
+        a copy where the file system has no hard links."""
+        try:
+            os.link(src, dst)
+        except FileNotFoundError:
+            shutil.rmtree(dst.parent, ignore_errors=True)
+            raise NotFound(f"No dataset with id {dataset_id!r}.") from None
+        except OSError:
+            shutil.copyfile(src, dst)
+            with open(dst, "rb") as fh:
+                os.fsync(fh.fileno())
 
     def delete(self, model_id: str) -> None:
         src = self._model_dir(model_id)
@@ -223,15 +269,15 @@ class LocalModelStore:
             raise StoreUnavailable(f"The model store is not writable: {exc.strerror}.") from exc
 
     # -- reads --------------------------------------------------------------------
-    def _read_meta(self, model_id: str) -> dict[str, Any]:
-        path = self._model_dir(model_id) / META
+    def _read_signed(self, folder: Path, kind: str, item_id: str) -> dict[str, Any]:
+        """A folder's ``meta.json``, verified against its signature and its id."""
         try:
-            raw = path.read_bytes()
+            raw = (folder / META).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"No model with id {model_id!r}.") from None
-        except IsADirectoryError:  # a damaged folder, not a missing model
+            raise NotFound(f"No {kind} with id {item_id!r}.") from None
+        except IsADirectoryError:  # a damaged folder, not a missing item
             raise ArtifactIntegrityError(
-                f"The metadata of model {model_id} is not a file."
+                f"The metadata of {kind} {item_id} is not a file."
             ) from None
         try:
             meta = json.loads(raw)
@@ -242,15 +288,18 @@ class LocalModelStore:
             signed = canonical_json(meta)  # only our canonical form was signed: never NaN
         except (ValueError, KeyError, AttributeError, TypeError, RecursionError):
             raise ArtifactIntegrityError(
-                f"The metadata of model {model_id} is unreadable or unsigned."
+                f"The metadata of {kind} {item_id} is unreadable or unsigned."
             ) from None
         if not hmac.compare_digest(given, self._sign(signed).encode()):
             raise ArtifactIntegrityError(
-                f"The metadata of model {model_id} does not match its signature."
+                f"The metadata of {kind} {item_id} does not match its signature."
             )
-        if meta.get("id") != model_id:
-            raise ArtifactIntegrityError(f"The metadata stored for {model_id} is another model's.")
+        if meta.get("id") != item_id:
+            raise ArtifactIntegrityError(f"The metadata stored for {item_id} is another {kind}'s.")
         return meta
+
+    def _read_meta(self, model_id: str) -> dict[str, Any]:
+        return self._read_signed(self._model_dir(model_id), "model", model_id)
 
     def get_metadata(self, model_id: str) -> dict[str, Any]:
         return self._read_meta(model_id)
@@ -330,6 +379,160 @@ class LocalModelStore:
             with contextlib.suppress(OSError):
                 total += (self.models_dir / model_id / ARTIFACT).stat().st_size
         return total
+
+    # -- points shared by datasets and models --------------------------------------
+    def _open_points(self, path: Path, sha256: str, shape: list[int], what: str) -> np.ndarray:
+        """A read-only memory map of a stored ``data.npy``, checked against the hash its
+        signed metadata names (once per file and process: see ``_VERIFIED_CACHE``).
+
+        Never unpickles: the magic is checked first and ``allow_pickle=False``.
+        """
+        try:
+            st = os.stat(path)
+            with open(path, "rb") as fh:
+                magic = fh.read(len(NPY_MAGIC))
+        except FileNotFoundError:
+            raise NotFound(f"No {what}.") from None
+        except OSError as exc:
+            raise ArtifactIntegrityError(f"The points of {what} are unreadable: {exc}.") from None
+        if magic != NPY_MAGIC:
+            raise ArtifactIntegrityError(f"The points of {what} are not a .npy file.")
+        try:
+            X = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ArtifactIntegrityError(f"The points of {what} are unreadable: {exc}.") from None
+        if (
+            not isinstance(X, np.memmap)
+            or X.dtype != np.dtype("<f8")
+            or list(X.shape) != list(shape)
+            or not X.flags.c_contiguous
+        ):
+            raise ArtifactIntegrityError(f"The points of {what} are not the array stored.")
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, sha256)
+        with self._lock:
+            known = key in self._verified
+        if not known:
+            if array_sha256(X) != sha256:
+                raise ArtifactIntegrityError(
+                    f"The points of {what} failed their integrity check and were not used."
+                )
+            with self._lock:
+                self._verified[key] = None
+                while len(self._verified) > _VERIFIED_CACHE:
+                    self._verified.popitem(last=False)
+        return X
+
+    def load_points(self, model_id: str) -> np.ndarray | None:
+        points = self._read_meta(model_id).get("points")
+        if not points:
+            return None
+        return self._open_points(
+            self._model_dir(model_id) / DATA,
+            points["sha256"],
+            points["shape"],
+            f"the training points of model {model_id}",
+        )
+
+    # -- datasets ---------------------------------------------------------------------
+    def _dataset_dir(self, dataset_id: str) -> Path:
+        return self.datasets_dir / check_dataset_id(dataset_id)
+
+    def _read_dataset_meta(self, dataset_id: str) -> dict[str, Any]:
+        return self._read_signed(self._dataset_dir(dataset_id), "dataset", dataset_id)
+
+    def put_dataset(self, X: np.ndarray, metadata: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        X = np.ascontiguousarray(X, dtype=np.dtype("<f8"))
+        dataset_id = array_sha256(X)
+        final = self._dataset_dir(dataset_id)
+        with contextlib.suppress(NotFound):
+            return self._read_dataset_meta(dataset_id), False
+        meta = dict(metadata)
+        meta.pop("signature", None)
+        meta.update(
+            id=dataset_id,
+            shape=[int(n) for n in X.shape],
+            dtype="float64",
+            file=DATA,
+            created_ns=time.time_ns(),
+        )
+        meta["signature"] = self._sign(canonical_json(meta))
+        tmp = self._tmp_path()
+        try:
+            tmp.mkdir()
+            with open(tmp / DATA, "wb") as fh:
+                np.lib.format.write_array(fh, X, version=(1, 0), allow_pickle=False)
+                fh.flush()
+                os.fsync(fh.fileno())
+            _write_file(tmp / META, canonical_json(meta))
+            _fsync_dir(tmp)
+            os.rename(tmp, final)  # atomic; of two racing uploads, one rename wins
+            _fsync_dir(self.datasets_dir)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return self._read_dataset_meta(dataset_id), False  # the same array won
+            raise StoreUnavailable(f"Could not write the dataset: {exc.strerror}.") from exc
+        with self._lock:  # written and hashed just now
+            st = os.stat(final / DATA)
+            self._verified[(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, dataset_id)] = None
+        return meta, True
+
+    def get_dataset_metadata(self, dataset_id: str) -> dict[str, Any]:
+        return self._read_dataset_meta(dataset_id)
+
+    def load_dataset(self, dataset_id: str) -> np.ndarray:
+        meta = self._read_dataset_meta(dataset_id)
+        return self._open_points(
+            self._dataset_dir(dataset_id) / DATA, dataset_id, meta["shape"], f"dataset {dataset_id}"
+        )
+
+    def _dataset_ids(self) -> list[str]:
+        ids = []
+        for entry in os.scandir(self.datasets_dir):
+            with contextlib.suppress(NotFound):
+                if entry.is_dir():
+                    ids.append(check_dataset_id(entry.name))
+        return ids
+
+    def list_datasets(
+        self, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first. Content-addressed ids do not sort by time, so every metadata
+        file is read (small, and never the arrays) and sorted by creation time."""
+        keyed: list[tuple[str, dict[str, Any]]] = []
+        for dataset_id in self._dataset_ids():
+            try:
+                meta = self._read_dataset_meta(dataset_id)
+            except NotFound:  # deleted between the scan and the read
+                continue
+            except ArtifactIntegrityError as exc:
+                log.error("listing skipped a damaged dataset: %s", exc.detail)
+                continue
+            ms = int(meta.get("created_ns", 0)) // 1_000_000
+            keyed.append((f"{ms:012x}{dataset_id}", meta))
+        keyed.sort(key=lambda item: item[0], reverse=True)
+        if cursor is not None:
+            keyed = [item for item in keyed if item[0] < cursor]
+        page = keyed[:limit]
+        next_cursor = page[-1][0] if len(keyed) > limit else None
+        return [meta for _, meta in page], next_cursor
+
+    def count_datasets(self) -> int:
+        return len(self._dataset_ids())
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Models fitted on it keep their own link to the points and keep working."""
+        src = self._dataset_dir(dataset_id)
+        trash = self._tmp_path()
+        try:
+            os.rename(src, trash)  # atomic: gone for every process from here on
+        except FileNotFoundError:
+            raise NotFound(f"No dataset with id {dataset_id!r}.") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"Could not delete the dataset: {exc.strerror}.") from exc
+        shutil.rmtree(trash, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            _fsync_dir(self.datasets_dir)
 
     # -- jobs ---------------------------------------------------------------------
     # A job is one small JSON file, rewritten whole at every change: written to tmp/

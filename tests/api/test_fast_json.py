@@ -213,7 +213,7 @@ def test_other_lists_are_left_alone() -> None:
 def test_requests_holding_arrays_dump_as_lists() -> None:
     spec = DataSpec.model_validate(decode_json(b'{"points": [[1, 2.5], [3, 4]]}'))
     assert isinstance(spec.points, np.ndarray)
-    expected = {"points": [[1.0, 2.5], [3.0, 4.0]], "generator": None}
+    expected = {"points": [[1.0, 2.5], [3.0, 4.0]], "generator": None, "dataset_id": None}
     assert spec.model_dump() == expected
     assert spec.model_dump(mode="json") == expected
     assert orjson.loads(spec.model_dump_json()) == expected

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from service.api.binary import (
+    NPY,
+    NPY_RESPONSE_CONTENT,
+    BinaryBodyRoute,
+    accepts,
+    binary_body,
+    binary_request_doc,
+    missing_body,
+    npy_response,
+    read_npy_points,
+    wants_npy,
+)
 from service.api.deps import MetricsDep, ModelId, ServiceDep, SettingsDep
 from service.api.problems import responses
 from service.api.responses import MODEL_CREATED_DOC, NumpyJSONResponse, model_created
 from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
-from service.api.routing import FastJSONRoute
 from service.domain.service import ModelService
 from service.errors import Busy, ServiceError
 from service.schemas.models import (
@@ -29,7 +41,7 @@ from service.schemas.models import (
 )
 from service.store.base import MODEL_ID_PATTERN
 
-router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FastJSONRoute)
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=BinaryBodyRoute)
 
 #: Requests with at most this many points, on a model already in memory, are answered
 #: on the event loop: their arithmetic takes microseconds, less than a thread hop.
@@ -39,14 +51,15 @@ INLINE_POINTS = 256
 async def _answer(
     service: ModelService,
     model_id: str,
-    request: PointsRequest,
+    points: Any,
     use: Callable[[str, Any], dict[str, Any]],
 ) -> dict[str, Any]:
     """``use(model_id, points)`` inline when it is cheap, else in the threadpool (a
-    first load reads and verifies the artifact; a large batch is real work)."""
-    if len(request.points) <= INLINE_POINTS and service.is_cached(model_id):
-        return use(model_id, request.points)
-    return await run_in_threadpool(use, model_id, request.points)
+    first load reads and verifies the artifact; a large batch is real work).
+    ``points`` are JSON rows or the array of a ``.npy`` body."""
+    if len(points) <= INLINE_POINTS and service.is_cached(model_id):
+        return use(model_id, points)
+    return await run_in_threadpool(use, model_id, points)
 
 
 @router.post(
@@ -61,7 +74,7 @@ async def _answer(
     },
 )
 def create_model(
-    request: Annotated[FitRequest, Body(openapi_examples=FIT_EXAMPLES)],  # type: ignore[arg-type]
+    request: Annotated[FitRequest, Body(openapi_examples=FIT_EXAMPLES)],
     service: ServiceDep,
     metrics: MetricsDep,
 ) -> Response:
@@ -148,28 +161,82 @@ def delete_model(model_id: ModelId, service: ServiceDep) -> Response:
     return Response(status_code=204)
 
 
+#: ``?output=``: which array an ``Accept: application/x-npy`` answer holds.
+PredictOutput = Annotated[
+    Literal["labels", "probabilities", "distances"],
+    Query(description="With `Accept: application/x-npy`: the one array to answer."),
+]
+ScoreOutput = Annotated[
+    Literal["log_likelihood", "percentile"],
+    Query(description="With `Accept: application/x-npy`: the one array to answer."),
+]
+_NPY_ANSWER = {200: {"content": NPY_RESPONSE_CONTENT}}
+
+
+async def _points_of(
+    request: Request, body: PointsRequest | None, service: ModelService
+) -> tuple[Any, list[str]]:
+    """JSON ``points``, or the array of an ``application/x-npy`` body (parsed in the
+    threadpool: it may be large), and where errors about them point."""
+    if binary_body(request) is not None:
+        return await run_in_threadpool(read_npy_points, request, service.read_npy), ["body"]
+    if body is None:
+        raise missing_body()
+    return body.points, ["body", "points"]
+
+
 @router.post(
     "/{model_id}/predict",
     response_model=Prediction,
     summary="Labels and memberships for new points",
-    responses=responses(400, 404, 413, 422, 500),
+    responses={**_NPY_ANSWER, **responses(400, 404, 413, 422, 500)},
+    openapi_extra=binary_request_doc(NPY),
 )
-async def predict(model_id: ModelId, request: PointsRequest, service: ServiceDep) -> Response:
+@accepts(NPY)
+async def predict(
+    model_id: ModelId,
+    service: ServiceDep,
+    http: Request,
+    request: Annotated[PointsRequest, Body()] = None,  # type: ignore[assignment]
+    output: PredictOutput = "labels",
+) -> Response:
     """Mixtures answer `labels` and `probabilities` (`predict`, `predict_proba`);
-    KMeans answers `labels` and `distances` to each center (`predict`, `transform`)."""
-    return NumpyJSONResponse(await _answer(service, model_id, request, service.predict))
+    KMeans answers `labels` and `distances` to each center (`predict`, `transform`).
+
+    The points may be a `.npy` body (`Content-Type: application/x-npy`);
+    `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
+    points, loc = await _points_of(http, request, service)
+    result = await _answer(service, model_id, points, partial(service.predict, loc=loc))
+    if wants_npy(http):
+        return npy_response(result, output, list(result))
+    return NumpyJSONResponse(result)
 
 
 @router.post(
     "/{model_id}/score",
     response_model=ScoreResult,
     summary="Log-likelihood of points: outlier scoring",
-    responses=responses(400, 404, 413, 422, 500),
+    responses={**_NPY_ANSWER, **responses(400, 404, 413, 422, 500)},
+    openapi_extra=binary_request_doc(NPY),
 )
-async def score_points(model_id: ModelId, request: PointsRequest, service: ServiceDep) -> Response:
+@accepts(NPY)
+async def score_points(
+    model_id: ModelId,
+    service: ServiceDep,
+    http: Request,
+    request: Annotated[PointsRequest, Body()] = None,  # type: ignore[assignment]
+    output: ScoreOutput = "log_likelihood",
+) -> Response:
     """`score_samples` per point, their mean as `score`, and each point's percentile
-    among the training points' log-likelihoods (mixtures only)."""
-    return NumpyJSONResponse(await _answer(service, model_id, request, service.score))
+    among the training points' log-likelihoods (mixtures only).
+
+    The points may be a `.npy` body (`Content-Type: application/x-npy`);
+    `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
+    points, loc = await _points_of(http, request, service)
+    result = await _answer(service, model_id, points, partial(service.score, loc=loc))
+    if wants_npy(http):
+        return npy_response(result, output, ["log_likelihood", "percentile"])
+    return NumpyJSONResponse(result)
 
 
 @router.post(

@@ -1,0 +1,270 @@
+"""Uploaded data (``.npy`` and CSV bodies) -> a finite, C-ordered float64 array.
+
+Nothing here ever unpickles: the ``.npy`` header is read with numpy's own header
+parsers and the data with ``frombuffer`` for the dtype the header declares, which
+must be a plain integer or floating type. An object array (a pickle in disguise) is
+refused from its header, before a byte of its payload is read.
+
+Sizes are checked from the header (``.npy``) or while rows are read (CSV) against
+the same ``Limits`` as JSON points, so a dataset that is accepted can also be fitted.
+
+Errors name the place in the body: ``["body", row, column]`` for a value,
+``["body"]`` for the file as a whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import warnings
+from typing import BinaryIO
+
+import numpy as np
+
+from service.domain.data import check_size
+from service.domain.limits import Limits
+from service.errors import InvalidInput, Loc
+
+NPY_MEDIA_TYPE = "application/x-npy"
+CSV_MEDIA_TYPE = "text/csv"
+
+#: ``.npy`` headers are a few hundred bytes; numpy's own default bound.
+MAX_NPY_HEADER = 10_000
+
+#: Element kinds converted to float64: signed and unsigned integers, floats.
+_NUMERIC_KINDS = frozenset("iuf")
+
+
+def _invalid(msg: str, loc: Loc = ("body",), kind: str = "value_error") -> InvalidInput:
+    return InvalidInput.at(list(loc), msg, kind)  # type: ignore[return-value]
+
+
+def require_finite(X: np.ndarray, loc: Loc = ("body",)) -> None:
+    """422 naming the first NaN or infinity as ``[*loc, row, column]``."""
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise _invalid(
+            f"row {row}, column {col} is {X[row, col]!r}: every value must be a finite number.",
+            [*loc, row, col],
+            "finite_number",
+        )
+
+
+def to_float64(X: np.ndarray) -> np.ndarray:
+    """C-ordered little-endian float64, the form the service fits and hashes."""
+    return np.ascontiguousarray(X, dtype=np.dtype("<f8"))
+
+
+def read_npy(fp: BinaryIO, limits: Limits) -> np.ndarray:
+    """A ``.npy`` file (n_samples, n_features) of integers or floats -> float64.
+
+    The header's shape is checked against ``limits`` before the data is read, and the
+    data's length against the header, so a truncated file is named as one.
+    """
+    head = fp.read(6)
+    if head != b"\x93NUMPY":
+        raise _invalid(
+            "the body is not a .npy file (it does not start with the \\x93NUMPY magic); "
+            "save the array with numpy.save.",
+            kind="npy_format",
+        )
+    fp.seek(fp.tell() - 6)
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp, MAX_NPY_HEADER)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, MAX_NPY_HEADER)
+        else:
+            raise ValueError(
+                f"format version {version[0]}.{version[1]} is only needed for structured "
+                "dtypes; save a plain numeric array"
+            )
+    except (ValueError, EOFError, OSError, SyntaxError) as exc:
+        raise _invalid(f"the .npy header is unreadable: {exc}", kind="npy_format") from None
+    if dtype.hasobject:
+        # numpy would unpickle this payload; it is refused unread (allow_pickle=False).
+        raise _invalid(
+            f"the .npy file holds Python objects (dtype {dtype}); they are never unpickled. "
+            "Send a plain numeric array (float64, float32 or integers).",
+            kind="npy_dtype",
+        )
+    if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in _NUMERIC_KINDS:
+        raise _invalid(
+            f"dtype {dtype} is not numeric; send floats or integers (they become float64).",
+            kind="npy_dtype",
+        )
+    if len(shape) != 2:
+        hint = " (reshape(-1, 1) for one feature)" if len(shape) == 1 else ""
+        raise _invalid(
+            f"the array has shape {tuple(shape)}; expected 2 dimensions, "
+            f"(n_samples, n_features){hint}.",
+            kind="npy_shape",
+        )
+    n_samples, n_features = (int(n) for n in shape)
+    if n_samples == 0 or n_features == 0:
+        raise _invalid(
+            f"the array has shape {tuple(shape)}; it needs at least one row and one column.",
+            kind="npy_shape",
+        )
+    check_size(n_samples, n_features, limits, ["body"])
+    expected = n_samples * n_features * dtype.itemsize
+    data = fp.read(expected + 1)
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "longer than its header says"
+        raise _invalid(
+            f"the .npy file is {what}: shape {tuple(shape)} of {dtype} needs {expected} "
+            f"bytes of data, the body has {len(data) if len(data) < expected else 'more'}.",
+            kind="npy_truncated" if len(data) < expected else "npy_format",
+        )
+    flat = np.frombuffer(data, dtype=dtype, count=n_samples * n_features)
+    X = flat.reshape((n_samples, n_features), order="F" if fortran else "C")
+    with np.errstate(over="ignore"):  # a float128 beyond float64 becomes inf: refused next
+        X = to_float64(X)
+    require_finite(X)
+    return X
+
+
+def _parse_row(cells: list[str], row: int) -> list[float]:
+    values = []
+    for col, cell in enumerate(cells):
+        try:
+            value = float(cell.strip())
+        except ValueError:
+            raise _invalid(
+                f"row {row}, column {col}: {cell.strip()[:40]!r} is not a number; a CSV "
+                "body holds numbers only (and an optional header row).",
+                ["body", row, col],
+                "float_parsing",
+            ) from None
+        if not math.isfinite(value):
+            raise _invalid(
+                f"row {row}, column {col} is {cell.strip()!r}: every value must be a finite "
+                "number.",
+                ["body", row, col],
+                "finite_number",
+            )
+        values.append(value)
+    return values
+
+
+def _looks_like_header(cells: list[str]) -> bool:
+    for cell in cells:
+        try:
+            float(cell.strip())
+        except ValueError:
+            return True
+    return False
+
+
+def _first_line(text: io.TextIOBase) -> tuple[int, list[str] | None]:
+    """The index and cells of the first non-blank line (None when there is none)."""
+    for i, cells in enumerate(csv.reader(text, strict=True)):
+        if cells and any(c.strip() for c in cells):
+            return i, cells
+    return 0, None
+
+
+def _read_csv_slowly(text: io.TextIOBase, skip: int, limits: Limits) -> np.ndarray:
+    """Row by row in Python: slow, but it names the first bad row and cell exactly."""
+    rows: list[list[float]] = []
+    width: int | None = None
+    for i, cells in enumerate(csv.reader(text, strict=True)):
+        if i < skip or not cells or all(not c.strip() for c in cells):
+            continue
+        row = len(rows)
+        width = len(cells) if width is None else width
+        if len(cells) != width:
+            raise _invalid(
+                f"row {row} has {len(cells)} values, expected {width} (the width of the "
+                "first row).",
+                ["body", row],
+                "ragged_rows",
+            )
+        check_size(row + 1, width, limits, ["body"])
+        rows.append(_parse_row(cells, row))
+    if not rows or width is None:
+        raise _invalid("the CSV body holds no rows of numbers.", kind="csv_empty")
+    return np.array(rows, dtype=np.float64)
+
+
+def read_csv(fp: BinaryIO, limits: Limits, *, header: bool | None = None) -> np.ndarray:
+    """Comma-separated numbers, one row per line -> float64 (n_samples, n_features).
+
+    ``header`` True skips the first line, False parses it, None (the default) skips it
+    exactly when one of its cells is not a number. Blank lines are ignored. Rows are
+    counted from 0 after the header, as ``errors[].loc`` names them.
+
+    numpy's C parser reads the body; only when it refuses it does a Python pass run
+    to name the first bad row and cell.
+    """
+    text = io.TextIOWrapper(fp, encoding="utf-8-sig", newline="")
+    try:
+        first, cells = _first_line(text)
+        if cells is None:
+            raise _invalid("the CSV body holds no rows of numbers.", kind="csv_empty")
+        if header is None:
+            header = _looks_like_header(cells)
+        skip = first + 1 if header else 0
+        text.seek(0)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # "input contained no data" is an error here
+                X = np.loadtxt(
+                    text,
+                    dtype=np.float64,
+                    delimiter=",",
+                    comments=None,
+                    quotechar='"',
+                    skiprows=skip,
+                    ndmin=2,
+                    max_rows=limits.max_points + 1,
+                )
+        except (ValueError, UserWarning):
+            text.seek(0)
+            X = _read_csv_slowly(text, skip, limits)
+    except UnicodeDecodeError as exc:
+        raise _invalid(f"the CSV body is not UTF-8 text: {exc}", kind="csv_encoding") from None
+    except csv.Error as exc:
+        raise _invalid(f"the CSV body is malformed: {exc}", kind="csv_format") from None
+    finally:
+        text.detach()  # leave the caller's file open
+    if X.size == 0:
+        raise _invalid("the CSV body holds no rows of numbers.", kind="csv_empty")
+    check_size(X.shape[0], X.shape[1], limits, ["body"])
+    require_finite(X)
+    return to_float64(X)
+
+
+def csv_header_param(content_type: str) -> bool | None:
+    """RFC 7111's ``header=present|absent`` parameter of ``text/csv``, when given."""
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "header":
+            value = value.strip().strip('"').lower()
+            if value in ("present", "absent"):
+                return value == "present"
+    return None
+
+
+def write_npy(X: np.ndarray) -> bytes:
+    """``numpy.save`` of ``X`` into bytes (for ``Accept: application/x-npy``)."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.lib.format.write_array(buf, np.ascontiguousarray(X), allow_pickle=False)
+    return buf.getvalue()
+
+
+__all__ = [
+    "CSV_MEDIA_TYPE",
+    "NPY_MEDIA_TYPE",
+    "csv_header_param",
+    "read_csv",
+    "read_npy",
+    "require_finite",
+    "to_float64",
+    "write_npy",
+]
