@@ -164,6 +164,8 @@ def test_sigkill_mid_job_leaves_no_job_running_and_spares_live_processes(
             r = restarted.client.delete(f"/v1/jobs/{kept}")
             assert r.status_code == 202 and r.json()["cancel_requested"] is True
             assert wait_for(survivor.client, f"/v1/jobs/{kept}", {"cancelled"}, timeout=20)
+            # Its owner shows its live copy first; the store catches up a moment later.
+            assert wait_for(restarted.client, f"/v1/jobs/{kept}", {"cancelled"}, timeout=10)
             listed = restarted.client.get("/v1/jobs").json()["items"]
             assert {j["status"] for j in listed} <= TERMINAL
     finally:
