@@ -26,20 +26,18 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Ellipse
 from sklearn.decomposition import PCA
 
 from service.domain import estimators
 from service.domain.warnings_capture import capture_warnings
 from service.errors import InvalidInput, UnsupportedOperation
 from service.schemas.data import GaussianMixtureSpec, GeneratorSpec
+
+if TYPE_CHECKING:  # matplotlib itself is imported by the first plot (see _mpl)
+    from matplotlib.figure import Figure
 
 PlotFormat = Literal["png", "svg"]
 
@@ -317,13 +315,28 @@ def _inches(pixels: int, dpi: int) -> float:
     return inches
 
 
+def _mpl() -> Any:
+    """matplotlib, imported by the first plot rather than at start-up.
+
+    It is the slowest import of the service (about half a second), and most
+    processes never draw: a worker that only fits and predicts answers ``/healthz``
+    sooner for not loading it.
+    """
+    import matplotlib.backends.backend_agg
+    import matplotlib.figure
+    import matplotlib.lines
+    import matplotlib.patches
+
+    return matplotlib
+
+
 def _colors(k: int) -> np.ndarray:
     """(k, 3) RGB: qualitative palettes while they last, then evenly spaced turbo."""
     if k <= 10:
-        return np.asarray(colormaps["tab10"].colors)[:k]  # type: ignore[attr-defined]
+        return np.asarray(_mpl().colormaps["tab10"].colors)[:k]  # type: ignore[attr-defined]
     if k <= 20:
-        return np.asarray(colormaps["tab20"].colors)[:k]  # type: ignore[attr-defined]
-    cmap = colormaps["turbo"]
+        return np.asarray(_mpl().colormaps["tab20"].colors)[:k]  # type: ignore[attr-defined]
+    cmap = _mpl().colormaps["turbo"]
     return np.asarray(cmap(np.linspace(0.05, 0.95, k)))[:, :3]
 
 
@@ -334,8 +347,9 @@ def draw(size: FigureSize, fmt: PlotFormat, paint: Callable[[Figure], None]) -> 
     figure to the saved bytes, so no two pictures are ever drawn at once.
     """
     with _DRAW_LOCK:
-        fig = Figure(figsize=size.inches(), dpi=size.dpi, layout="constrained")
-        FigureCanvasAgg(fig)
+        mpl = _mpl()
+        fig = mpl.figure.Figure(figsize=size.inches(), dpi=size.dpi, layout="constrained")
+        mpl.backends.backend_agg.FigureCanvasAgg(fig)
         paint(fig)
         buf = io.BytesIO()
         # No dates or version stamps: the same model gives the same bytes (PNG).
@@ -384,7 +398,7 @@ def _scatter_axes(
         for i, mean, sigmas in zip(ids, means, ellipses, strict=True):
             for s in sigmas:
                 ax.add_patch(
-                    Ellipse(
+                    _mpl().patches.Ellipse(
                         (float(mean[0]), float(mean[1])),
                         s.width,
                         s.height,
@@ -412,17 +426,19 @@ def _scatter_axes(
         ax.set_aspect("equal", adjustable="datalim")
     if 0 < len(legend) <= 12:
         handles: list[Any] = [
-            Line2D([], [], marker="o", linestyle="", color=colors[i], label=name)
+            _mpl().lines.Line2D([], [], marker="o", linestyle="", color=colors[i], label=name)
             for i, name in legend
         ]
         if means is not None:
             handles.append(
-                Line2D([], [], marker="x", linestyle="", color="black", label="mean", mew=2)
+                _mpl().lines.Line2D(
+                    [], [], marker="x", linestyle="", color="black", label="mean", mew=2
+                )
             )
         if ellipses is not None:
             sigma = "\N{GREEK SMALL LETTER SIGMA}"
             label = ", ".join(f"{n}{sigma}" for n in N_SIGMAS)
-            handles.append(Line2D([], [], color="grey", label=label))
+            handles.append(_mpl().lines.Line2D([], [], color="grey", label=label))
         ax.legend(handles=handles, **_LEGEND)
 
 
@@ -470,7 +486,7 @@ def _histogram_axes(
     ax.grid(True, alpha=0.25)
     if 0 < len(legend) <= 12:
         handles = [
-            Line2D([], [], marker="s", linestyle="", color=colors[i], label=name)
+            _mpl().lines.Line2D([], [], marker="s", linestyle="", color=colors[i], label=name)
             for i, name in legend
         ]
         ax.legend(handles=handles, **_LEGEND)
