@@ -60,6 +60,16 @@ def _worker_pids(metrics_dir: Path) -> set[str]:
     return {path.stem.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")}
 
 
+def _until_both_workers(http: httpx.Client, metrics_dir: Path, path: str = "/healthz") -> int:
+    """GET ``path`` over new connections until both workers have answered one (at most
+    400 times: an idle kernel may hand a run of connections to one worker); the count."""
+    sent = 0
+    while sent < 400 and (sent < 20 or len(_worker_pids(metrics_dir)) < 2):
+        assert http.get(path).status_code == 200
+        sent += 1
+    return sent
+
+
 def _metric(text: str, name: str) -> float:
     values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name)]
     assert values, f"{name} not in /metrics"
@@ -210,6 +220,7 @@ def test_two_workers_never_serve_a_deleted_model(start: StartServers, tmp_path: 
                 r = http.get(f"/v1/models/{model_id}")
             statuses.append(r.status_code)
         assert statuses == [404] * 20
+        _until_both_workers(http, metrics_dir)
     assert len(_worker_pids(metrics_dir)) == 2, "GMM_WORKERS=2 did not give two processes"
 
 
@@ -223,12 +234,8 @@ def test_metrics_add_up_every_workers_requests(start: StartServers, tmp_path: Pa
             "GMM_METRICS_DIR": str(metrics_dir),
         }
     )
-    sent = 0
     with _fresh_connections(server) as http:
-        # New connections until both workers have answered some (bounded).
-        while sent < 400 and (sent < 20 or len(_worker_pids(metrics_dir)) < 2):
-            assert http.get("/v1/models").status_code == 200
-            sent += 1
+        sent = _until_both_workers(http, metrics_dir, "/v1/models")
         assert len(_worker_pids(metrics_dir)) == 2, "both workers should have answered"
         name = 'gmm_http_requests_total{method="GET",route="/v1/models",status="200"}'
         for _ in range(6):  # each scrape may land on either worker
