@@ -36,7 +36,7 @@ ServiceDep = Annotated[ModelService, Depends(get_service)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
-def get_model_id(
+async def get_model_id(
     model_id: Annotated[
         str,
         Path(
