@@ -50,6 +50,9 @@ lock: $(BIN)/python
 
 bench: dev
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/predict_wrk.py
+	$(BIN)/python bench/fit_e2e.py
+	$(BIN)/python bench/parse_points.py
 
 demo: install
 	$(BIN)/python -m pip install -q httpx
