@@ -191,6 +191,39 @@ class Fitted:
     estimator: Any
     warnings: list[dict[str, str]]
     fit_seconds: float
+    #: Mixtures: ``_estimate_weighted_log_prob`` of the training points under the
+    #: fitted parameters, (n_samples, n_components), as sklearn's final E-step computed
+    #: it; None when it could not be kept (see ``_keep_final_e_step``).
+    training_wlp: np.ndarray | None = None
+
+
+def _keep_final_e_step(estimator: Any, X: np.ndarray) -> dict[str, Any]:
+    """Remember the last ``_estimate_weighted_log_prob`` a mixture's fit computes.
+
+    ``fit`` ends with an E-step under the final parameters ("to guarantee that the
+    labels returned by fit_predict(X) are always consistent with fit(X).predict(X)"):
+    the very array that labels, ``score_samples`` and hence bic/aic of the training
+    points are made of. Keeping it spares computing it again, which costs as much as
+    one EM iteration. It is kept only when sklearn worked on ``X``'s own memory, so
+    that it is bit for bit what a new computation on ``X`` would give.
+    """
+    kept: dict[str, Any] = {}
+    original = estimator._estimate_weighted_log_prob
+
+    def remember(data: Any, *args: Any, **kwargs: Any) -> Any:
+        out = original(data, *args, **kwargs)
+        same = (
+            isinstance(data, np.ndarray)
+            and data.shape == X.shape
+            and data.dtype == X.dtype
+            and data.strides == X.strides
+            and data.ctypes.data == X.ctypes.data
+        )
+        kept["wlp"] = out if same else None
+        return out
+
+    estimator._estimate_weighted_log_prob = remember  # an instance attribute, removed after
+    return kept
 
 
 def fit(
@@ -202,6 +235,8 @@ def fit(
     it says so; the numbers are the same to the last bit (``progress.fit_tracked``).
     """
     estimator = build(algorithm, params)
+    mixture = ALGORITHMS[algorithm].family == "mixture"
+    kept = _keep_final_e_step(estimator, X) if mixture else {}
     start = time.perf_counter()
     with capture_warnings() as caught:
         try:
@@ -212,7 +247,9 @@ def fit(
                 fit_tracked(estimator, X, progress)
         except (ValueError, np.linalg.LinAlgError) as exc:
             raise FitFailed(f"scikit-learn could not fit {algorithm}: {exc}") from exc
-    return Fitted(estimator, caught, time.perf_counter() - start)
+        finally:
+            estimator.__dict__.pop("_estimate_weighted_log_prob", None)
+    return Fitted(estimator, caught, time.perf_counter() - start, kept.get("wlp"))
 
 
 def finite_or_none(value: Any) -> float | None:
@@ -286,17 +323,25 @@ def effective_n_components(weights: np.ndarray, threshold: float) -> int:
 
 
 def per_point(
-    algorithm: str, est: Any, X: np.ndarray, include: set[str], *, training: bool = False
+    algorithm: str,
+    est: Any,
+    X: np.ndarray,
+    include: set[str],
+    *,
+    training: bool = False,
+    wlp: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Labels and probabilities (mixtures) or distances (KMeans) for the rows of ``X``.
 
-    Mixtures compute the weighted log-probabilities once and derive labels,
-    responsibilities and (``"log_likelihood"`` in ``include``) ``score_samples`` from
-    them exactly as ``predict``, ``predict_proba`` and ``score_samples`` do.
+    Mixtures compute the weighted log-probabilities once (or take ``wlp``, the fit's
+    own final E-step) and derive labels, responsibilities and (``"log_likelihood"`` in
+    ``include``) ``score_samples`` from them exactly as ``predict``,
+    ``predict_proba`` and ``score_samples`` do.
     """
     out: dict[str, np.ndarray] = {}
     if ALGORITHMS[algorithm].family == "mixture":
-        wlp = est._estimate_weighted_log_prob(X)
+        if wlp is None:
+            wlp = est._estimate_weighted_log_prob(X)
         if "labels" in include:
             out["labels"] = wlp.argmax(axis=1)
         if "probabilities" in include or "log_likelihood" in include:

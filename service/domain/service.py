@@ -530,7 +530,9 @@ class ModelService:
         mixture = estimators.is_mixture(algorithm)
         needed = wanted | {"labels"} | ({"log_likelihood"} if mixture else set())
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-            arrays = estimators.per_point(algorithm, est, dataset.X, needed, training=True)
+            # The fit's final E-step, unless alignment has since reordered the components.
+            wlp = fitted.training_wlp if alignment is None else None
+            arrays = estimators.per_point(algorithm, est, dataset.X, needed, training=True, wlp=wlp)
             train_ll = arrays.get("log_likelihood")
             described = estimators.describe(algorithm, est, dataset.X, train_ll)
         overflowed = _first_non_finite(described) or _first_non_finite(arrays)

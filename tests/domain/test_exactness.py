@@ -200,3 +200,25 @@ def test_kmeans_equals_sklearn(
     assert p.json()["labels"] == km.predict(new).tolist()
     assert_close(p.json()["distances"], km.transform(new))
     assert api.delete(f"/v1/models/{model['id']}").status_code == 204
+
+
+@pytest.mark.parametrize("algorithm", ["gaussian_mixture", "bayesian_gaussian_mixture"])
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_fit_keeps_its_final_e_step_bit_for_bit(algorithm: str, covariance_type: str) -> None:
+    """The training points' weighted log-probabilities kept from the fit's last E-step
+    are exactly what computing them again gives, and the estimator is left plain."""
+    import pickle
+
+    from service.domain import estimators
+
+    X, _ = make_blobs(n_samples=500, n_features=3, centers=3, random_state=1)
+    params = {"n_components": 3, "covariance_type": covariance_type, "random_state": 0}
+    fitted = estimators.fit(algorithm, params, X)
+    est = fitted.estimator
+    assert "_estimate_weighted_log_prob" not in vars(est)
+    pickle.dumps(est)
+    assert fitted.training_wlp is not None
+    np.testing.assert_array_equal(fitted.training_wlp, est._estimate_weighted_log_prob(X))
+    # sklearn converts integers to a float64 copy: nothing is kept, it is recomputed.
+    integers = np.rint(X * 10).astype(np.int64)
+    assert estimators.fit(algorithm, params, integers).training_wlp is None
