@@ -19,6 +19,12 @@ SEED_BLOBS = {
     "cluster_std": 1.6,
     "random_state": 10,
 }
+#: The seed-blobs fit as a ``POST /v1/models`` body.
+SEED_FIT = {
+    "algorithm": "gaussian_mixture",
+    "params": {"n_components": 4, "random_state": 0},
+    "data": {"generator": SEED_BLOBS},
+}
 
 
 @pytest.fixture

@@ -23,25 +23,13 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 
+from tests.conftest import SEED_BLOBS, SEED_FIT
 from tests.helpers_server import running_server, running_servers, start_servers
 
 pytestmark = pytest.mark.slow
 
 SECRET = "jobs-server-key"
 TERMINAL = {"succeeded", "failed", "cancelled"}
-SEED_BLOBS = {
-    "kind": "blobs",
-    "n_samples": 200,
-    "n_features": 2,
-    "centers": 4,
-    "cluster_std": 1.6,
-    "random_state": 10,
-}
-SEED_FIT = {
-    "algorithm": "gaussian_mixture",
-    "params": {"n_components": 4, "random_state": 0},
-    "data": {"generator": SEED_BLOBS},
-}
 #: Runs until cancelled (tens of seconds): tol=0 never converges.
 LONG_FIT = {
     "algorithm": "gaussian_mixture",

@@ -289,23 +289,6 @@ class ModelService:
         self._store.delete_dataset(dataset_id)
 
     # -- models -------------------------------------------------------------------
-    def create_model(
-        self,
-        *,
-        algorithm: str,
-        params: dict[str, Any],
-        data: DataSpec,
-        name: str | None,
-        include: list[str] | None,
-        align_to: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Fit, store, and answer the resource plus the requested per-point arrays."""
-        prepared = self._prepare_fit(algorithm, params, data, name, include, align_to, extra)
-        with self.fitting():
-            fitted = self.fit(algorithm, params, prepared.dataset.X)
-        return self._store_prepared(prepared, fitted, prepared.wanted, prepared.omitted)
-
     def fit_or_submit(
         self,
         *,
@@ -318,7 +301,8 @@ class ModelService:
         extra: dict[str, Any] | None = None,
         wait: bool | None = None,
     ) -> tuple[Literal["model", "job"], dict[str, Any]]:
-        """``create_model``, or the same fit as a job.
+        """Fit, store, and answer the resource plus the requested per-point arrays; or
+        the same fit as a job.
 
         Everything is checked first (parameters, data, limits, ``align_to``), so bad
         input is refused before any job exists. Then ``wait=False`` submits a job,

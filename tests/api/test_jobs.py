@@ -17,16 +17,11 @@ from sklearn.mixture import GaussianMixture
 
 from service.config import Settings
 from service.main import create_app
-from tests.conftest import SEED_BLOBS
+from tests.conftest import SEED_BLOBS, SEED_FIT
 
 PROBLEM = "application/problem+json"
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
-SEED_FIT = {
-    "algorithm": "gaussian_mixture",
-    "params": {"n_components": 4, "random_state": 0},
-    "data": {"generator": SEED_BLOBS},
-}
 #: A fit that runs until cancelled (several seconds at most): tol=0 never converges.
 LONG_FIT = {
     "algorithm": "gaussian_mixture",
