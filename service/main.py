@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -177,6 +178,41 @@ def limits_from(settings: Settings) -> Limits:
     return Limits(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(Limits)})
 
 
+async def _build_lazy_state(app: FastAPI) -> None:
+    """Build the OpenAPI document and the routers' matching state before serving.
+
+    FastAPI builds both lazily (on a router's first request, on the first 405 or
+    /openapi.json), inside ``warnings.catch_warnings()``. That context swaps the
+    process-wide warning filters, so building them while a job's fit runs (and captures
+    its warnings) lets either side clobber the other's filters: a ConvergenceWarning
+    became an exception under the test suite's ``error`` filter. A request for a path no
+    route has walks every router, so everything is built here, before any job starts.
+    """
+    app.openapi()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/.well-known/gmm-service-warm-up",
+        "raw_path": b"/.well-known/gmm-service-warm-up",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "app": app,
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    with contextlib.suppress(Exception):  # a miss raises HTTPException(404) here
+        await app.router(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -202,6 +238,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             job_workers=settings.job_workers,
             async_fit_seconds=settings.async_fit_seconds,
         )
+        await _build_lazy_state(app)
         # No job is left `running` by a process that died: say it failed, and why.
         recovered = app.state.service.recover_jobs()
         if recovered:

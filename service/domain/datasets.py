@@ -17,13 +17,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-import warnings
 from typing import BinaryIO
 
 import numpy as np
 
 from service.domain.data import check_size
 from service.domain.limits import Limits
+from service.domain.warnings_capture import capture_warnings
 from service.errors import InvalidInput, Loc
 
 NPY_MEDIA_TYPE = "application/x-npy"
@@ -210,8 +210,9 @@ def read_csv(fp: BinaryIO, limits: Limits, *, header: bool | None = None) -> np.
         skip = first + 1 if header else 0
         text.seek(0)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")  # "input contained no data" is an error here
+            # Not warnings.catch_warnings(): it swaps process-wide filters under
+            # concurrent fits. A body with no data gives an empty X, refused below.
+            with capture_warnings():
                 X = np.loadtxt(
                     text,
                     dtype=np.float64,
@@ -222,7 +223,7 @@ def read_csv(fp: BinaryIO, limits: Limits, *, header: bool | None = None) -> np.
                     ndmin=2,
                     max_rows=limits.max_points + 1,
                 )
-        except (ValueError, UserWarning):
+        except ValueError:
             text.seek(0)
             X = _read_csv_slowly(text, skip, limits)
     except UnicodeDecodeError as exc:
@@ -252,8 +253,7 @@ def csv_header_param(content_type: str) -> bool | None:
 def write_npy(X: np.ndarray) -> bytes:
     """``numpy.save`` of ``X`` into bytes (for ``Accept: application/x-npy``)."""
     buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with capture_warnings():  # numpy's note about header versions is not the client's
         np.lib.format.write_array(buf, np.ascontiguousarray(X), allow_pickle=False)
     return buf.getvalue()
 
