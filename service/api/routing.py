@@ -12,7 +12,8 @@ Points then skip pydantic's walk over every number: each known points list
 prove it is what the schema would accept (numbers only, rectangular, finite), and
 the schema takes that array as is (``service.schemas.common.Points``). On any doubt
 the list stays, and pydantic validates it as before, with the same errors at the same
-locations. Garbage collection is paused while millions of lists are built and freed:
+locations. Large bodies first try ``simd_document``: no Python list or float at all
+for the points. Garbage collection is paused while millions of lists are built and freed:
 none of them can be in a reference cycle, and collecting them repeatedly costs more
 than the parse itself.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager, nullcontext
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -145,11 +148,117 @@ def _arrays_for_points(document: Any, body: bytes) -> None:
         parent[key] = arr
 
 
+_KEY = b'"points"'
+_VALUE_ARRAY = re.compile(rb"\s*:\s*\[")
+_MATRIX_END = re.compile(rb"\]\s*\]")
+#: What JSON numbers and whitespace are made of. Deleted from an array of numbers,
+#: they leave only its brackets and commas, whose exact pattern proves its shape.
+_NUMBER_BYTES = b"0123456789.eE+- \t\n\r"
+_simd = threading.local()
+
+
+def _value_start(body: bytes) -> int | None:
+    """Where the value of the body's one ``"points"`` key starts, if it is an array.
+
+    In valid JSON (checked later) a quote inside a string is escaped, so ``"points"``
+    followed by a colon, its quote not after a backslash, can only be a key. Any other
+    occurrence of the word (a name, say) is doubt, and doubt takes the usual path.
+    """
+    if body.count(_KEY) != 1:
+        return None
+    at = body.find(_KEY)
+    match = _VALUE_ARRAY.match(body, at + len(_KEY))
+    if body[at - 1 : at] == b"\\" or match is None:
+        return None
+    return match.end() - 1
+
+
+def _is_matrix(text: bytes) -> bool:
+    """Whether ``text`` is ``[[n, ...], ...]``: rows of the same number of numbers."""
+    shape = text.translate(None, _NUMBER_BYTES)
+    width = shape.find(b"]") - 1
+    if width < 1:
+        return False
+    rows, extra = divmod(len(shape) - 1, width + 2)
+    row = b"[" + b"," * (width - 1) + b"]"
+    return not extra and rows >= 1 and shape == b"[" + (row + b",") * (rows - 1) + row + b"]"
+
+
+def _points_span(body: bytes) -> tuple[int, int, bytes] | None:
+    """Byte span (and bytes) of the one ``"points"`` value in ``body`` if it is a
+    rectangular array of rows of JSON numbers (nothing else), else None.
+
+    In such an array ``]]`` appears only at its end. It is usually the body's last
+    one (a points body, or ``data`` last); otherwise the first after the start.
+    """
+    start = _value_start(body)
+    if start is None:
+        return None
+    tried = set()
+    for find in (
+        lambda: body.rfind(b"]]") + 2,
+        lambda: body.find(b"]]", start) + 2,
+        lambda: match.end() if (match := _MATRIX_END.search(body, start)) else -1,  # "] ]"
+    ):
+        end = find()
+        if end > start + 2 and end not in tried:
+            text = body[start:end]
+            if _is_matrix(text):
+                return start, end, text
+        tried.add(end)
+    return None
+
+
+def simd_document(body: bytes) -> Any:
+    """The request document with its one points array parsed by simdjson into float64,
+    when ``_points_span`` proves it is a plain matrix of numbers; else None.
+
+    The numbers go straight from the bytes into a C buffer (no Python float or list is
+    ever made): several times faster than pydantic's ``validate_json`` on 1,000,000 x
+    2. The rest of the document is orjson's reading of the body with ``[]`` in place
+    of the points, so every other field means exactly what it means on the usual path.
+    Anything simdjson refuses (1e400, a huge integer, invalid JSON) returns None: the
+    usual path then gives the usual error at its exact location.
+    """
+    span = _points_span(body)
+    if span is None:
+        return None
+    start, end, text = span
+    parser = getattr(_simd, "parser", None)
+    if parser is None:
+        parser = _simd.parser = simdjson.Parser()
+    try:
+        document = orjson.loads(body[:start] + b"[]" + body[end:])
+        slots = [(parent, key) for parent, key in _points_slots(document) if parent[key] == []]
+        if len(slots) != 1:
+            return None
+        matrix = parser.parse(text)
+        try:
+            flat = np.frombuffer(matrix.as_buffer(of_type="d"), dtype=np.float64)
+            rows = len(matrix)
+        finally:
+            del matrix  # the parser's memory is reused by its next parse
+    except (ValueError, TypeError, RuntimeError, orjson.JSONDecodeError):
+        return None
+    if rows == 0 or flat.size % rows:
+        return None
+    points = flat.reshape(rows, flat.size // rows).copy()
+    if not is_points_array(points):
+        return None
+    parent, key = slots[0]
+    parent[key] = points
+    return document
+
+
 def decode_json(body: bytes) -> Any:
     """The request document, with points as arrays where that is safe (see above).
 
     Small bodies make too few objects for a collection to matter; they skip the
     pause's lock."""
+    if len(body) >= _THREAD_THRESHOLD:
+        document = simd_document(body)
+        if document is not None:
+            return document
     with gc_paused() if len(body) >= _THREAD_THRESHOLD else nullcontext():
         try:
             document = orjson.loads(body)

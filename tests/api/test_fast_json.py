@@ -9,6 +9,7 @@ every malformed body gets exactly the problem+json the number-by-number schema g
 from __future__ import annotations
 
 import gc
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +24,7 @@ from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
 from service.api import routing
-from service.api.routing import decode_json, gc_paused
+from service.api.routing import decode_json, gc_paused, simd_document
 from service.schemas.data import DataSpec
 from service.schemas.models import PointsRequest
 
@@ -79,6 +80,12 @@ def every_list_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(routing, "MIN_ARRAY_ROWS", 1)
 
 
+def _slow_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every points list validated number by number by the schema."""
+    monkeypatch.setattr(routing, "points_array", lambda value: None)
+    monkeypatch.setattr(routing, "simd_document", lambda body: None)
+
+
 def _bodies(points: bytes, ids: dict[str, str]) -> Iterator[tuple[str, bytes, list[str | int]]]:
     """(path, body, loc prefix of points) for every request kind that carries points."""
     data = b'"data":{"points":' + points + b"}"
@@ -123,7 +130,7 @@ def test_malformed_points_answer_exactly_as_the_schema_did(
         points = b"[" + pad + points[1:]
         where = [where[0] + 8000, *where[1:]] if where else where
     fast = _answers(client, points, model_ids)
-    monkeypatch.setattr(routing, "points_array", lambda value: None)
+    _slow_path(monkeypatch)
     slow = _answers(client, points, model_ids)
     assert fast == slow
     for path, prefix, status, content_type, problem in fast:
@@ -149,7 +156,7 @@ def test_wrong_width_is_the_same_problem(
 ) -> None:
     path = f"/v1/models/{model_ids['kmeans']}/predict"
     fast = client.post(path, json={"points": points})
-    monkeypatch.setattr(routing, "points_array", lambda value: None)
+    _slow_path(monkeypatch)
     slow = client.post(path, json={"points": points})
     assert (fast.status_code, fast.json()) == (slow.status_code, slow.json())
     assert fast.status_code == 422
@@ -248,7 +255,7 @@ def test_fits_and_predictions_are_unchanged(
         return model, pred.json()
 
     fast = run()
-    monkeypatch.setattr(routing, "points_array", lambda value: None)
+    _slow_path(monkeypatch)
     assert run() == fast
     est = (GaussianMixture if algorithm == "gaussian_mixture" else KMeans)(**params).fit(X)
     means = est.means_ if algorithm == "gaussian_mixture" else est.cluster_centers_
@@ -329,3 +336,98 @@ def test_fast_path_gives_exactly_numpys_float64_array(
     assert isinstance(value, np.ndarray)
     assert value.dtype == np.float64 and value.shape == expected.shape
     assert value.tobytes() == expected.tobytes()
+
+
+# -- the simdjson path for large bodies (``simd_document``) ---------------------------
+#: Bodies it must refuse (None), each standing for a way a points value can look like
+#: a matrix to a byte count without being one; the usual path then judges them.
+NOT_MATRICES = {
+    "deeper-row-hiding-a-scalar-row": b'{"points": [[1, 2], 3, [[4], 5, 6]]}',
+    "ragged": b'{"points": [[1, 2], [3], [4, 5, 6]]}',
+    "empty-rows": b'{"points": [[], []]}',
+    "empty-and-full-rows": b'{"points": [[1], []]}',
+    "empty": b'{"points": []}',
+    "flat": b'{"points": [1, 2]}',
+    "bool": b'{"points": [[1, true]]}',
+    "null": b'{"points": [[1, null]]}',
+    "string": b'{"points": [[1, "2"]]}',
+    "nan": b'{"points": [[1, NaN]]}',
+    "overflow": b'{"points": [[1, 1e400]]}',
+    "huge-int": b'{"points": [[1, 1' + b"0" * 30 + b"]]}",
+    "truncated": b'{"points": [[1, 2], [3, 4]',
+    "two-points-keys": b'{"points": [[1, 2]], "data": {"points": [[1, 2]]}}',
+    "duplicate-key": b'{"points": [[1, 2]], "points": [[3, 4]]}',
+    "the-word-elsewhere": b'{"points": [[1, 2]], "name": "points"}',
+    "escaped-quote-key": b'{"a\\"points": [[1, 2]]}',
+    "in-a-string": b'{"name": "\\"points\\": [[1, 2]]", "x": 1}',
+    "not-an-object": b'[{"points": [[1, 2]]}]',
+    "nested-deeper": b'{"params": {"points": [[1, 2]]}}',
+}
+
+
+@pytest.mark.parametrize("body", NOT_MATRICES.values(), ids=list(NOT_MATRICES))
+def test_simd_path_refuses_anything_but_one_plain_matrix(body: bytes) -> None:
+    assert simd_document(body) is None
+
+
+def _as_usual(body: bytes) -> Any:
+    """What the usual path reads: orjson's document, the points slot as float64."""
+    document = orjson.loads(body)
+    slot = document if "points" in document else document["data"]
+    slot["points"] = np.asarray(slot["points"], dtype=np.float64)
+    return document
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and a.tobytes() == b.tobytes()
+        )
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b) and type(a) is type(b)
+
+
+_ENCODINGS = {
+    "orjson": lambda doc: orjson.dumps(doc),
+    "spaced": lambda doc: json.dumps(doc).encode(),
+    "indented": lambda doc: json.dumps(doc, indent=2).encode(),
+    "rows-spaced": lambda doc: json.dumps(doc, separators=(" , ", " : ")).encode(),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    points=_matrices(),
+    top_level=st.booleans(),
+    encoding=st.sampled_from(list(_ENCODINGS)),
+    after=st.booleans(),
+)
+def test_simd_path_reads_exactly_what_the_usual_path_reads(
+    points: list[list[float | int]], top_level: bool, encoding: str, after: bool
+) -> None:
+    """Bit for bit, whatever the layout: spaces anywhere, other matrices after it."""
+    fields: dict[str, Any] = {"algorithm": "gaussian_mixture"}
+    data = {"points": points}
+    document = {**fields, **data} if top_level else {**fields, "data": data}
+    if after:
+        document["params"] = {"means_init": [[1.5, 2], [3, 4]], "n_components": 2}
+    body = _ENCODINGS[encoding](document)
+    fast = simd_document(body)
+    assert fast is not None
+    assert _same(fast, _as_usual(body))
+
+
+def test_simd_path_serves_large_requests(client: TestClient, model_ids: dict[str, str]) -> None:
+    X = np.random.default_rng(1).normal(size=(20_000, 2))
+    body = orjson.dumps({"points": X.tolist()})
+    assert simd_document(body) is not None  # the request below takes this path
+    gm = model_ids["gaussian_mixture"]
+    r = client.post(f"/v1/models/{gm}/predict", content=body, headers=JSON)
+    assert r.status_code == 200, r.text
+    small = client.post(f"/v1/models/{gm}/predict", json={"points": X[:10].tolist()})
+    assert r.json()["labels"][:10] == small.json()["labels"]
