@@ -25,12 +25,12 @@ test-fast: dev
 	$(BIN)/python -m pytest -n 2 -m "not slow"
 
 lint: dev
-	$(BIN)/ruff check service tests bench scripts
-	$(BIN)/ruff format --check service tests bench scripts
+	$(BIN)/ruff check service tests bench scripts client
+	$(BIN)/ruff format --check service tests bench scripts client
 
 format: dev
-	$(BIN)/ruff check --fix service tests bench scripts
-	$(BIN)/ruff format service tests bench scripts
+	$(BIN)/ruff check --fix service tests bench scripts client
+	$(BIN)/ruff format service tests bench scripts client
 
 openapi: dev
 	$(BIN)/python scripts/export_openapi.py

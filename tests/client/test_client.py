@@ -1,0 +1,318 @@
+"""The Python client against a real server: every operation, jobs, errors.
+
+Numbers are compared with scikit-learn fitted in-process on the same data, as every
+other test of the service does; the client must add nothing and lose nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from gmm_client import (
+    OPERATIONS,
+    AsyncClient,
+    BadRequest,
+    Busy,
+    Client,
+    Dataset,
+    InvalidInput,
+    JobFailed,
+    NotFound,
+    ProblemError,
+    Unauthorized,
+)
+from gmm_client.client import _Base
+from gmm_client.errors import problem_from
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+from sklearn.mixture import GaussianMixture
+
+from tests.conftest import SEED_BLOBS
+from tests.helpers_server import ServerProcess
+
+SPEC = json.loads((Path(__file__).parents[2] / "openapi" / "openapi.json").read_text())
+#: The v2 protocol is for clients written for KServe/Triton (tritonclient), not this one.
+OTHER_PROTOCOLS = ("/v2",)
+
+
+def seed() -> np.ndarray:
+    X, _ = make_blobs(n_samples=200, n_features=2, centers=4, cluster_std=1.6, random_state=10)
+    return X
+
+
+def _document_operations() -> dict[str, tuple[str, str, dict[str, Any]]]:
+    out = {}
+    for path, operations in SPEC["paths"].items():
+        if path.startswith(OTHER_PROTOCOLS):
+            continue
+        for method, op in operations.items():
+            out[op["operationId"]] = (method.upper(), path, op)
+    return out
+
+
+def test_every_operation_of_the_document_is_a_method_and_no_other() -> None:
+    documented = _document_operations()
+    assert {k: v[:2] for k, v in documented.items()} == OPERATIONS
+    for name, (_, _, op) in documented.items():
+        for cls in (Client, AsyncClient):
+            assert callable(getattr(cls(base_url="http://x"), name)), (cls, name)
+        signature = inspect.signature(getattr(_Base, name).func)
+        names = set(signature.parameters)
+        for parameter in op.get("parameters", []):
+            if parameter["in"] == "path":
+                assert parameter["name"] in names, (name, parameter["name"])
+            elif parameter["in"] == "query" and parameter["name"] not in ("format", "output"):
+                # format/output have their own spelling (plot format, predict_npy output)
+                assert parameter["name"] in names or "options" in names, (name, parameter)
+
+
+def test_fit_predict_score_sample_equal_sklearn(gmm: Client) -> None:
+    X = seed()
+    model = gmm.create_model("gaussian_mixture", X, {"n_components": 4, "random_state": 0})
+    ref = GaussianMixture(4, random_state=0).fit(X)
+    np.testing.assert_array_equal(model["means"], ref.means_)
+    np.testing.assert_array_equal(model["weights"], ref.weights_)
+    assert "labels" not in model  # include=[] by default: the model resource alone
+
+    out = gmm.predict(model["id"], X)
+    np.testing.assert_array_equal(out["labels"], ref.predict(X))
+    np.testing.assert_allclose(out["probabilities"], ref.predict_proba(X), rtol=1e-12, atol=0)
+    scored = gmm.score_points(model["id"], X)
+    np.testing.assert_allclose(scored["log_likelihood"], ref.score_samples(X), rtol=1e-12)
+    assert scored["score"] == pytest.approx(ref.score(X), rel=1e-12)
+    points, labels = gmm.sample_points(model["id"], 5, random_state=0)
+    assert points.shape == (5, 2) and labels.shape == (5,)
+    labels_npy = gmm.predict_npy(model["id"], X)
+    np.testing.assert_array_equal(labels_npy, ref.predict(X))
+
+
+def test_large_arrays_travel_as_npy_datasets(live_server: ServerProcess) -> None:
+    X, _ = make_blobs(n_samples=6000, n_features=4, centers=3, random_state=1)
+    with Client(live_server.base_url, npy_threshold=1000) as gmm:
+        before = gmm.list_datasets()["total"]
+        model = gmm.create_model("kmeans", X, {"n_clusters": 3, "random_state": 0, "n_init": 1})
+        datasets = gmm.list_datasets()
+        assert datasets["total"] == before + 1  # uploaded, then fitted by dataset_id
+        ref = KMeans(3, random_state=0, n_init=1).fit(X)
+        np.testing.assert_array_equal(model["means"], ref.cluster_centers_)
+        out = gmm.predict(model["id"], X)  # a .npy body
+        np.testing.assert_array_equal(out["labels"], ref.predict(X))
+        distances = gmm.predict_npy(model["id"], X, "distances")
+        np.testing.assert_allclose(distances, ref.transform(X), rtol=1e-12)
+        mixture = gmm.create_model("gaussian_mixture", X, {"n_components": 3, "random_state": 0})
+        ll = gmm.predict_npy(mixture["id"], X, "log_likelihood", operation="score_points")
+        ref_gm = GaussianMixture(3, random_state=0).fit(X)
+        np.testing.assert_allclose(ll, ref_gm.score_samples(X), rtol=1e-12)
+
+
+def test_datasets_by_every_route(gmm: Client) -> None:
+    X = seed() + 1000.0  # an array no other test stores, so its name is this test's
+    created = gmm.create_dataset(X, name="seed")
+    assert created["n_samples"] == 200 and created["name"] == "seed"
+    again = gmm.create_dataset(X)
+    assert again["id"] == created["id"]  # by content
+    csv = "\n".join(",".join(repr(float(v)) for v in row) for row in X).encode()
+    assert gmm.create_dataset(csv, content_type="text/csv")["id"] == created["id"]
+    generated = gmm.create_dataset({"generator": SEED_BLOBS})
+    assert generated["n_samples"] == 200
+    assert gmm.get_dataset(created["id"])["sha256"] == created["sha256"]
+    model = gmm.create_model("gaussian_mixture", Dataset(created["id"]), {"n_components": 4})
+    assert model["n_samples"] == 200
+    points, true_labels = gmm.generate_dataset(SEED_BLOBS)
+    assert true_labels.shape == (200,)
+    np.testing.assert_array_equal(points, seed())
+    assert gmm.get_dataset(generated["id"])["sha256"] == generated["sha256"]
+    other = gmm.create_dataset(X[:50])
+    gmm.delete_dataset(other["id"])
+    with pytest.raises(NotFound):
+        gmm.get_dataset(other["id"])
+
+
+def test_models_list_get_delete_export_import_plots(gmm: Client) -> None:
+    X = seed()
+    model = gmm.create_model("gaussian_mixture", X, {"n_components": 4}, name="tour")
+    assert gmm.get_model(model["id"])["name"] == "tour"
+    assert any(m["id"] == model["id"] for m in gmm.iter_models(page_size=2))
+    document = gmm.export_model(model["id"])
+    imported = gmm.import_model(document)
+    assert imported["id"] != model["id"]
+    assert imported["means"] == model["means"]
+    assert gmm.plot_model(model["id"]).startswith(b"\x89PNG")
+    assert gmm.plot_model(model["id"], kind="convergence", format="svg").lstrip().startswith(b"<")
+    assert gmm.plot_dataset(SEED_BLOBS, format="png").startswith(b"\x89PNG")
+    assert len(gmm.get_model_ellipses(model["id"])["components"]) == 4
+    gmm.delete_model(imported["id"])
+    with pytest.raises(NotFound) as info:
+        gmm.get_model(imported["id"])
+    assert info.value.problem["status"] == 404
+
+
+def test_model_selection_and_comparison(gmm: Client) -> None:
+    X = seed()
+    result = gmm.select_model(X, [1, 2, 3, 4, 5], params={"random_state": 0})
+    bics = {}
+    for k in range(1, 6):
+        bics[k] = GaussianMixture(k, random_state=0).fit(X).bic(X)
+    scores = {cell["n_components"]: cell["bic"] for cell in result["scores"]}
+    for k, bic in bics.items():
+        assert scores[k] == pytest.approx(bic, rel=1e-10)
+    assert result["best"]["n_components"] == min(bics, key=bics.__getitem__)
+    picture = gmm.plot_model_selection(
+        {"data": {"points": X.tolist()}, "grid": {"n_components": [1, 2, 3]}}
+    )
+    assert picture.startswith(b"\x89PNG")
+    comparison = gmm.compare_algorithms(
+        X,
+        [
+            {"algorithm": "gaussian_mixture", "params": {"n_components": 4}},
+            {"algorithm": "kmeans", "params": {"n_clusters": 4}},
+        ],
+    )
+    assert len(comparison["results"]) == 2
+
+
+def test_jobs_followed_with_progress_then_listed(gmm: Client) -> None:
+    X = seed()
+    seen: list[dict[str, Any]] = []
+    model = gmm.create_model(
+        "gaussian_mixture",
+        X,
+        {"n_components": 4, "random_state": 0, "n_init": 3},
+        progress=seen.append,
+    )
+    assert seen[-1]["status"] == "succeeded"
+    assert seen[-1]["model_id"] == model["id"]
+    done = [s["progress"]["done"] for s in seen]
+    assert done == sorted(done)  # never goes backwards
+    ref = GaussianMixture(4, random_state=0, n_init=3).fit(X)
+    np.testing.assert_array_equal(model["means"], ref.means_)
+    jobs = gmm.list_jobs()
+    assert any(j["id"] == seen[-1]["id"] for j in jobs["items"])
+    assert gmm.wait_job(seen[-1]["id"])["status"] == "succeeded"
+    # the rich bar: it needs no terminal and leaves no thread behind
+    again = gmm.create_model("kmeans", X, {"n_clusters": 4, "n_init": 1}, progress=True)
+    assert again["algorithm"] == "kmeans"
+
+
+def test_cancel_a_job(gmm: Client) -> None:
+    long_fit = {
+        "algorithm": "gaussian_mixture",
+        "params": {"n_components": 4, "tol": 0, "max_iter": 10_000, "random_state": 0},
+        "data": {"generator": {**SEED_BLOBS, "n_samples": 3000}},
+        "wait": False,
+    }
+    r = gmm._http.post("/v1/models", json=long_fit)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    gmm.cancel_job(job["id"])
+    with pytest.raises(JobFailed) as info:
+        gmm.wait_job(job["id"])
+    assert info.value.job["status"] == "cancelled"
+
+
+def test_problems_become_exceptions_with_the_problem(gmm: Client) -> None:
+    with pytest.raises(NotFound) as not_found:
+        gmm.get_model("0" * 32)
+    assert not_found.value.problem["type"].endswith("not-found")
+    with pytest.raises(InvalidInput) as invalid:
+        gmm.create_model("gaussian_mixture", seed(), {"n_components": 4, "bogus": 1})
+    assert ["body", "params", "bogus"] in [e["loc"] for e in invalid.value.errors]
+    assert "params.bogus" in str(invalid.value)
+    model = gmm.create_model("kmeans", seed(), {"n_clusters": 2, "n_init": 1})
+    with pytest.raises(InvalidInput) as width:
+        gmm.predict(model["id"], [[0.0, 1.0, 2.0]])
+    assert width.value.errors[0]["type"] == "wrong_width"
+    with pytest.raises(TypeError):
+        gmm.predict(model["id"], [["a", "b"]])
+
+
+def test_a_failed_job_raises_the_fits_own_problem(gmm: Client) -> None:
+    with pytest.raises(InvalidInput) as info:
+        gmm.create_model(
+            "gaussian_mixture",
+            [[1.0, 1.0]] * 10,
+            {"n_components": 2, "reg_covar": 0, "random_state": 0},
+            wait=False,
+        )
+    assert "scikit-learn could not fit" in info.value.detail
+    assert isinstance(info.value.__cause__, JobFailed)
+
+
+def test_api_keys_from_argument_or_environment(
+    keyed_server: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Client(keyed_server.base_url) as anonymous, pytest.raises(Unauthorized) as info:
+        anonymous.list_models()
+    assert info.value.status == 401
+    with Client(keyed_server.base_url, api_key="right-key") as keyed:
+        assert keyed.list_models()["total"] == 0
+    monkeypatch.setenv("GMM_URL", keyed_server.base_url)
+    monkeypatch.setenv("GMM_API_KEY", "right-key")
+    with Client() as from_env:
+        assert from_env.base_url == keyed_server.base_url
+        assert from_env.healthz()["status"] == "ok"
+        assert from_env.list_models()["total"] == 0
+
+
+def test_async_client_has_the_same_operations(live_server: ServerProcess) -> None:
+    X = seed()
+
+    async def run() -> None:
+        async with AsyncClient(live_server.base_url) as gmm:
+            model = await gmm.create_model(
+                "gaussian_mixture", X, {"n_components": 4, "random_state": 0}, wait=False
+            )
+            out = await gmm.predict(model["id"], X)
+            ref = GaussianMixture(4, random_state=0).fit(X)
+            np.testing.assert_array_equal(out["labels"], ref.predict(X))
+            ids = [m["id"] async for m in gmm.iter_models()]
+            assert model["id"] in ids
+            with pytest.raises(NotFound):
+                await gmm.get_model("0" * 32)
+
+    asyncio.run(run())
+
+
+def test_busy_is_retried_after_retry_after() -> None:
+    import httpx
+
+    answers = iter([429, 429, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = next(answers)
+        if status == 429:
+            return httpx.Response(
+                429,
+                headers={"Retry-After": "0", "Content-Type": "application/problem+json"},
+                json={"type": "x/busy", "title": "Busy", "status": 429},
+            )
+        return httpx.Response(200, json={"status": "ok"})
+
+    with Client("http://test", transport=httpx.MockTransport(handler)) as gmm:
+        assert gmm.healthz() == {"status": "ok"}
+    with (
+        Client(
+            "http://test",
+            transport=httpx.MockTransport(lambda r: httpx.Response(429, json={"status": 429})),
+            retries_on_busy=0,
+        ) as gmm,
+        pytest.raises(Busy),
+    ):
+        gmm.healthz()
+
+
+def test_an_answer_that_is_not_a_problem_still_raises_a_problem_error() -> None:
+    import httpx
+
+    response = httpx.Response(
+        400, text="<html>bad gateway</html>", request=httpx.Request("GET", "http://x")
+    )
+    error = problem_from(response)
+    assert isinstance(error, BadRequest) and isinstance(error, ProblemError)
+    assert "bad gateway" in error.detail
