@@ -187,7 +187,9 @@ def test_429_only_when_the_queue_is_full(tmp_path: Path) -> None:
         tmp_path / "store",
         GMM_MAX_CONCURRENT_FITS="1",
         GMM_FIT_QUEUE_LENGTH="2",
-        GMM_FIT_QUEUE_SECONDS="120",
+        # Long enough that the queued fits outlast the slow one even on a loaded CI
+        # machine: a queue timeout would be a 429 too, and this test is about length.
+        GMM_FIT_QUEUE_SECONDS="900",
     )
     slow = {
         "algorithm": "gaussian_mixture",
@@ -206,7 +208,7 @@ def test_429_only_when_the_queue_is_full(tmp_path: Path) -> None:
         results: dict[str, int] = {}
 
         def post(name: str, body: dict[str, Any]) -> None:
-            with httpx.Client(base_url=srv.base_url, timeout=300) as c:
+            with httpx.Client(base_url=srv.base_url, timeout=900) as c:
                 results[name] = c.post("/v1/models", json=body).status_code
 
         def in_flight() -> float:
@@ -236,7 +238,7 @@ def test_429_only_when_the_queue_is_full(tmp_path: Path) -> None:
         assert r.headers["content-type"] == "application/problem+json"
         assert "GMM_FIT_QUEUE_LENGTH" in r.json()["detail"]
         for t in threads:
-            t.join(300)
+            t.join(900)
         assert results == {"slow": 201, "queued0": 201, "queued1": 201}
         # A job never takes a synchronous slot nor waits in the queue.
         job = srv.client.post("/v1/models", json={**quick, "wait": False})
