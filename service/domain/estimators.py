@@ -101,11 +101,13 @@ def _sklearn_shape_message(label: str, shape: tuple[int, ...]) -> str:
     return f"The parameter '{label}' should have the shape of {shape}, but got %s"
 
 
-def _kmeans_init_message(k: int, n_features: int) -> str:
+def _kmeans_init_message(k: int, n_features: int, got: tuple[int, ...] | None) -> str:
     """``KMeans``'s wording for initial centers of the wrong shape."""
+    if got is not None and got and got[0] != k:
+        return f"The shape of the initial centers %s does not match the number of clusters {k}"
     return (
-        f"The shape of the initial centers %s does not match the number of clusters {k} "
-        f"or the number of features of the data {n_features}"
+        "The shape of the initial centers %s does not match the number of features of the "
+        f"data {n_features}"
     )
 
 
@@ -165,8 +167,10 @@ def check_params(
         if dof is not None and dof <= n_features - 1:
             raise InvalidInput.at(
                 [*PARAMS_LOC, "degrees_of_freedom_prior"],
-                f"degrees_of_freedom_prior must be greater than n_features - 1 = "
-                f"{n_features - 1}, got {dof}.",
+                # sklearn's wording, then which n_features the bound comes from
+                f"The parameter 'degrees_of_freedom_prior' should be greater than "
+                f"{n_features - 1}, but got {dof:.3f}. (It must be greater than "
+                f"n_features - 1, and the data has {n_features} features.)",
             )
         if params.get("weights_init") is not None:
             _expect_shape(
@@ -195,9 +199,8 @@ def check_params(
             )
         _check_init_values(params, k, n_features)
     elif isinstance(params.get("init"), list):
-        _expect_shape(
-            "init", params["init"], (k, n_features), why_k, _kmeans_init_message(k, n_features)
-        )
+        message = _kmeans_init_message(k, n_features, _shape_of(params["init"]))
+        _expect_shape("init", params["init"], (k, n_features), why_k, message)
 
 
 #: scikit-learn 1.8 added an array-namespace argument to its mixtures' checks, and

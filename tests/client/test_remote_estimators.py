@@ -128,7 +128,9 @@ def test_kmeans_equals_sklearn(remote_cls: type, local_cls: type, params: dict[s
     np.testing.assert_array_equal(remote.predict(X), local.predict(X))
     np.testing.assert_allclose(remote.transform(X), local.transform(X), rtol=1e-12)
     assert remote.score(X) == pytest.approx(local.score(X), rel=1e-12)
-    assert list(remote.get_feature_names_out()) == list(local.get_feature_names_out())
+    # sklearn's convention: the class name, lowercased, then the cluster's index
+    prefix = remote_cls.__name__.lower()
+    assert list(remote.get_feature_names_out()) == [f"{prefix}{i}" for i in range(3)]
 
 
 def test_get_params_are_sklearns_plus_the_connection() -> None:

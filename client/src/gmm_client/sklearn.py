@@ -122,6 +122,8 @@ class _RemoteEstimator(BaseEstimator):
     _algorithm: ClassVar[str]
     #: Constructor parameters the service takes, by the same names.
     _service_params: ClassVar[tuple[str, ...]]
+    #: The scikit-learn class this one stands for.
+    _local: ClassVar[type]
 
     # -- connection ---------------------------------------------------------------
     def _client(self) -> Client:
@@ -150,7 +152,15 @@ class _RemoteEstimator(BaseEstimator):
         return "model_id_" in self.__dict__
 
     def _check_fitted(self) -> None:
-        check_is_fitted(self)
+        # sklearn's message, naming the class this one stands for: code written
+        # against sklearn matches "This GaussianMixture instance is not fitted yet".
+        check_is_fitted(
+            self,
+            msg=(
+                f"This {self._local.__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            ),
+        )
 
     # -- fitting ------------------------------------------------------------------
     def _wire_params(self) -> dict[str, Any]:
@@ -266,6 +276,7 @@ class RemoteGaussianMixture(_RemoteMixture):
     """``sklearn.mixture.GaussianMixture``, fitted and evaluated by gmm-service."""
 
     _algorithm = "gaussian_mixture"
+    _local = GaussianMixture
     _service_params = (
         "n_components",
         "covariance_type",
@@ -347,6 +358,7 @@ class RemoteBayesianGaussianMixture(_RemoteMixture):
     """``sklearn.mixture.BayesianGaussianMixture``, fitted and evaluated by gmm-service."""
 
     _algorithm = "bayesian_gaussian_mixture"
+    _local = BayesianGaussianMixture
     _service_params = (
         "n_components",
         "covariance_type",
@@ -443,8 +455,6 @@ class _RemoteCentroids(
     """What KMeans and MiniBatchKMeans share: Lloyd or mini-batches on the service."""
 
     init: Any
-    #: The scikit-learn class this one stands for.
-    _local: ClassVar[type]
 
     def _fit_centroids(self, X: Any, sample_weight: Any) -> Any:
         self._validate_params()
@@ -470,13 +480,6 @@ class _RemoteCentroids(
         points = self._points(X)
         with _as_sklearn_errors():
             return self._client().predict(self.model_id_, points)
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """``kmeans0``, ``kmeans1``...: the local class's names, so that a pipeline's
-        output columns do not change when the estimator goes remote."""
-        check_is_fitted(self, "_n_features_out")
-        prefix = self._local.__name__.lower()
-        return np.asarray([f"{prefix}{i}" for i in range(self._n_features_out)], dtype=object)
 
     def predict(self, X: Any, sample_weight: Any = None) -> np.ndarray:
         """The closest cluster of each point, (n_samples,)."""
