@@ -79,15 +79,36 @@ def _shape_of(value: Any) -> tuple[int, ...] | None:
     return arr.shape
 
 
-def _expect_shape(name: str, value: Any, shape: tuple[int, ...], why: str) -> None:
+def _expect_shape(
+    name: str, value: Any, shape: tuple[int, ...], why: str, sklearn_says: str | None = None
+) -> None:
+    """A 422 naming ``name`` unless ``value`` has ``shape``.
+
+    ``sklearn_says(got)``, when given, is scikit-learn's own message for the mistake
+    (``%s`` is the shape received), put first: code written against sklearn matches it.
+    """
     got = _shape_of(value)
     if got != shape:
         got_text = "a ragged array" if got is None else f"shape {got}"
-        raise InvalidInput.at(
-            [*PARAMS_LOC, name],
-            f"{name} must have shape {shape} ({why}), got {got_text}.",
-            "wrong_shape",
-        )
+        detail = f"{name} must have shape {shape} ({why}), got {got_text}."
+        if sklearn_says is not None and got is not None:
+            detail = f"{sklearn_says % (got,)}: {detail}"
+        raise InvalidInput.at([*PARAMS_LOC, name], detail, "wrong_shape")
+
+
+def _sklearn_shape_message(label: str, shape: tuple[int, ...]) -> str:
+    """``BaseMixture``'s wording for an initial value of the wrong shape."""
+    return f"The parameter '{label}' should have the shape of {shape}, but got %s"
+
+
+def _kmeans_init_message(k: int, n_features: int, got: tuple[int, ...] | None) -> str:
+    """``KMeans``'s wording for initial centers of the wrong shape."""
+    if got is not None and got and got[0] != k:
+        return f"The shape of the initial centers %s does not match the number of clusters {k}"
+    return (
+        "The shape of the initial centers %s does not match the number of features of the "
+        f"data {n_features}"
+    )
 
 
 def check_params(
@@ -113,10 +134,24 @@ def check_params(
             )
     needed = max(k, algo.min_samples)
     if n_samples < needed:
+        # scikit-learn's own wording first, so code written against sklearn matches it.
+        if n_samples < algo.min_samples:
+            sklearn_says = (
+                f"Found array with {n_samples} sample(s) (shape=({n_samples}, {n_features})) "
+                f"while a minimum of {algo.min_samples} is required"
+            )
+        elif algo.family == "mixture":
+            sklearn_says = (
+                f"Expected n_samples >= n_components but got n_components = {k}, "
+                f"n_samples = {n_samples}"
+            )
+        else:
+            sklearn_says = f"n_samples={n_samples} should be >= n_clusters={k}"
         raise InvalidInput.at(
             [*PARAMS_LOC, algo.k_param],
-            f"{algo.k_param}={k} needs at least {needed} samples, but the data has "
-            f"{n_samples}. Give more points or ask for fewer {algo.k_param.split('_')[1]}.",
+            f"{sklearn_says}: {algo.k_param}={k} needs at least {needed} samples, but the "
+            f"data has {n_samples}. Give more points or ask for fewer "
+            f"{algo.k_param.split('_')[1]}.",
             "too_few_samples",
         )
     why_k = f"{algo.k_param}={k}, n_features={n_features}"
@@ -132,13 +167,27 @@ def check_params(
         if dof is not None and dof <= n_features - 1:
             raise InvalidInput.at(
                 [*PARAMS_LOC, "degrees_of_freedom_prior"],
-                f"degrees_of_freedom_prior must be greater than n_features - 1 = "
-                f"{n_features - 1}, got {dof}.",
+                # sklearn's wording, then which n_features the bound comes from
+                f"The parameter 'degrees_of_freedom_prior' should be greater than "
+                f"{n_features - 1}, but got {dof:.3f}. (It must be greater than "
+                f"n_features - 1, and the data has {n_features} features.)",
             )
         if params.get("weights_init") is not None:
-            _expect_shape("weights_init", params["weights_init"], (k,), why_k)
+            _expect_shape(
+                "weights_init",
+                params["weights_init"],
+                (k,),
+                why_k,
+                _sklearn_shape_message("weights", (k,)),
+            )
         if params.get("means_init") is not None:
-            _expect_shape("means_init", params["means_init"], (k, n_features), why_k)
+            _expect_shape(
+                "means_init",
+                params["means_init"],
+                (k, n_features),
+                why_k,
+                _sklearn_shape_message("means", (k, n_features)),
+            )
         if params.get("precisions_init") is not None:
             shape = COVARIANCE_SHAPES[cov_type](k, n_features)
             _expect_shape(
@@ -146,10 +195,12 @@ def check_params(
                 params["precisions_init"],
                 shape,
                 f"{why_k}, covariance_type={cov_type!r}",
+                _sklearn_shape_message(f"{cov_type} precision", shape),
             )
         _check_init_values(params, k, n_features)
     elif isinstance(params.get("init"), list):
-        _expect_shape("init", params["init"], (k, n_features), why_k)
+        message = _kmeans_init_message(k, n_features, _shape_of(params["init"]))
+        _expect_shape("init", params["init"], (k, n_features), why_k, message)
 
 
 #: scikit-learn 1.8 added an array-namespace argument to its mixtures' checks, and

@@ -788,7 +788,16 @@ class ModelService:
             if train is not None and len(train)
             else None
         )
-        return {"log_likelihood": ll, "score": float(ll.mean()), "percentile": percentile}
+        out: dict[str, Any] = {
+            "log_likelihood": ll,
+            "score": float(ll.mean()),
+            "percentile": percentile,
+        }
+        if resource["algorithm"] == "gaussian_mixture":
+            # sklearn's bic(X)/aic(X) of these points, from the log-likelihoods at hand:
+            # what a remote estimator's bic(X) answers (the resource's are the training's).
+            out.update(estimators.information_criteria(bundle["estimator"], X, ll))
+        return out
 
     def sample(self, model_id: str, n_samples: int, random_state: int | None) -> dict[str, Any]:
         resource, bundle = self.load_bundle(model_id)

@@ -132,6 +132,8 @@ SEED_SCORE: dict[str, Any] = {
     "log_likelihood": [-4.0344, -4.2466],
     "score": -4.1405,
     "percentile": [94.5, 80.5],
+    "bic": 32.5045,
+    "aic": 62.5621,
 }
 
 #: ``POST /v1/models/{model_id}/sample`` with ``SEED_SAMPLE_REQUEST``.

@@ -322,6 +322,16 @@ class ScoreResult(BaseModel):
             "this point's: a low percentile flags an outlier. null for imported models."
         ),
     )
+    bic: float | None = Field(
+        None,
+        description=(
+            "gaussian_mixture only: sklearn's bic(X) of these points (null when it "
+            "overflows); the model resource's bic is the training data's."
+        ),
+    )
+    aic: float | None = Field(
+        None, description="gaussian_mixture only: sklearn's aic(X) of these points."
+    )
 
 
 class SampleRequest(StrictModel):

@@ -35,7 +35,8 @@ class _MixtureParams(StrictModel):
 class GaussianMixtureParams(_MixtureParams):
     """``sklearn.mixture.GaussianMixture`` constructor parameters."""
 
-    weights_init: Vector | None = Field(None, description="Shape (n_components,).")
+    # A matrix is taken only to be refused with sklearn's shape message, by the domain.
+    weights_init: Vector | Matrix | None = Field(None, description="Shape (n_components,).")
     means_init: Matrix | None = Field(None, description="Shape (n_components, n_features).")
     precisions_init: Vector | Matrix | Tensor | None = Field(
         None,

@@ -82,6 +82,21 @@ def test_score_equals_score_samples_and_percentiles_rank_training_points(
     assert body["percentile"][-1] == 0.0  # the far point is below every training point
 
 
+def test_score_answers_bic_and_aic_of_the_given_points(
+    client: TestClient, gmm: dict[str, Any]
+) -> None:
+    """sklearn's ``bic(X)``/``aic(X)`` of any points, not only the training data's:
+    what a remote estimator's ``bic(X)`` needs."""
+    X = seed_points()
+    ref = GaussianMixture(n_components=4, random_state=0).fit(X)
+    probe = np.vstack([X[::3], [[5.0, -3.0]]])
+    body = client.post(f"/v1/models/{gmm['id']}/score", json={"points": probe.tolist()}).json()
+    assert body["bic"] == ref.bic(probe)
+    assert body["aic"] == ref.aic(probe)
+    train = client.post(f"/v1/models/{gmm['id']}/score", json={"points": X.tolist()}).json()
+    assert (train["bic"], train["aic"]) == (gmm["bic"], gmm["aic"])
+
+
 def test_sample_equals_sklearn_sample_with_seed(client: TestClient, gmm: dict[str, Any]) -> None:
     ref = GaussianMixture(n_components=4, random_state=0).fit(seed_points())
     ref.set_params(random_state=7)

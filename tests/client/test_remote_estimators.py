@@ -1,0 +1,240 @@
+"""The remote estimators against a real server, compared with scikit-learn in-process.
+
+Fitted attributes must be the service's, which are sklearn's to the last bit; only
+the compiled prediction path (probabilities) is allowed rounding, to 1e-12.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from gmm_client import InvalidInput
+from gmm_client.sklearn import (
+    RemoteBayesianGaussianMixture,
+    RemoteGaussianMixture,
+    RemoteKMeans,
+    RemoteMiniBatchKMeans,
+)
+from sklearn.base import clone
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.datasets import make_blobs
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from tests.helpers_server import ServerProcess
+
+COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+
+
+@pytest.fixture(autouse=True)
+def _service_url(live_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The estimators find the server as users' code would: ``$GMM_URL``."""
+    monkeypatch.setenv("GMM_URL", live_server.base_url)
+    yield
+
+
+def blobs(n: int = 300, seed: int = 3) -> np.ndarray:
+    X, _ = make_blobs(n_samples=n, n_features=3, centers=3, cluster_std=1.4, random_state=seed)
+    return X
+
+
+def _assert_mixture_equal(remote: Any, local: Any, X: np.ndarray) -> None:
+    for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"):
+        np.testing.assert_array_equal(getattr(remote, name), getattr(local, name), err_msg=name)
+    assert remote.converged_ == local.converged_
+    assert remote.n_iter_ == local.n_iter_
+    assert remote.lower_bound_ == local.lower_bound_
+    assert remote.lower_bounds_ == local.lower_bounds_
+    assert remote.n_features_in_ == local.n_features_in_
+    np.testing.assert_array_equal(remote.predict(X), local.predict(X))
+    np.testing.assert_allclose(remote.predict_proba(X), local.predict_proba(X), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(remote.score_samples(X), local.score_samples(X))
+    assert remote.score(X) == local.score(X)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_gaussian_mixture_equals_sklearn(covariance_type: str) -> None:
+    X = blobs()
+    params = {"n_components": 3, "covariance_type": covariance_type, "random_state": 0}
+    remote = RemoteGaussianMixture(**params)
+    labels = remote.fit_predict(X)
+    local = GaussianMixture(**params)
+    np.testing.assert_array_equal(labels, local.fit_predict(X))
+    _assert_mixture_equal(remote, local, X)
+    probe = X[::7] + 0.5
+    assert remote.bic(probe) == local.bic(probe)
+    assert remote.aic(probe) == local.aic(probe)
+    assert isinstance(remote.model_id_, str)
+    pts, comps = remote.sample(5)
+    ref_pts, ref_comps = local.sample(5)
+    np.testing.assert_allclose(pts, ref_pts, rtol=1e-12)
+    np.testing.assert_array_equal(comps, ref_comps)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("prior_type", ["dirichlet_process", "dirichlet_distribution"])
+def test_bayesian_gaussian_mixture_equals_sklearn(covariance_type: str, prior_type: str) -> None:
+    X = blobs()
+    params = {
+        "n_components": 4,
+        "covariance_type": covariance_type,
+        "weight_concentration_prior_type": prior_type,
+        "random_state": 1,
+    }
+    remote = RemoteBayesianGaussianMixture(**params).fit(X)
+    local = BayesianGaussianMixture(**params).fit(X)
+    _assert_mixture_equal(remote, local, X)
+    for name in (
+        "mean_precision_",
+        "degrees_of_freedom_",
+        "mean_prior_",
+        "covariance_prior_",
+        "weight_concentration_prior_",
+        "mean_precision_prior_",
+        "degrees_of_freedom_prior_",
+    ):
+        np.testing.assert_array_equal(getattr(remote, name), getattr(local, name), err_msg=name)
+    if prior_type == "dirichlet_process":
+        for r, lo in zip(remote.weight_concentration_, local.weight_concentration_, strict=True):
+            np.testing.assert_array_equal(r, lo)
+    else:
+        np.testing.assert_array_equal(remote.weight_concentration_, local.weight_concentration_)
+
+
+@pytest.mark.parametrize(
+    ("remote_cls", "local_cls", "params"),
+    [
+        (RemoteKMeans, KMeans, {"n_clusters": 3, "random_state": 0}),
+        (RemoteKMeans, KMeans, {"n_clusters": 3, "random_state": 0, "algorithm": "elkan"}),
+        (RemoteMiniBatchKMeans, MiniBatchKMeans, {"n_clusters": 3, "random_state": 0}),
+    ],
+)
+def test_kmeans_equals_sklearn(remote_cls: type, local_cls: type, params: dict[str, Any]) -> None:
+    X = blobs()
+    remote = remote_cls(**params).fit(X)
+    local = local_cls(**params).fit(X)
+    np.testing.assert_array_equal(remote.cluster_centers_, local.cluster_centers_)
+    np.testing.assert_array_equal(remote.labels_, local.labels_)
+    assert remote.inertia_ == local.inertia_
+    assert remote.n_iter_ == local.n_iter_
+    np.testing.assert_array_equal(remote.predict(X), local.predict(X))
+    np.testing.assert_allclose(remote.transform(X), local.transform(X), rtol=1e-12)
+    assert remote.score(X) == pytest.approx(local.score(X), rel=1e-12)
+    # sklearn's convention: the class name, lowercased, then the cluster's index
+    prefix = remote_cls.__name__.lower()
+    assert list(remote.get_feature_names_out()) == [f"{prefix}{i}" for i in range(3)]
+
+
+def test_get_params_are_sklearns_plus_the_connection() -> None:
+    pairs = [
+        (RemoteGaussianMixture, GaussianMixture),
+        (RemoteBayesianGaussianMixture, BayesianGaussianMixture),
+        (RemoteKMeans, KMeans),
+        (RemoteMiniBatchKMeans, MiniBatchKMeans),
+    ]
+    for remote_cls, local_cls in pairs:
+        remote = remote_cls().get_params()
+        assert remote == {**local_cls().get_params(), "base_url": None, "api_key": None}
+
+
+def test_clone_and_set_params() -> None:
+    gm = RemoteGaussianMixture(n_components=2, random_state=0).fit(blobs())
+    copy = clone(gm)
+    assert copy.get_params() == gm.get_params()
+    assert not hasattr(copy, "means_")
+    copy.set_params(n_components=3).fit(blobs())
+    assert copy.means_.shape == (3, 3) and gm.means_.shape == (2, 3)
+
+
+def test_pickle_round_trip_predicts_without_a_live_connection() -> None:
+    X = blobs()
+    gm = RemoteGaussianMixture(n_components=3, random_state=0).fit(X)
+    state = gm.__getstate__()
+    assert "_connection" in gm.__dict__ and "_connection" not in state
+    again = pickle.loads(pickle.dumps(gm))
+    np.testing.assert_array_equal(again.predict(X), gm.predict(X))
+    np.testing.assert_array_equal(again.means_, gm.means_)
+
+
+def test_not_fitted_is_local() -> None:
+    for est in (RemoteGaussianMixture(), RemoteKMeans()):
+        with pytest.raises(NotFittedError):
+            est.predict(np.zeros((2, 2)))
+
+
+def test_pipeline_with_scaler_equals_sklearn() -> None:
+    X = blobs() * [1, 10, 100]
+    remote = Pipeline(
+        [("scale", StandardScaler()), ("gm", RemoteGaussianMixture(3, random_state=0))]
+    )
+    local = Pipeline([("scale", StandardScaler()), ("gm", GaussianMixture(3, random_state=0))])
+    np.testing.assert_array_equal(remote.fit(X).predict(X), local.fit(X).predict(X))
+    assert remote.score(X) == local.score(X)
+
+
+def test_grid_search_picks_what_sklearn_picks() -> None:
+    X = blobs(240)
+    grid = {"n_components": [1, 2, 3, 4]}
+    remote = GridSearchCV(RemoteGaussianMixture(random_state=0), grid, cv=3).fit(X)
+    local = GridSearchCV(GaussianMixture(random_state=0), grid, cv=3).fit(X)
+    assert remote.best_params_ == local.best_params_
+    np.testing.assert_array_equal(
+        remote.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"]
+    )
+
+
+def test_random_state_instance_draws_a_seed_and_advances() -> None:
+    X = blobs()
+    rs = np.random.RandomState(0)
+    first = RemoteGaussianMixture(3, init_params="random", random_state=rs).fit(X)
+    position = rs.get_state()[2]
+    second = RemoteGaussianMixture(3, init_params="random", random_state=rs).fit(X)
+    assert rs.get_state()[2] != position
+    seed = np.random.RandomState(0).randint(np.iinfo(np.int32).max)
+    same = GaussianMixture(3, init_params="random", random_state=seed).fit(X)
+    np.testing.assert_array_equal(first.means_, same.means_)
+    assert second.model_id_ != first.model_id_
+
+
+def test_service_warnings_are_raised_again_locally() -> None:
+    with pytest.warns(ConvergenceWarning):
+        RemoteGaussianMixture(3, max_iter=1, random_state=0).fit(blobs())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RemoteGaussianMixture(3, random_state=0).fit(blobs())
+
+
+def test_service_problems_become_value_error_with_the_problem_as_cause() -> None:
+    with pytest.raises(ValueError, match="n_samples >= n_components") as info:
+        RemoteGaussianMixture(5).fit(blobs()[:3])
+    assert isinstance(info.value.__cause__, InvalidInput)
+    with pytest.raises(ValueError, match="means_init"):
+        RemoteGaussianMixture(2, means_init=np.zeros((3, 3))).fit(blobs())
+
+
+def test_local_validation_speaks_sklearn() -> None:
+    with pytest.raises(ValueError, match="covariance_type"):
+        RemoteGaussianMixture(covariance_type="bad").fit(blobs())
+    with pytest.raises(ValueError, match="NaN"):
+        RemoteGaussianMixture().fit(np.full((4, 2), np.nan))
+    gm = RemoteGaussianMixture(2, random_state=0).fit(blobs())
+    with pytest.raises(ValueError, match="features"):
+        gm.predict(np.zeros((2, 5)))
+
+
+def test_sparse_input_is_densified() -> None:
+    import scipy.sparse as sp
+
+    X = blobs()
+    remote = RemoteKMeans(3, random_state=0).fit(sp.csr_matrix(X))
+    np.testing.assert_array_equal(
+        remote.cluster_centers_, KMeans(3, random_state=0).fit(X).cluster_centers_
+    )
