@@ -58,6 +58,7 @@ def export_model(service: ModelService, model_id: str) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "algorithm": algorithm,
         "name": resource.get("name"),
+        "tags": resource.get("tags", {}),
         "params": resource["params"],
         "n_features": int(resource["n_features"]),
         "n_components": int(resource["n_components"]),
@@ -404,6 +405,7 @@ def import_model(service: ModelService, doc: ModelDocument) -> dict[str, Any]:
         algorithm=algorithm,
         params=params,
         name=doc.name,
+        tags=doc.tags,
         # null says "unknown" when the document does not tell.
         n_samples=source.n_samples if source else None,
         n_features=doc.n_features,

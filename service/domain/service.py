@@ -17,8 +17,8 @@ import datetime as dt
 import platform
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Literal
 
 import joblib
@@ -43,11 +43,67 @@ from service.errors import (
     UnsupportedOperation,
 )
 from service.schemas.data import DataSpec, GaussianMixtureSpec, GeneratorSpec
-from service.schemas.models import EFFECTIVE_WEIGHT_THRESHOLD
-from service.store.base import ModelStore, check_id, check_job_id, new_job_id, new_model_id
+from service.schemas.models import EFFECTIVE_WEIGHT_THRESHOLD, MAX_TAGS
+from service.store.base import (
+    MetadataFilter,
+    ModelStore,
+    check_id,
+    check_job_id,
+    new_job_id,
+    new_model_id,
+)
 
 #: The most points one ``sample`` call draws.
 MAX_SAMPLE_POINTS = 1_000_000
+
+
+def _resource(meta: dict[str, Any]) -> dict[str, Any]:
+    """The public resource of stored metadata; models stored before tags existed have
+    none (``{}``)."""
+    resource: dict[str, Any] = meta["resource"]
+    if "tags" not in resource:
+        resource = {**resource, "tags": {}}
+    return resource
+
+
+def model_filter(
+    *, name: str | None = None, algorithm: str | None = None, tags: Sequence[str] = ()
+) -> MetadataFilter | None:
+    """A condition on stored metadata for ``list_models``; None when nothing is asked.
+
+    ``name`` and ``algorithm`` match exactly. Each of ``tags`` is ``"key:value"`` and
+    must be one of the model's tags written that way. Matching the whole string rather
+    than splitting it keeps it exact although keys and values may both hold ``:``
+    (``"k8s.io/app:web"``, ``"url:http://x"``): no split rule would read both right.
+    """
+    if name is None and algorithm is None and not tags:
+        return None
+    wanted = set(tags)
+
+    def matches(meta: dict[str, Any]) -> bool:
+        resource = meta.get("resource") or {}
+        if name is not None and resource.get("name") != name:
+            return False
+        if algorithm is not None and resource.get("algorithm") != algorithm:
+            return False
+        have = {f"{key}:{value}" for key, value in (resource.get("tags") or {}).items()}
+        return wanted <= have
+
+    return matches
+
+
+def merge_patch(current: dict[str, str], patch: Mapping[str, str | None] | None) -> dict[str, str]:
+    """RFC 7396 on a flat map of strings: a string sets its key, null removes it, an
+    absent key stays; a null ``patch`` removes them all."""
+    if patch is None:
+        return {}
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _now() -> str:
@@ -138,6 +194,7 @@ class _PreparedFit:
     data: DataSpec
     dataset: data_mod.Dataset
     name: str | None
+    tags: dict[str, str]
     wanted: set[str]
     alignment: tuple[str, np.ndarray] | None
     extra: dict[str, Any] | None
@@ -147,7 +204,12 @@ class _PreparedFit:
 
 @dataclass(frozen=True)
 class _Loaded:
-    """A stored model ready to answer: its resource, its bundle, its compiled form."""
+    """A stored model ready to answer: its resource, its bundle, its compiled form.
+
+    ``resource`` is as it was when loaded: its ``name`` and ``tags`` may have changed
+    since (``update_model``, perhaps in another worker), so whatever shows those reads
+    the metadata afresh (``get_model``); the fitted fields never change.
+    """
 
     resource: dict[str, Any]
     bundle: dict[str, Any]
@@ -300,6 +362,7 @@ class ModelService:
         align_to: str | None = None,
         extra: dict[str, Any] | None = None,
         wait: bool | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[Literal["model", "job"], dict[str, Any]]:
         """Fit, store, and answer the resource plus the requested per-point arrays; or
         the same fit as a job.
@@ -311,6 +374,7 @@ class ModelService:
         ``("model", resource and arrays)`` or ``("job", job resource)``.
         """
         prepared = self._prepare_fit(algorithm, params, data, name, include, align_to, extra)
+        prepared = replace(prepared, tags=dict(tags or {}))
         if wait is None:
             limit = self._async_fit_seconds
             wait = limit is None or prepared.estimated_seconds <= limit
@@ -348,6 +412,7 @@ class ModelService:
             data=data,
             dataset=dataset,
             name=name,
+            tags={},
             wanted=wanted,
             alignment=(align_to, reference) if align_to and reference is not None else None,
             extra=extra,
@@ -370,6 +435,7 @@ class ModelService:
             dataset=prepared.dataset,
             fitted=fitted,
             name=prepared.name,
+            tags=prepared.tags,
             include=include - set(omitted or []),
             alignment=prepared.alignment,
             generator=prepared.data.generator,
@@ -432,6 +498,7 @@ class ModelService:
                 "algorithm": prepared.algorithm,
                 "params": jsonable(prepared.params),
                 "name": prepared.name,
+                "tags": prepared.tags,
                 "n_samples": int(n_samples),
                 "n_features": int(n_features),
                 "estimated_seconds": prepared.estimated_seconds,
@@ -491,6 +558,7 @@ class ModelService:
         dataset: data_mod.Dataset,
         fitted: estimators.Fitted,
         name: str | None = None,
+        tags: Mapping[str, str] | None = None,
         include: set[str] | None = None,
         alignment: tuple[str, np.ndarray] | None = None,
         generator: GeneratorSpec | None = None,
@@ -555,6 +623,7 @@ class ModelService:
                     algorithm=algorithm,
                     params=params,
                     name=name,
+                    tags=tags,
                     n_samples=int(n_samples),
                     n_features=int(n_features),
                     fit_seconds=fitted.fit_seconds,
@@ -587,6 +656,7 @@ class ModelService:
         imported: bool = False,
         imported_from: dict[str, Any] | None = None,
         dataset_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Give a model its id and creation time, store it, and answer its resource.
 
@@ -597,11 +667,13 @@ class ModelService:
         the estimator and, for a fitted model, its training ``dataset_id``, ``labels``
         and sorted ``train_log_likelihood`` (None each for an import). ``dataset_id``
         names the stored dataset of the training points: the store gives the model its
-        own reference to them (``NotFound`` when the dataset is gone).
+        own reference to them (``NotFound`` when the dataset is gone). ``name`` and
+        ``tags`` are the only fields that change afterwards (``update_model``).
         """
         resource: dict[str, Any] = {
             "id": new_model_id(),
             "name": name,
+            "tags": dict(tags or {}),
             "algorithm": algorithm,
             "params": params,
             "created_at": _now(),
@@ -651,7 +723,52 @@ class ModelService:
         return self._store.get_metadata(check_id(model_id))
 
     def get_model(self, model_id: str) -> dict[str, Any]:
-        resource: dict[str, Any] = self.get_metadata(model_id)["resource"]
+        return _resource(self.get_metadata(model_id))
+
+    def update_model(
+        self,
+        model_id: str,
+        *,
+        name: str | None = None,
+        tags: Mapping[str, str | None] | None = None,
+        fields: set[str],
+    ) -> dict[str, Any]:
+        """Rename a model and/or merge-patch its tags (RFC 7396); answers the resource.
+
+        ``fields`` names what the patch holds (``name``, ``tags``), so that a null
+        ``name`` (remove it) differs from none given (keep it), and a null ``tags``
+        removes every tag. The merge happens inside the store's per-model lock, so two
+        concurrent patches never lose one another's change. Only the metadata is
+        rewritten (signed again); the fitted model is untouched. ``NotFound`` when the
+        model is, or becomes, deleted.
+        """
+        loc_tags = ["body", "tags"]
+
+        def change(meta: dict[str, Any]) -> dict[str, Any] | None:
+            resource = _resource(meta)
+            updated = dict(resource)
+            if "name" in fields:
+                updated["name"] = name
+            if "tags" in fields:
+                merged = merge_patch(resource["tags"], tags)
+                if len(merged) > MAX_TAGS:
+                    raise InvalidInput.at(
+                        loc_tags,
+                        f"the model would have {len(merged)} tags; at most {MAX_TAGS} are "
+                        "allowed: remove some with null values in the same patch.",
+                        "too_many_tags",
+                    )
+                updated["tags"] = merged
+            if updated == resource:
+                return None  # nothing to write: the file and its signature stay
+            return {**meta, "resource": updated}
+
+        meta = self._store.update_metadata(check_id(model_id), change)
+        resource = _resource(meta)
+        with self._cache_lock:
+            hit = self._cache.get(model_id)
+            if hit is not None:
+                self._cache[model_id] = replace(hit, resource=resource)
         return resource
 
     def load_bundle(self, model_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -663,10 +780,12 @@ class ModelService:
         """
         loaded = self._loaded(model_id)
         bundle = loaded.bundle
+        # Read afresh: the name and tags may have changed since the bundle was cached.
+        resource = self.get_model(model_id)
         if "X" not in bundle:
             points = self._store.load_points(model_id) if bundle.get("dataset_id") else None
             bundle = {**bundle, "X": points}  # the cached bundle stays as stored
-        return loaded.resource, bundle
+        return resource, bundle
 
     def _loaded(self, model_id: str) -> _Loaded:
         """A model as prediction uses it, from this worker's cache when it can be.
@@ -706,12 +825,25 @@ class ModelService:
         with self._cache_lock:
             return model_id in self._cache
 
-    def list_models(self, *, limit: int, cursor: str | None) -> dict[str, Any]:
-        items, next_cursor = self._store.list(limit=limit, cursor=cursor)
+    def list_models(
+        self,
+        *,
+        limit: int,
+        cursor: str | None,
+        name: str | None = None,
+        algorithm: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """A page of model resources, newest first, read from metadata alone (no model
+        is unpickled). ``name``, ``algorithm`` and ``tags`` (see ``model_filter``)
+        narrow the listing; the page, ``next_cursor`` and ``total`` are then those of
+        the models that match. A filtered ``total`` reads every model's metadata."""
+        where = model_filter(name=name, algorithm=algorithm, tags=tags)
+        items, next_cursor = self._store.list(limit=limit, cursor=cursor, where=where)
         return {
-            "items": [m["resource"] for m in items],
+            "items": [_resource(m) for m in items],
             "next_cursor": next_cursor,
-            "total": self._store.count(),
+            "total": self._store.count(where=where),
         }
 
     def delete_model(self, model_id: str) -> None:

@@ -85,6 +85,7 @@ SEED_MODEL: dict[str, Any] = {
     "n_iter": 2,
     "n_samples": 200,
     "name": "seed-blobs",
+    "tags": {},
     "params": {
         "covariance_type": "full",
         "init_params": "kmeans",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from service.schemas.common import (
     FiniteFloat,
@@ -40,7 +40,58 @@ from service.schemas.params import (
 from service.store.base import MODEL_ID_PATTERN
 
 PerPoint = Literal["labels", "probabilities", "distances"]
-Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+#: Text for people (names, tag values): no control characters.
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE_PATTERN)]
+#: The fitted algorithms, as ``estimators.ALGORITHMS`` names them (a test checks).
+AlgorithmName = Literal[
+    "gaussian_mixture", "bayesian_gaussian_mixture", "kmeans", "minibatch_kmeans"
+]
+
+#: A model has at most this many tags.
+MAX_TAGS = 32
+TAG_KEY_PATTERN = r"^[A-Za-z0-9_.:/-]+$"
+TAG_KEY_MAX = 64
+TAG_VALUE_MAX = 256
+#: ``?tag=key:value``: a tag written as its key, a colon and its value.
+TAG_FILTER_PATTERN = rf"^[A-Za-z0-9_.:/-]{{1,{TAG_KEY_MAX}}}:[^\x00-\x1f\x7f]{{0,{TAG_VALUE_MAX}}}$"
+TagKey = Annotated[str, Field(min_length=1, max_length=TAG_KEY_MAX, pattern=TAG_KEY_PATTERN)]
+TagValue = Annotated[str, Field(max_length=TAG_VALUE_MAX, pattern=PRINTABLE_PATTERN)]
+_TAG_VALUE_SCHEMA = {"type": "string", "maxLength": TAG_VALUE_MAX, "pattern": PRINTABLE_PATTERN}
+
+
+def _tags_schema(value: dict[str, object]) -> WithJsonSchema:
+    """pydantic documents a key pattern as ``patternProperties``, which lets any other
+    key through in JSON Schema; ``propertyNames`` says what the validator enforces, so
+    a client (or a fuzzer) generating from the document sends only keys we accept."""
+    return WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": MAX_TAGS,
+            "propertyNames": {
+                "minLength": 1,
+                "maxLength": TAG_KEY_MAX,
+                "pattern": TAG_KEY_PATTERN,
+            },
+            "additionalProperties": value,
+        }
+    )
+
+
+#: A model's tags: a small map of strings, for people and for ``GET /v1/models?tag=``.
+Tags = Annotated[
+    dict[TagKey, TagValue], Field(max_length=MAX_TAGS), _tags_schema(_TAG_VALUE_SCHEMA)
+]
+#: Tags in a merge patch: a value sets its key, null removes it.
+TagsPatch = Annotated[
+    dict[TagKey, TagValue | None],
+    Field(max_length=MAX_TAGS),
+    _tags_schema({"anyOf": [_TAG_VALUE_SCHEMA, {"type": "null"}]}),
+]
+_TAGS_DESCRIPTION = (
+    f"At most {MAX_TAGS} tags; keys 1-{TAG_KEY_MAX} characters of `A-Za-z0-9_.:/-`, "
+    f"values at most {TAG_VALUE_MAX} characters (no control characters)."
+)
 ModelIdStr = Annotated[str, Field(pattern=MODEL_ID_PATTERN, description="A model id.")]
 
 #: A Bayesian mixture's components with a weight above this count as effective, unless
@@ -55,6 +106,12 @@ EffectiveWeightThreshold = Annotated[
 class _FitRequestBase(StrictModel):
     data: DataSpec
     name: Name | None = Field(None, description="A free label for people; not unique.")
+    tags: Tags = Field(
+        default_factory=dict,
+        description=f"Labels to find the model by (`GET /v1/models?tag=key:value`). "
+        f"{_TAGS_DESCRIPTION}",
+        examples=[{"project": "seed", "stage": "dev"}],
+    )
     include: list[PerPoint] | None = Field(
         None,
         description=(
@@ -162,6 +219,10 @@ class Alignment(BaseModel):
 class _ModelBase(BaseModel):
     id: str
     name: str | None
+    tags: Tags = Field(
+        default_factory=dict,
+        description="Labels set at creation or by `PATCH /v1/models/{id}`; `{}` when none.",
+    )
     created_at: str = Field(description="ISO 8601, UTC.")
     n_samples: int | None = Field(
         description="Training points; null for an imported model whose source did not say."
@@ -294,6 +355,41 @@ class ModelList(BaseModel):
         None, description="Pass as `cursor` for the next page; null on the last page."
     )
     total: int
+
+
+class ModelPatch(StrictModel):
+    """A JSON merge patch (RFC 7396) of a model's ``name`` and ``tags``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "seed-blobs-v2", "tags": {"stage": "prod"}}]}
+    )
+
+    name: Name | None = Field(
+        None, description="The new name; null removes it; absent leaves it as it is."
+    )
+    tags: TagsPatch | None = Field(
+        None,
+        description=(
+            "Merged into the model's tags: a string sets that tag, null removes it, tags "
+            "not named stay. `null` for the whole field removes every tag. "
+            + _TAGS_DESCRIPTION
+            + " The limit applies to the tags after the merge."
+        ),
+    )
+
+
+PATCH_EXAMPLES = {
+    # No null here: FastAPI drops every null from the OpenAPI document, examples too.
+    # Removing a tag (`"draft": null`) is described on the field instead.
+    "rename-and-tag": {
+        "summary": "Rename and set a tag",
+        "value": {"name": "seed-blobs-v2", "tags": {"stage": "prod"}},
+    },
+    "tags-only": {
+        "summary": "Set tags, keep the name",
+        "value": {"tags": {"project": "seed", "owner": "data-team"}},
+    },
+}
 
 
 class PointsRequest(StrictModel):

@@ -16,7 +16,12 @@ from pydantic import Field, PlainValidator, TypeAdapter, ValidationInfo, WithJso
 from pydantic_core import PydanticCustomError
 
 from service.schemas.common import FiniteFloat, StrictBool, StrictInt, StrictModel
-from service.schemas.models import EFFECTIVE_WEIGHT_THRESHOLD, EffectiveWeightThreshold, Name
+from service.schemas.models import (
+    EFFECTIVE_WEIGHT_THRESHOLD,
+    EffectiveWeightThreshold,
+    Name,
+    Tags,
+)
 from service.schemas.params import (
     BayesianGaussianMixtureParams,
     CovarianceType,
@@ -115,6 +120,10 @@ class _DocumentBase(StrictModel):
     format: Literal["gmm-service.model"] = Field(description=f"Always `{FORMAT}`.")
     format_version: Literal[1] = Field(description="Version of this layout.")
     name: Name | None = Field(None, description="The exported model's name, if any.")
+    tags: Tags = Field(
+        default_factory=dict,
+        description="The exported model's tags; the import gets them. Optional (`{}`).",
+    )
     n_features: Count
     n_components: Count = Field(description="n_components (mixtures) or n_clusters (k-means).")
     n_iter: Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]

@@ -7,6 +7,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -80,6 +81,14 @@ def array_sha256(X: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+#: A condition on a model's stored metadata (``list``, ``count``): the store applies it
+#: without knowing what it asks, and without ever unpickling a model.
+MetadataFilter = Callable[[dict[str, Any]], bool]
+#: Rewrites a model's metadata (``update_metadata``): the new metadata, or None when
+#: nothing changes (then nothing is written).
+MetadataChange = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
 def check_dataset_id(dataset_id: str) -> str:
     """Refuse anything that is not exactly a dataset id before it becomes a path."""
     if not isinstance(dataset_id, str) or not _DATASET_ID_RE.fullmatch(dataset_id):
@@ -120,11 +129,27 @@ class ModelStore(Protocol):
         """The fitted estimator, verified before a single byte is unpickled."""
         ...
 
-    def list(self, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        """A page of metadata, newest first, and the cursor of the next page (or None)."""
+    def update_metadata(self, model_id: str, change: MetadataChange) -> dict[str, Any]:
+        """Apply ``change`` to the model's verified metadata and store the result signed,
+        atomically, under a per-model lock (two updates never lose one another);
+        returns the metadata as stored. The artifact is never rewritten, and ``change``
+        may not alter ``id``, ``artifact`` or ``points``. ``NotFound`` when the model
+        is gone, before or during the update: an update never brings a deleted model
+        back."""
         ...
 
-    def count(self) -> int: ...
+    def list(
+        self, *, limit: int, cursor: str | None, where: MetadataFilter | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of metadata, newest first, and the cursor of the next page (or None).
+
+        With ``where``, only models whose metadata it accepts; the cursor then pages
+        through those, and is None on their last page."""
+        ...
+
+    def count(self, *, where: MetadataFilter | None = None) -> int:
+        """How many models are stored (that ``where`` accepts)."""
+        ...
 
     def total_bytes(self) -> int: ...
 

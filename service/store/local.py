@@ -17,6 +17,13 @@ or nothing visible. A delete renames the folder back into ``tmp/`` before removi
 it, so it vanishes for every process at once. Leftovers of dead processes in
 ``tmp/`` are removed at start.
 
+A metadata update (rename, tags) holds an exclusive ``flock`` on the model's folder
+(every thread and process alike), writes the re-signed ``meta.json`` into ``tmp/``
+and renames it over the old one: readers see the old or the new file, never half of
+one. A delete needs no lock: once it has renamed the folder away, the update's
+rename into ``models/<id>/`` finds no folder and fails, so a deleted model is never
+brought back.
+
 Datasets are content-addressed: the folder name is the sha256 of the array's canonical
 bytes (``array_sha256``), so two uploads of one array race to the same rename and one
 copy is kept. A model keeps its own hard link to its training points: deleting the
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import hmac
 import io
@@ -39,6 +47,7 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +55,14 @@ import joblib
 import numpy as np
 
 from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
-from service.store.base import array_sha256, check_dataset_id, check_id, check_job_id
+from service.store.base import (
+    MetadataChange,
+    MetadataFilter,
+    array_sha256,
+    check_dataset_id,
+    check_id,
+    check_job_id,
+)
 
 log = logging.getLogger("service.errors")
 
@@ -255,6 +271,55 @@ class LocalModelStore:
         with contextlib.suppress(OSError):
             _fsync_dir(self.models_dir)
 
+    @contextlib.contextmanager
+    def _locked(self, model_id: str) -> Iterator[Path]:
+        """An exclusive lock on the model's folder for a read-modify-write of its
+        metadata. ``flock`` on the folder itself: no lock file to create or clean up,
+        and it excludes other threads (each opens its own descriptor) and processes
+        alike. It stays on the folder's inode if a delete renames it away meanwhile."""
+        folder = self._model_dir(model_id)
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"No model with id {model_id!r}.") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"Could not lock the model: {exc.strerror}.") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield folder
+        finally:
+            os.close(fd)  # closing the last descriptor releases the lock
+
+    def update_metadata(self, model_id: str, change: MetadataChange) -> dict[str, Any]:
+        with self._locked(model_id) as folder:
+            meta = self._read_meta(model_id)  # verified: a tampered file is never re-signed
+            new = change(json.loads(canonical_json(meta)))  # change works on a copy
+            if new is None:
+                return meta
+            for key in ("id", "artifact", "points"):
+                if new.get(key) != meta.get(key):
+                    raise ValueError(f"a metadata update may not change {key!r}")
+            new = dict(new)
+            new.pop("signature", None)
+            new["signature"] = self._sign(canonical_json(new))
+            tmp = self._tmp_path()
+            try:
+                _write_file(tmp, canonical_json(new))
+                # Atomic over the old file. When a delete has renamed the folder away,
+                # models/<id>/ no longer exists and this fails: the model stays deleted.
+                os.rename(tmp, folder / META)
+            except FileNotFoundError:
+                tmp.unlink(missing_ok=True)
+                raise NotFound(f"No model with id {model_id!r}.") from None
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise StoreUnavailable(
+                    f"Could not write the model's metadata: {exc.strerror}."
+                ) from exc
+            with contextlib.suppress(OSError):  # gone already if a delete just won
+                _fsync_dir(folder)
+        return new
+
     def check_writable(self) -> None:
         probe = self._tmp_path()
         try:
@@ -350,16 +415,11 @@ class LocalModelStore:
     def _ids(self) -> list[str]:
         return sorted((e.name for e in os.scandir(self.models_dir) if e.is_dir()), reverse=True)
 
-    def list(self, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        ids = self._ids()
-        if cursor is not None:
-            ids = [i for i in ids if i < cursor]
-        items: list[dict[str, Any]] = []
+    def _metadata(self, ids: list[str]) -> Iterator[dict[str, Any]]:
+        """The verified metadata of each of ``ids`` that can still be read, in order."""
         for model_id in ids:
-            if len(items) == limit:
-                return items, items[-1]["id"]
             try:
-                items.append(self._read_meta(model_id))
+                yield self._read_meta(model_id)
             except NotFound:  # deleted between the scan and the read
                 continue
             except ArtifactIntegrityError as exc:
@@ -367,10 +427,30 @@ class LocalModelStore:
                 # Reading it by id still answers the integrity problem.
                 log.error("listing skipped a damaged model: %s", exc.detail)
                 continue
+
+    def list(
+        self, *, limit: int, cursor: str | None, where: MetadataFilter | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        ids = self._ids()
+        if cursor is not None:
+            ids = [i for i in ids if i < cursor]
+        items: list[dict[str, Any]] = []
+        for meta in self._metadata(ids):
+            if where is not None and not where(meta):
+                continue
+            if len(items) == limit:
+                # Another one is there to show: the page is not the last. (Found
+                # first, so that a filter leaves no empty page at the end.)
+                return items, items[-1]["id"]
+            items.append(meta)
         return items, None
 
-    def count(self) -> int:
-        return len(self._ids())
+    def count(self, *, where: MetadataFilter | None = None) -> int:
+        """Without ``where``, from the file system alone; with it, every model's
+        metadata is read (never an artifact), as the listing reads it."""
+        if where is None:
+            return len(self._ids())
+        return sum(1 for meta in self._metadata(self._ids()) if where(meta))
 
     def total_bytes(self) -> int:
         """Bytes of all artifacts, from the file system (no metadata is read)."""

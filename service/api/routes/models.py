@@ -1,4 +1,4 @@
-"""``/v1/models``: train, list, read, delete, predict."""
+"""``/v1/models``: train, list and find, read, rename and tag, delete, predict."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
+from pydantic import StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from service.api.binary import (
@@ -27,11 +28,18 @@ from service.api.responses import MODEL_CREATED_DOC, NumpyJSONResponse, model_cr
 from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
 from service.domain.service import ModelService
 from service.errors import Busy, ServiceError
+from service.schemas.common import Problem
 from service.schemas.models import (
     FIT_EXAMPLES,
+    MAX_TAGS,
+    PATCH_EXAMPLES,
+    PRINTABLE_PATTERN,
+    TAG_FILTER_PATTERN,
+    AlgorithmName,
     FitRequest,
     FittedModel,
     ModelList,
+    ModelPatch,
     ModelResource,
     PointsRequest,
     Prediction,
@@ -96,6 +104,7 @@ def create_model(
             params=request.params.model_dump(),
             data=request.data,
             name=request.name,
+            tags=request.tags,
             include=request.include,
             align_to=request.align_to,
             extra={
@@ -119,10 +128,14 @@ def create_model(
     return model_created(body)
 
 
+#: ``?tag=key:value``, repeatable.
+TagFilter = Annotated[str, StringConstraints(pattern=TAG_FILTER_PATTERN)]
+
+
 @router.get(
     "",
     response_model=ModelList,
-    summary="List models, newest first",
+    summary="List and find models, newest first",
     responses=responses(422, 500),
 )
 def list_models(
@@ -133,9 +146,42 @@ def list_models(
         str | None,
         Query(pattern=MODEL_ID_PATTERN, description="`next_cursor` of the previous page."),
     ] = None,
+    name: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=PRINTABLE_PATTERN,
+            description="Only models of exactly this name.",
+        ),
+    ] = None,
+    algorithm: Annotated[
+        AlgorithmName | None, Query(description="Only models of this algorithm.")
+    ] = None,
+    tag: Annotated[
+        list[TagFilter] | None,
+        Query(
+            max_length=MAX_TAGS,
+            description=(
+                "Only models with this tag, written `key:value` (the whole string is "
+                "compared with each of the model's tags written so, which stays exact when "
+                "keys or values hold a colon). Repeat it: a model must have every one."
+            ),
+            examples=[["stage:prod"]],
+        ),
+    ] = None,
 ) -> Response:
-    """Model resources without per-point arrays, read from metadata (never unpickled)."""
-    page = service.list_models(limit=limit or settings.default_page_size, cursor=cursor)
+    """Model resources without per-point arrays, read from metadata (never unpickled).
+
+    `name`, `algorithm` and `tag` narrow the listing; pages, `next_cursor` and `total`
+    are then those of the models that match."""
+    page = service.list_models(
+        limit=limit or settings.default_page_size,
+        cursor=cursor,
+        name=name,
+        algorithm=algorithm,
+        tags=tag or (),
+    )
     return NumpyJSONResponse(page)
 
 
@@ -147,6 +193,54 @@ def list_models(
 )
 def get_model(model_id: ModelId, service: ServiceDep) -> Response:
     return NumpyJSONResponse(service.get_model(model_id))
+
+
+#: The media types a PATCH body may be sent as, both JSON (``FastJSONRoute`` takes any
+#: ``application/*+json``); the document lists merge-patch next to FastAPI's own entry.
+_MERGE_PATCH_DOC = {
+    "requestBody": {
+        "content": {
+            "application/merge-patch+json": {
+                "schema": {"$ref": "#/components/schemas/ModelPatch"},
+                "examples": PATCH_EXAMPLES,
+            }
+        }
+    }
+}
+
+
+@router.patch(
+    "/{model_id}",
+    response_model=ModelResource,
+    summary="Rename a model or change its tags",
+    responses={
+        **responses(400, 404, 422, 500, 503),
+        415: {
+            "model": Problem,
+            "description": (
+                "The body is not JSON (send Content-Type: application/merge-patch+json "
+                "or application/json)."
+            ),
+        },
+    },
+    openapi_extra=_MERGE_PATCH_DOC,
+)
+def update_model(
+    model_id: ModelId,
+    patch: Annotated[ModelPatch, Body(openapi_examples=PATCH_EXAMPLES)],
+    service: ServiceDep,
+) -> Response:
+    """A JSON merge patch (RFC 7396): `name` sets the name (null removes it); `tags`
+    sets the tags it names, removes those it gives null, keeps the others (`"tags":
+    null` removes them all). Fields not in the body stay as they are.
+
+    Only the model's metadata changes (signed again, written atomically); the fitted
+    model is untouched. Concurrent patches never lose one another's change; a patch
+    racing a delete answers 404 or 200, and the model stays deleted."""
+    resource = service.update_model(
+        model_id, name=patch.name, tags=patch.tags, fields=patch.model_fields_set
+    )
+    return NumpyJSONResponse(resource)
 
 
 @router.delete(
