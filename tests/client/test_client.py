@@ -316,3 +316,26 @@ def test_an_answer_that_is_not_a_problem_still_raises_a_problem_error() -> None:
     error = problem_from(response)
     assert isinstance(error, BadRequest) and isinstance(error, ProblemError)
     assert "bad gateway" in error.detail
+
+
+def test_find_rename_and_tag_models(gmm: Client) -> None:
+    X = seed()
+    first = gmm.create_model("kmeans", X, {"n_clusters": 2, "n_init": 1}, name="find-me")
+    second = gmm.create_model(
+        "gaussian_mixture", X, {"n_components": 2}, name="find-me", tags={"stage": "dev"}
+    )
+    named = gmm.list_models(name="find-me")
+    assert [m["id"] for m in named["items"]] == [second["id"], first["id"]]  # newest first
+    assert [m["id"] for m in gmm.list_models(name="find-me", algorithm="kmeans")["items"]] == [
+        first["id"]
+    ]
+    assert [m["id"] for m in gmm.list_models(tag={"stage": "dev"})["items"]] == [second["id"]]
+    changed = gmm.update_model(first["id"], name="found", tags={"stage": "prod", "team": "a"})
+    assert changed["name"] == "found" and changed["tags"] == {"stage": "prod", "team": "a"}
+    kept = gmm.update_model(first["id"], tags={"team": None})  # merge: the name stays
+    assert kept["name"] == "found" and kept["tags"] == {"stage": "prod"}
+    assert gmm.update_model(first["id"], name=None)["name"] is None
+    assert gmm.get_model(first["id"])["tags"] == {"stage": "prod"}
+    with pytest.raises(InvalidInput) as info:
+        gmm.update_model(first["id"], tags={"bad key!": "x"})
+    assert info.value.errors[0]["loc"][:2] == ["body", "tags"]

@@ -43,6 +43,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "create_model": ("POST", "/v1/models"),
     "list_models": ("GET", "/v1/models"),
     "get_model": ("GET", "/v1/models/{model_id}"),
+    "update_model": ("PATCH", "/v1/models/{model_id}"),
     "delete_model": ("DELETE", "/v1/models/{model_id}"),
     "predict": ("POST", "/v1/models/{model_id}/predict"),
     "score_points": ("POST", "/v1/models/{model_id}/score"),
@@ -68,6 +69,16 @@ OPERATIONS: dict[str, tuple[str, str]] = {
 JSON = dict[str, Any]
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+class _Unset:
+    """Not given (as opposed to None, which a merge patch uses to remove a field)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()
 
 
 @dataclass(frozen=True)
@@ -300,6 +311,7 @@ class _Base:
         params: Mapping[str, Any] | None = None,
         *,
         name: str | None = None,
+        tags: Mapping[str, str] | None = None,
         include: list[str] | None = None,
         align_to: str | None = None,
         wait: bool = True,
@@ -322,6 +334,8 @@ class _Base:
         }
         if name is not None:
             body["name"] = name
+        if tags:
+            body["tags"] = dict(tags)
         if align_to is not None:
             body["align_to"] = align_to
         if not wait or progress:
@@ -332,10 +346,53 @@ class _Base:
         return (yield from self._created(r, progress))  # type: ignore[no-any-return]
 
     @operation
-    def list_models(self, *, limit: int | None = None, cursor: str | None = None) -> _Step[JSON]:
-        """One page of models, newest first: ``items``, ``total``, ``next_cursor``."""
-        params = {k: v for k, v in {"limit": limit, "cursor": cursor}.items() if v is not None}
-        r = yield _Call("list_models", params=params)
+    def list_models(
+        self,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        name: str | None = None,
+        algorithm: str | None = None,
+        tag: Mapping[str, str] | None = None,
+    ) -> _Step[JSON]:
+        """One page of models, newest first: ``items``, ``total``, ``next_cursor``;
+        only those with this ``name``, ``algorithm`` and every ``tag`` given."""
+        params: list[tuple[str, Any]] = [
+            (k, v)
+            for k, v in {
+                "limit": limit,
+                "cursor": cursor,
+                "name": name,
+                "algorithm": algorithm,
+            }.items()
+            if v is not None
+        ]
+        params += [("tag", f"{key}:{value}") for key, value in (tag or {}).items()]
+        r = yield _Call("list_models", params=params)  # type: ignore[arg-type]
+        return r.json()  # type: ignore[union-attr, no-any-return]
+
+    @operation
+    def update_model(
+        self,
+        model_id: str,
+        *,
+        name: str | _Unset | None = UNSET,
+        tags: Mapping[str, str | None] | _Unset | None = UNSET,
+    ) -> _Step[JSON]:
+        """Rename a model or change its tags (a JSON merge patch): ``name=None``
+        removes the name; in ``tags`` a string sets a tag and None removes it; tags not
+        named are kept (``tags=None`` removes them all)."""
+        body: JSON = {}
+        if not isinstance(name, _Unset):
+            body["name"] = name
+        if not isinstance(tags, _Unset):
+            body["tags"] = dict(tags) if tags is not None else None
+        r = yield _Call(
+            "update_model",
+            {"model_id": model_id},
+            json=body,
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
         return r.json()  # type: ignore[union-attr, no-any-return]
 
     @operation
