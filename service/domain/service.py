@@ -706,6 +706,37 @@ class ModelService:
         with self._cache_lock:
             return model_id in self._cache
 
+    def find_model(self, ref: str) -> dict[str, Any]:
+        """The resource of the model ``ref`` names: a model id, or else a model ``name``
+        (the newest model of that name, as a name is a free label, not unique).
+
+        For clients that address models by a name they chose, such as the Open
+        Inference Protocol's ``/v2/models/{name}``. An id of a cached model costs one
+        ``exists`` check (the hot path of ``infer``); a name costs a walk of the store's
+        listing, newest first, that stops at the first match. ``NotFound`` when neither
+        an id nor a name matches.
+        """
+        try:
+            check_id(ref)
+        except NotFound:
+            pass
+        else:
+            with self._cache_lock:
+                hit = self._cache.get(ref)
+            if hit is not None and self._store.exists(ref):
+                return hit.resource
+            with contextlib.suppress(NotFound):  # a name may look like an id
+                return self.get_model(ref)
+        cursor: str | None = None
+        while True:
+            items, cursor = self._store.list(limit=100, cursor=cursor)
+            for meta in items:
+                if meta["resource"].get("name") == ref:
+                    resource: dict[str, Any] = meta["resource"]
+                    return resource
+            if cursor is None:
+                raise NotFound(f"No model with id or name {ref!r}.")
+
     def list_models(self, *, limit: int, cursor: str | None) -> dict[str, Any]:
         items, next_cursor = self._store.list(limit=limit, cursor=cursor)
         return {
