@@ -179,6 +179,8 @@ def _problem_json_openapi(app: FastAPI) -> Any:
                 if not keyed:
                     operation.pop("security", None)
                 responses = operation.setdefault("responses", {})
+                if protocol:  # FastAPI's default 422: the protocol answers 400 instead
+                    responses.pop("422", None)
                 if "requestBody" in operation:
                     extra.update(_BODY_ERRORS)
                 if operation.get("operationId") in FITTING_OPERATIONS:
