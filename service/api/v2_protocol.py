@@ -212,7 +212,7 @@ def _tensor(
 ) -> tuple[np.ndarray, int]:
     """One input as (n_points, n_features) float64, and the binary bytes it used."""
     datatype = tensor.get("datatype")
-    if datatype not in INPUT_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in INPUT_DATATYPES:
         raise _fail(
             f"{where}.datatype {datatype!r} is not supported for points; use FP64 "
             f"(or one of {', '.join(sorted(INPUT_DATATYPES))})."

@@ -9,7 +9,7 @@ allows extensions.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -88,7 +88,7 @@ class RequestInput(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: Literal["points"]
-    shape: list[int] = Field(
+    shape: list[Annotated[int, Field(ge=1)]] = Field(
         min_length=2, max_length=2, description="[n_points, n_features]; n_features as the model."
     )
     datatype: InputDatatype = Field(

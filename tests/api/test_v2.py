@@ -371,6 +371,10 @@ def _points(**tensor: Any) -> dict[str, Any]:
         (_points(datatype="BYTES", data=[1, 2, 3]), ["inputs[0].datatype", "BYTES"]),
         (_points(datatype="BOOL", data=[1, 2, 3]), ["inputs[0].datatype", "BOOL"]),
         (_points(datatype=None, data=[1, 2, 3]), ["inputs[0].datatype"]),
+        (_points(datatype={}, data=[1, 2, 3]), ["inputs[0].datatype"]),  # unhashable: no 500
+        (_points(datatype=["FP64"], data=[1, 2, 3]), ["inputs[0].datatype"]),
+        ({"outputs": [{"name": {}}], **_points(data=[1, 2, 3])}, ["outputs[0].name"]),
+        ({"inputs": [{"name": {}, "shape": [1, 3]}]}, ["inputs[0].name"]),
         (_points(shape=[3], data=[1, 2, 3]), ["inputs[0].shape", "[n_points, n_features]"]),
         (_points(shape=[1, 2], data=[1, 2]), ["inputs[0].shape", "3 features"]),
         (_points(shape=[0, 3], data=[]), ["inputs[0].shape", "at least 1"]),

@@ -107,15 +107,8 @@ _INFER_DOC: dict[str, Any] = {
             },
         },
     },
-    "parameters": [
-        {
-            "name": HEADER_LENGTH,
-            "in": "header",
-            "required": False,
-            "description": "Length in bytes of the JSON header before binary tensor data.",
-            "schema": {"type": "integer", "minimum": 0},
-        }
-    ],
+    # The framing header is described with the binary body, not declared as a header
+    # parameter: it only means something together with the bytes it frames.
 }
 _INFER_ANSWER: dict[int | str, dict[str, Any]] = {
     200: {
