@@ -315,8 +315,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
-            expose_headers=["Location", "X-Request-ID", "Retry-After"],
+            # Inference-Header-Content-Length: the v2 binary tensor framing, both ways.
+            allow_headers=[
+                "Content-Type",
+                "Authorization",
+                "X-API-Key",
+                "X-Request-ID",
+                v2.HEADER_LENGTH,
+            ],
+            expose_headers=["Location", "X-Request-ID", "Retry-After", v2.HEADER_LENGTH],
         )
     # Outermost: every response, even a 413 or a CORS preflight, gets an id and a log line.
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)

@@ -572,3 +572,21 @@ def test_read_only_key_may_infer(tmp_path: Any) -> None:
         url = f"/v2/models/{model_id}/infer"
         response = client.post(url, json=infer_body(new_points(2)), headers=reader)
         assert response.status_code == 200, response.text
+
+
+def test_cors_lets_browsers_use_binary_framing(tmp_path: Any) -> None:
+    settings = Settings(store_dir=tmp_path / "store", secret_key="k", cors_origins="http://ui")
+    with TestClient(create_app(settings)) as client:
+        preflight = client.options(
+            "/v2/models/m/infer",
+            headers={
+                "Origin": "http://ui",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "inference-header-content-length",
+            },
+        )
+        assert preflight.status_code == 200, preflight.text
+        allowed = preflight.headers["access-control-allow-headers"].lower()
+        assert "inference-header-content-length" in allowed
+        answer = client.get("/v2/health/live", headers={"Origin": "http://ui"})
+        assert HEADER.lower() in answer.headers["access-control-expose-headers"].lower()
