@@ -51,6 +51,7 @@ lock: $(BIN)/python
 bench: dev
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/predict_wrk.py
+	$(BIN)/python bench/v2_infer.py
 	$(BIN)/python bench/fit_e2e.py
 	$(BIN)/python bench/parse_points.py
 

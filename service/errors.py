@@ -114,3 +114,13 @@ class UnsupportedMediaType(ServiceError):
     status = 415
     slug = "unsupported-media-type"
     title = "Unsupported media type"
+
+
+class InvalidInferenceRequest(ServiceError):
+    """An Open Inference Protocol (v2) request that cannot be used. The protocol
+    answers every bad request 400 with ``{"error": "..."}``, whatever is wrong, so
+    this one class carries them all; its message names the field."""
+
+    status = 400
+    slug = "invalid-inference-request"
+    title = "Invalid inference request"

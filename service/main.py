@@ -22,6 +22,7 @@ from service.api import docs, problems
 from service.api.limits import BodyLimitMiddleware
 from service.api.metrics import Metrics
 from service.api.middleware import RequestContextMiddleware, configure_logging
+from service.api.problems import is_protocol_path
 from service.api.responses import PROBLEM_EXAMPLES, PROBLEM_HEADERS
 from service.api.routes import (
     comparisons,
@@ -32,6 +33,7 @@ from service.api.routes import (
     plots,
     portable,
     selection,
+    v2,
 )
 from service.api.security import AuthDep, load_keyring
 from service.config import Settings
@@ -88,6 +90,7 @@ TAGS: list[dict[str, Any]] = [
             "follow a job's progress, read its result, or cancel it."
         ),
     },
+    {"name": v2.TAG, "description": v2.TAG_DESCRIPTION},
     {
         "name": "operations",
         "description": "Liveness, readiness and Prometheus metrics; never behind an API key.",
@@ -129,6 +132,17 @@ def _problem_ref(description: str) -> dict[str, Any]:
     }
 
 
+def _protocol_error_ref(status: str, description: str) -> dict[str, Any]:
+    """An error of a ``/v2`` route: the Open Inference Protocol's ``{"error": ...}``."""
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ProtocolError"}}},
+    }
+    if int(status) in PROBLEM_HEADERS:
+        response["headers"] = copy.deepcopy(PROBLEM_HEADERS[int(status)])
+    return response
+
+
 def _document_problems(status: str, response: dict[str, Any]) -> None:
     """Errors as application/problem+json, with examples of their own ``type``."""
     content = response.get("content", {})
@@ -150,22 +164,32 @@ def _problem_json_openapi(app: FastAPI) -> Any:
             return app.openapi_schema
         schema = FastAPI.openapi(app)
         keyed = app.state.keyring.enabled
+        components = schema.setdefault("components", {})
         if not keyed:
-            schema.get("components", {}).pop("securitySchemes", None)
+            components.pop("securitySchemes", None)
+        # The v2 infer body is read raw (it may be binary): its JSON form's schemas.
+        schemas = components.setdefault("schemas", {})
+        for name, definition in v2.component_schemas().items():
+            assert schemas.setdefault(name, definition) == definition, name
         for route, path in schema.get("paths", {}).items():
+            protocol = is_protocol_path(route)
             for operation in path.values():
+                # Every router behind AuthDep declares it; without keys nothing is asked.
+                extra = dict(_AUTH_ERRORS) if keyed and "security" in operation else {}
                 if not keyed:
                     operation.pop("security", None)
                 responses = operation.setdefault("responses", {})
-                extra = dict(_AUTH_ERRORS) if keyed and route.startswith("/v1") else {}
+                if protocol:  # FastAPI's default 422: the protocol answers 400 instead
+                    responses.pop("422", None)
                 if "requestBody" in operation:
                     extra.update(_BODY_ERRORS)
                 if operation.get("operationId") in FITTING_OPERATIONS:
                     extra.update(_BUSY_ERROR)
                 for status, description in extra.items():
-                    responses.setdefault(status, _problem_ref(description))
+                    ref = _protocol_error_ref(status, description) if protocol else None
+                    responses.setdefault(status, ref or _problem_ref(description))
                 for status, response in responses.items():
-                    if status[0] in "45":
+                    if status[0] in "45" and not protocol:
                         _document_problems(status, response)
         app.openapi_schema = schema
         return schema
@@ -277,6 +301,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(selection.router, dependencies=[AuthDep])
     app.include_router(comparisons.router, dependencies=[AuthDep])
     app.include_router(jobs.router, dependencies=[AuthDep])
+    app.include_router(v2.server_router)
+    app.include_router(v2.router, dependencies=[AuthDep])
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
@@ -289,8 +315,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
-            expose_headers=["Location", "X-Request-ID", "Retry-After"],
+            # Inference-Header-Content-Length: the v2 binary tensor framing, both ways.
+            allow_headers=[
+                "Content-Type",
+                "Authorization",
+                "X-API-Key",
+                "X-Request-ID",
+                v2.HEADER_LENGTH,
+            ],
+            expose_headers=["Location", "X-Request-ID", "Retry-After", v2.HEADER_LENGTH],
         )
     # Outermost: every response, even a 413 or a CORS preflight, gets an id and a log line.
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)

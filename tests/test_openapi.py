@@ -193,14 +193,27 @@ def test_v1_operations_document_problem_json_errors(spec: dict[str, Any]) -> Non
             assert ref == "#/components/schemas/Problem"
 
 
+def _protocol(path: str) -> bool:
+    """Open Inference Protocol routes, whose errors are the protocol's ``{"error"}``."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
 def test_every_error_response_is_problem_json(spec: dict[str, Any]) -> None:
-    """No route may advertise a plain-JSON error: the handlers never answer one."""
+    """No route may advertise a plain-JSON error: the handlers never answer one, except
+    under /v2, where they answer the Open Inference Protocol's ``{"error": ...}`` and
+    only that."""
     for path, method, op in _operations(spec):
         for status, response in op["responses"].items():
-            if status[0] in "45":
-                assert "application/json" not in response.get("content", {}), (
-                    f"{method.upper()} {path} {status}"
-                )
+            if status[0] not in "45":
+                continue
+            where = f"{method.upper()} {path} {status}"
+            content = response.get("content", {})
+            if _protocol(path):
+                assert list(content) == ["application/json"], where
+                ref = content["application/json"]["schema"]["$ref"]
+                assert ref == "#/components/schemas/ProtocolError", where
+            else:
+                assert "application/json" not in content, where
 
 
 def _seed_example(spec: dict[str, Any]) -> dict[str, Any]:
@@ -336,7 +349,7 @@ def test_security_is_declared_only_when_keys_are_configured(tmp_path: Path) -> N
         keyed = create_app(settings).openapi()
         assert set(keyed["components"]["securitySchemes"]) == {"ApiKey", "Bearer"}
         for path, method, op in _operations(keyed):
-            if path.startswith("/v1/"):
+            if path.startswith(("/v1/", "/v2/models/")):
                 assert op["security"] == [{"ApiKey": []}, {"Bearer": []}], f"{method} {path}"
                 assert {"401", "403"} <= set(op["responses"]), f"{method} {path}"
             else:
@@ -365,8 +378,8 @@ def test_error_examples_show_their_own_type(spec: dict[str, Any]) -> None:
     checked = set()
     for path, method, op in _operations(spec):
         for status, response in op["responses"].items():
-            if status[0] not in "45":
-                continue
+            if status[0] not in "45" or _protocol(path):
+                continue  # /v2 errors are {"error"}: test_every_error_response_is_problem_json
             examples = response["content"]["application/problem+json"].get("examples")
             assert examples, f"{method.upper()} {path} {status}: no example"
             for name, example in examples.items():

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.problems import problem
+from service.api.problems import is_protocol_path, problem, protocol_error
 from service.errors import PROBLEM_BASE
 
 
@@ -52,7 +52,9 @@ class BodyLimitMiddleware:
             return self.max_upload_bytes, "GMM_MAX_UPLOAD_BYTES"
         return self.limit, "GMM_MAX_BODY_BYTES"
 
-    def _reply(self, limit: int, setting: str) -> Any:
+    def _reply(self, scope: Scope, limit: int, setting: str) -> Any:
+        if is_protocol_path(scope.get("path", "")):
+            return protocol_error(413, _detail(limit, setting))
         return problem(
             413,
             _detail(limit, setting),
@@ -72,7 +74,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = 0
                 if declared > limit:
-                    await self._reply(limit, setting)(scope, receive, send)
+                    await self._reply(scope, limit, setting)(scope, receive, send)
                     return
         seen = 0
         started = False
@@ -96,4 +98,4 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._reply(limit, setting)(scope, receive, send)
+                await self._reply(scope, limit, setting)(scope, receive, send)

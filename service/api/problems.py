@@ -1,4 +1,9 @@
-"""Every error as RFC 9457 problem+json, decided in this one place."""
+"""Every error as RFC 9457 problem+json, decided in this one place.
+
+Except under ``/v2``: the Open Inference Protocol's clients read ``{"error": "..."}``
+(tritonclient raises its message), so there every error takes that form, from the
+same handlers. A domain ``InvalidInput`` (422) is the protocol's 400 there.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from service.api.responses import ProblemResponse
+from service.api.responses import NumpyJSONResponse, ProblemResponse
 from service.domain.estimators import ALGORITHMS
 from service.errors import PROBLEM_BASE, ServiceError
 from service.schemas.data import GENERATOR_KINDS
@@ -45,6 +50,28 @@ def problem(
     if errors is not None:
         body["errors"] = errors
     return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def is_protocol_path(path: str) -> bool:
+    """Whether ``path`` is under ``/v2``, whose errors follow the Open Inference Protocol."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def protocol_error(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> NumpyJSONResponse:
+    """``{"error": message}`` as the protocol answers errors; 422 becomes its 400."""
+    return NumpyJSONResponse(
+        {"error": message}, status_code=400 if status == 422 else status, headers=headers
+    )
+
+
+def _where(loc: list[Any]) -> str:
+    """``["inputs", 0, "data", 3]`` as ``inputs[0].data[3]``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
 
 
 def _clean_loc(loc: tuple[Any, ...] | list[Any], body: Any = None) -> list[str | int]:
@@ -91,13 +118,18 @@ def _validation_items(exc: RequestValidationError) -> list[dict[str, Any]]:
     return items
 
 
-async def _on_validation(request: Request, exc: RequestValidationError) -> ProblemResponse:
+async def _on_validation(
+    request: Request, exc: RequestValidationError
+) -> ProblemResponse | NumpyJSONResponse:
     resources = _resources_at(request)
     if resources and getattr(request.scope.get("route"), "path", None) not in resources:
         # GET /v1/models/import reached GET /v1/models/{model_id} with the id "import":
         # the resource exists, only not with this method.
         return _method_not_allowed(request, resources)
     items = _validation_items(exc)
+    if is_protocol_path(request.url.path):
+        first = items[0] if items else {"loc": [], "msg": "invalid request"}
+        return protocol_error(400, f"{_where(first['loc'])}: {first['msg']}")
     if any(i["type"] == "json_invalid" for i in items):
         return problem(
             400,
@@ -118,9 +150,16 @@ async def _on_validation(request: Request, exc: RequestValidationError) -> Probl
     )
 
 
-async def _on_service_error(request: Request, exc: ServiceError) -> ProblemResponse:
+async def _on_service_error(
+    request: Request, exc: ServiceError
+) -> ProblemResponse | NumpyJSONResponse:
     if exc.status >= 500:
         log.error("service error on %s %s: %s", request.method, request.url.path, exc.detail)
+    if is_protocol_path(request.url.path):
+        detail = exc.detail
+        if exc.errors and len(exc.errors) == 1 and exc.errors[0].get("loc"):
+            detail = f"{_where(exc.errors[0]['loc'])}: {detail}"
+        return protocol_error(exc.status, detail, exc.headers)
     return problem(
         exc.status,
         exc.detail,
@@ -148,17 +187,21 @@ def _resources_at(request: Request) -> dict[str, set[str]]:
     return literal or matching
 
 
-def _method_not_allowed(request: Request, resources: dict[str, set[str]]) -> ProblemResponse:
+def _method_not_allowed(
+    request: Request, resources: dict[str, set[str]]
+) -> ProblemResponse | NumpyJSONResponse:
     """``Allow`` names every method of the resource (starlette's names one route's)."""
     allowed = sorted({method for methods in resources.values() for method in methods})
-    return problem(
-        405,
-        f"{request.method} is not allowed on {request.url.path}.",
-        headers={"Allow": ", ".join(allowed)},
-    )
+    detail = f"{request.method} is not allowed on {request.url.path}."
+    headers = {"Allow": ", ".join(allowed)}
+    if is_protocol_path(request.url.path):
+        return protocol_error(405, detail, headers)
+    return problem(405, detail, headers=headers)
 
 
-async def _on_http_error(request: Request, exc: StarletteHTTPException) -> ProblemResponse:
+async def _on_http_error(
+    request: Request, exc: StarletteHTTPException
+) -> ProblemResponse | NumpyJSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"No route matches {request.url.path}."
@@ -166,6 +209,8 @@ async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Probl
         detail = f"{request.method} is not allowed on {request.url.path}."
         if resources := _resources_at(request):
             return _method_not_allowed(request, resources)
+    if is_protocol_path(request.url.path):
+        return protocol_error(exc.status_code, detail, getattr(exc, "headers", None))
     if exc.status_code == 413:
         return problem(
             413, detail, type_=PROBLEM_BASE + "payload-too-large", title="Payload too large"
@@ -173,12 +218,15 @@ async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Probl
     return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
 
-async def _on_unhandled(request: Request, exc: Exception) -> ProblemResponse:
+async def _on_unhandled(request: Request, exc: Exception) -> ProblemResponse | NumpyJSONResponse:
     error_id = uuid.uuid4().hex
     log.exception("unhandled error %s on %s %s", error_id, request.method, request.url.path)
+    detail = f"The server failed to handle this request; quote error id {error_id}."
+    if is_protocol_path(request.url.path):
+        return protocol_error(500, detail)
     return problem(
         500,
-        f"The server failed to handle this request; quote error id {error_id}.",
+        detail,
         type_=PROBLEM_BASE + "internal-error",
         title="Internal server error",
         instance=f"urn:gmm-service:error:{error_id}",

@@ -27,6 +27,9 @@ READ_OPERATIONS = frozenset(
         "sample_points",
         "generate_dataset",
         "plot_dataset",
+        # Open Inference Protocol predict (service.api.routes.v2)
+        "model_infer",
+        "model_version_infer",
     }
 )
 

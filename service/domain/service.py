@@ -825,6 +825,32 @@ class ModelService:
         with self._cache_lock:
             return model_id in self._cache
 
+    def find_model(self, ref: str) -> dict[str, Any]:
+        """The resource of the model ``ref`` names: a model id, or else a model ``name``
+        (the newest model of that name, as a name is a free label, not unique).
+
+        For clients that address models by a name they chose, such as the Open
+        Inference Protocol's ``/v2/models/{name}``. An id of a cached model costs one
+        ``exists`` check (the hot path of ``infer``); a name costs a walk of the store's
+        metadata, newest first, filtered by name. ``NotFound`` when neither
+        an id nor a name matches.
+        """
+        try:
+            check_id(ref)
+        except NotFound:
+            pass
+        else:
+            with self._cache_lock:
+                hit = self._cache.get(ref)
+            if hit is not None and self._store.exists(ref):
+                return hit.resource
+            with contextlib.suppress(NotFound):  # a name may look like an id
+                return self.get_model(ref)
+        items, _ = self._store.list(limit=1, cursor=None, where=model_filter(name=ref))
+        if not items:
+            raise NotFound(f"No model with id or name {ref!r}.")
+        return _resource(items[0])
+
     def list_models(
         self,
         *,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -23,6 +22,7 @@ from service.api.binary import (
     wants_npy,
 )
 from service.api.deps import MetricsDep, ModelId, ServiceDep, SettingsDep
+from service.api.offload import answer_points
 from service.api.problems import responses
 from service.api.responses import MODEL_CREATED_DOC, NumpyJSONResponse, model_created
 from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
@@ -50,24 +50,6 @@ from service.schemas.models import (
 from service.store.base import MODEL_ID_PATTERN
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=BinaryBodyRoute)
-
-#: Requests with at most this many points, on a model already in memory, are answered
-#: on the event loop: their arithmetic takes microseconds, less than a thread hop.
-INLINE_POINTS = 256
-
-
-async def _answer(
-    service: ModelService,
-    model_id: str,
-    points: Any,
-    use: Callable[[str, Any], dict[str, Any]],
-) -> dict[str, Any]:
-    """``use(model_id, points)`` inline when it is cheap, else in the threadpool (a
-    first load reads and verifies the artifact; a large batch is real work).
-    ``points`` are JSON rows or the array of a ``.npy`` body."""
-    if len(points) <= INLINE_POINTS and service.is_cached(model_id):
-        return use(model_id, points)
-    return await run_in_threadpool(use, model_id, points)
 
 
 @router.post(
@@ -300,7 +282,7 @@ async def predict(
     The points may be a `.npy` body (`Content-Type: application/x-npy`);
     `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
     points, loc = await _points_of(http, request, service)
-    result = await _answer(service, model_id, points, partial(service.predict, loc=loc))
+    result = await answer_points(service, model_id, points, partial(service.predict, loc=loc))
     if wants_npy(http):
         return npy_response(result, output, list(result))
     return NumpyJSONResponse(result)
@@ -327,7 +309,7 @@ async def score_points(
     The points may be a `.npy` body (`Content-Type: application/x-npy`);
     `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
     points, loc = await _points_of(http, request, service)
-    result = await _answer(service, model_id, points, partial(service.score, loc=loc))
+    result = await answer_points(service, model_id, points, partial(service.score, loc=loc))
     if wants_npy(http):
         return npy_response(result, output, ["log_likelihood", "percentile"])
     return NumpyJSONResponse(result)

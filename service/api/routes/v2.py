@@ -1,0 +1,309 @@
+"""``/v2``: the Open Inference Protocol (KServe, MLServer, Triton), so that clients
+written for those servers (``tritonclient.http``, KServe's) call predict unchanged.
+
+Thin on purpose: ``service.api.v2_protocol`` decodes and encodes the wire format,
+``ModelService`` finds the model and predicts, exactly as ``/v1`` predict does. Errors
+under ``/v2`` are the protocol's ``{"error": "..."}`` (``service.api.problems``).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+from pydantic.json_schema import models_json_schema
+from starlette.concurrency import run_in_threadpool
+
+from service import __version__
+from service.api import v2_protocol as protocol
+from service.api.binary import media_type_of
+from service.api.deps import ServiceDep
+from service.api.offload import answer_points
+from service.api.v2_protocol import HEADER_LENGTH
+from service.domain.service import ModelService
+from service.errors import NotFound, UnsupportedMediaType
+from service.schemas.v2 import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    ModelReady,
+    ProtocolError,
+    ServerLive,
+    ServerMetadata,
+    ServerReady,
+)
+
+TAG = "Open Inference Protocol (v2)"
+TAG_DESCRIPTION = (
+    "The predict of `/v1` over the Open Inference Protocol (KServe / Triton / MLServer "
+    '"v2" REST), JSON tensors and the binary tensor data extension, so that clients '
+    "written for those servers (`tritonclient.http`) work unchanged. A `{model}` is a "
+    "model id or a model's name (the newest model of that name). The one input is "
+    "`points` (`[n_points, n_features]`); outputs are `labels` and `probabilities` "
+    "(mixtures) or `distances` (k-means). Errors are the protocol's "
+    '`{"error": "..."}`, not problem+json.'
+)
+#: Server metadata's ``extensions``.
+EXTENSIONS = ["binary_tensor_data"]
+#: Bodies from this size on are decoded in the threadpool, as ``/v1`` JSON bodies are.
+_THREAD_THRESHOLD = 64 * 1024
+_ACCEPTED_MEDIA = frozenset({"", "application/json", "application/octet-stream"})
+
+#: Health and server metadata: open, like ``/healthz``.
+server_router = APIRouter(prefix="/v2", tags=[TAG])
+#: Models and infer: behind the API key, like ``/v1`` (``service.main``).
+router = APIRouter(prefix="/v2/models", tags=[TAG])
+
+ModelRef = Annotated[
+    str,
+    Path(
+        description="A model id, or a model's `name`: the newest model of that name.",
+        examples=["seed-blobs"],
+    ),
+]
+Version = Annotated[
+    str,
+    Path(description="`1`, or the model id (what the model metadata's `versions` lists)."),
+]
+
+_ERRORS = {
+    400: "Invalid inference request: the message names the field.",
+    404: "No model has this id or name, or no such version.",
+    413: "Request larger than a configured limit.",
+    415: "The body is neither JSON nor `application/octet-stream`, or is compressed.",
+    500: "Server fault, such as a stored artifact failing its integrity check.",
+    503: "The model store is unavailable.",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entry of a ``/v2`` route: each status as ``{"error": ...}``."""
+    return {s: {"model": ProtocolError, "description": _ERRORS[s]} for s in statuses}
+
+
+def component_schemas() -> dict[str, Any]:
+    """The infer request's JSON schemas, for ``components/schemas`` (``service.main``):
+    the route reads its body itself (it may be binary), so FastAPI does not add them."""
+    _, top = models_json_schema(
+        [(InferenceRequest, "validation")], ref_template="#/components/schemas/{model}"
+    )
+    found: dict[str, Any] = top["$defs"]
+    return found
+
+
+_INFER_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": (
+                    f"Binary tensor data: with `{HEADER_LENGTH}: N`, the first N bytes are "
+                    "the JSON request and the rest each binary input's raw little-endian "
+                    "bytes in order (`parameters.binary_data_size`)."
+                ),
+            },
+        },
+    },
+    # The framing header is described with the binary body, not declared as a header
+    # parameter: it only means something together with the bytes it frames.
+}
+_INFER_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": (
+            "The outputs. Any sent as binary data (`binary_data: true`, or "
+            "`parameters.binary_data_output`) make the answer "
+            f"`application/octet-stream`: `{HEADER_LENGTH}` bytes of JSON, then each "
+            "binary output's raw little-endian bytes (`parameters.binary_data_size`)."
+        ),
+        "headers": {
+            HEADER_LENGTH: {
+                "description": "Present when binary outputs follow the JSON header.",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        },
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+async def _find(service: ModelService, model: str) -> dict[str, Any]:
+    """The model's resource: inline for a cached id (the hot path of infer), else in
+    the threadpool (metadata reads, and a walk of the listing for a name)."""
+    if service.is_cached(model):
+        return service.find_model(model)
+    return await run_in_threadpool(service.find_model, model)
+
+
+def _check_version(model: str, resource: dict[str, Any], version: str | None) -> None:
+    if version is not None and version not in ("1", resource["id"]):
+        raise NotFound(
+            f"Model {model!r} has no version {version!r}; use '1' or {resource['id']!r}."
+        )
+
+
+# -- health and server metadata ------------------------------------------------------------
+@server_router.get("/health/live", response_model=ServerLive, summary="Liveness (v2)")
+async def server_live() -> dict[str, bool]:
+    """200 as long as the event loop runs, like `/healthz`."""
+    return {"live": True}
+
+
+@server_router.get(
+    "/health/ready",
+    response_model=ServerReady,
+    summary="Readiness (v2): the store is usable",
+    responses=errors(503),
+)
+def server_ready(service: ServiceDep) -> dict[str, bool]:
+    """200 when a write round-trip to the model store succeeds, like `/readyz`."""
+    service.check_store()
+    return {"ready": True}
+
+
+@server_router.get("", response_model=ServerMetadata, summary="Server metadata (v2)")
+async def server_metadata() -> dict[str, Any]:
+    return {"name": "gmm-service", "version": __version__, "extensions": EXTENSIONS}
+
+
+# -- models --------------------------------------------------------------------------------
+async def _metadata(service: ModelService, model: str, version: str | None) -> dict[str, Any]:
+    resource = await _find(service, model)
+    _check_version(model, resource, version)
+    return protocol.model_metadata(model, resource)
+
+
+@router.get(
+    "/{model}",
+    response_model=ModelMetadata,
+    summary="Model metadata (v2)",
+    responses=errors(404, 500),
+)
+async def model_metadata(model: ModelRef, service: ServiceDep) -> dict[str, Any]:
+    """The input `points` (FP64, `[-1, n_features]`) and the outputs: `labels` (INT64)
+    and `probabilities` (mixtures) or `distances` (k-means), FP64 `[-1, k]`."""
+    return await _metadata(service, model, None)
+
+
+@router.get(
+    "/{model}/versions/{version}",
+    response_model=ModelMetadata,
+    summary="Model metadata of a version (v2)",
+    responses=errors(404, 500),
+)
+async def model_version_metadata(
+    model: ModelRef, version: Version, service: ServiceDep
+) -> dict[str, Any]:
+    return await _metadata(service, model, version)
+
+
+async def _ready(service: ModelService, model: str, version: str | None) -> dict[str, Any]:
+    resource = await _find(service, model)
+    _check_version(model, resource, version)
+    return {"name": model, "ready": True}
+
+
+@router.get(
+    "/{model}/ready",
+    response_model=ModelReady,
+    summary="Model readiness (v2)",
+    responses=errors(404, 500),
+)
+async def model_ready(model: ModelRef, service: ServiceDep) -> dict[str, Any]:
+    """200 when the model exists (stored models are always ready); 404 otherwise."""
+    return await _ready(service, model, None)
+
+
+@router.get(
+    "/{model}/versions/{version}/ready",
+    response_model=ModelReady,
+    summary="Model readiness of a version (v2)",
+    responses=errors(404, 500),
+)
+async def model_version_ready(
+    model: ModelRef, version: Version, service: ServiceDep
+) -> dict[str, Any]:
+    return await _ready(service, model, version)
+
+
+# -- infer ---------------------------------------------------------------------------------
+async def _infer(http: Request, service: ModelService, model: str, version: str | None) -> Response:
+    media = media_type_of(http.headers.get("content-type", ""))
+    if media not in _ACCEPTED_MEDIA:
+        raise UnsupportedMediaType(
+            f"The body must be application/json, or application/octet-stream with "
+            f"{HEADER_LENGTH} (got {media!r})."
+        )
+    encoding = http.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported: send the body uncompressed."
+        )
+    resource = await _find(service, model)
+    _check_version(model, resource, version)
+    body = await http.body()
+    decode = partial(
+        protocol.parse_request,
+        body,
+        http.headers.get(HEADER_LENGTH),
+        width=int(resource["n_features"]),
+        outputs=protocol.output_names(resource["algorithm"]),
+    )
+    request = decode() if len(body) < _THREAD_THRESHOLD else await run_in_threadpool(decode)
+    model_id = resource["id"]
+    predict = partial(service.predict, loc=("inputs", 0, "data"))
+    result = await answer_points(service, model_id, request.points, predict)
+    content, header_length = protocol.encode_response(
+        model_name=model,
+        model_version=model_id,
+        request_id=request.id,
+        outputs=request.outputs,
+        results=result,
+    )
+    if header_length is None:
+        return Response(content, media_type="application/json")
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(header_length)},
+    )
+
+
+_INFER_SUMMARY = "Predict: labels, probabilities or distances of points (v2 infer)"
+_INFER_RESPONSES = {**_INFER_ANSWER, **errors(400, 404, 413, 415, 500)}
+
+
+@router.post(
+    "/{model}/infer",
+    response_model=InferenceResponse,
+    summary=_INFER_SUMMARY,
+    responses=_INFER_RESPONSES,
+    openapi_extra=_INFER_DOC,
+)
+async def model_infer(model: ModelRef, service: ServiceDep, http: Request) -> Response:
+    """`predict` of `/v1` in the protocol's form: labels equal scikit-learn's
+    `predict`, probabilities its `predict_proba` (to 1e-12), distances its `transform`.
+
+    The one input is `points`, shape `[n_points, n_features]`, FP64 (FP32, FP16
+    and integer types are converted), as JSON `data` (flat or nested) or as binary
+    tensor data after a JSON header of `Inference-Header-Content-Length` bytes. Outputs are answered
+    in the order `outputs` names them, all of them when it is absent; as binary data
+    when asked (`binary_data: true`, tritonclient's default), in which case the answer
+    is `application/octet-stream` with its own `Inference-Header-Content-Length`."""
+    return await _infer(http, service, model, None)
+
+
+@router.post(
+    "/{model}/versions/{version}/infer",
+    response_model=InferenceResponse,
+    summary=_INFER_SUMMARY.replace("(v2 infer)", "of a version (v2 infer)"),
+    responses=_INFER_RESPONSES,
+    openapi_extra=_INFER_DOC,
+)
+async def model_version_infer(
+    model: ModelRef, version: Version, service: ServiceDep, http: Request
+) -> Response:
+    """As `/v2/models/{model}/infer`, for the version `1` or the model id."""
+    return await _infer(http, service, model, version)

@@ -1,0 +1,400 @@
+"""The Open Inference Protocol's wire format ("v2" of KServe, MLServer and Triton):
+JSON tensors and the binary tensor data extension, decoded to arrays and encoded back.
+
+No HTTP here: bytes and one header value in, a checked ``(n_points, n_features)``
+float64 array out; arrays in, response bytes out. ``service.api.routes.v2`` reads
+the request and writes the response around these. Every refusal is an
+``InvalidInferenceRequest`` (400) whose message names the field, because the
+protocol's clients (tritonclient raises it as ``InferenceServerException``) show the
+message and nothing else.
+
+The binary tensor data extension: with ``Inference-Header-Content-Length: N`` the
+first N bytes of the body are the JSON request and the rest are the inputs' raw
+little-endian bytes, one after another, each input saying how many are its own in
+``parameters.binary_data_size``. Outputs asked for with ``binary_data: true`` come
+back the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.domain import estimators
+from service.errors import InvalidInferenceRequest
+
+#: The one input every model takes.
+INPUT_NAME = "points"
+#: Datatypes ``points`` may be sent as, and their little-endian layout in binary data.
+#: Integers are exact in float64 up to 2**53; the model sees float64 whatever is sent.
+INPUT_DATATYPES: dict[str, np.dtype[Any]] = {
+    name: np.dtype(code)
+    for name, code in {
+        "FP64": "<f8",
+        "FP32": "<f4",
+        "FP16": "<f2",
+        "INT64": "<i8",
+        "INT32": "<i4",
+        "INT16": "<i2",
+        "INT8": "i1",
+        "UINT64": "<u8",
+        "UINT32": "<u4",
+        "UINT16": "<u2",
+        "UINT8": "u1",
+    }.items()
+}
+#: Each output's datatype: ``predict``'s labels, ``predict_proba`` or ``transform``.
+OUTPUT_DATATYPES = {"labels": "INT64", "probabilities": "FP64", "distances": "FP64"}
+_OUTPUT_DTYPES = {"INT64": np.dtype("<i8"), "FP64": np.dtype("<f8")}
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    """An output the request names, and whether it is to be sent as binary data."""
+
+    name: str
+    binary: bool
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A decoded infer request: its ``id``, the points, and what to answer."""
+
+    id: str | None
+    points: np.ndarray  # (n_points, n_features) float64, finite
+    #: The outputs in the order the request names them; all of them when it names none.
+    outputs: list[RequestedOutput]
+
+
+def _fail(message: str) -> InvalidInferenceRequest:
+    return InvalidInferenceRequest(message)
+
+
+def output_names(algorithm: str) -> list[str]:
+    """The outputs a model of ``algorithm`` answers, ``labels`` first."""
+    second = "probabilities" if estimators.is_mixture(algorithm) else "distances"
+    return ["labels", second]
+
+
+def model_metadata(name: str, resource: dict[str, Any]) -> dict[str, Any]:
+    """The protocol's model metadata for a stored model's resource.
+
+    ``versions`` holds the model id: a client that addressed the model by name learns
+    which model answers (the newest of that name, today).
+    """
+    k, d = int(resource["n_components"]), int(resource["n_features"])
+    labels, second = output_names(resource["algorithm"])
+    return {
+        "name": name,
+        "versions": [resource["id"]],
+        "platform": "sklearn",
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP64", "shape": [-1, d]}],
+        "outputs": [
+            {"name": labels, "datatype": OUTPUT_DATATYPES[labels], "shape": [-1]},
+            {"name": second, "datatype": OUTPUT_DATATYPES[second], "shape": [-1, k]},
+        ],
+    }
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """The JSON header and the binary data after it (empty without the header)."""
+    if header_length is None:
+        return body, b""
+    text = header_length.strip()
+    if not text.isascii() or not text.isdigit():
+        raise _fail(
+            f"The {HEADER_LENGTH} header must be the JSON header's length in bytes, "
+            f"a non-negative integer; got {header_length!r}."
+        )
+    size = int(text)
+    if size > len(body):
+        raise _fail(
+            f"The {HEADER_LENGTH} header says the JSON header is {size} bytes, but the "
+            f"whole body is {len(body)} bytes."
+        )
+    return body[:size], body[size:]
+
+
+def _load_json(header: bytes) -> Any:
+    """The JSON header. NaN, Infinity and numbers past float64 (which orjson refuses)
+    are read by the standard decoder, so they are refused by name, as non-finite
+    values, rather than as a syntax error."""
+    if not header.strip():
+        raise _fail("The inference request is empty: send a JSON object with `inputs`.")
+    try:
+        return orjson.loads(header)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(header)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise _fail(f"The inference request is not valid JSON: {exc}.") from None
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(f"{where} must be a JSON object, got {type(value).__name__}.")
+    return value
+
+
+def _flag(params: dict[str, Any], key: str, where: str, default: bool) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise _fail(f"{where}.{key} must be true or false, got {value!r}.")
+    return value
+
+
+def _has_bool(data: list[Any]) -> bool:
+    """Whether a (nested) list holds ``true`` or ``false``, which numpy would read as
+    1 and 0 among numbers."""
+    stack: list[Any] = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, bool):
+            return True
+        if isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def _json_values(
+    data: Any, datatype: str, shape: list[int], where: str, may_hold_bools: bool
+) -> np.ndarray:
+    """``data`` (flat, or nested as ``shape``) as a flat array of ``datatype``."""
+    if not isinstance(data, list):
+        raise _fail(f"{where}.data must be an array of numbers, got {type(data).__name__}.")
+    try:
+        array = np.array(data)
+    except (ValueError, TypeError, OverflowError):
+        raise _fail(
+            f"{where}.data is ragged: nested arrays must all have the same length."
+        ) from None
+    if array.dtype.kind not in "iuf" or (may_hold_bools and _has_bool(data)):
+        raise _fail(f"{where}.data must hold numbers only (no strings, booleans or nulls).")
+    n_values = shape[0] * shape[1]
+    if array.size != n_values:
+        raise _fail(
+            f"{where}.data holds {array.size} values, but its shape {shape} needs {n_values}."
+        )
+    if array.ndim > 1 and list(array.shape) != shape:
+        raise _fail(
+            f"{where}.data is nested as {list(array.shape)}, but its shape is {shape}; "
+            "send it flat or nested as the shape says."
+        )
+    dtype = INPUT_DATATYPES[datatype]
+    if dtype.kind in "iu":
+        if array.dtype.kind == "f":
+            raise _fail(f"{where}.data must hold integers for datatype {datatype}.")
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise _fail(f"{where}.data holds values outside the range of {datatype}.")
+    with np.errstate(over="ignore"):  # past FP32's range is inf: refused by the caller
+        return array.reshape(-1).astype(dtype)
+
+
+def _tensor(
+    tensor: dict[str, Any],
+    where: str,
+    binary: bytes,
+    offset: int,
+    width: int,
+    *,
+    framed: bool,
+    may_hold_bools: bool,
+) -> tuple[np.ndarray, int]:
+    """One input as (n_points, n_features) float64, and the binary bytes it used."""
+    datatype = tensor.get("datatype")
+    if not isinstance(datatype, str) or datatype not in INPUT_DATATYPES:
+        raise _fail(
+            f"{where}.datatype {datatype!r} is not supported for points; use FP64 "
+            f"(or one of {', '.join(sorted(INPUT_DATATYPES))})."
+        )
+    shape = tensor.get("shape")
+    if not (isinstance(shape, list) and all(type(s) is int for s in shape)):
+        raise _fail(f"{where}.shape must be an array of integers, got {shape!r}.")
+    if len(shape) != 2:
+        raise _fail(f"{where}.shape must be [n_points, n_features], got {shape}.")
+    if shape[0] < 1 or shape[1] < 1:
+        raise _fail(f"{where}.shape {shape}: both dimensions must be at least 1.")
+    if shape[1] != width:
+        raise _fail(
+            f"{where}.shape {shape}: the model takes {width} features per point, not {shape[1]}."
+        )
+    params = _object(tensor.get("parameters"), f"{where}.parameters")
+    size = params.get("binary_data_size")
+    dtype = INPUT_DATATYPES[datatype]
+    used = 0
+    if size is not None:
+        if type(size) is not int or size < 0:
+            raise _fail(f"{where}.parameters.binary_data_size must be a byte count, got {size!r}.")
+        if "data" in tensor:
+            raise _fail(f"{where} has both data and parameters.binary_data_size; send one of them.")
+        expected = shape[0] * shape[1] * dtype.itemsize
+        if size != expected:
+            raise _fail(
+                f"{where}.parameters.binary_data_size is {size} bytes, but shape {shape} "
+                f"of {datatype} takes {expected}."
+            )
+        left = len(binary) - offset
+        if size > left:
+            why = "" if framed else f" (the request sent no {HEADER_LENGTH} header)"
+            raise _fail(
+                f"{where}.parameters.binary_data_size is {size} bytes, but only {left} bytes "
+                f"of binary data follow the JSON header{why}."
+            )
+        values = np.frombuffer(binary, dtype=dtype, count=shape[0] * shape[1], offset=offset)
+        used = size
+    elif "data" in tensor:
+        values = _json_values(tensor["data"], datatype, shape, where, may_hold_bools)
+    else:
+        raise _fail(
+            f"{where} has no data: send `data`, or `parameters.binary_data_size` with the "
+            f"bytes after the JSON header ({HEADER_LENGTH})."
+        )
+    X = values.reshape(shape[0], shape[1]).astype(np.float64)
+    finite = np.isfinite(X)
+    if not finite.all():
+        i, j = (int(k) for k in np.argwhere(~finite)[0])
+        raise _fail(
+            f"{where}.data: value {j} of point {i} is not a finite number ({float(X[i, j])!r} as "
+            "float64); every value must be finite."
+        )
+    return X, used
+
+
+def _requested_outputs(
+    raw: Any, available: Sequence[str], binary_default: bool
+) -> list[RequestedOutput]:
+    if raw is None or raw == []:
+        return [RequestedOutput(name, binary_default) for name in available]
+    if not isinstance(raw, list):
+        raise _fail(f"outputs must be an array of {{name, parameters}} objects, got {raw!r}.")
+    found: list[RequestedOutput] = []
+    for i, item in enumerate(raw):
+        where = f"outputs[{i}]"
+        if not isinstance(item, dict):
+            raise _fail(f"{where} must be a JSON object with a name.")
+        name = item.get("name")
+        if name not in available:
+            raise _fail(
+                f"{where}.name {name!r} is not an output of this model; it has {available}."
+            )
+        if any(o.name == name for o in found):
+            raise _fail(f"{where}.name: output {name!r} is asked for twice.")
+        params = _object(item.get("parameters"), f"{where}.parameters")
+        found.append(
+            RequestedOutput(
+                name, _flag(params, "binary_data", f"{where}.parameters", binary_default)
+            )
+        )
+    return found
+
+
+def parse_request(
+    body: bytes, header_length: str | None, *, width: int, outputs: Sequence[str]
+) -> InferRequest:
+    """Decode an infer request for a model taking ``width`` features and answering
+    ``outputs``. ``header_length`` is the ``Inference-Header-Content-Length`` header,
+    None when absent (the whole body is then JSON)."""
+    header, binary = split_body(body, header_length)
+    document = _load_json(header)
+    if not isinstance(document, dict):
+        raise _fail("The inference request must be a JSON object with `inputs`.")
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise _fail(f"id must be a string, got {request_id!r}.")
+    params = _object(document.get("parameters"), "parameters")
+    binary_output = _flag(params, "binary_data_output", "parameters", False)
+    inputs = document.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise _fail(
+            f"inputs must be a non-empty array of tensors; this model takes one, "
+            f"{INPUT_NAME!r} (FP64, shape [n_points, {width}])."
+        )
+    # A bool can only be a `true`/`false` literal: without one, no walk is needed.
+    may_hold_bools = b"true" in header or b"false" in header
+    points: np.ndarray | None = None
+    offset = 0
+    for i, tensor in enumerate(inputs):
+        where = f"inputs[{i}]"
+        if not isinstance(tensor, dict):
+            raise _fail(f"{where} must be a JSON object (name, datatype, shape, data).")
+        name = tensor.get("name")
+        if name != INPUT_NAME:
+            raise _fail(
+                f"{where}.name {name!r} is not an input of this model; it takes one, "
+                f"{INPUT_NAME!r}."
+            )
+        if points is not None:
+            raise _fail(f"{where}.name: input {INPUT_NAME!r} is given twice.")
+        points, used = _tensor(
+            tensor,
+            where,
+            binary,
+            offset,
+            width,
+            framed=header_length is not None,
+            may_hold_bools=may_hold_bools,
+        )
+        offset += used
+    if offset != len(binary):
+        raise _fail(
+            f"{len(binary)} bytes of binary data follow the JSON header, but the inputs' "
+            f"parameters.binary_data_size add up to {offset}."
+        )
+    assert points is not None  # inputs is non-empty and each one is points
+    return InferRequest(
+        id=request_id,
+        points=points,
+        outputs=_requested_outputs(document.get("outputs"), outputs, binary_output),
+    )
+
+
+def encode_response(
+    *,
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    outputs: Sequence[RequestedOutput],
+    results: dict[str, np.ndarray],
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary outputs follow it
+    (the ``Inference-Header-Content-Length`` to send), else None.
+
+    JSON ``data`` is flat, row-major, as the protocol has it; floats are written in
+    their shortest round-tripping form, so the client reads back exactly the float64
+    the model computed.
+    """
+    tensors: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for output in outputs:
+        datatype = OUTPUT_DATATYPES[output.name]
+        array = np.ascontiguousarray(results[output.name], dtype=_OUTPUT_DTYPES[datatype])
+        tensor: dict[str, Any] = {
+            "name": output.name,
+            "datatype": datatype,
+            "shape": list(array.shape),
+        }
+        if output.binary:
+            raw = array.tobytes()
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            tensor["data"] = array.reshape(-1)
+        tensors.append(tensor)
+    document: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request_id is not None:
+        document["id"] = request_id
+    document["outputs"] = tensors
+    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)
