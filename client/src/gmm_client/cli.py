@@ -228,14 +228,34 @@ def parse_csv(text: str, *, header: bool | None = None, source: str = "<csv>") -
             "(a row with any cell that is not a number is read as a header)"
         )
     try:
-        X = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64)
+        return np.loadtxt(
+            io.StringIO(text), delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64
+        )
     except ValueError as exc:
-        # numpy counts rows from the skipped ones; its message names the bad cell.
-        raise BadFile(
-            f"{source}: not a CSV of numbers: {exc} "
-            "(a CSV holds numbers only, after an optional header row)"
-        ) from None
-    return X
+        raise BadFile(f"{source}: {_first_bad_cell(lines, skip) or exc}") from None
+
+
+def _first_bad_cell(lines: list[str], skip: int) -> str | None:
+    """Where a CSV stops being numbers, as a person counts (lines and columns from 1);
+    numpy's own message counts rows from 0 after the header, and skips blank lines."""
+    width = None
+    for number, line in enumerate(lines[skip:], start=skip + 1):
+        if not line.strip():
+            continue
+        cells = line.split(",")
+        for column, cell in enumerate(cells, start=1):
+            try:
+                float(cell)
+            except ValueError:
+                return (
+                    f"line {number}, column {column}: {cell.strip()!r} is not a number "
+                    "(a CSV holds numbers only, after an optional header row)"
+                )
+        if width is None:
+            width = len(cells)
+        elif len(cells) != width:
+            return f"line {number} has {len(cells)} values where the lines above have {width}"
+    return None
 
 
 def read_points(path: str, *, header: bool | None = None) -> np.ndarray:
