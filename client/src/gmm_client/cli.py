@@ -484,9 +484,7 @@ def fit(
         int | None,
         typer.Option("--k", help="n_components (mixtures) or n_clusters (k-means).", min=1),
     ] = None,
-    algorithm: Annotated[
-        str, typer.Option(help="|".join(ALGORITHMS), case_sensitive=False)
-    ] = "gaussian_mixture",
+    algorithm: Annotated[str, typer.Option(help="|".join(ALGORITHMS))] = "gaussian_mixture",
     covariance_type: Annotated[
         str | None, typer.Option(help="full|tied|diag|spherical (mixtures).")
     ] = None,
