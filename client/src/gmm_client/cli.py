@@ -1,0 +1,812 @@
+"""``gmm``: the command line of gmm-service (typer for commands, rich for tables and bars).
+
+Every command is a thin shell over one or two ``Client`` calls; what this module adds
+is reading files, resolving model names, drawing tables and turning problems into
+exit codes. Problems are caught once, in ``_ProblemGroup.invoke``, so every command
+(and every test that drives one through ``CliRunner``) fails the same way.
+
+Files are read here, not by the service: a CSV (optional header row) or ``.npy`` file
+becomes a float64 array locally and travels as ``.npy``. The predict route reads only
+``.npy`` or JSON points, so the command must parse CSV for ``predict`` anyway; reading
+it once, here, for every command means ``fit`` and ``predict`` agree on what a file
+holds (the same header rule), a bad file is named with its line before anything is
+uploaded, and the upload is 8 bytes a value instead of a CSV's text.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import numpy as np
+
+try:
+    import typer
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+    from typer.core import TyperGroup
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise SystemExit("the gmm command needs typer and rich: pip install 'gmm-client[cli]'") from exc
+
+from gmm_client.client import DEFAULT_URL, Client, Dataset
+from gmm_client.errors import GMMError, JobFailed, NotFound, ProblemError
+
+__all__ = ["EXIT_CODES", "app", "exit_code_for", "main"]
+
+JSON = dict[str, Any]
+
+ALGORITHMS = ("gaussian_mixture", "bayesian_gaussian_mixture", "kmeans", "minibatch_kmeans")
+MIXTURES = frozenset({"gaussian_mixture", "bayesian_gaussian_mixture"})
+MODEL_ID = re.compile(r"[0-9a-f]{28}")
+
+#: HTTP status of a problem -> exit code. Anything else (5xx included) exits 1.
+EXIT_CODES: dict[int, int] = {
+    400: 2,
+    415: 2,
+    422: 2,
+    404: 3,
+    401: 4,
+    403: 4,
+    413: 5,
+    429: 5,
+    503: 5,
+}
+EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by SIGINT
+
+EPILOG = (
+    "Exit codes: 0 success;\n\n"
+    "1 server error, connection failure or anything else;\n\n"
+    "2 usage error, unreadable file, or input the service refused (400, 415, 422);\n\n"
+    "3 not found (404);\n\n"
+    "4 missing or wrong API key (401, 403);\n\n"
+    "5 too large or busy (413, 429, 503);\n\n"
+    "130 interrupted (Ctrl-C cancels the running job)."
+)
+
+
+def exit_code_for(status: int) -> int:
+    """The exit code for a problem's HTTP ``status`` (see ``EXIT_CODES``)."""
+    return EXIT_CODES.get(status, 1)
+
+
+class BadFile(GMMError):
+    """A local file the command cannot read as points (or write to): exit 2."""
+
+
+@dataclass
+class State:
+    """The global options, and the one ``Client`` a command needs (made on first use)."""
+
+    url: str
+    api_key: str | None
+    json: bool
+    _client: Client | None = field(default=None, repr=False)
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.url, api_key=self.api_key or None, timeout=300.0)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _stderr() -> Console:
+    # Made per call: a test runner swaps sys.stderr between invocations.
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _stdout() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        # Piped or captured: never cut a column (ids are long) to fit 80 characters.
+        console = Console(highlight=False, width=max(console.width, 200))
+    return console
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    _stderr().print(Text(message, style="red"))
+    raise typer.Exit(code)
+
+
+def _report_problem(err: ProblemError) -> None:
+    """``title: detail``, then one ``loc: msg`` line per field error, in red."""
+    console = _stderr()
+    title = err.title or f"HTTP {err.status}"
+    console.print(Text(f"{title}: {err.detail}" if err.detail else title, style="red"))
+    for error in err.errors:
+        loc = ".".join(str(part) for part in error.get("loc", []))
+        console.print(Text(f"  {loc}: {error.get('msg', '')}", style="red"))
+
+
+class _ProblemGroup(TyperGroup):
+    """The root group: every failure of every command becomes a message and an exit
+    code here, in one place."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ProblemError as err:
+            _report_problem(err)
+            raise typer.Exit(exit_code_for(err.status)) from None
+        except JobFailed as err:
+            _fail(str(err), 1)
+        except BadFile as err:
+            _fail(str(err), 2)
+        except httpx.TransportError as err:
+            state = ctx.find_object(State)
+            url = state.url if state is not None else DEFAULT_URL
+            _fail(
+                f"cannot reach the service at {url} ({err or type(err).__name__}); "
+                "is it running? Point the command at it with --url or $GMM_URL.",
+                1,
+            )
+        finally:
+            state = ctx.find_object(State)
+            if state is not None:
+                state.close()
+
+
+app = typer.Typer(
+    cls=_ProblemGroup,
+    name="gmm",
+    help="Train and use Gaussian mixtures and k-means on a gmm-service.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List, show and delete models.", no_args_is_help=True)
+datasets_app = typer.Typer(help="List and delete stored datasets.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(datasets_app, name="datasets")
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    url: Annotated[
+        str, typer.Option(envvar="GMM_URL", help="The service's base URL.")
+    ] = DEFAULT_URL,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="GMM_API_KEY", help="API key (sent as X-API-Key).", show_default=False),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of tables (for scripts).")
+    ] = False,
+) -> None:
+    """Train and use Gaussian mixtures and k-means on a gmm-service."""
+    ctx.obj = State(url=url, api_key=api_key, json=json_output)
+
+
+def _state(ctx: typer.Context) -> State:
+    state = ctx.find_object(State)
+    assert state is not None, "the root callback makes the State"
+    return state
+
+
+# -- files ---------------------------------------------------------------------------
+
+
+def _looks_like_header(line: str) -> bool:
+    """A first line with any cell that is not a number is a header row."""
+    for cell in line.split(","):
+        try:
+            float(cell)
+        except ValueError:
+            return True
+    return False
+
+
+def parse_csv(text: str, *, header: bool | None = None, source: str = "<csv>") -> np.ndarray:
+    """Points of shape ``(n_samples, n_features)`` from comma-separated numbers.
+
+    ``header`` True skips the first non-blank line, False parses it, None skips it
+    when any of its cells is not a number."""
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        raise BadFile(f"{source}: no rows: the file is empty")
+    if header is None:
+        header = _looks_like_header(lines[first])
+    skip = first + 1 if header else first
+    if not any(line.strip() for line in lines[skip:]):
+        raise BadFile(
+            f"{source}: no rows of numbers after the header row {lines[first]!r} "
+            "(a row with any cell that is not a number is read as a header)"
+        )
+    try:
+        return np.loadtxt(
+            io.StringIO(text), delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64
+        )
+    except ValueError as exc:
+        raise BadFile(f"{source}: {_first_bad_cell(lines, skip) or exc}") from None
+
+
+def _first_bad_cell(lines: list[str], skip: int) -> str | None:
+    """Where a CSV stops being numbers, as a person counts (lines and columns from 1);
+    numpy's own message counts rows from 0 after the header, and skips blank lines."""
+    width = None
+    for number, line in enumerate(lines[skip:], start=skip + 1):
+        if not line.strip():
+            continue
+        cells = line.split(",")
+        for column, cell in enumerate(cells, start=1):
+            try:
+                float(cell)
+            except ValueError:
+                return (
+                    f"line {number}, column {column}: {cell.strip()!r} is not a number "
+                    "(a CSV holds numbers only, after an optional header row)"
+                )
+        if width is None:
+            width = len(cells)
+        elif len(cells) != width:
+            return f"line {number} has {len(cells)} values where the lines above have {width}"
+    return None
+
+
+def read_points(path: str, *, header: bool | None = None) -> np.ndarray:
+    """The points in a ``.npy`` file, a CSV file, or CSV on stdin (``-``)."""
+    if path == "-":
+        return parse_csv(sys.stdin.read(), header=header, source="stdin")
+    file = Path(path)
+    if not file.is_file():
+        raise BadFile(f"{path}: no such file")
+    if file.suffix.lower() == ".npy":
+        try:
+            X = np.load(file, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise BadFile(f"{path}: not a readable .npy file: {exc}") from None
+        if X.dtype.kind not in "biuf":
+            raise BadFile(f"{path}: holds {X.dtype} values; points must be numbers")
+        return np.asarray(X, dtype=np.float64)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise BadFile(f"{path}: not a text CSV file (a .npy file needs the .npy suffix)") from None
+    return parse_csv(text, header=header, source=path)
+
+
+def _output_kind(path: Path, allowed: Sequence[str]) -> str:
+    kind = path.suffix.lower().lstrip(".")
+    if kind not in allowed:
+        raise typer.BadParameter(
+            f"{path}: the suffix says the format; use one of {', '.join('.' + a for a in allowed)}",
+            param_hint="-o/--output-file",
+        )
+    return kind
+
+
+def _write_array(arr: np.ndarray, path: Path | None) -> None:
+    """``arr`` as CSV (stdout or a .csv file) or ``.npy``; floats keep every digit."""
+    fmt = "%d" if arr.dtype.kind in "iub" else "%.17g"
+    if path is not None and _output_kind(path, ("csv", "npy")) == "npy":
+        np.save(path, arr, allow_pickle=False)
+        return
+    buf = io.StringIO()
+    np.savetxt(buf, arr.reshape(len(arr), -1), fmt=fmt, delimiter=",")
+    if path is None:
+        sys.stdout.write(buf.getvalue())
+    else:
+        path.write_text(buf.getvalue())
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+# -- models by id or name ---------------------------------------------------------
+
+
+def resolve_model(client: Client, ref: str) -> str:
+    """A model id for ``ref``: an id as it is, a name as the newest model with it."""
+    if MODEL_ID.fullmatch(ref):
+        return ref
+    for model in client.iter_models():  # newest first
+        if model.get("name") == ref:
+            return str(model["id"])
+    raise NotFound(
+        {"title": "Not found", "detail": f"No model with id or name {ref!r}.", "status": 404}, 404
+    )
+
+
+# -- jobs ------------------------------------------------------------------------
+
+
+class _Watch:
+    """Follows one job for ``Client``: remembers it (so that Ctrl-C can cancel it) and
+    draws a bar on stderr unless told not to."""
+
+    def __init__(self, *, bar: bool) -> None:
+        self.job: JSON | None = None
+        self._want_bar = bar
+        self._bar: Any = None
+
+    def __call__(self, job: JSON) -> None:
+        self.job = job
+        if self._want_bar:
+            if self._bar is None:
+                from gmm_client.progress import JobBar
+
+                self._bar = JobBar(console=_stderr())
+            self._bar.update(job)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@contextmanager
+def _job(client: Client, *, progress: bool) -> Iterator[_Watch]:
+    """Run a job-following call; Ctrl-C cancels the job on the service, says so and
+    exits 130, rather than leaving a fit running that nobody will read."""
+    watch = _Watch(bar=progress)
+    try:
+        yield watch
+    except KeyboardInterrupt:
+        watch.close()
+        job = watch.job
+        if job is None or job.get("status") in ("succeeded", "failed", "cancelled"):
+            _fail("interrupted", EXIT_INTERRUPTED)
+        try:
+            client.cancel_job(job["id"])
+        except (ProblemError, httpx.HTTPError) as err:
+            _fail(f"interrupted; cancelling job {job['id']} failed: {err}", EXIT_INTERRUPTED)
+        _fail(f"interrupted: cancelled job {job['id']}", EXIT_INTERRUPTED)
+    finally:
+        watch.close()
+
+
+# -- tables ------------------------------------------------------------------------
+
+
+def _num(value: Any, digits: int = 6) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _vector(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def _model_tables(model: JSON) -> list[Table]:
+    """A summary (one row a fact) and the components (weight and mean of each)."""
+    summary = Table(show_header=False, box=None, pad_edge=False)
+    summary.add_column(style="bold")
+    summary.add_column()
+    rows: list[tuple[str, Any]] = [
+        ("model id", model["id"]),
+        ("name", model.get("name")),
+        ("algorithm", model["algorithm"]),
+        ("n_samples", model.get("n_samples")),
+        ("n_features", model.get("n_features")),
+        ("components", model.get("n_components")),
+    ]
+    if model["algorithm"] in MIXTURES:
+        rows += [
+            ("covariance type", model.get("covariance_type")),
+            ("converged", model.get("converged")),
+            ("n_iter", model.get("n_iter")),
+            ("lower bound", model.get("lower_bound")),
+        ]
+        if "bic" in model:
+            rows += [("BIC", model.get("bic")), ("AIC", model.get("aic"))]
+    else:
+        rows += [("n_iter", model.get("n_iter")), ("inertia", model.get("inertia"))]
+    rows += [("fit seconds", model.get("fit_seconds")), ("created", model.get("created_at"))]
+    for key, value in rows:
+        summary.add_row(key, _num(value))
+    for warning in model.get("warnings") or []:
+        summary.add_row("warning", str(warning.get("message", warning)))
+
+    components = Table(title="components")
+    components.add_column("#", justify="right")
+    weights = model.get("weights")
+    if weights is not None:
+        components.add_column("weight", justify="right")
+    components.add_column("mean")
+    for i, mean in enumerate(model.get("means") or []):
+        cells = [str(i)]
+        if weights is not None:
+            cells.append(f"{weights[i]:.4f}")
+        cells.append(_vector(mean))
+        components.add_row(*cells)
+    return [summary, components]
+
+
+def _show_model(state: State, model: JSON) -> None:
+    if state.json:
+        _print_json(model)
+        return
+    console = _stdout()
+    for table in _model_tables(model):
+        console.print(table)
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+def _param(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise typer.BadParameter(f"{text!r} is not key=value", param_hint="--param")
+    try:
+        value = json.loads(raw)  # numbers, true/false, null, lists...
+    except json.JSONDecodeError:
+        value = raw  # ... and anything else is a string: init=random
+    return key.strip(), value
+
+
+DataArg = Annotated[
+    str, typer.Argument(help="Points: a .npy file, a CSV file, or - for CSV on stdin.")
+]
+HeaderOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--header/--no-header",
+        help="Whether the CSV's first row is a header [default: detected].",
+        show_default=False,
+    ),
+]
+ModelArg = Annotated[str, typer.Argument(help="A model id, or a name (the newest model with it).")]
+
+
+@app.command()
+def fit(
+    ctx: typer.Context,
+    data: DataArg,
+    k: Annotated[
+        int | None,
+        typer.Option("--k", help="n_components (mixtures) or n_clusters (k-means).", min=1),
+    ] = None,
+    algorithm: Annotated[str, typer.Option(help="|".join(ALGORITHMS))] = "gaussian_mixture",
+    covariance_type: Annotated[
+        str | None, typer.Option(help="full|tied|diag|spherical (mixtures).")
+    ] = None,
+    n_init: Annotated[int | None, typer.Option(help="Initialisations; the best is kept.")] = None,
+    random_state: Annotated[int | None, typer.Option(help="Seed, for a repeatable fit.")] = None,
+    max_iter: Annotated[int | None, typer.Option(help="Iteration limit.")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="Any other estimator parameter, key=value (value as JSON)."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="A name to find the model by.")] = None,
+    header: HeaderOpt = None,
+    progress: Annotated[bool, typer.Option(help="Show the job's progress on stderr.")] = True,
+) -> None:
+    """Upload DATA as a dataset and fit a model on it, as a job with a progress bar."""
+    state = _state(ctx)
+    algorithm = algorithm.lower()
+    if algorithm not in ALGORITHMS:
+        raise typer.BadParameter(f"{algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+    X = read_points(data, header=header)
+    params: JSON = {}
+    size_key = "n_components" if algorithm in MIXTURES else "n_clusters"
+    for key, value in (
+        (size_key, k),
+        ("covariance_type", covariance_type),
+        ("n_init", n_init),
+        ("random_state", random_state),
+        ("max_iter", max_iter),
+    ):
+        if value is not None:
+            params[key] = value
+    params.update(_param(p) for p in param or [])
+    client = state.client
+    dataset = client.create_dataset(X, name=None if data == "-" else Path(data).name)
+    with _job(client, progress=progress) as watch:
+        model = client.create_model(
+            algorithm, Dataset(dataset["id"]), params, name=name, progress=watch
+        )
+    _show_model(state, model)
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    model: ModelArg,
+    points: Annotated[str, typer.Argument(help="A .npy or CSV file, or - for CSV on stdin.")],
+    output_file: Annotated[
+        Path | None,
+        typer.Option("-o", "--output-file", help="Write .csv or .npy here [default: stdout CSV]."),
+    ] = None,
+    output: Annotated[
+        str, typer.Option("--output", help="labels|probabilities (mixtures)|distances (k-means).")
+    ] = "labels",
+    header: HeaderOpt = None,
+) -> None:
+    """Labels (or probabilities, or distances) of POINTS under MODEL."""
+    state = _state(ctx)
+    if output not in ("labels", "probabilities", "distances"):
+        raise typer.BadParameter(f"{output!r} is not labels, probabilities or distances")
+    if output_file is not None:
+        _output_kind(output_file, ("csv", "npy"))  # before the work, not after
+    X = read_points(points, header=header)
+    client = state.client
+    model_id = resolve_model(client, model)
+    result = client.predict_npy(model_id, X, output)
+    if state.json and output_file is None:
+        _print_json({"model_id": model_id, output: result})
+        return
+    _write_array(result, output_file)
+
+
+@models_app.command("ls")
+def models_ls(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 50,
+) -> None:
+    """The models, newest first."""
+    state = _state(ctx)
+    items = state.client.list_models(limit=limit)["items"]
+    if state.json:
+        _print_json(items)
+        return
+    table = Table()
+    for column in ("id", "name", "algorithm", "k", "n_samples", "created"):
+        table.add_column(column, justify="right" if column in ("k", "n_samples") else "left")
+    for m in items:
+        table.add_row(
+            m["id"],
+            m.get("name") or "",
+            m["algorithm"],
+            _num(m.get("n_components")),
+            _num(m.get("n_samples")),
+            str(m.get("created_at", "")),
+        )
+    _stdout().print(table)
+
+
+@models_app.command("show")
+def models_show(ctx: typer.Context, model: ModelArg) -> None:
+    """A model's details: fit statistics and each component's weight and mean."""
+    state = _state(ctx)
+    client = state.client
+    _show_model(state, client.get_model(resolve_model(client, model)))
+
+
+@models_app.command("rm")
+def models_rm(
+    ctx: typer.Context,
+    models: Annotated[list[str], typer.Argument(help="Model ids or names.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Delete models (asks first, unless --yes)."""
+    state = _state(ctx)
+    client = state.client
+    ids = [resolve_model(client, ref) for ref in models]
+    if not yes and not typer.confirm(f"Delete {len(ids)} model(s): {', '.join(ids)}?"):
+        _fail("nothing deleted", 1)
+    for model_id in ids:
+        client.delete_model(model_id)
+    if state.json:
+        _print_json({"deleted": ids})
+    else:
+        for model_id in ids:
+            typer.echo(f"deleted {model_id}")
+
+
+def parse_k(text: str) -> list[int] | dict[str, int]:
+    """``1..10`` (a range, both ends included), ``2,4,8`` (a list) or ``4``."""
+    try:
+        if ".." in text:
+            low, high = (int(part) for part in text.split("..", 1))
+            return {"min": low, "max": high}
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is neither a range (1..10) nor a list (2,4,8)", param_hint="--k"
+        ) from None
+
+
+@app.command()
+def select(
+    ctx: typer.Context,
+    data: DataArg,
+    k: Annotated[str, typer.Option("--k", help="n_components: a range 1..10 or a list 2,4,8.")],
+    covariance_type: Annotated[
+        str | None, typer.Option(help="Comma-separated: full,tied,diag,spherical.")
+    ] = None,
+    criterion: Annotated[str, typer.Option(help="bic|aic: lower is better.")] = "bic",
+    random_state: Annotated[int | None, typer.Option(help="Seed of every cell's fit.")] = None,
+    n_init: Annotated[int | None, typer.Option(help="Initialisations per cell.")] = None,
+    header: HeaderOpt = None,
+    progress: Annotated[bool, typer.Option(help="Show the job's progress on stderr.")] = True,
+) -> None:
+    """Fit a Gaussian mixture for every k (and covariance type); mark the best."""
+    state = _state(ctx)
+    if criterion not in ("bic", "aic"):
+        raise typer.BadParameter(f"{criterion!r} is not bic or aic", param_hint="--criterion")
+    grid = parse_k(k)
+    types = [t.strip() for t in covariance_type.split(",")] if covariance_type else None
+    params = {
+        key: value
+        for key, value in (("random_state", random_state), ("n_init", n_init))
+        if value is not None
+    }
+    X = read_points(data, header=header)
+    client = state.client
+    dataset = client.create_dataset(X, name=None if data == "-" else Path(data).name)
+    with _job(client, progress=progress) as watch:
+        result = client.select_model(
+            Dataset(dataset["id"]),
+            grid,
+            covariance_type=types,
+            criterion=criterion,
+            params=params or None,
+            progress=watch,
+        )
+    if state.json:
+        _print_json(result)
+        return
+    best = result.get("best") or {}
+    table = Table(title=f"model selection by {criterion.upper()} (lower is better)")
+    for column in ("", "k", "covariance", "BIC", "AIC", "converged", "n_iter"):
+        table.add_column(column, justify="left" if column in ("", "covariance") else "right")
+    for cell in result["scores"]:
+        is_best = (cell["n_components"], cell["covariance_type"]) == (
+            best.get("n_components"),
+            best.get("covariance_type"),
+        )
+        table.add_row(
+            "*" if is_best else "",
+            str(cell["n_components"]),
+            cell["covariance_type"],
+            _num(cell.get("bic"), 8),
+            _num(cell.get("aic"), 8),
+            _num(cell.get("converged")),
+            _num(cell.get("n_iter")) if not cell.get("error") else "error",
+            style="bold green" if is_best else None,
+        )
+    console = _stdout()
+    console.print(table)
+    if best:
+        console.print(
+            f"best: k={best['n_components']} covariance_type={best['covariance_type']} "
+            f"({criterion.upper()} {_num(best.get(criterion), 8)})"
+        )
+
+
+@app.command()
+def plot(
+    ctx: typer.Context,
+    model: ModelArg,
+    output_file: Annotated[
+        Path, typer.Option("-o", "--output-file", help="model.png or model.svg: the suffix says.")
+    ],
+    kind: Annotated[str, typer.Option(help="model (points, ellipses) or convergence.")] = "model",
+    width: Annotated[int | None, typer.Option(help="Pixels.")] = None,
+    height: Annotated[int | None, typer.Option(help="Pixels.")] = None,
+) -> None:
+    """Draw MODEL (its points, means and ellipses, or its convergence) to a PNG or SVG."""
+    state = _state(ctx)
+    fmt = _output_kind(output_file, ("png", "svg"))
+    client = state.client
+    model_id = resolve_model(client, model)
+    image = client.plot_model(model_id, format=fmt, kind=kind, width=width, height=height)  # type: ignore[arg-type]
+    output_file.write_bytes(image)
+    if state.json:
+        _print_json({"model_id": model_id, "path": str(output_file), "bytes": len(image)})
+    else:
+        typer.echo(f"wrote {output_file} ({len(image)} bytes)")
+
+
+@app.command("export")
+def export_(
+    ctx: typer.Context,
+    model: ModelArg,
+    output_file: Annotated[
+        Path | None, typer.Option("-o", "--output-file", help="[default: stdout]")
+    ] = None,
+) -> None:
+    """Write MODEL as a portable JSON document (no pickle), for `gmm import`."""
+    state = _state(ctx)
+    client = state.client
+    document = client.export_model(resolve_model(client, model))
+    text = json.dumps(document, indent=2)
+    if output_file is None:
+        typer.echo(text)
+    else:
+        output_file.write_text(text + "\n")
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    document: Annotated[str, typer.Argument(help="An exported model's JSON file, or -.")],
+) -> None:
+    """Store a model from an exported document; prints the new model's id."""
+    state = _state(ctx)
+    try:
+        text = sys.stdin.read() if document == "-" else Path(document).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadFile(f"{document}: cannot read: {exc}") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadFile(f"{document}: not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadFile(f"{document}: not an exported model (a JSON object)")
+    model = state.client.import_model(body)
+    if state.json:
+        _print_json(model)
+    else:
+        typer.echo(model["id"])
+
+
+@datasets_app.command("ls")
+def datasets_ls(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="At most this many.", min=1)] = 50,
+) -> None:
+    """The stored datasets."""
+    state = _state(ctx)
+    items = state.client.list_datasets(limit=limit)["items"]
+    if state.json:
+        _print_json(items)
+        return
+    table = Table()
+    for column in ("id", "name", "n_samples", "n_features", "created"):
+        table.add_column(column)
+    for d in items:
+        table.add_row(
+            d["id"],
+            d.get("name") or "",
+            _num(d.get("n_samples")),
+            _num(d.get("n_features")),
+            str(d.get("created_at", "")),
+        )
+    _stdout().print(table)
+
+
+@datasets_app.command("rm")
+def datasets_rm(
+    ctx: typer.Context,
+    datasets: Annotated[list[str], typer.Argument(help="Dataset ids.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Delete datasets (asks first, unless --yes)."""
+    state = _state(ctx)
+    if not yes and not typer.confirm(f"Delete {len(datasets)} dataset(s)?"):
+        _fail("nothing deleted", 1)
+    for dataset_id in datasets:
+        state.client.delete_dataset(dataset_id)
+    if state.json:
+        _print_json({"deleted": datasets})
+    else:
+        for dataset_id in datasets:
+            typer.echo(f"deleted {dataset_id}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``gmm`` console script."""
+    app(args=list(argv) if argv is not None else None, prog_name="gmm")
+
+
+if __name__ == "__main__":
+    main()
