@@ -19,7 +19,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def runner() -> ProcessFitRunner:
-    r = ProcessFitRunner(size=1, timeout=2.0)
+    # Long enough for a fresh worker to import sklearn and fit 300 points on a loaded
+    # CI machine (2 s was not); the overrunning fit below takes minutes regardless.
+    r = ProcessFitRunner(size=1, timeout=15.0)
     yield r  # type: ignore[misc]
     r.close()
 
@@ -52,7 +54,8 @@ def test_overrunning_fit_is_killed_and_worker_replaced(runner: ProcessFitRunner)
 
 
 def test_timeout_over_http_stores_nothing(tmp_path: Path) -> None:
-    settings = Settings(store_dir=tmp_path / "s", fit_timeout_seconds=2.0, log_json=False)
+    # 10 s: room for the warm-up fit to start its worker on a loaded machine.
+    settings = Settings(store_dir=tmp_path / "s", fit_timeout_seconds=10.0, log_json=False)
     with TestClient(create_app(settings)) as c:
         small = {
             "algorithm": "kmeans",
