@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
+from tests.helpers_browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.helpers_server import HOST, ServerProcess, running_server
-from tests.test_docs_browser import CHROMIUM, CHROMIUM_ARGS, _require_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ LONG_N_INIT = 5000
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    _require_chromium()
+    require_chromium()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     cwd = tmp_path_factory.mktemp("explorer-browser")
     env = {

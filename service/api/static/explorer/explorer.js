@@ -69,7 +69,7 @@ function showProblem(err) {
     box.append(list);
   }
   box.hidden = false;
-  if (!(err instanceof ApiError)) console.warn(err); // a bug in the page: keep the stack
+  if (!(err instanceof ApiError)) console.error(err); // a bug in the page: keep the stack
 }
 
 /** Runs one user action: busy while it runs, its failure shown, never thrown. */
@@ -138,10 +138,12 @@ const uploadCsv = action(async (file) => {
   });
   const width = points.length ? points[0].length : 0;
   if (dataset.n_samples !== points.length || dataset.n_features !== width) {
-    throw new Error(
-      `the service read ${dataset.n_samples} x ${dataset.n_features} from ${file.name}, ` +
-      `this page ${points.length} x ${width}: it cannot draw this file`,
-    );
+    throw new ApiError({
+      title: "This page cannot draw this file",
+      detail: `The service read ${dataset.n_samples} x ${dataset.n_features} numbers from ` +
+        `${file.name}, this page ${points.length} x ${width}. The dataset is stored ` +
+        `(${dataset.id}): fit it with the API.`,
+    });
   }
   setData(dataset, points, `Uploaded ${file.name}`);
 });
