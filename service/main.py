@@ -27,6 +27,7 @@ from service.api.responses import PROBLEM_EXAMPLES, PROBLEM_HEADERS
 from service.api.routes import (
     comparisons,
     datasets,
+    explorer,
     health,
     jobs,
     models,
@@ -49,6 +50,10 @@ exactly the numbers scikit-learn gives in-process.
 Start with `POST /v1/models` and the *seed-blobs* example: the notebook's
 `make_blobs(n_samples=200, centers=4, cluster_std=1.6, random_state=10)` fitted by a
 4-component mixture. Every error is RFC 9457 `application/problem+json`.
+
+To look at the data and the fitted components in a browser, open
+[`/explorer`](/explorer): it generates or uploads data, fits as a job, and draws the
+points, means, covariance ellipses and a BIC/AIC curve, using only these routes.
 """
 
 
@@ -293,6 +298,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_json)
     problems.install(app)
     docs.install(app)
+    explorer.install(app)
     app.include_router(health.router)
     app.include_router(models.router, dependencies=[AuthDep])
     app.include_router(datasets.router, dependencies=[AuthDep])

@@ -384,6 +384,34 @@ def _hadolint() -> str | None:
     return shutil.which("hadolint")
 
 
+def test_non_python_files_of_the_package_ship_in_the_wheel(
+    docker: list[tuple[str, str]],
+) -> None:
+    """The /explorer page's HTML, JavaScript and CSS are package data: setuptools puts
+    only ``.py`` files in a wheel unless pyproject.toml names the others, and the image
+    installs the package from a wheel (``pip install .``) after ``COPY service``."""
+    declared = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-data"
+    ]
+    data_files = [
+        path
+        for path in (ROOT / "service").rglob("*")
+        if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
+    ]
+    assert any(p.name == "index.html" for p in data_files)
+    for path in data_files:
+        shipped = [
+            package
+            for package, patterns in declared.items()
+            if path.is_relative_to(folder := ROOT / package.replace(".", "/"))
+            for pattern in patterns
+            if fnmatch(str(path.relative_to(folder)), pattern)
+        ]
+        assert shipped, f"{path.relative_to(ROOT)} is not in [tool.setuptools.package-data]"
+    copied = [args.split()[:-1] for op, args in docker if op == "COPY"]
+    assert ["service"] in copied, "the Dockerfile must COPY the whole service/ folder"
+
+
 def test_hadolint_finds_nothing() -> None:
     """Every finding is fixed, not ignored; an inline ignore must say why."""
     binary = _hadolint()

@@ -12,27 +12,16 @@ which downloads a browser). Skipped where that browser is missing, except in CI
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from tests.helpers_browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.helpers_server import HOST, ServerProcess, running_server
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 #: ReDoc's sidebar always shows Redocly's logo from their CDN (hidden if it fails to
 #: load). The pages' Content-Security-Policy refuses it before any request is made;
 #: Chromium reports that refusal on the console, which is the policy working.
@@ -41,17 +30,9 @@ REFUSED_BY_POLICY = ("Loading the image 'https://cdn.redoc.ly/redoc/logo-mini.sv
 TIMEOUT_MS = 60_000
 
 
-def _require_chromium() -> None:
-    if CHROMIUM.exists():
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing: CI must run the browser test (.ci/run installs it)")
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); CI runs this test")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    _require_chromium()
+    require_chromium()
     cwd = tmp_path_factory.mktemp("docs-browser")
     with running_server({"GMM_STORE_DIR": str(cwd / "store")}, cwd=cwd) as srv:
         yield srv
