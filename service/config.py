@@ -39,6 +39,23 @@ class Settings(BaseSettings):
         Path("gmm-store"),
         description="Embedded local model store; created on first start if missing.",
     )
+    store_url: str | None = Field(
+        None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
+        description=(
+            "`s3://bucket/prefix`: keep models, datasets and jobs in an S3-compatible "
+            "bucket (needs the `s3` extra) that several replicas share, instead of "
+            "store_dir. Needs secret_key. Region and credentials come the usual AWS way "
+            "(AWS_* variables, shared config, instance role). Unset: the local store."
+        ),
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description=(
+            "Endpoint of an S3-compatible service (MinIO, Ceph, ...) for store_url; "
+            "unset: AWS_ENDPOINT_URL if set, else AWS S3."
+        ),
+    )
     secret_key: SecretStr | None = Field(
         None,
         description=(

@@ -41,7 +41,7 @@ from service.config import Settings
 from service.domain.executor import make_runner
 from service.domain.limits import Limits
 from service.domain.service import ModelService
-from service.store.local import LocalModelStore
+from service.store import open_store
 
 DESCRIPTION = """
 Train and serve scikit-learn's **GaussianMixture** and **KMeans** over HTTP, with
@@ -247,10 +247,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = LocalModelStore(
-            settings.store_dir,
+        store = open_store(
+            store_dir=settings.store_dir,
+            store_url=settings.store_url,
             secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
             cache_size=settings.cache_size,
+            s3_endpoint_url=settings.s3_endpoint_url,
         )
         # Job fits use the worker processes too: room for both.
         runner = make_runner(

@@ -36,3 +36,41 @@ def settings(tmp_path: Path) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """An S3 server (moto) on loopback for the whole session, with dummy credentials."""
+    pytest.importorskip("moto")
+    from tests.helpers_s3 import AtomicMotoServer
+
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    mp = pytest.MonkeyPatch()
+    for name, value in env.items():
+        mp.setenv(name, value)
+    mp.delenv("AWS_ENDPOINT_URL", raising=False)
+    mp.delenv("AWS_PROFILE", raising=False)
+    server = AtomicMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        mp.undo()
+
+
+@pytest.fixture
+def s3_bucket(moto_url: str) -> str:
+    """A new, empty bucket for one test."""
+    import secrets
+
+    import boto3
+
+    name = f"gmm-test-{secrets.token_hex(6)}"
+    boto3.client("s3", endpoint_url=moto_url).create_bucket(Bucket=name)
+    return name

@@ -36,8 +36,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
-import hmac
 import io
 import json
 import logging
@@ -63,13 +61,12 @@ from service.store.base import (
     check_id,
     check_job_id,
 )
+from service.store.signing import ARTIFACT, DATA, META, Signer, canonical_json, open_npy
+
+__all__ = ["ARTIFACT", "DATA", "META", "LocalModelStore", "canonical_json", "load_or_create_key"]
 
 log = logging.getLogger("service.errors")
 
-ARTIFACT = "model.joblib"
-META = "meta.json"
-DATA = "data.npy"
-NPY_MAGIC = b"\x93NUMPY"
 #: Files whose content hash was checked, by (device, inode, size, mtime): a dataset of
 #: a gigabyte is hashed once per process, not on every fit or plot.
 _VERIFIED_CACHE = 4096
@@ -116,10 +113,6 @@ def _boot_token() -> str:
     return _process_token[1]
 
 
-def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
 def load_or_create_key(root: Path, configured: str | None) -> bytes:
     """The signing key: the configured one, else one generated once into the store.
 
@@ -158,7 +151,7 @@ class LocalModelStore:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.jobs_dir = self.root / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        self._key = load_or_create_key(self.root, secret_key)
+        self._signer = Signer(load_or_create_key(self.root, secret_key))
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -192,7 +185,7 @@ class LocalModelStore:
         return self.tmp_dir / f"{os.getpid()}-{_boot_token()}-{secrets.token_hex(8)}"
 
     def _sign(self, payload: bytes) -> str:
-        return hmac.new(self._key, payload, hashlib.sha256).hexdigest()
+        return self._signer.sign(payload)
 
     def _model_dir(self, model_id: str) -> Path:
         return self.models_dir / check_id(model_id)
@@ -211,15 +204,9 @@ class LocalModelStore:
         buf = io.BytesIO()
         joblib.dump(estimator, buf)
         blob = buf.getvalue()
-        digest = hashlib.sha256(blob).hexdigest()
         meta = dict(metadata)
         meta["id"] = model_id
-        meta["artifact"] = {
-            "file": ARTIFACT,
-            "bytes": len(blob),
-            "sha256": digest,
-            "signature": self._sign(f"{model_id}\n{digest}".encode()),
-        }
+        meta["artifact"] = self._signer.artifact(model_id, blob)
         if dataset_id is not None:
             dataset = self._read_dataset_meta(dataset_id)  # NotFound when it is gone
             points_src = self._dataset_dir(dataset_id) / DATA
@@ -344,24 +331,7 @@ class LocalModelStore:
             raise ArtifactIntegrityError(
                 f"The metadata of {kind} {item_id} is not a file."
             ) from None
-        try:
-            meta = json.loads(raw)
-            signature = meta.pop("signature")
-            if not isinstance(signature, str):
-                raise TypeError("signature is not a string")
-            given = signature.encode()  # compare_digest refuses non-ASCII str; bytes are fine
-            signed = canonical_json(meta)  # only our canonical form was signed: never NaN
-        except (ValueError, KeyError, AttributeError, TypeError, RecursionError):
-            raise ArtifactIntegrityError(
-                f"The metadata of {kind} {item_id} is unreadable or unsigned."
-            ) from None
-        if not hmac.compare_digest(given, self._sign(signed).encode()):
-            raise ArtifactIntegrityError(
-                f"The metadata of {kind} {item_id} does not match its signature."
-            )
-        if meta.get("id") != item_id:
-            raise ArtifactIntegrityError(f"The metadata stored for {item_id} is another {kind}'s.")
-        return meta
+        return self._signer.verify_meta(raw, kind, item_id)
 
     def _read_meta(self, model_id: str) -> dict[str, Any]:
         return self._read_signed(self._model_dir(model_id), "model", model_id)
@@ -394,14 +364,7 @@ class LocalModelStore:
             raise ArtifactIntegrityError(
                 f"The artifact of model {model_id} is not a file and was not loaded."
             ) from None
-        digest = hashlib.sha256(blob).hexdigest()
-        expected = self._sign(f"{model_id}\n{digest}".encode())
-        if digest != art.get("sha256") or not hmac.compare_digest(
-            expected, str(art.get("signature", ""))
-        ):
-            raise ArtifactIntegrityError(
-                f"The artifact of model {model_id} failed its integrity check and was not loaded."
-            )
+        self._signer.verify_artifact(model_id, blob, art)
         estimator = joblib.load(io.BytesIO(blob))  # only ever verified bytes
         with self._lock:
             self.cache_misses += 1
@@ -468,26 +431,12 @@ class LocalModelStore:
         Never unpickles: the magic is checked first and ``allow_pickle=False``.
         """
         try:
-            st = os.stat(path)
-            with open(path, "rb") as fh:
-                magic = fh.read(len(NPY_MAGIC))
+            st = os.stat(path)  # before the open: the key names the inode that was mapped
         except FileNotFoundError:
             raise NotFound(f"No {what}.") from None
         except OSError as exc:
             raise ArtifactIntegrityError(f"The points of {what} are unreadable: {exc}.") from None
-        if magic != NPY_MAGIC:
-            raise ArtifactIntegrityError(f"The points of {what} are not a .npy file.")
-        try:
-            X = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ArtifactIntegrityError(f"The points of {what} are unreadable: {exc}.") from None
-        if (
-            not isinstance(X, np.memmap)
-            or X.dtype != np.dtype("<f8")
-            or list(X.shape) != list(shape)
-            or not X.flags.c_contiguous
-        ):
-            raise ArtifactIntegrityError(f"The points of {what} are not the array stored.")
+        X = open_npy(path, shape, what)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, sha256)
         with self._lock:
             known = key in self._verified
