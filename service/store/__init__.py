@@ -3,6 +3,7 @@ shared S3 one for several replicas; ``open_store`` picks one from plain values."
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from service.store.base import ModelStore
@@ -24,10 +25,23 @@ def open_store(
     from service.store.s3 import S3ModelStore, parse_s3_url
 
     bucket, prefix = parse_s3_url(store_url)
-    return S3ModelStore(
+    store = S3ModelStore(
         bucket,
         prefix,
         secret_key=secret_key,
         endpoint_url=s3_endpoint_url,
         cache_size=cache_size,
     )
+    # As the local store does when it opens: objects of puts whose writer died (an hour
+    # old, so never a put another replica has in flight) go. A bucket that cannot be
+    # listed yet is /readyz's to report, not a reason not to start.
+    try:
+        removed = store.cleanup()
+    except Exception:
+        logging.getLogger("service.store").exception("could not clean up %s", store_url)
+    else:
+        if removed:
+            logging.getLogger("service.store").warning(
+                "removed %d object(s) of unpublished puts from %s", removed, store_url
+            )
+    return store
