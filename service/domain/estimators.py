@@ -30,6 +30,7 @@ from service.domain.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput, PayloadTooLarge
 
 PARAMS_LOC: tuple[str, ...] = ("body", "params")
+SAMPLE_WEIGHT_LOC: tuple[str, ...] = ("body", "sample_weight")
 
 
 @dataclass(frozen=True)
@@ -277,10 +278,54 @@ def _keep_final_e_step(estimator: Any, X: np.ndarray) -> dict[str, Any]:
     return kept
 
 
+def check_sample_weight(
+    algorithm: str, sample_weight: list[float] | None, n_samples: int
+) -> np.ndarray | None:
+    """``sample_weight`` as the float64 array sklearn's ``fit`` takes, or None.
+
+    The schema has already refused negative and non-finite weights (and the field
+    on mixtures, whose sklearn ``fit`` has no ``sample_weight``); here come the checks
+    that need the data: one weight per point, and not all of them zero. The messages
+    start with those of sklearn's ``_check_sample_weight``, so that code written
+    against sklearn matches them.
+    """
+    if sample_weight is None:
+        return None
+    if ALGORITHMS[algorithm].family != "centroid":  # the schema forbids it: a bug here
+        raise InvalidInput.at(
+            list(SAMPLE_WEIGHT_LOC), f"{algorithm} takes no sample_weight.", "extra_forbidden"
+        )
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n_samples,):
+        raise InvalidInput.at(
+            list(SAMPLE_WEIGHT_LOC),
+            f"sample_weight.shape == {weights.shape}, expected {(n_samples,)}!: give one "
+            f"weight per training point; the data has {n_samples} samples, sample_weight "
+            f"has {weights.shape[0]} weights.",
+            "wrong_shape",
+        )
+    if not weights.any():
+        raise InvalidInput.at(
+            list(SAMPLE_WEIGHT_LOC),
+            "Sample weights must contain at least one non-zero number: every weight is 0, "
+            "so no point counts; give at least one point a positive weight, or omit "
+            "sample_weight for equal weights.",
+            "all_zero",
+        )
+    return weights
+
+
 def fit(
-    algorithm: str, params: dict[str, Any], X: np.ndarray, progress: FitProgress | None = None
+    algorithm: str,
+    params: dict[str, Any],
+    X: np.ndarray,
+    progress: FitProgress | None = None,
+    *,
+    sample_weight: np.ndarray | None = None,
 ) -> Fitted:
-    """Fit exactly as ``Estimator(**params).fit(X)`` would in-process.
+    """Fit exactly as ``Estimator(**params).fit(X, sample_weight=sample_weight)`` would
+    in-process. ``sample_weight`` (n_samples,), k-means only, is checked already
+    (``check_sample_weight``); None fits as sklearn does without it.
 
     With ``progress`` the fit reports its steps there and stops (``FitCancelled``) when
     it says so; the numbers are the same to the last bit (``progress.fit_tracked``).
@@ -288,14 +333,16 @@ def fit(
     estimator = build(algorithm, params)
     mixture = ALGORITHMS[algorithm].family == "mixture"
     kept = _keep_final_e_step(estimator, X) if mixture else {}
+    # Mixtures' fit has no sample_weight argument: it is passed only when there is one.
+    fit_kwargs = {} if sample_weight is None else {"sample_weight": sample_weight}
     start = time.perf_counter()
     with capture_warnings() as caught:
         try:
             if progress is None:
-                estimator.fit(X)
+                estimator.fit(X, **fit_kwargs)
             else:
                 progress.total, progress.unit = progress_plan(estimator)
-                fit_tracked(estimator, X, progress)
+                fit_tracked(estimator, X, progress, **fit_kwargs)
         except (ValueError, np.linalg.LinAlgError) as exc:
             raise FitFailed(f"scikit-learn could not fit {algorithm}: {exc}") from exc
         finally:

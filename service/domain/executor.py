@@ -55,6 +55,8 @@ class FitRunner(Protocol):
         params: dict[str, Any],
         X: np.ndarray,
         progress: FitProgress | None = None,
+        *,
+        sample_weight: np.ndarray | None = None,
     ) -> Any: ...
 
     def close(self) -> None: ...
@@ -71,20 +73,23 @@ class InlineFitRunner:
         params: dict[str, Any],
         X: np.ndarray,
         progress: FitProgress | None = None,
+        *,
+        sample_weight: np.ndarray | None = None,
     ) -> Any:
-        return estimators.fit(algorithm, params, X, progress)
+        return estimators.fit(algorithm, params, X, progress, sample_weight=sample_weight)
 
     def close(self) -> None:
         pass
 
 
 def _worker_main(conn: Connection) -> None:
-    """Worker process loop: receive (algorithm, params, X, tracked), answer the fit or
-    the error; a tracked fit also sends ``("progress", snapshot)`` while it runs."""
+    """Worker process loop: receive (algorithm, params, X, sample_weight, tracked),
+    answer the fit or the error; a tracked fit also sends ``("progress", snapshot)``
+    while it runs."""
     conn.send(("ready", None))  # imports are done: the time limit starts after this
     while True:
         try:
-            algorithm, params, X, tracked = conn.recv()
+            algorithm, params, X, sample_weight, tracked = conn.recv()
         except EOFError:
             return
         progress = None
@@ -98,7 +103,8 @@ def _worker_main(conn: Connection) -> None:
                 interval=PROGRESS_INTERVAL_SECONDS,
             )
         try:
-            conn.send(("ok", estimators.fit(algorithm, params, X, progress)))
+            fitted = estimators.fit(algorithm, params, X, progress, sample_weight=sample_weight)
+            conn.send(("ok", fitted))
         except ServiceError as exc:
             conn.send(("error", (type(exc), exc.detail, exc.errors)))
         except Exception as exc:  # a bug: report it rather than die silently
@@ -168,13 +174,15 @@ class ProcessFitRunner:
         params: dict[str, Any],
         X: np.ndarray,
         progress: FitProgress | None = None,
+        *,
+        sample_weight: np.ndarray | None = None,
     ) -> Any:
         with self._slots:
             worker = self._take()
             healthy = False
             try:
                 worker.wait_ready(STARTUP_SECONDS)
-                worker.conn.send((algorithm, params, X, progress is not None))
+                worker.conn.send((algorithm, params, X, sample_weight, progress is not None))
                 status, payload = self._answer(worker.conn, progress)
                 healthy = True
             except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as exc:

@@ -178,8 +178,8 @@ def progress_plan(estimator: Any) -> tuple[int, str]:
     return (n_init if isinstance(n_init, int) else 1), "inits"
 
 
-def fit_tracked(estimator: Any, X: Any, progress: FitProgress) -> Any:
-    """``estimator.fit(X)`` with ``progress`` counting and able to stop it.
+def fit_tracked(estimator: Any, X: Any, progress: FitProgress, **fit_kwargs: Any) -> Any:
+    """``estimator.fit(X, **fit_kwargs)`` with ``progress`` counting and able to stop it.
 
     The estimator comes back as an instance of its own sklearn class.
     """
@@ -188,7 +188,7 @@ def fit_tracked(estimator: Any, X: Any, progress: FitProgress) -> Any:
     estimator._gmm_progress = progress
     estimator._gmm_init = 0
     try:
-        estimator.fit(X)
+        estimator.fit(X, **fit_kwargs)
     finally:
         estimator.__class__ = base
         del estimator._gmm_progress, estimator._gmm_init

@@ -200,6 +200,8 @@ class _PreparedFit:
     extra: dict[str, Any] | None
     estimated_seconds: float
     omitted: list[str]
+    #: (n_samples,) float64, k-means only; None fits every point with weight 1.
+    sample_weight: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -275,10 +277,15 @@ class ModelService:
         params: dict[str, Any],
         X: np.ndarray,
         progress: FitProgress | None = None,
+        *,
+        sample_weight: np.ndarray | None = None,
     ) -> estimators.Fitted:
         """``estimators.fit`` through the service's runner (a killable worker process
-        when fits have a time limit); ``progress`` counts its steps and can cancel it."""
-        fitted: estimators.Fitted = self._fit_runner(algorithm, params, X, progress)
+        when fits have a time limit); ``progress`` counts its steps and can cancel it.
+        ``sample_weight`` (n_samples,), k-means only, as ``check_sample_weight`` gives."""
+        fitted: estimators.Fitted = self._fit_runner(
+            algorithm, params, X, progress, sample_weight=sample_weight
+        )
         return fitted
 
     @property
@@ -363,6 +370,7 @@ class ModelService:
         extra: dict[str, Any] | None = None,
         wait: bool | None = None,
         tags: Mapping[str, str] | None = None,
+        sample_weight: list[float] | None = None,
     ) -> tuple[Literal["model", "job"], dict[str, Any]]:
         """Fit, store, and answer the resource plus the requested per-point arrays; or
         the same fit as a job.
@@ -372,8 +380,13 @@ class ModelService:
         ``wait=True`` fits now, and ``wait=None`` fits now unless the fit is estimated
         (``cost.fit_seconds``) to take longer than ``async_fit_seconds``. Answers
         ``("model", resource and arrays)`` or ``("job", job resource)``.
+
+        ``sample_weight`` (k-means only) gives each training point its weight in the
+        fit, as sklearn's ``fit(X, sample_weight=...)``; it is checked against the data.
         """
-        prepared = self._prepare_fit(algorithm, params, data, name, include, align_to, extra)
+        prepared = self._prepare_fit(
+            algorithm, params, data, name, include, align_to, extra, sample_weight
+        )
         prepared = replace(prepared, tags=dict(tags or {}))
         if wait is None:
             limit = self._async_fit_seconds
@@ -381,7 +394,9 @@ class ModelService:
         if not wait:
             return "job", self._submit_fit(prepared)
         with self.fitting():
-            fitted = self.fit(algorithm, params, prepared.dataset.X)
+            fitted = self.fit(
+                algorithm, params, prepared.dataset.X, sample_weight=prepared.sample_weight
+            )
         return "model", self._store_prepared(prepared, fitted, prepared.wanted, prepared.omitted)
 
     def _prepare_fit(
@@ -393,6 +408,7 @@ class ModelService:
         include: list[str] | None,
         align_to: str | None,
         extra: dict[str, Any] | None,
+        sample_weight: list[float] | None = None,
     ) -> _PreparedFit:
         allowed = estimators.per_point_fields(algorithm)
         wanted = estimators.default_include(algorithm) if include is None else set(include)
@@ -405,6 +421,7 @@ class ModelService:
         dataset = self.resolve(data)
         n_samples, n_features = dataset.X.shape
         estimators.check_params(algorithm, params, n_samples, n_features, self.limits)
+        weights = estimators.check_sample_weight(algorithm, sample_weight, n_samples)
         reference = self._alignment_reference(align_to, algorithm, params, n_features)
         return _PreparedFit(
             algorithm=algorithm,
@@ -418,6 +435,7 @@ class ModelService:
             extra=extra,
             estimated_seconds=cost.fit_seconds(algorithm, params, n_samples, n_features),
             omitted=self._omitted_by_default(algorithm, params, n_samples, wanted, include),
+            sample_weight=weights,
         )
 
     def _store_prepared(
@@ -440,6 +458,7 @@ class ModelService:
             alignment=prepared.alignment,
             generator=prepared.data.generator,
             extra=prepared.extra,
+            weighted=prepared.sample_weight is not None,
         )
         if not omitted:
             return {**resource, **arrays}
@@ -483,7 +502,13 @@ class ModelService:
 
         def work(ctx: JobContext) -> dict[str, Any]:
             progress = ctx.progress(total, unit)
-            fitted = self.fit(prepared.algorithm, prepared.params, prepared.dataset.X, progress)
+            fitted = self.fit(
+                prepared.algorithm,
+                prepared.params,
+                prepared.dataset.X,
+                progress,
+                sample_weight=prepared.sample_weight,
+            )
             ctx.check()  # a cancel that came after the last step still stores nothing
             # A job answers the model; its per-point arrays are a GET (or predict) away.
             resource = self._store_prepared(prepared, fitted, set())
@@ -501,6 +526,8 @@ class ModelService:
                 "tags": prepared.tags,
                 "n_samples": int(n_samples),
                 "n_features": int(n_features),
+                # The weights themselves are not kept: a job's record stays small.
+                **({"weighted": True} if prepared.sample_weight is not None else {}),
                 "estimated_seconds": prepared.estimated_seconds,
             },
         )
@@ -563,8 +590,12 @@ class ModelService:
         alignment: tuple[str, np.ndarray] | None = None,
         generator: GeneratorSpec | None = None,
         extra: dict[str, Any] | None = None,
+        weighted: bool = False,
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Describe and store an estimator fitted on ``dataset``.
+
+        ``weighted``: the fit was given ``sample_weight`` (k-means only). The resource
+        says so, since its ``inertia`` is then the weighted sum; the weights are not kept.
 
         Returns the stored resource and the per-point arrays named by ``include``
         for the training points. Model selection stores its winner through here too.
@@ -591,6 +622,8 @@ class ModelService:
         if overflowed is not None:
             raise _overflowed(overflowed)
         attributes.update(described)
+        if not mixture:
+            attributes["weighted"] = weighted
         if algorithm == "bayesian_gaussian_mixture":
             threshold = (extra or {}).get("effective_weight_threshold")
             threshold = EFFECTIVE_WEIGHT_THRESHOLD if threshold is None else threshold

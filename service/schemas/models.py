@@ -149,11 +149,30 @@ class BayesianGaussianMixtureFit(BayesianGaussianMixtureItem, _FitRequestBase):
     effective_weight_threshold: EffectiveWeightThreshold = EFFECTIVE_WEIGHT_THRESHOLD
 
 
-class KMeansFit(KMeansItem, _FitRequestBase):
+#: Per-point weights of a k-means fit: sklearn's ``fit(X, sample_weight=...)``.
+#: Negative weights are refused although sklearn's k-means takes them: they turn the
+#: objective into one that is not bounded below, and no centroid means anything then.
+SampleWeight = Annotated[list[Annotated[FiniteFloat, Field(ge=0)]], Field(min_length=1)]
+_SAMPLE_WEIGHT_DESCRIPTION = (
+    "Each training point's weight, (n_samples,), in the order of the data's rows: "
+    "sklearn's `fit(X, sample_weight=...)`. Non-negative finite numbers, not all zero; "
+    "omitted, every point weighs 1. The model's `inertia` is then the weighted sum of "
+    "squared distances, and the resource says `weighted: true`; the weights are not "
+    "stored. k-means only: the mixtures' fit takes no weights."
+)
+
+
+class _WeightedFit(StrictModel):
+    sample_weight: SampleWeight | None = Field(
+        None, description=_SAMPLE_WEIGHT_DESCRIPTION, examples=[[3, 1, 1, 3]]
+    )
+
+
+class KMeansFit(KMeansItem, _WeightedFit, _FitRequestBase):
     pass
 
 
-class MiniBatchKMeansFit(MiniBatchKMeansItem, _FitRequestBase):
+class MiniBatchKMeansFit(MiniBatchKMeansItem, _WeightedFit, _FitRequestBase):
     pass
 
 
@@ -286,10 +305,17 @@ class BayesianGaussianMixtureModel(_MixtureModel):
     effective_weight_threshold: float
 
 
+_WEIGHTED_DESCRIPTION = (
+    "The fit was given `sample_weight`: `inertia` is the weighted sum of squared "
+    "distances. false for models stored before weights existed, and for imports."
+)
+
+
 class KMeansModel(_ModelBase):
     algorithm: Literal["kmeans"]
     params: KMeansParams
     inertia: float
+    weighted: bool = Field(False, description=_WEIGHTED_DESCRIPTION)
 
 
 class MiniBatchKMeansModel(_ModelBase):
@@ -297,6 +323,7 @@ class MiniBatchKMeansModel(_ModelBase):
     params: MiniBatchKMeansParams
     inertia: float
     n_steps: int
+    weighted: bool = Field(False, description=_WEIGHTED_DESCRIPTION)
 
 
 ModelResource = Annotated[

@@ -124,10 +124,10 @@ def test_fits_past_the_bound_get_429_with_retry_after(tmp_path: Path) -> None:
         entered, release = threading.Event(), threading.Event()
         real = service.fit
 
-        def slow_fit(*args: Any) -> Any:
+        def slow_fit(*args: Any, **kwargs: Any) -> Any:
             entered.set()
             release.wait(10)
-            return real(*args)
+            return real(*args, **kwargs)
 
         service.fit = slow_fit
         results: list[int] = []

@@ -24,7 +24,11 @@ What cannot travel over HTTP, and what is done instead:
   the fitted weights, means and precisions as the new fit's initial values (the
   service keeps no in-process state); ``RemoteBayesianGaussianMixture`` refits.
 - a callable ``init`` (k-means) cannot be sent: ``fit`` raises ``ValueError``.
-- ``sample_weight`` is not a service parameter: only ``None`` (or all ones) is taken.
+- ``sample_weight`` of a k-means ``fit`` travels with the request (the service fits
+  ``fit(X, sample_weight=...)``); ``score(X, sample_weight)`` weighs the squared
+  distances the service answers, here (sklearn's ``score`` is that weighted sum).
+  Weights are checked locally as sklearn checks them; negative weights, which sklearn
+  takes but which make the objective unbounded, are refused by the service.
 
 Input is checked locally, as scikit-learn checks it (``validate_data``), so a NaN or
 a wrong number of features fails with scikit-learn's message before any request.
@@ -56,7 +60,7 @@ from sklearn.base import (
 )
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from gmm_client.client import Client
 from gmm_client.errors import InvalidInput, PayloadTooLarge, ProblemError
@@ -168,9 +172,13 @@ class _RemoteEstimator(BaseEstimator):
         params["random_state"] = _seed(self.random_state)
         return params
 
-    def _fit_remote(self, X: np.ndarray, params: dict[str, Any]) -> dict[str, Any]:
+    def _fit_remote(
+        self, X: np.ndarray, params: dict[str, Any], extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         with _as_sklearn_errors():
-            resource = self._client().create_model(self._algorithm, X, params, include=["labels"])
+            resource = self._client().create_model(
+                self._algorithm, X, params, include=["labels"], extra=extra
+            )
         for item in resource.get("warnings") or []:
             warnings.warn(item["message"], _warning_category(item["category"]), stacklevel=3)
         self.model_id_ = resource["id"]
@@ -459,14 +467,16 @@ class _RemoteCentroids(
     def _fit_centroids(self, X: Any, sample_weight: Any) -> Any:
         self._validate_params()
         X = _dense(validate_data(self, X, accept_sparse="csr", dtype=[np.float64], order="C"))
-        if sample_weight is not None and not np.all(np.asarray(sample_weight) == 1):
-            raise ValueError(
-                "sample_weight is not a parameter of gmm-service: fit without it "
-                "(or with all weights equal to 1)."
-            )
         if callable(self.init):
             raise ValueError("A callable init cannot be sent to gmm-service; pass an array.")
-        resource = self._fit_remote(X, self._wire_params())
+        # None stays off the wire: the service then fits exactly as sklearn does without
+        # weights. Otherwise sklearn's own check (a scalar is broadcast, a wrong length
+        # refused with its message) and a copy: the caller's array is never touched.
+        extra = None
+        if sample_weight is not None:
+            weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            extra = {"sample_weight": weights.tolist()}
+        resource = self._fit_remote(X, self._wire_params(), extra)
         self.cluster_centers_ = np.asarray(resource["means"], dtype=np.float64)
         self.labels_ = np.asarray(resource["labels"], dtype=np.int32)
         self.inertia_ = float(resource["inertia"])
@@ -498,11 +508,16 @@ class _RemoteCentroids(
         return self.fit(X, sample_weight=sample_weight).transform(X)  # type: ignore[no-any-return]
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
-        """Opposite of the k-means objective of ``X`` (the service's distances, squared)."""
+        """Opposite of the k-means objective of ``X``: the service's distances to the
+        closest center, squared and weighted by ``sample_weight`` (n_samples,) here.
+        Weighing locally spares the service a score endpoint that would answer the
+        same distances."""
         distances = self.transform(X)
-        if sample_weight is not None and not np.all(np.asarray(sample_weight) == 1):
-            raise ValueError("sample_weight is not a parameter of gmm-service.")
-        return -float(np.sum(distances.min(axis=1) ** 2))
+        squared = distances.min(axis=1) ** 2
+        if sample_weight is None:
+            return -float(np.sum(squared))
+        weights = _check_sample_weight(sample_weight, distances, dtype=np.float64)
+        return -float(np.sum(squared * weights))
 
 
 class RemoteKMeans(_RemoteCentroids):

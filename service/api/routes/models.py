@@ -93,6 +93,8 @@ def create_model(
                 "effective_weight_threshold": getattr(request, "effective_weight_threshold", None)
             },
             wait=request.wait,
+            # Only the k-means requests have the field; a mixture's is refused by its schema.
+            sample_weight=getattr(request, "sample_weight", None),
         )
     except Busy:
         metrics.fits_rejected_busy.inc()

@@ -16,7 +16,10 @@ WARM_START = (
     "warm_start needs in-process state: the remote refit starts EM from the fitted "
     "values but not from the previous lower bound, so convergence is counted afresh"
 )
-SAMPLE_WEIGHT = "sample_weight is not a service parameter"
+K_MEANS_FUNCTION = (
+    "tests sklearn's k_means function, which fits in this process with sklearn's own "
+    "KMeans: no remote estimator takes part"
+)
 PARTIAL_FIT = "partial_fit is not a service operation (the service fits a whole dataset)"
 CALLABLE_INIT = "a callable init cannot travel over HTTP"
 VERBOSE = "verbose output is printed by the server process, not captured here"
@@ -40,20 +43,14 @@ EXCLUDED: dict[str, dict[str, str]] = {
         "test_monotonic_likelihood": WARM_START,
     },
     KM: {
-        "test_kmeans_results": SAMPLE_WEIGHT,
-        "test_relocate_empty_clusters": SAMPLE_WEIGHT,
-        "test_minibatch_update_consistency": SAMPLE_WEIGHT,
-        "test_minibatch_reassign": SAMPLE_WEIGHT,
-        "test_dense_sparse": SAMPLE_WEIGHT,
-        "test_k_means_function": SAMPLE_WEIGHT,
-        "test_weighted_vs_repeated": SAMPLE_WEIGHT,
-        "test_unit_weights_vs_no_weights": SAMPLE_WEIGHT,
-        "test_scaled_weights": SAMPLE_WEIGHT,
-        "test_kmeans_empty_cluster_relocated": SAMPLE_WEIGHT,
-        "test_inertia": SAMPLE_WEIGHT,
-        "test_sample_weight_unchanged": SAMPLE_WEIGHT,
-        "test_sample_weight_init": SAMPLE_WEIGHT,
-        "test_sample_weight_zero": SAMPLE_WEIGHT,
+        "test_relocate_empty_clusters": PRIVATE
+        + " (calls _relocate_empty_clusters_dense/_sparse directly)",
+        "test_minibatch_update_consistency": PRIVATE + " (calls _mini_batch_step, _labels_inertia)",
+        "test_minibatch_reassign": PRIVATE + " (calls _mini_batch_step, _labels_inertia)",
+        "test_k_means_function": K_MEANS_FUNCTION,
+        "test_inertia": PRIVATE + " (calls _inertia_dense/_sparse directly)",
+        "test_sample_weight_init": PRIVATE + " (calls _init_centroids on a local KMeans)",
+        "test_sample_weight_zero": PRIVATE + " (calls _init_centroids on a local KMeans)",
         "test_minibatch_kmeans_partial_fit_init": PARTIAL_FIT,
         "test_minibatch_sensible_reassign": PARTIAL_FIT,
         "test_integer_input": PARTIAL_FIT + " (its MiniBatchKMeans half)",
