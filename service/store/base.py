@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
 
-from service.errors import NotFound
+from service.errors import ArtifactIntegrityError, NotFound
 
 #: Ids are 12 hex digits of creation time in milliseconds and 16 random hex digits:
 #: URL-safe, opaque to clients, and sortable so that "newest first" is a name sort.
@@ -94,6 +95,100 @@ def check_dataset_id(dataset_id: str) -> str:
     if not isinstance(dataset_id, str) or not _DATASET_ID_RE.fullmatch(dataset_id):
         raise NotFound(f"No dataset with id {dataset_id!r}.")
     return dataset_id
+
+
+_log = logging.getLogger("service.errors")
+
+
+def readable_metadata(
+    model_ids: Iterable[str], read: Callable[[str], dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    """The verified metadata of each of ``model_ids`` that can still be read, in order.
+
+    One deleted between the scan and the read is passed over. One damaged model must
+    not hide every other one: it is skipped loudly, and reading it by id still
+    answers the integrity problem."""
+    for model_id in model_ids:
+        try:
+            yield read(model_id)
+        except NotFound:
+            continue
+        except ArtifactIntegrityError as exc:
+            _log.error("listing skipped a damaged model: %s", exc.detail)
+
+
+def page_models(
+    metadata: Iterable[dict[str, Any]],
+    *,
+    limit: int,
+    where: MetadataFilter | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the models ``metadata`` yields (newest first, after the cursor) that
+    ``where`` keeps. The next match is found before the page is called not the last,
+    so that a filter never leaves an empty page at the end."""
+    items: list[dict[str, Any]] = []
+    for meta in metadata:
+        if where is not None and not where(meta):
+            continue
+        if len(items) == limit:
+            return items, items[-1]["id"]
+        items.append(meta)
+    return items, None
+
+
+def page_jobs(
+    job_ids: Iterable[str],
+    get_job: Callable[[str], dict[str, Any]],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of jobs from ids sorted newest first, whichever store holds them: one
+    deleted meanwhile is passed over, and a damaged one is logged and passed over
+    rather than failing the whole listing."""
+    items: list[dict[str, Any]] = []
+    for job_id in job_ids:
+        if cursor is not None and job_id >= cursor:
+            continue
+        if len(items) == limit:
+            return items, items[-1]["id"]
+        try:
+            items.append(get_job(job_id))
+        except NotFound:
+            continue
+        except ArtifactIntegrityError as exc:
+            _log.error("listing skipped a damaged job: %s", exc.detail)
+    return items, None
+
+
+def page_datasets(
+    dataset_ids: Iterable[str],
+    read_metadata: Callable[[str], dict[str, Any]],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of dataset metadata, newest first, whichever store holds them.
+
+    Content-addressed ids do not sort by time, so every (small) metadata record is
+    read and keyed by creation time (ms, 12 hex) then id: that key is the cursor."""
+    keyed: list[tuple[str, dict[str, Any]]] = []
+    for dataset_id in dataset_ids:
+        try:
+            meta = read_metadata(dataset_id)
+        except NotFound:  # deleted between the scan and the read
+            continue
+        except ArtifactIntegrityError as exc:
+            _log.error("listing skipped a damaged dataset: %s", exc.detail)
+            continue
+        ms = int(meta.get("created_ns", 0)) // 1_000_000
+        keyed.append((f"{ms:012x}{dataset_id}", meta))
+    keyed.sort(key=lambda item: item[0], reverse=True)
+    if cursor is not None:
+        keyed = [item for item in keyed if item[0] < cursor]
+    page = keyed[:limit]
+    next_cursor = page[-1][0] if len(keyed) > limit else None
+    return [meta for _, meta in page], next_cursor
 
 
 class ModelStore(Protocol):

@@ -38,7 +38,6 @@ import errno
 import fcntl
 import io
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -60,12 +59,14 @@ from service.store.base import (
     check_dataset_id,
     check_id,
     check_job_id,
+    page_datasets,
+    page_jobs,
+    page_models,
+    readable_metadata,
 )
 from service.store.signing import ARTIFACT, DATA, META, Signer, canonical_json, open_npy
 
 __all__ = ["ARTIFACT", "DATA", "META", "LocalModelStore", "canonical_json", "load_or_create_key"]
-
-log = logging.getLogger("service.errors")
 
 #: Files whose content hash was checked, by (device, inode, size, mtime): a dataset of
 #: a gigabyte is hashed once per process, not on every fit or plot.
@@ -379,17 +380,7 @@ class LocalModelStore:
         return sorted((e.name for e in os.scandir(self.models_dir) if e.is_dir()), reverse=True)
 
     def _metadata(self, ids: list[str]) -> Iterator[dict[str, Any]]:
-        """The verified metadata of each of ``ids`` that can still be read, in order."""
-        for model_id in ids:
-            try:
-                yield self._read_meta(model_id)
-            except NotFound:  # deleted between the scan and the read
-                continue
-            except ArtifactIntegrityError as exc:
-                # One damaged model must not hide every other one: skip it loudly.
-                # Reading it by id still answers the integrity problem.
-                log.error("listing skipped a damaged model: %s", exc.detail)
-                continue
+        return readable_metadata(ids, self._read_meta)
 
     def list(
         self, *, limit: int, cursor: str | None, where: MetadataFilter | None = None
@@ -397,16 +388,7 @@ class LocalModelStore:
         ids = self._ids()
         if cursor is not None:
             ids = [i for i in ids if i < cursor]
-        items: list[dict[str, Any]] = []
-        for meta in self._metadata(ids):
-            if where is not None and not where(meta):
-                continue
-            if len(items) == limit:
-                # Another one is there to show: the page is not the last. (Found
-                # first, so that a filter leaves no empty page at the end.)
-                return items, items[-1]["id"]
-            items.append(meta)
-        return items, None
+        return page_models(self._metadata(ids), limit=limit, where=where)
 
     def count(self, *, where: MetadataFilter | None = None) -> int:
         """Without ``where``, from the file system alone; with it, every model's
@@ -528,23 +510,9 @@ class LocalModelStore:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Newest first. Content-addressed ids do not sort by time, so every metadata
         file is read (small, and never the arrays) and sorted by creation time."""
-        keyed: list[tuple[str, dict[str, Any]]] = []
-        for dataset_id in self._dataset_ids():
-            try:
-                meta = self._read_dataset_meta(dataset_id)
-            except NotFound:  # deleted between the scan and the read
-                continue
-            except ArtifactIntegrityError as exc:
-                log.error("listing skipped a damaged dataset: %s", exc.detail)
-                continue
-            ms = int(meta.get("created_ns", 0)) // 1_000_000
-            keyed.append((f"{ms:012x}{dataset_id}", meta))
-        keyed.sort(key=lambda item: item[0], reverse=True)
-        if cursor is not None:
-            keyed = [item for item in keyed if item[0] < cursor]
-        page = keyed[:limit]
-        next_cursor = page[-1][0] if len(keyed) > limit else None
-        return [meta for _, meta in page], next_cursor
+        return page_datasets(
+            self._dataset_ids(), self._read_dataset_meta, limit=limit, cursor=cursor
+        )
 
     def count_datasets(self) -> int:
         return len(self._dataset_ids())
@@ -608,18 +576,4 @@ class LocalModelStore:
     def list_jobs(
         self, *, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        ids = self.job_ids()
-        if cursor is not None:
-            ids = [i for i in ids if i < cursor]
-        items: list[dict[str, Any]] = []
-        for job_id in ids:
-            if len(items) == limit:
-                return items, items[-1]["id"]
-            try:
-                items.append(self.get_job(job_id))
-            except NotFound:
-                continue
-            except ArtifactIntegrityError as exc:
-                log.error("listing skipped a damaged job: %s", exc.detail)
-                continue
-        return items, None
+        return page_jobs(self.job_ids(), self.get_job, limit=limit, cursor=cursor)

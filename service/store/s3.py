@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 import random
 import secrets
@@ -66,10 +65,12 @@ from service.store.base import (
     check_dataset_id,
     check_id,
     check_job_id,
+    page_datasets,
+    page_jobs,
+    page_models,
+    readable_metadata,
 )
 from service.store.signing import ARTIFACT, DATA, META, Signer, canonical_json, open_npy
-
-log = logging.getLogger("service.errors")
 
 #: Conditional metadata writes retried this often before the store gives up (503).
 _UPDATE_ATTEMPTS = 64
@@ -388,14 +389,7 @@ class S3ModelStore:
         return sorted(self._published(), reverse=True)
 
     def _metadata(self, ids: list[str]) -> Iterator[dict[str, Any]]:
-        for model_id in ids:
-            try:
-                yield self.get_metadata(model_id)
-            except NotFound:  # deleted between the listing and the read
-                continue
-            except ArtifactIntegrityError as exc:
-                log.error("listing skipped a damaged model: %s", exc.detail)
-                continue
+        return readable_metadata(ids, self.get_metadata)
 
     def list(
         self, *, limit: int, cursor: str | None, where: MetadataFilter | None = None
@@ -403,14 +397,7 @@ class S3ModelStore:
         ids = self._ids()
         if cursor is not None:
             ids = [i for i in ids if i < cursor]
-        items: list[dict[str, Any]] = []
-        for meta in self._metadata(ids):
-            if where is not None and not where(meta):
-                continue
-            if len(items) == limit:
-                return items, items[-1]["id"]
-            items.append(meta)
-        return items, None
+        return page_models(self._metadata(ids), limit=limit, where=where)
 
     def count(self, *, where: MetadataFilter | None = None) -> int:
         if where is None:
@@ -522,23 +509,12 @@ class S3ModelStore:
         self, *, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Newest first, as the local store: every (small) metadata object is read."""
-        keyed: list[tuple[str, dict[str, Any]]] = []
-        for dataset_id in self._dataset_ids():
-            try:
-                meta = self._read_dataset_meta(dataset_id)[0]
-            except NotFound:
-                continue
-            except ArtifactIntegrityError as exc:
-                log.error("listing skipped a damaged dataset: %s", exc.detail)
-                continue
-            ms = int(meta.get("created_ns", 0)) // 1_000_000
-            keyed.append((f"{ms:012x}{dataset_id}", meta))
-        keyed.sort(key=lambda item: item[0], reverse=True)
-        if cursor is not None:
-            keyed = [item for item in keyed if item[0] < cursor]
-        page = keyed[:limit]
-        next_cursor = page[-1][0] if len(keyed) > limit else None
-        return [meta for _, meta in page], next_cursor
+        return page_datasets(
+            self._dataset_ids(),
+            lambda dataset_id: self._read_dataset_meta(dataset_id)[0],
+            limit=limit,
+            cursor=cursor,
+        )
 
     def count_datasets(self) -> int:
         return len(self._dataset_ids())
@@ -584,18 +560,4 @@ class S3ModelStore:
     def list_jobs(
         self, *, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        ids = self.job_ids()
-        if cursor is not None:
-            ids = [i for i in ids if i < cursor]
-        items: list[dict[str, Any]] = []
-        for job_id in ids:
-            if len(items) == limit:
-                return items, items[-1]["id"]
-            try:
-                items.append(self.get_job(job_id))
-            except NotFound:
-                continue
-            except ArtifactIntegrityError as exc:
-                log.error("listing skipped a damaged job: %s", exc.detail)
-                continue
-        return items, None
+        return page_jobs(self.job_ids(), self.get_job, limit=limit, cursor=cursor)
