@@ -27,7 +27,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench import predict_throughput  # noqa: E402
-from bench.predict_wrk import wrk  # noqa: E402
+from bench.predict_wrk import measure  # noqa: E402
 from bench.run import Server, service_server  # noqa: E402
 
 
@@ -60,28 +60,6 @@ def check_same_answers(base: str, model_id: str, X: np.ndarray, expected: np.nda
         and np.allclose(outputs["probabilities"], expected, rtol=1e-10, atol=0.0)
         and np.allclose(v1["probabilities"], expected, rtol=1e-10, atol=0.0)
     )
-
-
-def measure(
-    cases: dict[str, tuple[str, bytes]], *, concurrency: int, duration: float, rounds: int
-) -> dict[str, dict[str, float]]:
-    """Alternate the endpoints ``rounds`` times (after a 1 s warm-up each, thrown away):
-    mean req/s, median p50 and p99, summed non-2xx."""
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
-    for url, body in cases.values():
-        wrk(url, body, concurrency=concurrency, duration=1)
-    for _ in range(rounds):
-        for name, (url, body) in cases.items():
-            runs[name].append(wrk(url, body, concurrency=concurrency, duration=duration / rounds))
-    return {
-        name: {
-            "rps": float(np.mean([r["rps"] for r in rs])),
-            "p50_ms": float(np.median([r["p50_ms"] for r in rs])),
-            "p99_ms": float(np.median([r["p99_ms"] for r in rs])),
-            "non_2xx": float(sum(r["non_2xx"] for r in rs)),
-        }
-        for name, rs in runs.items()
-    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
