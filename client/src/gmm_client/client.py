@@ -164,6 +164,11 @@ def _is_array(value: Any) -> bool:
     )
 
 
+def _present(**params: Any) -> dict[str, Any]:
+    """Query parameters that were given (None means: leave it to the service)."""
+    return {key: value for key, value in params.items() if value is not None}
+
+
 def data_spec(data: Any) -> JSON | None:
     """The ``data`` object for small inputs, or None when ``data`` is an array to upload.
 
@@ -237,6 +242,24 @@ class _Base:
             return None, to_npy(arr), {"Content-Type": NPY}
         return {"points": arr.tolist()}, None, None
 
+    def _json(self, call: _Call) -> _Step[Any]:
+        """Send ``call`` and return its JSON answer."""
+        response = yield call
+        assert response is not None
+        return response.json()
+
+    def _submit(
+        self, operation: str, body: JSON, wait: bool, progress: bool | Callable[[JSON], None]
+    ) -> _Step[Any]:
+        """POST long work: with ``wait=False`` or a progress report it runs as a job,
+        followed to its end; the answer is the model or result either way. A ``wait``
+        the caller put in the body (through ``extra``) is kept."""
+        if not wait or progress:
+            body.setdefault("wait", False)
+        response = yield _Call(operation, json=body)
+        assert response is not None
+        return (yield from self._created(response, progress))
+
     def _created(self, response: httpx.Response, progress: bool | Callable[[JSON], None]) -> Any:
         """A 202's job is followed to its end (then its model or result is fetched);
         anything else is the answer itself."""
@@ -287,14 +310,12 @@ class _Base:
     @operation
     def healthz(self) -> _Step[JSON]:
         """Liveness: the process answers."""
-        r = yield _Call("healthz")
-        return r.json()  # type: ignore[union-attr, no-any-return]
+        return (yield from self._json(_Call("healthz")))
 
     @operation
     def readyz(self) -> _Step[JSON]:
         """Readiness: the store is usable."""
-        r = yield _Call("readyz")
-        return r.json()  # type: ignore[union-attr, no-any-return]
+        return (yield from self._json(_Call("readyz")))
 
     @operation
     def metrics(self) -> _Step[str]:
@@ -338,12 +359,8 @@ class _Base:
             body["tags"] = dict(tags)
         if align_to is not None:
             body["align_to"] = align_to
-        if not wait or progress:
-            body["wait"] = False
         body.update(extra or {})
-        r = yield _Call("create_model", json=body)
-        assert r is not None
-        return (yield from self._created(r, progress))  # type: ignore[no-any-return]
+        return (yield from self._submit("create_model", body, wait, progress))
 
     @operation
     def list_models(
@@ -387,19 +404,21 @@ class _Base:
             body["name"] = name
         if not isinstance(tags, _Unset):
             body["tags"] = dict(tags) if tags is not None else None
-        r = yield _Call(
-            "update_model",
-            {"model_id": model_id},
-            json=body,
-            headers={"Content-Type": "application/merge-patch+json"},
+        return (
+            yield from self._json(
+                _Call(
+                    "update_model",
+                    {"model_id": model_id},
+                    json=body,
+                    headers={"Content-Type": "application/merge-patch+json"},
+                )
+            )
         )
-        return r.json()  # type: ignore[union-attr, no-any-return]
 
     @operation
     def get_model(self, model_id: str) -> _Step[JSON]:
         """The model resource: parameters, means, covariances, weights..."""
-        r = yield _Call("get_model", {"model_id": model_id})
-        return r.json()  # type: ignore[union-attr, no-any-return]
+        return (yield from self._json(_Call("get_model", {"model_id": model_id})))
 
     @operation
     def delete_model(self, model_id: str) -> _Step[None]:
@@ -486,32 +505,30 @@ class _Base:
         file (say which with ``content_type``; CSV is ``"text/csv"``), or a
         ``{"generator": ...}`` object."""
         if isinstance(data, bytes):
-            r = yield _Call(
-                "create_dataset",
-                params={"name": name} if name else None,
-                content=data,
-                headers={"Content-Type": content_type or NPY},
+            return (
+                yield from self._json(
+                    _Call(
+                        "create_dataset",
+                        params={"name": name} if name else None,
+                        content=data,
+                        headers={"Content-Type": content_type or NPY},
+                    )
+                )
             )
-            assert r is not None
-            return r.json()  # type: ignore[no-any-return]
         if isinstance(data, Mapping):
             body = {**data, **({"name": name} if name else {})}
-            r = yield _Call("create_dataset", json=body)
-            assert r is not None
-            return r.json()  # type: ignore[no-any-return]
+            return (yield from self._json(_Call("create_dataset", json=body)))
         return (yield from self._upload(as_points(data), name))
 
     @operation
     def list_datasets(self, *, limit: int | None = None, cursor: str | None = None) -> _Step[JSON]:
         """One page of datasets."""
-        params = {k: v for k, v in {"limit": limit, "cursor": cursor}.items() if v is not None}
-        r = yield _Call("list_datasets", params=params)
-        return r.json()  # type: ignore[union-attr, no-any-return]
+        params = _present(limit=limit, cursor=cursor)
+        return (yield from self._json(_Call("list_datasets", params=params)))
 
     @operation
     def get_dataset(self, dataset_id: str) -> _Step[JSON]:
-        r = yield _Call("get_dataset", {"dataset_id": dataset_id})
-        return r.json()  # type: ignore[union-attr, no-any-return]
+        return (yield from self._json(_Call("get_dataset", {"dataset_id": dataset_id})))
 
     @operation
     def delete_dataset(self, dataset_id: str) -> _Step[None]:
@@ -534,15 +551,14 @@ class _Base:
         r = yield _Call(
             "plot_model",
             {"model_id": model_id},
-            params={k: v for k, v in params.items() if v is not None},
+            params=_present(**params),
         )
         return r.content  # type: ignore[union-attr]
 
     @operation
     def get_model_ellipses(self, model_id: str) -> _Step[JSON]:
         """The 1-3 sigma ellipses of each component, ready to draw."""
-        r = yield _Call("get_model_ellipses", {"model_id": model_id})
-        return r.json()  # type: ignore[union-attr, no-any-return]
+        return (yield from self._json(_Call("get_model_ellipses", {"model_id": model_id})))
 
     @operation
     def plot_dataset(
@@ -556,14 +572,12 @@ class _Base:
     @operation
     def export_model(self, model_id: str) -> _Step[JSON]:
         """A portable JSON document of the model (no pickle), for ``import_model``."""
-        r = yield _Call("export_model", {"model_id": model_id})
-        return r.json()  # type: ignore[union-attr, no-any-return]
+        return (yield from self._json(_Call("export_model", {"model_id": model_id})))
 
     @operation
     def import_model(self, document: Mapping[str, Any]) -> _Step[JSON]:
         """Store a model from an exported document; returns the new model resource."""
-        r = yield _Call("import_model", json=dict(document))
-        return r.json()  # type: ignore[union-attr, no-any-return]
+        return (yield from self._json(_Call("import_model", json=dict(document))))
 
     # -- choosing ------------------------------------------------------------------
     @operation
@@ -596,11 +610,7 @@ class _Base:
         ):
             if value is not None:
                 body[key] = value
-        if not wait or progress:
-            body["wait"] = False
-        r = yield _Call("select_model", json=body)
-        assert r is not None
-        return (yield from self._created(r, progress))  # type: ignore[no-any-return]
+        return (yield from self._submit("select_model", body, wait, progress))
 
     @operation
     def plot_model_selection(
@@ -628,30 +638,23 @@ class _Base:
         }
         if true_labels is not None:
             body["true_labels"] = list(true_labels)
-        if not wait or progress:
-            body["wait"] = False
         body.update(extra or {})
-        r = yield _Call("compare_algorithms", json=body)
-        assert r is not None
-        return (yield from self._created(r, progress))  # type: ignore[no-any-return]
+        return (yield from self._submit("compare_algorithms", body, wait, progress))
 
     # -- jobs ----------------------------------------------------------------------
     @operation
     def list_jobs(self, *, limit: int | None = None, cursor: str | None = None) -> _Step[JSON]:
-        params = {k: v for k, v in {"limit": limit, "cursor": cursor}.items() if v is not None}
-        r = yield _Call("list_jobs", params=params)
-        return r.json()  # type: ignore[union-attr, no-any-return]
+        params = _present(limit=limit, cursor=cursor)
+        return (yield from self._json(_Call("list_jobs", params=params)))
 
     @operation
     def get_job(self, job_id: str) -> _Step[JSON]:
-        r = yield _Call("get_job", {"job_id": job_id})
-        return r.json()  # type: ignore[union-attr, no-any-return]
+        return (yield from self._json(_Call("get_job", {"job_id": job_id})))
 
     @operation
     def cancel_job(self, job_id: str) -> _Step[JSON]:
         """Ask a job to stop at its next step; returns the job as it stands."""
-        r = yield _Call("cancel_job", {"job_id": job_id})
-        return r.json()  # type: ignore[union-attr, no-any-return]
+        return (yield from self._json(_Call("cancel_job", {"job_id": job_id})))
 
     @operation
     def wait_job(
