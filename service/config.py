@@ -56,6 +56,16 @@ class Settings(BaseSettings):
             "unset: AWS_ENDPOINT_URL if set, else AWS S3."
         ),
     )
+    dask_scheduler: str | None = Field(
+        None,
+        pattern=r"^(tcp|tls|inproc|ws|wss)://\S+$",
+        description=(
+            "Address of a Dask `distributed` scheduler (`tcp://host:8786`; needs the "
+            "`dask` extra). Set: fits, model-selection cells and comparisons run as tasks "
+            "on its workers, and `engine: dask` fits stored datasets in row chunks there. "
+            "Unset: everything runs in this process, as before."
+        ),
+    )
     secret_key: SecretStr | None = Field(
         None,
         description=(
