@@ -38,6 +38,7 @@ from service.api.routes import (
 )
 from service.api.security import AuthDep, load_keyring
 from service.config import Settings
+from service.domain.cluster import DaskCluster
 from service.domain.executor import make_runner
 from service.domain.limits import Limits
 from service.domain.service import ModelService
@@ -255,13 +256,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             s3_endpoint_url=settings.s3_endpoint_url,
         )
         # Job fits use the worker processes too: room for both.
+        cluster = DaskCluster(settings.dask_scheduler) if settings.dask_scheduler else None
         runner = make_runner(
-            settings.max_concurrent_fits + settings.job_workers, settings.fit_timeout_seconds
+            settings.max_concurrent_fits + settings.job_workers,
+            settings.fit_timeout_seconds,
+            cluster,
         )
         app.state.service = ModelService(
             store,
             limits=limits_from(settings),
             fit_runner=runner,
+            cluster=cluster,
             max_concurrent_fits=settings.max_concurrent_fits,
             cache_size=settings.cache_size,
             fit_queue_length=settings.fit_queue_length,

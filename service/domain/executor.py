@@ -308,7 +308,13 @@ class FitSlots:
             self.release()
 
 
-def make_runner(max_concurrent: int, timeout: float | None) -> FitRunner:
+def make_runner(max_concurrent: int, timeout: float | None, cluster: Any = None) -> FitRunner:
+    """Where fits run: a Dask cluster when one is given (``cluster.DaskCluster``), else
+    killable worker processes with a time limit, else the calling thread."""
+    if cluster is not None:
+        from service.domain.cluster import DaskFitRunner
+
+        return DaskFitRunner(cluster, timeout=timeout)
     if timeout is None:
         return InlineFitRunner()
     return ProcessFitRunner(max_concurrent, timeout)

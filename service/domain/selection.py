@@ -54,7 +54,9 @@ def run_parallel(
     Without ``GMM_FIT_TIMEOUT_SECONDS`` the calls run in a joblib ``BACKEND`` pool and
     ``fit`` is None (``estimators.fit``). With it, every fit must go through the
     service's fit runner (killable worker processes with the time limit), so the calls
-    run in threads that hand their fits to it. The pool is always sized
+    run in threads that hand their fits to it; on a Dask cluster (``GMM_DASK_SCHEDULER``)
+    that runner makes each fit a task, and the pool has one thread per worker thread
+    of the cluster (``service.fit_parallelism``). The pool is otherwise sized
     ``max_parallel_fits`` (so that loky, when chosen, keeps its one reusable pool
     instead of resizing it under other requests); a single call, or a limit of one,
     runs in the calling thread.
@@ -72,7 +74,7 @@ def run_parallel(
         ctx, progress = job
         fit, backend = _cancellable_fit(service, ctx), "threading"
         func = _counted(func, ctx, progress)
-    n_jobs = service.limits.max_parallel_fits
+    n_jobs = service.fit_parallelism
     if n_jobs <= 1 or len(calls) <= 1:
         return [func(*args, fit) for args in calls]
     # batch_size=1: cells differ in cost tenfold, so hand them out one at a time.

@@ -29,6 +29,7 @@ from service import __version__
 from service.domain import cost, estimators, matching
 from service.domain import data as data_mod
 from service.domain import datasets as datasets_mod
+from service.domain.cluster import DaskCluster
 from service.domain.compiled import CompiledKMeans, CompiledMixture, compile_estimator
 from service.domain.executor import FitRunner, FitSlots, InlineFitRunner
 from service.domain.jobs import JobContext, JobManager, owner_alive, public
@@ -237,6 +238,7 @@ class ModelService:
         *,
         limits: Limits,
         fit_runner: FitRunner | None = None,
+        cluster: DaskCluster | None = None,
         max_concurrent_fits: int,
         fit_queue_length: int = 0,
         fit_queue_seconds: float = 0.0,
@@ -257,6 +259,7 @@ class ModelService:
             max_concurrent_fits, queue_length=fit_queue_length, queue_seconds=fit_queue_seconds
         )
         self._fits_isolated = self._fit_runner.isolated
+        self._cluster = cluster
         self._jobs = JobManager(store, workers=job_workers, persist_interval=job_persist_interval)
         self._async_fit_seconds = async_fit_seconds
 
@@ -287,6 +290,19 @@ class ModelService:
             algorithm, params, X, progress, sample_weight=sample_weight
         )
         return fitted
+
+    @property
+    def fit_parallelism(self) -> int:
+        """How many fits of one request (grid cells, comparison items) to run at once:
+        one per worker thread of the Dask cluster when fits run there, else
+        ``max_parallel_fits`` (this machine's share for one request)."""
+        parallelism = getattr(self._fit_runner, "parallelism", None)
+        return self.limits.max_parallel_fits if parallelism is None else int(parallelism)
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        """The Dask scheduler's address and its workers and threads now; None without a
+        cluster. ``ClusterUnavailable`` (503) when the scheduler does not answer."""
+        return None if self._cluster is None else self._cluster.status()
 
     @property
     def fits_isolated(self) -> bool:

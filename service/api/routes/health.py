@@ -8,6 +8,7 @@ from fastapi.responses import RedirectResponse
 from service.api.deps import MetricsDep, ServiceDep
 from service.api.metrics import CONTENT_TYPE_LATEST
 from service.api.problems import responses
+from service.schemas.health import DaskStatus, Readiness
 
 router = APIRouter(tags=["operations"])
 
@@ -24,11 +25,18 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get(
-    "/readyz", summary="Readiness: the store is reachable and writable", responses=responses(503)
+    "/readyz",
+    summary="Readiness: the store is reachable and writable (and the Dask scheduler, if any)",
+    response_model=Readiness,
+    response_model_exclude_none=True,
+    responses=responses(503),
 )
-def readyz(service: ServiceDep) -> dict[str, str]:
+def readyz(service: ServiceDep) -> Readiness:
+    """503 when the store cannot be written, or when `GMM_DASK_SCHEDULER` is set and the
+    scheduler does not answer; otherwise the cluster's workers are counted."""
     service.check_store()
-    return {"status": "ready"}
+    dask = service.cluster_status()
+    return Readiness(dask=None if dask is None else DaskStatus(**dask))
 
 
 @router.get(

@@ -1,0 +1,244 @@
+"""The service with ``GMM_DASK_SCHEDULER``: fits, sweeps and comparisons run on a real
+``distributed.LocalCluster`` (2 worker processes, started here on loopback), give
+sklearn's numbers, report progress, cancel, and end when workers die."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sklearn.datasets import make_blobs
+from sklearn.mixture import GaussianMixture
+
+from service.config import Settings
+from service.main import create_app
+from tests.conftest import SEED_BLOBS
+
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.slow
+
+COV_TYPES = ["full", "tied", "diag", "spherical"]
+KMEANS = {"algorithm": "kmeans", "params": {"n_clusters": 4}}
+
+
+def _local_cluster(n_workers: int = 2) -> Any:
+    return distributed.LocalCluster(
+        n_workers=n_workers,
+        processes=True,
+        threads_per_worker=1,
+        dashboard_address=":0",
+        host="127.0.0.1",
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    with _local_cluster() as cluster, distributed.Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+def _settings(tmp_path: Path, scheduler: str | None, **extra: Any) -> Settings:
+    return Settings(
+        store_dir=tmp_path / "store",
+        secret_key="test-secret-key",
+        dask_scheduler=scheduler,
+        **extra,
+    )
+
+
+@pytest.fixture
+def api(tmp_path: Path, cluster: Any) -> Iterator[TestClient]:
+    with TestClient(create_app(_settings(tmp_path, cluster.scheduler.address))) as c:
+        yield c
+
+
+def seed_X() -> np.ndarray:
+    X, _ = make_blobs(**{k: v for k, v in SEED_BLOBS.items() if k != "kind"})
+    return X
+
+
+def wait_job(api: TestClient, job_id: str, seconds: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} still {job['status']} after {seconds} s")
+
+
+def fit_keys(stream: Any) -> dict[str, str]:
+    """The fit tasks the cluster ran: key -> worker address."""
+    return {t["key"]: t["worker"] for t in stream.data if str(t["key"]).startswith("gmm-fit-")}
+
+
+def test_readyz_reports_the_scheduler_and_its_workers(api: TestClient, cluster: Any) -> None:
+    response = api.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "status": "ready",
+        "dask": {"scheduler": cluster.scheduler.address, "workers": 2, "threads": 2},
+    }
+
+
+def test_a_sweep_fans_out_over_the_workers_and_equals_sklearn(
+    api: TestClient, cluster: Any
+) -> None:
+    X = seed_X()
+    params = {"random_state": 0}
+    body = {
+        "data": {"points": X.tolist()},
+        "grid": {"n_components": {"min": 1, "max": 4}, "covariance_type": COV_TYPES},
+        "params": params,
+    }
+    with distributed.get_task_stream(cluster) as stream:
+        response = api.post("/v1/model-selection", json=body)
+    assert response.status_code == 200, response.text
+    cells = response.json()["scores"]
+    assert len(cells) == 16
+    for cell in cells:
+        gm = GaussianMixture(
+            n_components=cell["n_components"], covariance_type=cell["covariance_type"], **params
+        ).fit(X)
+        np.testing.assert_allclose(cell["bic"], gm.bic(X), rtol=1e-10)
+        np.testing.assert_allclose(cell["lower_bound"], gm.lower_bound_, rtol=1e-10)
+        assert cell["n_iter"] == gm.n_iter_
+    ran = fit_keys(stream)
+    assert len(ran) == 16  # one task per cell
+    assert set(ran.values()) == set(cluster.scheduler_info()["workers"])  # on both
+
+
+def test_a_fit_job_reports_iterations_and_stores_sklearns_model(
+    api: TestClient, cluster: Any
+) -> None:
+    X = seed_X()
+    params = {"n_components": 4, "covariance_type": "full", "random_state": 3}
+    with distributed.get_task_stream(cluster) as stream:
+        accepted = api.post(
+            "/v1/models",
+            json={
+                "algorithm": "gaussian_mixture",
+                "params": params,
+                "data": {"points": X.tolist()},
+                "wait": False,
+            },
+        )
+        assert accepted.status_code == 202, accepted.text
+        job = wait_job(api, accepted.json()["id"])
+    assert job["status"] == "succeeded", job
+    assert job["progress"]["unit"] == "iterations"
+    model = api.get(f"/v1/models/{job['model_id']}").json()
+    gm = GaussianMixture(**params).fit(X)
+    np.testing.assert_allclose(model["means"], gm.means_, rtol=1e-10)
+    np.testing.assert_allclose(model["covariances"], gm.covariances_, rtol=1e-10)
+    assert model["n_iter"] == gm.n_iter_
+    assert len(fit_keys(stream)) == 1
+
+
+def test_cancel_stops_the_task_on_the_worker(api: TestClient, cluster: Any) -> None:
+    X, _ = make_blobs(n_samples=20_000, n_features=6, centers=8, random_state=0)
+    body = {
+        "algorithm": "gaussian_mixture",
+        "params": {"n_components": 8, "tol": 0.0, "max_iter": 10_000, "random_state": 0},
+        "data": {"points": X.tolist()},
+        "wait": False,
+    }
+    job_id = api.post("/v1/models", json=body).json()["id"]
+    deadline = time.monotonic() + 60
+    while api.get(f"/v1/jobs/{job_id}").json()["progress"]["done"] < 2:
+        assert time.monotonic() < deadline, "the fit never reported an iteration"
+        time.sleep(0.1)
+    assert api.delete(f"/v1/jobs/{job_id}").status_code in (200, 202)
+    job = wait_job(api, job_id, 30)
+    assert job["status"] == "cancelled" and job["model_id"] is None
+    deadline = time.monotonic() + 10
+    while any(cluster.processing().values()):  # the worker's fit stopped too
+        assert time.monotonic() < deadline, cluster.processing()
+        time.sleep(0.1)
+
+
+def test_losing_a_worker_mid_sweep_still_ends_the_job(tmp_path: Path) -> None:
+    """A worker process killed (SIGKILL) while the sweep runs: the scheduler reruns its
+    task elsewhere (its nanny restarts it), and the job ends with sklearn's numbers."""
+    X, _ = make_blobs(n_samples=20_000, n_features=4, centers=5, random_state=1)
+    params = {"random_state": 0, "tol": 1e-6, "max_iter": 300}
+    with (
+        _local_cluster() as lc,
+        distributed.Client(lc, set_as_default=False) as dc,
+        TestClient(create_app(_settings(tmp_path, lc.scheduler_address))) as api,
+    ):
+        body = {
+            "data": {"points": X.tolist()},
+            "grid": {"n_components": [3, 5, 7], "covariance_type": ["full", "diag"]},
+            "params": params,
+            "wait": False,
+        }
+        job_id = api.post("/v1/model-selection", json=body).json()["id"]
+        deadline = time.monotonic() + 60
+        while not any(dc.processing().values()):
+            assert time.monotonic() < deadline, "no fit task ever started"
+            time.sleep(0.05)
+        busy = next(addr for addr, keys in dc.processing().items() if keys)
+        pid = dc.run(os.getpid, workers=[busy])[busy]
+        os.kill(pid, signal.SIGKILL)
+        job = wait_job(api, job_id, 240)
+    assert job["status"] == "succeeded", job["error"]
+    for cell in job["result"]["scores"]:
+        gm = GaussianMixture(
+            n_components=cell["n_components"], covariance_type=cell["covariance_type"], **params
+        ).fit(X)
+        np.testing.assert_allclose(cell["bic"], gm.bic(X), rtol=1e-9)
+
+
+def test_a_cluster_with_no_worker_left_fails_the_job_with_the_reason(tmp_path: Path) -> None:
+    X = seed_X()
+    with _local_cluster(n_workers=0) as lc:
+        app = create_app(_settings(tmp_path, lc.scheduler_address))
+        with TestClient(app) as api:
+            app.state.service._fit_runner._no_worker_seconds = 1.0
+            accepted = api.post(
+                "/v1/models",
+                json={
+                    "algorithm": "gaussian_mixture",
+                    "params": {"n_components": 2},
+                    "data": {"points": X.tolist()},
+                    "wait": False,
+                },
+            )
+            job = wait_job(api, accepted.json()["id"], 60)
+            assert api.get("/readyz").json()["dask"]["workers"] == 0
+    assert job["status"] == "failed"
+    assert job["error"]["status"] == 503
+    assert "no worker" in job["error"]["detail"]
+
+
+def test_an_unreachable_scheduler_is_a_503_and_predictions_still_work(tmp_path: Path) -> None:
+    X = seed_X()
+    with TestClient(create_app(_settings(tmp_path, None))) as local:
+        fitted = local.post(
+            "/v1/models",
+            json={**KMEANS, "data": {"points": X.tolist()}},
+        ).json()
+    # The same store, now with a scheduler that nobody runs (a closed port).
+    settings = _settings(tmp_path, "tcp://127.0.0.1:9")
+    with TestClient(create_app(settings)) as api:
+        ready = api.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["type"].endswith(":cluster-unavailable")
+        refused = api.post(
+            "/v1/models",
+            json={**KMEANS, "data": {"points": X.tolist()}},
+        )
+        assert refused.status_code == 503
+        assert "tcp://127.0.0.1:9" in refused.json()["detail"]
+        predicted = api.post(f"/v1/models/{fitted['id']}/predict", json={"points": X[:5].tolist()})
+        assert predicted.status_code == 200
+        assert predicted.json()["labels"] == fitted["labels"][:5]
