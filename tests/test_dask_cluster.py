@@ -242,3 +242,221 @@ def test_an_unreachable_scheduler_is_a_503_and_predictions_still_work(tmp_path: 
         predicted = api.post(f"/v1/models/{fitted['id']}/predict", json={"points": X[:5].tolist()})
         assert predicted.status_code == 200
         assert predicted.json()["labels"] == fitted["labels"][:5]
+
+
+# -- engine "dask": stored datasets fitted in row chunks ----------------------------------
+CHUNK_ROWS = 1_000
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 1,000 rows, so that a test-sized dataset is several chunks."""
+    from service.domain import chunked
+
+    monkeypatch.setattr(chunked, "CHUNK_BYTES", 8)
+
+
+def chunk_data(n: int = 5_500, seed: int = 0) -> np.ndarray:
+    X, _ = make_blobs(n_samples=n, n_features=3, centers=3, cluster_std=1.5, random_state=seed)
+    return X + 50.0  # away from the origin, where raw moments would cancel
+
+
+def upload(api: TestClient, X: np.ndarray) -> str:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, X)
+    response = api.post(
+        "/v1/datasets", content=buffer.getvalue(), headers={"Content-Type": "application/x-npy"}
+    )
+    assert response.status_code in (200, 201), response.text
+    dataset_id: str = response.json()["id"]
+    return dataset_id
+
+
+def initial_values(X: np.ndarray, cov: str) -> dict[str, Any]:
+    means = X[[5, 2_000, 4_000]]
+    precisions = {
+        "full": np.stack([np.eye(3) * 0.5] * 3),
+        "tied": np.eye(3) * 0.5,
+        "diag": np.full((3, 3), 0.5),
+        "spherical": np.full(3, 0.5),
+    }[cov]
+    return {
+        "weights_init": [0.3, 0.3, 0.4],
+        "means_init": means.tolist(),
+        "precisions_init": precisions.tolist(),
+    }
+
+
+@pytest.mark.parametrize("cov", COV_TYPES)
+def test_a_chunked_fit_equals_sklearn_from_the_same_start(
+    api: TestClient, cluster: Any, small_chunks: None, cov: str
+) -> None:
+    X = chunk_data()
+    dataset_id = upload(api, X)
+    params = {"n_components": 3, "covariance_type": cov, "tol": 1e-6, **initial_values(X, cov)}
+    with distributed.get_task_stream(cluster) as stream:
+        response = api.post(
+            "/v1/models",
+            json={
+                "algorithm": "gaussian_mixture",
+                "engine": "dask",
+                "params": params,
+                "data": {"dataset_id": dataset_id},
+                "include": ["labels"],
+            },
+        )
+    assert response.status_code == 201, response.text
+    model = response.json()
+    gm = GaussianMixture(
+        **{k: np.asarray(v) if k.endswith("_init") else v for k, v in params.items()}
+    )
+    gm.fit(X)
+    for ours, theirs in (
+        ("means", gm.means_),
+        ("weights", gm.weights_),
+        ("covariances", gm.covariances_),
+        ("precisions", gm.precisions_),
+    ):
+        np.testing.assert_allclose(model[ours], theirs, rtol=1e-8, err_msg=ours)
+    assert model["n_iter"] == gm.n_iter_ and model["converged"] is gm.converged_
+    np.testing.assert_allclose(model["bic"], gm.bic(X), rtol=1e-8)
+    assert model["labels"] == gm.predict(X).tolist()
+    # The workers read the rows: six 1,000-row chunks per pass, no fit task, no upload.
+    reads = [t for t in stream.data if "read" in str(t["key"])]
+    assert len(reads) >= 6 * gm.n_iter_
+    assert {t["worker"] for t in reads} == set(cluster.scheduler_info()["workers"])
+    # An ordinary model: predict answers sklearn's labels.
+    predicted = api.post(f"/v1/models/{model['id']}/predict", json={"points": X[:50].tolist()})
+    assert predicted.json()["labels"] == gm.predict(X[:50]).tolist()
+
+
+def test_a_chunked_kmeans_equals_sklearns_lloyd(api: TestClient, small_chunks: None) -> None:
+    from sklearn.cluster import KMeans
+
+    X = chunk_data(seed=4)
+    init = X[[1, 2_500, 5_000]]
+    response = api.post(
+        "/v1/models",
+        json={
+            "algorithm": "kmeans",
+            "engine": "dask",
+            "params": {"n_clusters": 3, "init": init.tolist(), "n_init": 1},
+            "data": {"dataset_id": upload(api, X)},
+            "include": ["labels", "distances"],
+        },
+    )
+    assert response.status_code == 201, response.text
+    model = response.json()
+    km = KMeans(3, init=init, n_init=1).fit(X)
+    np.testing.assert_allclose(model["means"], km.cluster_centers_, rtol=1e-8)
+    np.testing.assert_allclose(model["inertia"], km.inertia_, rtol=1e-8)
+    assert model["n_iter"] == km.n_iter_
+    assert model["labels"] == km.labels_.tolist()
+    np.testing.assert_allclose(model["distances"], km.transform(X), rtol=1e-8)
+
+
+def test_a_chunked_fit_job_counts_iterations_and_cancels(
+    api: TestClient, cluster: Any, small_chunks: None
+) -> None:
+    X = chunk_data(20_000, seed=2)
+    body = {
+        "algorithm": "gaussian_mixture",
+        "engine": "dask",
+        "params": {"n_components": 6, "tol": 0.0, "max_iter": 5_000, "random_state": 0},
+        "data": {"dataset_id": upload(api, X)},
+        "wait": False,
+    }
+    accepted = api.post("/v1/models", json=body)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+    assert accepted.json()["request"]["engine"] == "dask"
+    deadline = time.monotonic() + 60
+    while (progress := api.get(f"/v1/jobs/{job_id}").json()["progress"])["done"] < 3:
+        assert time.monotonic() < deadline, progress
+        time.sleep(0.1)
+    assert progress["unit"] == "iterations" and progress["total"] == 5_000
+    assert progress["lower_bound"] is not None
+    api.delete(f"/v1/jobs/{job_id}")
+    job = wait_job(api, job_id, 30)
+    assert job["status"] == "cancelled" and job["model_id"] is None
+    assert api.get("/v1/models").json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "loc"),
+    [
+        ({"params": {"n_components": 2, "n_init": 2}}, ["body", "params", "n_init"]),
+        (
+            {"params": {"n_components": 2, "init_params": "random"}},
+            ["body", "params", "init_params"],
+        ),
+        ({"algorithm": "bayesian_gaussian_mixture"}, ["body", "algorithm"]),
+        ({"algorithm": "kmeans", "params": {"init": "random"}}, ["body", "params", "init"]),
+        ({"algorithm": "kmeans", "sample_weight": [1.0] * 200}, ["body", "sample_weight"]),
+        ({"data": {"dataset_id": "0" * 64}}, ["body", "data", "dataset_id"]),
+    ],
+)
+def test_what_a_chunked_fit_cannot_do_is_refused_by_name(
+    api: TestClient, change: dict[str, Any], loc: list[str]
+) -> None:
+    body = {
+        "algorithm": "gaussian_mixture",
+        "engine": "dask",
+        "data": {"points": seed_X().tolist()},
+    }
+    response = api.post("/v1/models", json=body | change)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == loc
+
+
+def test_engine_dask_without_a_cluster_names_the_setting(client: TestClient) -> None:
+    body = {
+        "algorithm": "gaussian_mixture",
+        "engine": "dask",
+        "data": {"points": seed_X().tolist()},
+    }
+    response = client.post("/v1/models", json=body)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "engine"]
+    assert "GMM_DASK_SCHEDULER" in response.json()["detail"]
+
+
+def test_workers_read_chunks_straight_from_the_s3_store(
+    tmp_path: Path, cluster: Any, moto_url: str, s3_bucket: str, small_chunks: None
+) -> None:
+    """With the shared S3 store the workers fetch their rows with ranged GETs (their own
+    credentials, the endpoint from the service); the fit equals sklearn's."""
+    env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+
+    def set_env(env: dict[str, str]) -> None:
+        os.environ.update(env)
+
+    cluster.run(set_env, env)
+    settings = _settings(
+        tmp_path,
+        cluster.scheduler.address,
+        store_url=f"s3://{s3_bucket}/gmm",
+        s3_endpoint_url=moto_url,
+    )
+    X = chunk_data(seed=7)
+    params = {"n_components": 3, "covariance_type": "diag", **initial_values(X, "diag")}
+    with TestClient(create_app(settings)) as api:
+        response = api.post(
+            "/v1/models",
+            json={
+                "algorithm": "gaussian_mixture",
+                "engine": "dask",
+                "params": params,
+                "data": {"dataset_id": upload(api, X)},
+                "include": [],
+            },
+        )
+    assert response.status_code == 201, response.text
+    gm = GaussianMixture(
+        **{k: np.asarray(v) if k.endswith("_init") else v for k, v in params.items()}
+    )
+    gm.fit(X)
+    np.testing.assert_allclose(response.json()["means"], gm.means_, rtol=1e-8)
+    np.testing.assert_allclose(response.json()["covariances"], gm.covariances_, rtol=1e-8)

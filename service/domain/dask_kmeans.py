@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
@@ -46,7 +45,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
-from service.domain.dask_mapreduce import map_reduce, row_chunked, sample_rows, sum_dicts
+from service.domain.dask_mapreduce import (
+    compute,
+    map_reduce,
+    row_chunked,
+    sample_rows,
+    sum_dicts,
+)
 from service.domain.progress import FitProgress
 
 #: Rows gathered for k-means++ seeding when ``init`` is not an array.
@@ -153,7 +158,7 @@ def fit_kmeans_dask(
         progress.check()
 
     # One pass for the mean (sklearn centres X on it) and the variance (its tolerance).
-    x_mean, variances = dask.compute(X.mean(axis=0), X.var(axis=0))
+    x_mean, variances = compute(X.mean(axis=0), X.var(axis=0))
     tol_ = float(np.mean(variances) * tol) if tol != 0 else 0.0
 
     if isinstance(init, str):

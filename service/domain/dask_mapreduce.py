@@ -9,7 +9,9 @@ one chunk of ``X`` plus ``split_every`` partial results. ``X`` is never computed
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import dask
@@ -21,6 +23,29 @@ T = TypeVar("T")
 
 #: How many partial results one combine task takes (dask.array's reductions use 4-32).
 SPLIT_EVERY = 8
+
+#: The scheduler this thread's computations run on (``using``); None: dask's default.
+_SCHEDULER: contextvars.ContextVar[Any] = contextvars.ContextVar("gmm_dask_scheduler", default=None)
+
+
+@contextlib.contextmanager
+def using(scheduler: Any) -> Iterator[None]:
+    """Run this thread's map-reduces on ``scheduler`` (a ``distributed.Client``).
+
+    A context variable rather than ``Client.as_current``/``dask.config.set``, which
+    change process-wide configuration: the service runs several fits at once, each in
+    its own thread, and none may steer another's computations.
+    """
+    token = _SCHEDULER.set(scheduler)
+    try:
+        yield
+    finally:
+        _SCHEDULER.reset(token)
+
+
+def compute(*collections: Any) -> tuple[Any, ...]:
+    """``dask.compute`` on this thread's scheduler (see ``using``)."""
+    return dask.compute(*collections, scheduler=_SCHEDULER.get())
 
 
 def row_chunked(X: da.Array) -> da.Array:
@@ -69,7 +94,7 @@ def map_reduce(
             dask.delayed(combine)(parts[i : i + split_every])
             for i in range(0, len(parts), split_every)
         ]
-    (result,) = dask.compute(parts[0])
+    (result,) = compute(parts[0])
     return result
 
 
@@ -100,4 +125,5 @@ def sample_rows(X: da.Array, size: int, random_state: Any = None) -> np.ndarray:
         # as RandomState.choice does.
         seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
         index = np.sort(np.random.default_rng(seed).choice(n_samples, size, replace=False))
-    return np.asarray(X[index].compute())
+    (sample,) = compute(X[index])
+    return np.asarray(sample)

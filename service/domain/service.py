@@ -26,7 +26,7 @@ import numpy as np
 import sklearn
 
 from service import __version__
-from service.domain import cost, estimators, matching
+from service.domain import chunked, cost, estimators, matching
 from service.domain import data as data_mod
 from service.domain import datasets as datasets_mod
 from service.domain.cluster import DaskCluster
@@ -53,6 +53,7 @@ from service.store.base import (
     new_job_id,
     new_model_id,
 )
+from service.store.signing import StoredRows
 
 #: The most points one ``sample`` call draws.
 MAX_SAMPLE_POINTS = 1_000_000
@@ -203,6 +204,9 @@ class _PreparedFit:
     omitted: list[str]
     #: (n_samples,) float64, k-means only; None fits every point with weight 1.
     sample_weight: np.ndarray | None = None
+    #: engine "dask": where the workers read the dataset's rows. ``dataset.X`` is then
+    #: only the shape of the points, which never enter this process.
+    rows: StoredRows | None = None
 
 
 @dataclass(frozen=True)
@@ -387,6 +391,7 @@ class ModelService:
         wait: bool | None = None,
         tags: Mapping[str, str] | None = None,
         sample_weight: list[float] | None = None,
+        engine: Literal["local", "dask"] = "local",
     ) -> tuple[Literal["model", "job"], dict[str, Any]]:
         """Fit, store, and answer the resource plus the requested per-point arrays; or
         the same fit as a job.
@@ -399,9 +404,12 @@ class ModelService:
 
         ``sample_weight`` (k-means only) gives each training point its weight in the
         fit, as sklearn's ``fit(X, sample_weight=...)``; it is checked against the data.
+
+        ``engine="dask"`` fits the data as a stored dataset in row chunks on the Dask
+        cluster (``chunked``); the points are stored first when they came in the body.
         """
         prepared = self._prepare_fit(
-            algorithm, params, data, name, include, align_to, extra, sample_weight
+            algorithm, params, data, name, include, align_to, extra, sample_weight, engine
         )
         prepared = replace(prepared, tags=dict(tags or {}))
         if wait is None:
@@ -410,10 +418,53 @@ class ModelService:
         if not wait:
             return "job", self._submit_fit(prepared)
         with self.fitting():
-            fitted = self.fit(
-                algorithm, params, prepared.dataset.X, sample_weight=prepared.sample_weight
-            )
+            fitted = self._run_fit(prepared, None)
         return "model", self._store_prepared(prepared, fitted, prepared.wanted, prepared.omitted)
+
+    def _run_fit(self, prepared: _PreparedFit, progress: FitProgress | None) -> estimators.Fitted:
+        if prepared.rows is None:
+            return self.fit(
+                prepared.algorithm,
+                prepared.params,
+                prepared.dataset.X,
+                progress,
+                sample_weight=prepared.sample_weight,
+            )
+        assert self._cluster is not None  # checked by _prepare_fit
+        X = chunked.rows_array(prepared.rows)
+        return chunked.fit(
+            prepared.algorithm, prepared.params, X, progress, scheduler=self._cluster.client()
+        )
+
+    def _chunked_dataset(self, data: DataSpec) -> tuple[data_mod.Dataset, StoredRows]:
+        """The request's data as a stored dataset the workers read in chunks. A stored
+        one is not loaded here; points or a generator in the body are stored first."""
+        if data.dataset_id is None:
+            dataset = self.resolve(data)
+            dataset_id = self.create_dataset(dataset.X)[0]["id"]
+        else:
+            dataset = data_mod.Dataset(np.empty((0, 0)), dataset_id=data.dataset_id)
+            dataset_id = data.dataset_id
+        try:
+            rows = self._store.dataset_rows(dataset_id)
+        except NotFound:
+            raise InvalidInput.at(
+                ["body", "data", "dataset_id"],
+                f"no dataset with id {dataset_id!r}; upload it with POST /v1/datasets.",
+                "unknown_dataset",
+            ) from None
+        n_samples, n_features = rows.shape
+        if n_features > self.limits.max_features:
+            raise PayloadTooLarge.at(
+                ["body", "data"],
+                f"{n_features} features exceed the limit of {self.limits.max_features} "
+                "(GMM_MAX_FEATURES).",
+            )
+        # Only the shape: zero strides, no memory. The rows stay in the store.
+        shape_only = np.lib.stride_tricks.as_strided(
+            np.zeros(1), shape=(n_samples, n_features), strides=(0, 0), writeable=False
+        )
+        return replace(dataset, X=shape_only, dataset_id=dataset_id), rows
 
     def _prepare_fit(
         self,
@@ -425,6 +476,7 @@ class ModelService:
         align_to: str | None,
         extra: dict[str, Any] | None,
         sample_weight: list[float] | None = None,
+        engine: Literal["local", "dask"] = "local",
     ) -> _PreparedFit:
         allowed = estimators.per_point_fields(algorithm)
         wanted = estimators.default_include(algorithm) if include is None else set(include)
@@ -434,7 +486,18 @@ class ModelService:
                     ["body", "include", i],
                     f"{item!r} is not available for {algorithm}; choose from {sorted(allowed)}.",
                 )
-        dataset = self.resolve(data)
+        rows = None
+        if engine == "dask":
+            if self._cluster is None:
+                raise InvalidInput.at(
+                    ["body", "engine"],
+                    "engine 'dask' needs a Dask cluster, and this service has none: set "
+                    "GMM_DASK_SCHEDULER to its scheduler's address.",
+                )
+            chunked.check(algorithm, params, weighted=sample_weight is not None)
+            dataset, rows = self._chunked_dataset(data)
+        else:
+            dataset = self.resolve(data)
         n_samples, n_features = dataset.X.shape
         estimators.check_params(algorithm, params, n_samples, n_features, self.limits)
         weights = estimators.check_sample_weight(algorithm, sample_weight, n_samples)
@@ -452,6 +515,7 @@ class ModelService:
             estimated_seconds=cost.fit_seconds(algorithm, params, n_samples, n_features),
             omitted=self._omitted_by_default(algorithm, params, n_samples, wanted, include),
             sample_weight=weights,
+            rows=rows,
         )
 
     def _store_prepared(
@@ -475,6 +539,7 @@ class ModelService:
             generator=prepared.data.generator,
             extra=prepared.extra,
             weighted=prepared.sample_weight is not None,
+            per_point=self._chunked_per_point(prepared),
         )
         if not omitted:
             return {**resource, **arrays}
@@ -490,6 +555,20 @@ class ModelService:
         }
         warnings = [*resource["warnings"], note]
         return {**resource, **arrays, "warnings": warnings, "omitted": omitted}
+
+    def _chunked_per_point(
+        self, prepared: _PreparedFit
+    ) -> Callable[[Any, set[str]], dict[str, np.ndarray]] | None:
+        """For a chunked fit, the training points' arrays computed on the cluster."""
+        rows, cluster = prepared.rows, self._cluster
+        if rows is None or cluster is None:
+            return None
+
+        def per_point(est: Any, names: set[str]) -> dict[str, np.ndarray]:
+            X = chunked.rows_array(rows)
+            return chunked.per_point(prepared.algorithm, est, X, names, scheduler=cluster.client())
+
+        return per_point
 
     def _omitted_by_default(
         self,
@@ -518,13 +597,7 @@ class ModelService:
 
         def work(ctx: JobContext) -> dict[str, Any]:
             progress = ctx.progress(total, unit)
-            fitted = self.fit(
-                prepared.algorithm,
-                prepared.params,
-                prepared.dataset.X,
-                progress,
-                sample_weight=prepared.sample_weight,
-            )
+            fitted = self._run_fit(prepared, progress)
             ctx.check()  # a cancel that came after the last step still stores nothing
             # A job answers the model; its per-point arrays are a GET (or predict) away.
             resource = self._store_prepared(prepared, fitted, set())
@@ -544,6 +617,7 @@ class ModelService:
                 "n_features": int(n_features),
                 # The weights themselves are not kept: a job's record stays small.
                 **({"weighted": True} if prepared.sample_weight is not None else {}),
+                **({"engine": "dask"} if prepared.rows is not None else {}),
                 "estimated_seconds": prepared.estimated_seconds,
             },
         )
@@ -607,11 +681,15 @@ class ModelService:
         generator: GeneratorSpec | None = None,
         extra: dict[str, Any] | None = None,
         weighted: bool = False,
+        per_point: Callable[[Any, set[str]], dict[str, np.ndarray]] | None = None,
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Describe and store an estimator fitted on ``dataset``.
 
         ``weighted``: the fit was given ``sample_weight`` (k-means only). The resource
         says so, since its ``inertia`` is then the weighted sum; the weights are not kept.
+
+        ``per_point(estimator, names)`` computes the training points' arrays when they
+        are not in ``dataset.X`` (a chunked fit: see ``_chunked_per_point``).
 
         Returns the stored resource and the per-point arrays named by ``include``
         for the training points. Model selection stores its winner through here too.
@@ -631,7 +709,12 @@ class ModelService:
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             # The fit's final E-step, unless alignment has since reordered the components.
             wlp = fitted.training_wlp if alignment is None else None
-            arrays = estimators.per_point(algorithm, est, dataset.X, needed, training=True, wlp=wlp)
+            if per_point is not None:
+                arrays = per_point(est, needed)
+            else:
+                arrays = estimators.per_point(
+                    algorithm, est, dataset.X, needed, training=True, wlp=wlp
+                )
             train_ll = arrays.get("log_likelihood")
             described = estimators.describe(algorithm, est, dataset.X, train_ll)
         overflowed = _first_non_finite(described) or _first_non_finite(arrays)
@@ -684,8 +767,9 @@ class ModelService:
                 break
             except NotFound:
                 # The dataset was deleted while this fit ran: store the points again
-                # (the same id, by content) and link the model to them.
-                if attempt == 2:
+                # (the same id, by content) and link the model to them. A chunked fit
+                # never had them here: it is refused like any fit of a deleted dataset.
+                if attempt == 2 or per_point is not None:
                     raise
                 dataset_id = None
         return resource, {k: v for k, v in arrays.items() if k in wanted}

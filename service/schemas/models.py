@@ -129,6 +129,20 @@ class _FitRequestBase(StrictModel):
             "(Hungarian matching); it must have the same n_components and n_features."
         ),
     )
+    engine: Literal["local", "dask"] = Field(
+        "local",
+        description=(
+            "`local`: fit in this service, as sklearn in-process. `dask`: fit on the Dask "
+            "cluster of GMM_DASK_SCHEDULER, out of core: the dataset is read in row "
+            "chunks by the workers straight from the store (points or a generator in "
+            "the body are stored as a dataset first), so it may be larger than any "
+            "worker's memory. For `gaussian_mixture` (EM, n_init=1, started by k-means "
+            "on a 20,000-row sample or from weights_init/means_init/precisions_init, "
+            "which give sklearn's numbers from the same start) and `kmeans` (Lloyd, "
+            "n_init=1, k-means++ or given centres). GMM_MAX_POINTS does not apply to "
+            "stored datasets fitted this way. 422 without a cluster."
+        ),
+    )
     wait: Wait = Field(
         None,
         description=(

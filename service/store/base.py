@@ -9,11 +9,14 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from service.errors import ArtifactIntegrityError, NotFound
+
+if TYPE_CHECKING:
+    from service.store.signing import StoredRows
 
 #: Ids are 12 hex digits of creation time in milliseconds and 16 random hex digits:
 #: URL-safe, opaque to clients, and sortable so that "newest first" is a name sort.
@@ -264,6 +267,11 @@ class ModelStore(Protocol):
 
     def load_dataset(self, dataset_id: str) -> np.ndarray:
         """A read-only memory map of the points, verified against the id."""
+        ...
+
+    def dataset_rows(self, dataset_id: str) -> StoredRows:
+        """Where the dataset's rows can be read by byte range, for readers in other
+        processes or machines (Dask workers fitting it in chunks)."""
         ...
 
     def list_datasets(

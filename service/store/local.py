@@ -64,7 +64,17 @@ from service.store.base import (
     page_models,
     readable_metadata,
 )
-from service.store.signing import ARTIFACT, DATA, META, Signer, canonical_json, open_npy
+from service.store.signing import (
+    ARTIFACT,
+    DATA,
+    HEADER_BYTES,
+    META,
+    Signer,
+    StoredRows,
+    canonical_json,
+    npy_data_offset,
+    open_npy,
+)
 
 __all__ = ["ARTIFACT", "DATA", "META", "LocalModelStore", "canonical_json", "load_or_create_key"]
 
@@ -497,6 +507,18 @@ class LocalModelStore:
             self._dataset_dir(dataset_id) / DATA, dataset_id, meta["shape"], f"dataset {dataset_id}"
         )
 
+    def dataset_rows(self, dataset_id: str) -> LocalRows:
+        meta = self._read_dataset_meta(dataset_id)
+        path = self._dataset_dir(dataset_id) / DATA
+        n_samples, n_features = meta["shape"]
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(HEADER_BYTES)
+        except FileNotFoundError:
+            raise NotFound(f"No dataset with id {dataset_id!r}.") from None
+        offset = npy_data_offset(head, meta["shape"], f"dataset {dataset_id}")
+        return LocalRows(str(path.resolve()), n_samples, n_features, offset)
+
     def _dataset_ids(self) -> list[str]:
         ids = []
         for entry in os.scandir(self.datasets_dir):
@@ -577,3 +599,23 @@ class LocalModelStore:
         self, *, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         return page_jobs(self.job_ids(), self.get_job, limit=limit, cursor=cursor)
+
+
+class LocalRows(StoredRows):
+    """Rows of a dataset in a local store: readable by workers that share its disk
+    (a LocalCluster, or workers mounting the same volume)."""
+
+    def __init__(self, path: str, n_samples: int, n_features: int, offset: int) -> None:
+        super().__init__(n_samples, n_features, offset)
+        self.path = path
+
+    def _read(self, offset: int, size: int) -> bytes:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(offset)
+                return fh.read(size)
+        except FileNotFoundError:
+            raise NotFound(
+                f"The dataset file {self.path} is not on this machine: Dask workers reading "
+                "a local store must share its disk (or use GMM_STORE_URL=s3://...)."
+            ) from None

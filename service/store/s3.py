@@ -70,7 +70,17 @@ from service.store.base import (
     page_models,
     readable_metadata,
 )
-from service.store.signing import ARTIFACT, DATA, META, Signer, canonical_json, open_npy
+from service.store.signing import (
+    ARTIFACT,
+    DATA,
+    HEADER_BYTES,
+    META,
+    Signer,
+    StoredRows,
+    canonical_json,
+    npy_data_offset,
+    open_npy,
+)
 
 #: Conditional metadata writes retried this often before the store gives up (503).
 _UPDATE_ATTEMPTS = 64
@@ -496,6 +506,28 @@ class S3ModelStore:
             f"dataset {dataset_id}",
         )
 
+    def dataset_rows(self, dataset_id: str) -> S3Rows:
+        meta = self._read_dataset_meta(dataset_id)[0]
+        key = self._dataset_key(dataset_id, str(meta.get("file", DATA)))
+        n_samples, n_features = meta["shape"]
+        rows = S3Rows(
+            self.bucket,
+            key,
+            n_samples,
+            n_features,
+            0,
+            endpoint_url=self._s3.meta.endpoint_url,
+            region_name=self._s3.meta.region_name,
+        )
+        try:
+            head = rows._read(0, HEADER_BYTES)
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                raise NotFound(f"No dataset with id {dataset_id!r}.") from None
+            raise StoreUnavailable(f"Could not read the dataset: {_code(exc) or exc}.") from exc
+        rows.offset = npy_data_offset(head, meta["shape"], f"dataset {dataset_id}")
+        return rows
+
     def _dataset_ids(self) -> list[str]:
         ids = []
         for obj in self._objects("datasets"):
@@ -561,3 +593,52 @@ class S3ModelStore:
         self, *, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         return page_jobs(self.job_ids(), self.get_job, limit=limit, cursor=cursor)
+
+
+#: boto3 clients of this process by (endpoint, region): a worker reading many chunks
+#: opens its connection pool once.
+_CLIENTS: dict[tuple[str | None, str | None], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+class S3Rows(StoredRows):
+    """Rows of a dataset in the S3 store, read with ranged GETs. A Dask worker reads its
+    chunk straight from the bucket with its own credentials (the usual AWS variables);
+    the endpoint and region travel with the object."""
+
+    def __init__(
+        self,
+        bucket: str,
+        key: str,
+        n_samples: int,
+        n_features: int,
+        offset: int,
+        *,
+        endpoint_url: str | None,
+        region_name: str | None,
+    ) -> None:
+        super().__init__(n_samples, n_features, offset)
+        self.bucket = bucket
+        self.key = key
+        self.endpoint_url = endpoint_url
+        self.region_name = region_name
+
+    def _client(self) -> Any:
+        where = (self.endpoint_url, self.region_name)
+        with _CLIENTS_LOCK:
+            client = _CLIENTS.get(where)
+            if client is None:
+                client = _CLIENTS[where] = boto3.session.Session().client(
+                    "s3",
+                    endpoint_url=self.endpoint_url,
+                    region_name=self.region_name,
+                    config=Config(retries={"mode": "standard"}),
+                )
+            return client
+
+    def _read(self, offset: int, size: int) -> bytes:
+        got = self._client().get_object(
+            Bucket=self.bucket, Key=self.key, Range=f"bytes={offset}-{offset + size - 1}"
+        )
+        data: bytes = got["Body"].read()
+        return data

@@ -22,6 +22,8 @@ ARTIFACT = "model.joblib"
 META = "meta.json"
 DATA = "data.npy"
 NPY_MAGIC = b"\x93NUMPY"
+#: Bytes that hold any ``.npy`` header the stores write (numpy pads it to 64 or 128).
+HEADER_BYTES = 4096
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -116,3 +118,64 @@ def open_npy(path: Path, shape: list[int], what: str) -> np.ndarray:
     ):
         raise ArtifactIntegrityError(f"The points of {what} are not the array stored.")
     return X
+
+
+class StoredRows:
+    """The rows of a stored dataset, read by byte range wherever the store is reachable.
+
+    A stored dataset is one ``.npy`` of float64 in C order, so rows ``start:stop`` are
+    one contiguous byte range after the header: a Dask worker reads just its chunk,
+    straight from the store (a file, or an S3 ranged GET), without the whole array
+    passing through the service. Subclasses say where the bytes are; instances are
+    small and picklable, so they travel inside a task. The content hash covers the
+    whole array and cannot be checked per chunk; each chunk is checked for its size,
+    and the header (dtype, order, shape) for the shape the signed metadata names.
+    """
+
+    def __init__(self, n_samples: int, n_features: int, offset: int) -> None:
+        self.n_samples = n_samples
+        self.n_features = n_features
+        self.offset = offset
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.n_samples, self.n_features
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as a read-only float64 array (stop - start, n_features)."""
+        if not 0 <= start <= stop <= self.n_samples:
+            raise ValueError(f"rows {start}:{stop} are outside 0:{self.n_samples}")
+        width = 8 * self.n_features
+        size = (stop - start) * width
+        data = self._read(self.offset + start * width, size) if size else b""
+        if len(data) != size:
+            raise ArtifactIntegrityError(
+                f"Rows {start}:{stop} of a stored dataset are truncated "
+                f"({len(data)} of {size} bytes)."
+            )
+        return np.frombuffer(data, dtype="<f8").reshape(stop - start, self.n_features)
+
+    def _read(self, offset: int, size: int) -> bytes:
+        raise NotImplementedError
+
+
+def npy_data_offset(head: bytes, shape: list[int], what: str) -> int:
+    """Where the data of a ``.npy`` starts, given its first bytes (at least the header),
+    after checking that it holds float64 in C order of ``shape``."""
+    import io
+
+    fh = io.BytesIO(head)
+    try:
+        if fh.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise ValueError("not a .npy file")
+        fh.seek(0)
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            got_shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            got_shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    except (ValueError, EOFError) as exc:
+        raise ArtifactIntegrityError(f"The points of {what} are unreadable: {exc}.") from None
+    if fortran or dtype != np.dtype("<f8") or list(got_shape) != list(shape):
+        raise ArtifactIntegrityError(f"The points of {what} are not the array stored.")
+    return fh.tell()

@@ -481,6 +481,38 @@ def test_tampered_dataset_points_are_refused(backend: Backend) -> None:
         backend.new_store().load_dataset(meta["id"])
 
 
+def test_dataset_rows_read_any_range_from_another_process(backend: Backend) -> None:
+    """What a Dask worker gets: a small picklable reader whose ranges are the rows."""
+    import pickle
+
+    X = np.random.default_rng(0).normal(size=(1_003, 3))
+    meta, _ = backend.new_store().put_dataset(X, {})
+    rows = pickle.loads(pickle.dumps(backend.new_store().dataset_rows(meta["id"])))
+    assert rows.shape == (1_003, 3)
+    for start, stop in ((0, 1_003), (0, 1), (500, 1_000), (1_000, 1_003), (7, 7)):
+        np.testing.assert_array_equal(rows.read(start, stop), X[start:stop])
+    with pytest.raises(ValueError):
+        rows.read(1_000, 1_004)
+
+
+def test_dataset_rows_refuse_a_damaged_file(backend: Backend) -> None:
+    store = backend.new_store()
+    X = np.ones((50, 2))
+    meta, _ = store.put_dataset(X, {})
+    name = meta.get("file", "data.npy")
+    raw = backend.read("datasets", meta["id"], name)
+    rows = store.dataset_rows(meta["id"])
+    backend.write(raw[: rows.offset + 8 * 2 * 10], "datasets", meta["id"], name)  # truncated
+    with pytest.raises(ArtifactIntegrityError):
+        rows.read(0, 50)
+    np.testing.assert_array_equal(rows.read(0, 10), X[:10])
+    backend.write(raw.replace(b"(50, 2)", b"(25, 4)"), "datasets", meta["id"], name)
+    with pytest.raises(ArtifactIntegrityError):
+        store.dataset_rows(meta["id"])  # the header no longer says the signed shape
+    with pytest.raises(NotFound):
+        store.dataset_rows("0" * 64)
+
+
 def test_datasets_list_newest_first_by_cursor(store: ModelStore) -> None:
     made = []
     for seed in range(5):

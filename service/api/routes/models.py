@@ -95,6 +95,7 @@ def create_model(
             wait=request.wait,
             # Only the k-means requests have the field; a mixture's is refused by its schema.
             sample_weight=getattr(request, "sample_weight", None),
+            engine=request.engine,
         )
     except Busy:
         metrics.fits_rejected_busy.inc()
