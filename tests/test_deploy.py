@@ -39,12 +39,11 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 CI_RUN = ROOT / ".ci" / "run"
 README = ROOT / "README.md"
 LOCK = ROOT / "requirements.lock"
+CLUSTER_LOCK = ROOT / "requirements-cluster.lock"
 PYPROJECT = ROOT / "pyproject.toml"
 
 #: ``${VAR:-default}`` as compose interpolates it.
 _INTERPOLATION = re.compile(r"^\$\{(?P<var>[A-Z0-9_]+):?-(?P<default>[^}]*)\}$")
-
-
 # -- helpers --------------------------------------------------------------------------
 
 
@@ -270,12 +269,16 @@ def test_dockerfile_base_and_install(docker: list[tuple[str, str]]) -> None:
     froms = [args for op, args in docker if op == "FROM"]
     assert froms[-1].split()[0] == "python:3.11-slim"
     installs = [args for op, args in docker if op == "RUN" and "pip install" in args]
-    lock_install = "pip install --no-cache-dir --require-hashes -r requirements.lock"
+    lock_install = 'pip install --no-cache-dir --require-hashes -r "${LOCK_FILE}"'
     package_install = re.compile(r"pip install --no-cache-dir --no-deps \.(\s|$)")
     assert [lock_install in run for run in installs] == [True, False], installs
     assert package_install.search(installs[1]), installs
+    # The default image installs the plain lock; the cluster profile passes the other.
+    assert ("ARG", "LOCK_FILE=requirements.lock") in docker, "ARG LOCK_FILE=requirements.lock"
     copied = [args.split()[:-1] for op, args in docker if op == "COPY"]
-    assert copied and copied[0] == ["requirements.lock"], "COPY the lock alone, first"
+    assert copied and copied[0] == ["requirements.lock", "requirements-cluster.lock"], (
+        "COPY the locks alone, first"
+    )
 
 
 def test_dockerfile_runs_as_non_root(docker: list[tuple[str, str]]) -> None:
@@ -316,11 +319,11 @@ def test_dockerfile_expose_healthcheck_cmd(docker: list[tuple[str, str]]) -> Non
     assert exec_form(cmds[-1]) == ["python", "-m", "service"]
 
 
-def locked_requirements() -> dict[str, tuple[str, list[str], set[str]]]:
-    """``{name: (version, hashes, via)}`` from requirements.lock as pip-compile writes it."""
+def locked_requirements(lock: Path = LOCK) -> dict[str, tuple[str, list[str], set[str]]]:
+    """``{name: (version, hashes, via)}`` from a lock as pip-compile writes it."""
     locked: dict[str, tuple[str, list[str], set[str]]] = {}
     name = ""
-    for line in LOCK.read_text(encoding="utf-8").splitlines():
+    for line in lock.read_text(encoding="utf-8").splitlines():
         pin = re.match(r"^([A-Za-z0-9._-]+)==(\S+)", line)
         if pin:
             name = canonicalize_name(pin[1])
@@ -332,30 +335,39 @@ def locked_requirements() -> dict[str, tuple[str, list[str], set[str]]]:
     return locked
 
 
-def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
-    """requirements.lock was compiled from pyproject's dependencies as they are now:
-    editing one (a new package, a raised floor) without `make lock` fails here."""
+@pytest.mark.parametrize(
+    ("lock", "extras"),
+    [(LOCK, ()), (CLUSTER_LOCK, ("s3", "dask"))],
+    ids=["requirements.lock", "requirements-cluster.lock"],
+)
+def test_lock_pins_every_runtime_dependency_with_hashes(
+    lock: Path, extras: tuple[str, ...]
+) -> None:
+    """Each lock was compiled from pyproject's dependencies (and, for the cluster
+    image's, the s3 and dask extras) as they are now: editing one (a new package, a
+    raised floor) without `make lock` fails here."""
     with PYPROJECT.open("rb") as f:
-        wanted = [Requirement(r) for r in tomllib.load(f)["project"]["dependencies"]]
-    locked = locked_requirements()
+        project = tomllib.load(f)["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    wanted += [Requirement(r) for extra in extras for r in project["optional-dependencies"][extra]]
+    locked = locked_requirements(lock)
     for requirement in wanted:
         name = canonicalize_name(requirement.name)
-        assert name in locked, f"{requirement} is not in requirements.lock: run make lock"
+        assert name in locked, f"{requirement} is not in {lock.name}: run make lock"
         version = locked[name][0]
         assert requirement.specifier.contains(version, prereleases=True), (
-            f"requirements.lock pins {name}=={version}, pyproject wants {requirement}: "
-            "run make lock"
+            f"{lock.name} pins {name}=={version}, pyproject wants {requirement}: run make lock"
         )
     direct = {name for name, (_, _, via) in locked.items() if "gmm-service (pyproject.toml)" in via}
     assert direct == {canonicalize_name(r.name) for r in wanted}, (
-        "requirements.lock was compiled from other dependencies than pyproject's: run make lock"
+        f"{lock.name} was compiled from other dependencies than pyproject's: run make lock"
     )
     unhashed = sorted(name for name, (_, hashes, _) in locked.items() if not hashes)
     assert not unhashed, f"pip install --require-hashes refuses {unhashed}"
     # Markers were evaluated for the Python that compiled it: the image's.
     image_python = re.search(r"^FROM python:(\d+\.\d+)", DOCKERFILE.read_text(), re.M)
     assert image_python, "the Dockerfile's base is not python:X.Y"
-    assert f"with Python {image_python[1]}\n" in LOCK.read_text(encoding="utf-8")
+    assert f"with Python {image_python[1]}\n" in lock.read_text(encoding="utf-8")
 
 
 def test_dockerignore_keeps_the_build_inputs_only() -> None:
