@@ -2,6 +2,7 @@
 #
 #   docker build -t gmm-service .
 #   docker run -p 8000:8000 -v gmm-store:/data gmm-service
+#   docker build --build-arg LOCK_FILE=requirements-cluster.lock -t gmm-service:cluster .
 #
 # Every locked dependency ships manylinux wheels, so the slim image needs no
 # compiler and no apt packages.
@@ -20,11 +21,15 @@ RUN groupadd --system --gid 10001 gmm \
     && chown gmm:gmm /data
 
 WORKDIR /app
-# The dependencies from the lock, each pin checked against its hash, so every build
-# installs the same versions (`make lock` regenerates it from pyproject.toml). Their
-# layer comes first so that a code change does not reinstall them.
-COPY requirements.lock ./
-RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+# The dependencies from a lock, each pin checked against its hash, so every build
+# installs the same versions (`make lock` regenerates both from pyproject.toml). Their
+# layer comes first so that a code change does not reinstall them. LOCK_FILE picks
+# the lock: requirements.lock, the runtime alone (the default image), or
+# requirements-cluster.lock, with the s3 and dask extras (boto3, dask, distributed)
+# that compose's cluster profile builds with (--build-arg LOCK_FILE=...).
+ARG LOCK_FILE=requirements.lock
+COPY requirements.lock requirements-cluster.lock ./
+RUN pip install --no-cache-dir --require-hashes -r "${LOCK_FILE}"
 # Then the package alone (and the README its metadata points to): --no-deps, so that
 # nothing outside the lock is resolved.
 COPY pyproject.toml README.md ./

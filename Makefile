@@ -36,17 +36,26 @@ openapi: dev
 	$(BIN)/python scripts/export_openapi.py
 
 # requirements.lock: the runtime dependencies the Docker image installs, pinned with
-# hashes. Run after editing pyproject's dependencies (a test fails while the lock is
-# stale); existing pins are kept unless LOCK_FLAGS=--upgrade. Pins come from PyPI
-# itself: this machine's pip configuration (wheel folders, extra indexes,
-# constraints) must not leak into what every image builds from.
+# hashes; requirements-cluster.lock: the same with the s3 and dask extras, for the
+# image compose's cluster profile builds (Dockerfile ARG LOCK_FILE). Run after editing
+# pyproject's dependencies or those extras (a test fails while a lock is stale);
+# existing pins are kept unless LOCK_FLAGS=--upgrade. Pins come from PyPI itself:
+# this machine's pip configuration (wheel folders, extra indexes, constraints) must
+# not leak into what every image builds from.
+#
+# pip-compile is run with its static reading of pyproject.toml turned off: that
+# reading fails on the dev extra's `{root:uri}/client` (a hatchling context
+# variable), while asking the build backend for the metadata resolves it.
 LOCK_FLAGS ?=
+PIP_COMPILE = env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null \
+	$(BIN)/python -c 'import sys, piptools.build as b, piptools.scripts.compile as c; \
+	b.maybe_statically_parse_project_metadata = lambda _: None; sys.argv[0] = "pip-compile"; c.cli()' \
+	--quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links $(LOCK_FLAGS)
 lock: $(BIN)/python
 	$(BIN)/python -m pip install -q 'pip-tools>=7.4'
-	env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null \
-		$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
-		--no-emit-index-url --no-emit-find-links $(LOCK_FLAGS) \
-		--output-file requirements.lock pyproject.toml
+	$(PIP_COMPILE) --output-file requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra s3 --extra dask --output-file requirements-cluster.lock pyproject.toml
 
 bench: dev
 	$(BIN)/python bench/run.py

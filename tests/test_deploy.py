@@ -30,6 +30,7 @@ from packaging.utils import canonicalize_name
 
 from service.config import Settings
 from service.errors import FitTimeout
+from service.store import open_store
 from tests.helpers_server import ServerProcess, free_port, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,10 +40,14 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 CI_RUN = ROOT / ".ci" / "run"
 README = ROOT / "README.md"
 LOCK = ROOT / "requirements.lock"
+CLUSTER_LOCK = ROOT / "requirements-cluster.lock"
+NGINX_CLUSTER = ROOT / "deploy" / "nginx-cluster.conf"
 PYPROJECT = ROOT / "pyproject.toml"
 
 #: ``${VAR:-default}`` as compose interpolates it.
 _INTERPOLATION = re.compile(r"^\$\{(?P<var>[A-Z0-9_]+):?-(?P<default>[^}]*)\}$")
+#: Any ``${VAR}``, ``${VAR:-default}`` or ``${VAR-default}`` inside a value.
+_ANY_INTERPOLATION = re.compile(r"\$\{(?P<var>[A-Z0-9_]+)(?::?-(?P<default>[^}]*))?\}")
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -261,6 +266,287 @@ def test_empty_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.api_keys_file is None
 
 
+# -- docker-compose.yml, profile "cluster" ----------------------------------------------
+
+
+def interpolate(value: Any, shell: dict[str, str] | None = None) -> str:
+    """``value`` as compose interpolates it with ``shell`` (default: nothing) set."""
+    shell = shell or {}
+
+    def one(match: re.Match[str]) -> str:
+        return shell.get(match["var"]) or match["default"] or ""
+
+    return _ANY_INTERPOLATION.sub(one, str(value))
+
+
+def command_of(service: dict[str, Any]) -> list[str]:
+    command = service.get("command", [])
+    return shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
+
+
+def option(argv: list[str], name: str) -> str:
+    assert name in argv, f"{name} not in {argv}"
+    return argv[argv.index(name) + 1]
+
+
+@pytest.fixture(scope="module")
+def cluster(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = compose["services"]
+    return {
+        name: service
+        for name, service in services.items()
+        if "cluster" in (service.get("profiles") or [])
+    }
+
+
+@pytest.fixture(scope="module")
+def roles(cluster: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """The cluster's services by what they run (image or command), names sorted."""
+    found: dict[str, list[str]] = {}
+    for name, service in sorted(cluster.items()):
+        image, argv = str(service.get("image", "")), command_of(service)
+        if image.startswith("minio/minio:"):
+            role = "minio"
+        elif image.startswith("minio/mc:"):
+            role = "bucket"
+        elif image.startswith("nginx:"):
+            role = "proxy"
+        elif argv[:2] == ["dask", "scheduler"]:
+            role = "scheduler"
+        elif argv[:2] == ["dask", "worker"]:
+            role = "worker"
+        elif "GMM_STORE_URL" in service.get("environment", {}):
+            role = "replica"
+        else:
+            role = f"unknown ({name})"
+        found.setdefault(role, []).append(name)
+    return found
+
+
+def test_default_profile_is_the_embedded_service_alone(compose: dict[str, Any]) -> None:
+    """`docker compose up` without a profile starts gmm and nothing else: every other
+    service is in the cluster profile, and gmm is in none."""
+    services = compose["services"]
+    assert "profiles" not in services["gmm"]
+    default = [name for name, service in services.items() if not service.get("profiles")]
+    assert default == ["gmm"], f"services outside any profile: {default}"
+    others = {name: s["profiles"] for name, s in services.items() if name != "gmm"}
+    assert all(profiles == ["cluster"] for profiles in others.values()), others
+
+
+def test_cluster_profile_runs_each_part_once_workers_and_replicas_twice(
+    cluster: dict[str, dict[str, Any]], roles: dict[str, list[str]]
+) -> None:
+    counts = {role: len(names) for role, names in roles.items()}
+    assert counts == {
+        "minio": 1,
+        "bucket": 1,
+        "scheduler": 1,
+        "worker": 2,
+        "replica": 2,
+        "proxy": 1,
+    }, roles
+    assert roles["minio"] == ["minio"] and roles["scheduler"] == ["scheduler"], roles
+    for name, service in cluster.items():
+        image = str(service["image"])
+        repository, _, tag = image.rpartition(":")
+        assert repository and tag and tag != "latest", f"{name}: pin the image tag ({image})"
+    for name in roles["minio"] + roles["bucket"]:
+        assert re.fullmatch(
+            r"RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", cluster[name]["image"].split(":")[1]
+        )
+    (minio,) = (cluster[name] for name in roles["minio"])
+    assert minio["healthcheck"]["test"][0] == "CMD", minio.get("healthcheck")
+
+
+def test_cluster_images_are_built_with_the_cluster_lock(
+    cluster: dict[str, dict[str, Any]], roles: dict[str, list[str]]
+) -> None:
+    """The scheduler, the workers (which import service.domain) and the replicas run
+    one image: this Dockerfile with the lock of the s3 and dask extras."""
+    ours = roles["scheduler"] + roles["worker"] + roles["replica"]
+    builds = {name: cluster[name].get("build") for name in ours}
+    for name, build in builds.items():
+        assert isinstance(build, dict) and build.get("context") in (".", "./"), (name, build)
+        assert build.get("args", {}).get("LOCK_FILE") == CLUSTER_LOCK.name, (name, build)
+    assert len({cluster[name]["image"] for name in ours}) == 1, "one image for all of them"
+    assert cluster[ours[0]]["image"] != "gmm-service:latest", "the default image's tag"
+    locked = locked_requirements(CLUSTER_LOCK)
+    for package in ("boto3", "dask", "distributed"):
+        assert package in locked, f"{CLUSTER_LOCK.name} does not pin {package}"
+    # The default image stays without them.
+    assert not {"boto3", "dask", "distributed"} & set(locked_requirements(LOCK))
+
+
+def test_cluster_replicas_share_the_store_the_key_and_the_scheduler(
+    cluster: dict[str, dict[str, Any]], roles: dict[str, list[str]]
+) -> None:
+    replicas = [cluster[name]["environment"] for name in roles["replica"]]
+    keys = {str(env.get("GMM_SECRET_KEY")) for env in replicas}
+    assert len(keys) == 1, f"the replicas must share one GMM_SECRET_KEY: {keys}"
+    (key,) = keys
+    # From the shell, with no default: a default in this file would be a public key.
+    assert re.fullmatch(r"\$\{GMM_SECRET_KEY(:?-)?\}", key), key
+    (minio,) = roles["minio"]
+    (scheduler,) = roles["scheduler"]
+    scheduler_port = option(command_of(cluster[scheduler]), "--port")
+    (bucket_maker,) = (cluster[name] for name in roles["bucket"])
+    created = re.findall(r"mc mb (?:--\S+ )*\w+/([a-z0-9.-]+)", " ".join(command_of(bucket_maker)))
+    for name, env in zip(roles["replica"], replicas, strict=True):
+        store_url = str(env["GMM_STORE_URL"])
+        assert re.fullmatch(r"s3://[a-z0-9.-]+/\S+", store_url), (name, store_url)
+        assert store_url.removeprefix("s3://").split("/")[0] in created, (name, created)
+        assert env["GMM_S3_ENDPOINT_URL"] == f"http://{minio}:9000", name
+        assert env["GMM_DASK_SCHEDULER"] == f"tcp://{scheduler}:{scheduler_port}", name
+    for name in roles["worker"]:
+        argv = command_of(cluster[name])
+        assert argv[2] == f"tcp://{scheduler}:{scheduler_port}", (name, argv)
+
+
+def test_cluster_replicas_are_configured_as_valid_settings(
+    cluster: dict[str, dict[str, Any]],
+    roles: dict[str, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every setting passes through to the replicas as to gmm, and with a key set
+    their environment is valid Settings naming the bucket and the scheduler."""
+    for key in os.environ:
+        if key.startswith("GMM_"):
+            monkeypatch.delenv(key)
+    for name in roles["replica"]:
+        env = cluster[name]["environment"]
+        missing = sorted(set(setting_variables()) - set(env))
+        assert not missing, f"{name} does not forward {missing}"
+        shell = {"GMM_SECRET_KEY": "k" * 64}
+        for key, value in env.items():
+            if key.startswith("GMM_"):
+                monkeypatch.setenv(key, interpolate(value, shell))
+        settings = Settings(_env_file=None)  # type: ignore[call-arg]
+        assert settings.store_url == env["GMM_STORE_URL"]
+        assert settings.dask_scheduler == env["GMM_DASK_SCHEDULER"]
+        assert settings.secret_key is not None
+        assert settings.secret_key.get_secret_value() == "k" * 64
+
+
+def test_cluster_replica_without_a_key_refuses_to_start(
+    cluster: dict[str, dict[str, Any]],
+    roles: dict[str, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What stands in for ``${GMM_SECRET_KEY:?}`` (which would break the default
+    profile): with GMM_SECRET_KEY unset, the replica's store does not open."""
+    for key in os.environ:
+        if key.startswith("GMM_"):
+            monkeypatch.delenv(key)
+    env = cluster[roles["replica"][0]]["environment"]
+    for key, value in env.items():
+        if key.startswith("GMM_"):
+            monkeypatch.setenv(key, interpolate(value))
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.secret_key is None
+    with pytest.raises(ValueError, match="GMM_SECRET_KEY"):
+        open_store(
+            store_dir=settings.store_dir,
+            store_url=settings.store_url,
+            secret_key=None,
+            s3_endpoint_url=settings.s3_endpoint_url,
+        )
+
+
+def test_compose_requires_no_variable() -> None:
+    """Compose interpolates the services of inactive profiles too: a ``${X:?...}`` (or
+    ``${X?...}``) anywhere makes `docker compose up` fail when X is unset."""
+    text = COMPOSE.read_text(encoding="utf-8")
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    required = re.findall(r"\$\{[A-Za-z0-9_]+:?\?[^}]*\}", code)
+    assert not required, required
+
+
+def test_cluster_workers_and_replicas_get_minio_credentials(
+    cluster: dict[str, dict[str, Any]], roles: dict[str, list[str]]
+) -> None:
+    """boto3 in the replicas and in the workers (which read dataset chunks straight
+    from the bucket) logs in as MinIO's root user."""
+    (minio,) = (cluster[name] for name in roles["minio"])
+    user, password = (minio["environment"][k] for k in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"))
+    assert interpolate(user) and len(interpolate(password)) >= 8, "MinIO needs 8 characters"
+    for name in roles["worker"] + roles["replica"]:
+        env = cluster[name].get("environment", {})
+        assert env.get("AWS_ACCESS_KEY_ID") == user, name
+        assert env.get("AWS_SECRET_ACCESS_KEY") == password, name
+        assert interpolate(env.get("AWS_DEFAULT_REGION", "")), name
+
+
+def test_cluster_starts_in_order(
+    cluster: dict[str, dict[str, Any]], roles: dict[str, list[str]]
+) -> None:
+    """Replicas start once the bucket exists and the scheduler answers; the proxy once
+    both replicas are healthy; each condition waits on something that can hold."""
+
+    def waits(name: str) -> dict[str, str]:
+        depends = cluster[name].get("depends_on", {})
+        assert isinstance(depends, dict), f"{name}: depends_on needs conditions"
+        return {dep: spec["condition"] for dep, spec in depends.items()}
+
+    (minio,), (bucket,) = roles["minio"], roles["bucket"]
+    (scheduler,), (proxy,) = roles["scheduler"], roles["proxy"]
+    assert waits(bucket)[minio] == "service_healthy"
+    for name in roles["replica"] + roles["worker"]:
+        assert waits(name)[bucket] == "service_completed_successfully", name
+        assert waits(name)[scheduler] == "service_healthy", name
+    assert {r: "service_healthy" for r in roles["replica"]}.items() <= waits(proxy).items()
+    for name in cluster:
+        for dep, condition in waits(name).items():
+            if condition == "service_healthy":
+                assert "healthcheck" in cluster[dep], f"{name} waits on {dep}'s health check"
+    assert cluster[bucket].get("restart") in (None, "no"), "a one-shot must not restart"
+
+
+def nginx_directives(text: str) -> list[list[str]]:
+    """Every ``directive args;`` and ``block args {`` of an nginx file, comments dropped."""
+    text = re.sub(r"#[^\n]*", "", text)
+    return [shlex.split(s) for s in re.split(r"[;{}]", text) if s.strip()]
+
+
+def test_cluster_publishes_one_port_through_the_proxy(
+    cluster: dict[str, dict[str, Any]], roles: dict[str, list[str]]
+) -> None:
+    (proxy,) = roles["proxy"]
+    publishing = {name: s["ports"] for name, s in cluster.items() if s.get("ports")}
+    assert list(publishing) == [proxy], f"only the proxy publishes a port: {publishing}"
+    (port,) = publishing[proxy]
+    host, _, container = str(port).rpartition(":")
+    mounts = [str(v).split(":")[:2] for v in cluster[proxy].get("volumes", [])]
+    conf = [
+        target for source, target in mounts if source.lstrip("./") == "deploy/nginx-cluster.conf"
+    ]
+    assert conf and conf[0].startswith("/etc/nginx/conf.d/"), mounts
+    directives = nginx_directives(NGINX_CLUSTER.read_text(encoding="utf-8"))
+    listens = [d[1] for d in directives if d[0] == "listen"]
+    assert listens == [container], f"nginx listens on {listens}, compose publishes {port}"
+    assert host.rpartition(":")[2] not in ("8000", ""), "8000 is the default service's"
+
+
+def test_nginx_balances_over_both_replicas(
+    cluster: dict[str, dict[str, Any]], roles: dict[str, list[str]]
+) -> None:
+    directives = nginx_directives(NGINX_CLUSTER.read_text(encoding="utf-8"))
+    upstreams = [d[1] for d in directives if d[0] == "upstream"]
+    assert len(upstreams) == 1, upstreams
+    servers = [d[1] for d in directives if d[0] == "server" and len(d) > 1]
+    ports = {interpolate(cluster[name]["environment"]["GMM_PORT"]) for name in roles["replica"]}
+    assert sorted(servers) == sorted(f"{name}:{p}" for name in roles["replica"] for p in ports)
+    balancing = {"ip_hash", "hash", "least_conn", "random"} & {d[0] for d in directives}
+    assert not balancing, f"round robin over the replicas, not {balancing}"
+    assert ["proxy_pass", f"http://{upstreams[0]}"] in directives
+    size = next(d[1] for d in directives if d[0] == "client_max_body_size")
+    number, unit = re.fullmatch(r"(\d+)([kmg]?)", size.lower()).groups()  # type: ignore[union-attr]
+    limit = int(number) * 1024 ** " kmg".index(unit or " ")
+    assert limit == Settings.model_fields["max_upload_bytes"].default, size
+    read = next(d[1] for d in directives if d[0] == "proxy_read_timeout")
+    assert int(read.rstrip("s")) >= 600, f"a fit may run longer than {read}"
+
+
 # -- Dockerfile -----------------------------------------------------------------------
 
 
@@ -270,12 +556,16 @@ def test_dockerfile_base_and_install(docker: list[tuple[str, str]]) -> None:
     froms = [args for op, args in docker if op == "FROM"]
     assert froms[-1].split()[0] == "python:3.11-slim"
     installs = [args for op, args in docker if op == "RUN" and "pip install" in args]
-    lock_install = "pip install --no-cache-dir --require-hashes -r requirements.lock"
+    lock_install = 'pip install --no-cache-dir --require-hashes -r "${LOCK_FILE}"'
     package_install = re.compile(r"pip install --no-cache-dir --no-deps \.(\s|$)")
     assert [lock_install in run for run in installs] == [True, False], installs
     assert package_install.search(installs[1]), installs
+    # The default image installs the plain lock; the cluster profile passes the other.
+    assert ("ARG", "LOCK_FILE=requirements.lock") in docker, "ARG LOCK_FILE=requirements.lock"
     copied = [args.split()[:-1] for op, args in docker if op == "COPY"]
-    assert copied and copied[0] == ["requirements.lock"], "COPY the lock alone, first"
+    assert copied and copied[0] == ["requirements.lock", "requirements-cluster.lock"], (
+        "COPY the locks alone, first"
+    )
 
 
 def test_dockerfile_runs_as_non_root(docker: list[tuple[str, str]]) -> None:
@@ -316,11 +606,11 @@ def test_dockerfile_expose_healthcheck_cmd(docker: list[tuple[str, str]]) -> Non
     assert exec_form(cmds[-1]) == ["python", "-m", "service"]
 
 
-def locked_requirements() -> dict[str, tuple[str, list[str], set[str]]]:
-    """``{name: (version, hashes, via)}`` from requirements.lock as pip-compile writes it."""
+def locked_requirements(lock: Path = LOCK) -> dict[str, tuple[str, list[str], set[str]]]:
+    """``{name: (version, hashes, via)}`` from a lock as pip-compile writes it."""
     locked: dict[str, tuple[str, list[str], set[str]]] = {}
     name = ""
-    for line in LOCK.read_text(encoding="utf-8").splitlines():
+    for line in lock.read_text(encoding="utf-8").splitlines():
         pin = re.match(r"^([A-Za-z0-9._-]+)==(\S+)", line)
         if pin:
             name = canonicalize_name(pin[1])
@@ -332,30 +622,39 @@ def locked_requirements() -> dict[str, tuple[str, list[str], set[str]]]:
     return locked
 
 
-def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
-    """requirements.lock was compiled from pyproject's dependencies as they are now:
-    editing one (a new package, a raised floor) without `make lock` fails here."""
+@pytest.mark.parametrize(
+    ("lock", "extras"),
+    [(LOCK, ()), (CLUSTER_LOCK, ("s3", "dask"))],
+    ids=["requirements.lock", "requirements-cluster.lock"],
+)
+def test_lock_pins_every_runtime_dependency_with_hashes(
+    lock: Path, extras: tuple[str, ...]
+) -> None:
+    """Each lock was compiled from pyproject's dependencies (and, for the cluster
+    image's, the s3 and dask extras) as they are now: editing one (a new package, a
+    raised floor) without `make lock` fails here."""
     with PYPROJECT.open("rb") as f:
-        wanted = [Requirement(r) for r in tomllib.load(f)["project"]["dependencies"]]
-    locked = locked_requirements()
+        project = tomllib.load(f)["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    wanted += [Requirement(r) for extra in extras for r in project["optional-dependencies"][extra]]
+    locked = locked_requirements(lock)
     for requirement in wanted:
         name = canonicalize_name(requirement.name)
-        assert name in locked, f"{requirement} is not in requirements.lock: run make lock"
+        assert name in locked, f"{requirement} is not in {lock.name}: run make lock"
         version = locked[name][0]
         assert requirement.specifier.contains(version, prereleases=True), (
-            f"requirements.lock pins {name}=={version}, pyproject wants {requirement}: "
-            "run make lock"
+            f"{lock.name} pins {name}=={version}, pyproject wants {requirement}: run make lock"
         )
     direct = {name for name, (_, _, via) in locked.items() if "gmm-service (pyproject.toml)" in via}
     assert direct == {canonicalize_name(r.name) for r in wanted}, (
-        "requirements.lock was compiled from other dependencies than pyproject's: run make lock"
+        f"{lock.name} was compiled from other dependencies than pyproject's: run make lock"
     )
     unhashed = sorted(name for name, (_, hashes, _) in locked.items() if not hashes)
     assert not unhashed, f"pip install --require-hashes refuses {unhashed}"
     # Markers were evaluated for the Python that compiled it: the image's.
     image_python = re.search(r"^FROM python:(\d+\.\d+)", DOCKERFILE.read_text(), re.M)
     assert image_python, "the Dockerfile's base is not python:X.Y"
-    assert f"with Python {image_python[1]}\n" in LOCK.read_text(encoding="utf-8")
+    assert f"with Python {image_python[1]}\n" in lock.read_text(encoding="utf-8")
 
 
 def test_dockerignore_keeps_the_build_inputs_only() -> None:
