@@ -453,14 +453,22 @@ def test_no_warning_escapes_into_the_test_process(client: TestClient) -> None:
 
 def test_the_benchmark_runs_at_toy_size(capsys: pytest.CaptureFixture[str]) -> None:
     """``bench/model_selection.py`` in-process at toy size, so its code cannot rot;
-    only that it compared equal work is checked, never its timings."""
+    only that it compared equal work is checked, never its timings. With
+    ``distributed`` installed its ``--dask`` variant runs too (a 2-worker
+    LocalCluster: a few seconds more)."""
+    import importlib.util
+
     from bench import model_selection
     from service.domain import selection
 
     before = selection.BACKEND
     argv = ["--n-samples", "300", "--max-k", "2", "--repeats", "1", "--backends", "threading"]
-    result = model_selection.main(argv)
+    dask = importlib.util.find_spec("distributed") is not None
+    result = model_selection.main([*argv, "--dask"] if dask else argv)
     assert result["matches_sklearn"] is True
     assert result["ratio"]["threading"] > 0
+    if dask:
+        assert result["ratio"]["dask"] > 0
+        assert result["dask_cluster"]["status"]["workers"] == 2
     assert before == selection.BACKEND
     assert "ratio" in capsys.readouterr().out
