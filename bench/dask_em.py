@@ -17,9 +17,11 @@ every BLAS thread, while the cluster has 2 single-threaded workers.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import threading
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -44,6 +46,34 @@ def make_data(rows: int, features: int, k: int, chunk_rows: int, seed: int = 0) 
     labels = rng.integers(0, k, size=(rows, 1), chunks=(chunk_rows, 1))
     centers = np.random.default_rng(seed + 1).normal(0.0, 4.0, (k, features))
     return da.map_blocks(_add_centers, z, labels, centers=centers, dtype=np.float64)
+
+
+def stored(X: da.Array, store_dir: Path | None, chunk_rows: int) -> tuple[da.Array, np.ndarray]:
+    """``X`` written chunk by chunk to a ``.npy`` and stored as a dataset of a local model
+    store, as ``POST /v1/datasets`` stores one; answers the dataset as the engine=dask
+    fit reads it (``chunked.rows_array`` over the store's ``dataset_rows``) and a
+    read-only memory map of it (for the sklearn slice)."""
+    from service.domain import chunked
+    from service.store.local import LocalModelStore
+
+    root = Path(store_dir or tempfile.mkdtemp(prefix="gmm-bench-store-"))
+    staging = root / "staging.npy"
+    out = np.lib.format.open_memmap(staging, mode="w+", dtype=np.float64, shape=X.shape)
+    for start in range(0, X.shape[0], chunk_rows):
+        out[start : start + chunk_rows] = X[start : start + chunk_rows].compute()
+    out.flush()
+    del out
+    points = np.load(staging, mmap_mode="r")
+    t0 = time.perf_counter()
+    store = LocalModelStore(root / "store", secret_key="bench")
+    meta, _ = store.put_dataset(points, {"name": "bench"})
+    print(
+        f"stored {X.shape[0]:,} x {X.shape[1]} as dataset {meta['id'][:12]}... in "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
+    staging.unlink()
+    rows = store.dataset_rows(meta["id"])
+    return chunked.rows_array(rows, chunk_rows), store.load_dataset(meta["id"])
 
 
 def _rss() -> int:
@@ -85,6 +115,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--covariance-type", default="full")
     parser.add_argument("--sklearn-rows", type=int, default=200_000)
     parser.add_argument("--no-persist", action="store_true")
+    parser.add_argument(
+        "--source",
+        choices=("generated", "store"),
+        default="generated",
+        help="generated: dask.array.random chunks; store: a dataset written to a local "
+        "model store, read by the workers in byte ranges (the engine=dask path)",
+    )
+    parser.add_argument("--store-dir", type=Path, default=None, help="with --source store")
     args = parser.parse_args(argv)
     k, d = args.components, args.features
     rng = np.random.default_rng(2)
@@ -118,7 +156,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         Client(cluster) as client,
     ):
         X = make_data(args.rows, d, k, args.chunk_rows)
-        if not args.no_persist:
+        if args.source == "store":
+            X, local = stored(X, args.store_dir, args.chunk_rows)
+        if args.source == "generated" and not args.no_persist:
             X = X.persist()
             client.wait_for_workers(2)
             from distributed import wait
@@ -134,7 +174,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             fit_gaussian_mixture_dask(X, **params, progress=progress)
         total = time.perf_counter() - t0
         per_iter = (stamps[-2] - stamps[0]) / args.iterations  # advance_to(0) .. (n)
-        sample = X[: args.sklearn_rows].compute()
+        if args.source == "store":
+            sample = np.array(local[: args.sklearn_rows])
+        else:
+            sample = X[: args.sklearn_rows].compute()
 
     t1 = time.perf_counter()
     GaussianMixture(n_init=1, **params).fit(sample)
@@ -146,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "features": d,
         "components": k,
         "chunk_rows": args.chunk_rows,
-        "persisted": not args.no_persist,
+        "source": args.source,
+        "persisted": args.source == "generated" and not args.no_persist,
         "data_mb": args.rows * d * 8 / mb,
         "dask_seconds_per_iteration": per_iter,
         "dask_fit_seconds": total,
@@ -156,9 +200,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "worker_rss_baseline_mb": {w: v / mb for w, v in baseline.items()},
         "worker_rss_peak_mb": {w: v / mb for w, v in sampler.peak.items()},
     }
+    how = "read from the store" if args.source == "store" else "regenerated"
+    how = "persisted" if out["persisted"] else how
     print(
         f"{args.rows:,} x {d}, k={k} {args.covariance_type}, chunks of {args.chunk_rows:,} "
-        f"rows ({out['data_mb']:.0f} MB, {'persisted' if out['persisted'] else 'regenerated'})"
+        f"rows ({out['data_mb']:.0f} MB, {how})"
     )
     print(f"dask, 2 workers x 1 thread: {per_iter:.3f} s/iteration ({total:.1f} s fit)")
     print(

@@ -14,10 +14,15 @@ seconds) when it came through another one. It then stops and stores nothing.
 A process that dies takes its running jobs with it. At start, a store whose jobs say
 ``queued`` or ``running`` but whose owner process is gone marks them ``failed`` with
 the reason, so that no job is ever left ``running`` for good. The owner is
-``<pid>-<random token>``: another live worker process (``GMM_WORKERS>1``) keeps its
-jobs, while a job that names this very pid with another token was left by an earlier
-life of a recycled pid (PID 1 in every container start), so it is marked. A process
-shutting down in order marks its unfinished jobs ``failed`` itself.
+``<host>/<pid>-<random token>``. On this host, another live worker process
+(``GMM_WORKERS>1``) keeps its jobs, while a job that names this very pid with another
+token was left by an earlier life of a recycled pid (PID 1 in every container start),
+so it is marked. A pid means nothing on another host (replicas sharing an S3 store):
+there the owner writes ``heartbeat_at`` into its unfinished jobs every
+``stale_seconds / 4``, and a job whose heartbeat is older than ``stale_seconds`` is
+marked, at start; and any process reading a job whose heartbeat is that old (its
+owner on any host stopped refreshing it) marks it then. A process shutting down in order marks its
+unfinished jobs ``failed`` itself.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import logging
 import math
 import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +46,9 @@ log = logging.getLogger("service.jobs")
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 #: Fields kept in the store for the service's own use, not shown to clients.
-INTERNAL = frozenset({"owner"})
+INTERNAL = frozenset({"owner", "heartbeat_at"})
+#: This machine, as owners name it (a container's hostname is its id).
+HOST = socket.gethostname().replace("/", "_")
 
 
 def public(job: dict[str, Any]) -> dict[str, Any]:
@@ -59,19 +67,45 @@ def _pid_alive(pid: int) -> bool:
 
 
 def owner_alive(owner: str, mine: str) -> bool:
-    """Whether the process that took a job (``<pid>-<token>``) may still be running it.
+    """Whether the process that took a job (``<host>/<pid>-<token>``, on this host) may
+    still be running it.
 
     Yes for this manager and for any other live pid (another uvicorn worker); no for a
     dead pid, and no for this process's own pid under another token (an earlier life
-    of a recycled pid, or a manager of this process that was closed).
+    of a recycled pid, or a manager of this process that was closed). Owners written
+    before hosts were named (``<pid>-<token>``) are taken to be of this host.
     """
     if owner == mine:
         return True
-    pid_text = owner.partition("-")[0]
+    pid_text = owner.rpartition("/")[2].partition("-")[0]
     if not pid_text.isdigit():
         return False
     pid = int(pid_text)
     return pid != os.getpid() and _pid_alive(pid)
+
+
+def owner_host(owner: str) -> str:
+    host, sep, _ = owner.rpartition("/")
+    return host if sep else HOST
+
+
+def _age_seconds(stamp: str | None) -> float:
+    if not stamp:
+        return math.inf
+    try:
+        then = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return math.inf
+    return (dt.datetime.now(dt.UTC) - then).total_seconds()
+
+
+def job_alive(job: dict[str, Any], mine: str, stale_seconds: float) -> bool:
+    """Whether an unfinished job's owner may still be running it: by pid on this host
+    (``owner_alive``), by its heartbeat on another."""
+    owner = str(job.get("owner", ""))
+    if owner_host(owner) == HOST:
+        return owner_alive(owner, mine)
+    return _age_seconds(job.get("heartbeat_at") or job.get("created_at")) < stale_seconds
 
 
 def _interrupted(status: str, why: str) -> dict[str, Any]:
@@ -158,43 +192,76 @@ Work = Callable[[JobContext], dict[str, Any]]
 class JobManager:
     """Runs jobs on ``workers`` threads; the pool bounds how many run at once."""
 
-    def __init__(self, store: JobStore, *, workers: int, persist_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        workers: int,
+        persist_interval: float = 0.5,
+        stale_seconds: float = 60.0,
+    ) -> None:
         self.store = store
         self.persist_interval = persist_interval
+        self.stale_seconds = stale_seconds
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gmm-job")
         self._live: dict[str, dict[str, Any]] = {}
         self._cancel: dict[str, threading.Event] = {}
         self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._owner = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._owner = f"{HOST}/{os.getpid()}-{secrets.token_hex(4)}"
         self._closing = False
+        self._stop_heartbeat = threading.Event()
+        self._heartbeat = threading.Thread(
+            target=self._beat, name="gmm-job-heartbeat", daemon=True
+        )
+        self._heartbeat.start()
 
     @property
     def owner(self) -> str:
-        """``<pid>-<token>``: written into every job this manager runs."""
+        """``<host>/<pid>-<token>``: written into every job this manager runs."""
         return self._owner
 
     # -- lifecycle ----------------------------------------------------------------
-    def recover(self, is_alive: Callable[[str], bool]) -> int:
-        """Mark jobs left ``queued``/``running`` by dead processes as ``failed``."""
+    def recover(self, is_alive: Callable[[dict[str, Any]], bool] | None = None) -> int:
+        """Mark jobs left ``queued``/``running`` by dead processes as ``failed``
+        (``is_alive(job)``; by default ``job_alive``)."""
         marked = 0
         for job_id in self.store.job_ids():
             try:
                 job = self.store.get_job(job_id)
             except ServiceError:
                 continue
-            if job["status"] in TERMINAL or is_alive(str(job.get("owner", ""))):
-                continue
-            job.update(
-                status="failed",
-                finished_at=_now(),
-                error=_interrupted(
-                    job["status"], "The service process running this job stopped (crash or restart)"
-                ),
-            )
-            self.store.put_job(job)
-            marked += 1
+            if job["status"] not in TERMINAL and self._mark_if_orphaned(job, is_alive):
+                marked += 1
         return marked
+
+    def _mark_if_orphaned(
+        self, job: dict[str, Any], is_alive: Callable[[dict[str, Any]], bool] | None = None
+    ) -> bool:
+        alive = is_alive(job) if is_alive else job_alive(job, self._owner, self.stale_seconds)
+        if alive:
+            return False
+        job.update(
+            status="failed",
+            finished_at=_now(),
+            error=_interrupted(
+                job["status"], "The service process running this job stopped (crash or restart)"
+            ),
+        )
+        self.store.put_job(job)
+        return True
+
+    def _beat(self) -> None:
+        """Refresh ``heartbeat_at`` of this manager's unfinished jobs, so that replicas
+        on other hosts can tell them from orphans."""
+        while not self._stop_heartbeat.wait(self.stale_seconds / 4):
+            with self._lock:
+                live = list(self._live)
+            for job_id in live:
+                try:
+                    self._update(job_id)
+                except Exception:  # a store hiccup: the next beat tries again
+                    log.warning("could not refresh job %s", job_id, exc_info=True)
 
     def close(self) -> None:
         """Stop running jobs at their next step and mark every unfinished one ``failed``
@@ -203,6 +270,7 @@ class JobManager:
             self._closing = True
             for event in self._cancel.values():
                 event.set()
+        self._stop_heartbeat.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             left = list(self._live)
@@ -236,6 +304,7 @@ class JobManager:
             "started_at": None,
             "finished_at": None,
             "owner": self._owner,
+            "heartbeat_at": _now(),
         }
         if request is not None:
             job["request"] = request
@@ -252,7 +321,14 @@ class JobManager:
             live = self._live.get(job_id)
             if live is not None:
                 return dict(live)
-        return self.store.get_job(job_id)
+        job = self.store.get_job(job_id)
+        if job["status"] not in TERMINAL:
+            # Its owner (any process, any host) stopped refreshing it: it died.
+            self._mark_if_orphaned(job, self._heartbeat_fresh)
+        return job
+
+    def _heartbeat_fresh(self, job: dict[str, Any]) -> bool:
+        return _age_seconds(job.get("heartbeat_at") or job.get("created_at")) < self.stale_seconds
 
     def list(self, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         items, next_cursor = self.store.list_jobs(limit=limit, cursor=cursor)
@@ -313,7 +389,7 @@ class JobManager:
             job = self._live.get(job_id)
             if job is None:
                 return  # already finished
-            job.update(changes)
+            job.update(changes, heartbeat_at=_now())
             snapshot = dict(job)
         if persist:
             # Keep a cancel that reached the store through another process.

@@ -32,7 +32,7 @@ from service.domain import datasets as datasets_mod
 from service.domain.cluster import DaskCluster
 from service.domain.compiled import CompiledKMeans, CompiledMixture, compile_estimator
 from service.domain.executor import FitRunner, FitSlots, InlineFitRunner
-from service.domain.jobs import JobContext, JobManager, owner_alive, public
+from service.domain.jobs import JobContext, JobManager, public
 from service.domain.limits import Limits
 from service.domain.progress import FitProgress, progress_plan
 from service.errors import (
@@ -665,7 +665,7 @@ class ModelService:
     def recover_jobs(self) -> int:
         """At start: mark jobs whose process died (crash, restart) ``failed``; jobs of
         other live worker processes are left alone. Answers how many were marked."""
-        return self._jobs.recover(lambda owner: owner_alive(owner, self._jobs.owner))
+        return self._jobs.recover()
 
     def store_fitted(
         self,

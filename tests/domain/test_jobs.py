@@ -10,7 +10,7 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 
-from service.domain.jobs import JobContext, JobManager
+from service.domain.jobs import JobContext, JobManager, public
 from service.domain.progress import fit_tracked
 from service.errors import InvalidInput, NotFound
 
@@ -130,10 +130,80 @@ def test_recover_fails_jobs_of_dead_owners() -> None:
     store.put_job({"id": "h", "status": "queued", "owner": "2-alive"})
     m = JobManager(store, workers=1)
     try:
-        assert m.recover(lambda owner: owner == "2-alive") == 1
+        assert m.recover(lambda job: job["owner"] == "2-alive") == 1
     finally:
         m.close()
     assert store.get_job("f")["status"] == "failed"
     assert "stopped" in store.get_job("f")["error"]["detail"]
     assert store.get_job("g")["status"] == "succeeded"
     assert store.get_job("h")["status"] == "queued"
+
+
+def _stamp(seconds_ago: float) -> str:
+    import datetime as dt
+
+    then = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds_ago)
+    return then.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_jobs_of_another_host_are_judged_by_their_heartbeat() -> None:
+    """Replicas on other machines share the store: their pids mean nothing here."""
+    store = MemoryJobs()
+    for job_id, age in (("fresh", 5.0), ("stale", 300.0)):
+        store.put_job(
+            {
+                "id": job_id,
+                "status": "running",
+                "owner": "other-host/1-abcd",  # pid 1 runs here too, and is not it
+                "heartbeat_at": _stamp(age),
+                "progress": {},
+            }
+        )
+    m = JobManager(store, workers=1, stale_seconds=60)
+    try:
+        assert m.recover() == 1
+    finally:
+        m.close()
+    assert store.get_job("fresh")["status"] == "running"
+    assert store.get_job("stale")["status"] == "failed"
+
+
+def test_reading_a_job_whose_owner_stopped_beating_fails_it() -> None:
+    store = MemoryJobs()
+    store.put_job({"id": "q", "status": "queued", "owner": "h/9-x", "heartbeat_at": _stamp(120.0)})
+    store.put_job({"id": "r", "status": "running", "owner": "h/9-y", "heartbeat_at": _stamp(1)})
+    m = JobManager(store, workers=1, stale_seconds=60)
+    try:
+        job = m.get("q")
+        assert job["status"] == "failed" and "stopped" in job["error"]["detail"]
+        assert store.get_job("q")["status"] == "failed"
+        assert m.get("r")["status"] == "running"
+    finally:
+        m.close()
+
+
+def test_a_running_job_keeps_its_heartbeat_fresh() -> None:
+    store = MemoryJobs()
+    m = JobManager(store, workers=1, stale_seconds=0.4)  # a beat every 0.1 s
+    release = threading.Event()
+
+    def work(ctx: JobContext) -> dict[str, Any]:
+        release.wait(10)
+        return {"result": {}}
+
+    try:
+        m.submit("fit", work, total=1, unit="steps", job_id="b")
+        first = store.get_job("b")["heartbeat_at"]
+        time.sleep(1.0)
+        later = store.get_job("b")
+        assert later["heartbeat_at"] > first  # ISO stamps sort as times
+        # Another manager reading it (a replica) sees a live job, not an orphan.
+        other = JobManager(store, workers=1, stale_seconds=0.4)
+        try:
+            assert other.get("b")["status"] in ("queued", "running")
+        finally:
+            other.close()
+    finally:
+        release.set()
+        m.close()
+    assert "heartbeat_at" not in public(store.get_job("b"))
