@@ -460,3 +460,65 @@ def test_workers_read_chunks_straight_from_the_s3_store(
     gm.fit(X)
     np.testing.assert_allclose(response.json()["means"], gm.means_, rtol=1e-8)
     np.testing.assert_allclose(response.json()["covariances"], gm.covariances_, rtol=1e-8)
+
+
+def _without_timings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if "seconds" not in k}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def test_a_comparison_on_the_cluster_answers_what_the_local_one_does(
+    api: TestClient, tmp_path: Path, cluster: Any
+) -> None:
+    body = {
+        "data": {"generator": SEED_BLOBS},
+        "algorithms": [
+            {"algorithm": "kmeans", "params": {"n_clusters": 4, "random_state": 0}},
+            {"algorithm": "gaussian_mixture", "params": {"n_components": 4, "random_state": 0}},
+            {
+                "algorithm": "bayesian_gaussian_mixture",
+                "params": {"n_components": 5, "random_state": 1},
+            },
+        ],
+    }
+    with distributed.get_task_stream(cluster) as stream:
+        remote = api.post("/v1/comparisons", json=body)
+    assert remote.status_code == 200, remote.text
+    assert len(fit_keys(stream)) == 3
+    with TestClient(create_app(_settings(tmp_path / "local", None))) as local_api:
+        local = local_api.post("/v1/comparisons", json=body)
+    assert _without_timings(remote.json()) == _without_timings(local.json())
+
+
+def test_the_fit_queue_and_429_hold_with_the_cluster(tmp_path: Path, cluster: Any) -> None:
+    import threading
+
+    settings = _settings(
+        tmp_path, cluster.scheduler.address, max_concurrent_fits=1, fit_queue_length=0
+    )
+    X, _ = make_blobs(n_samples=20_000, n_features=6, centers=8, random_state=0)
+    long_fit = {
+        "algorithm": "gaussian_mixture",
+        "params": {"n_components": 8, "tol": 0.0, "max_iter": 300, "random_state": 0},
+        "data": {"points": X.tolist()},
+        "include": [],
+        "wait": True,
+    }
+    with TestClient(create_app(settings)) as api:
+        answers: list[int] = []
+        first = threading.Thread(
+            target=lambda: answers.append(api.post("/v1/models", json=long_fit).status_code)
+        )
+        first.start()
+        deadline = time.monotonic() + 60
+        while not any(cluster.processing().values()):
+            assert time.monotonic() < deadline, "the first fit never reached a worker"
+            time.sleep(0.05)
+        busy = api.post("/v1/models", json={**long_fit, "params": {"n_components": 2}})
+        assert busy.status_code == 429, busy.text
+        assert int(busy.headers["Retry-After"]) >= 1
+        first.join(120)
+    assert answers == [201]
