@@ -147,6 +147,15 @@ class Settings(BaseSettings):
             "with Retry-After."
         ),
     )
+    job_stale_seconds: float = Field(
+        60.0,
+        ge=1,
+        description=(
+            "A queued or running job whose owner process has not refreshed it for this "
+            "long (each owner refreshes its jobs every quarter of it) is marked failed "
+            "when read: its process died. Matters when replicas share an S3 store."
+        ),
+    )
     job_workers: int = Field(
         2,
         ge=1,

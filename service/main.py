@@ -272,6 +272,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             fit_queue_length=settings.fit_queue_length,
             fit_queue_seconds=settings.fit_queue_seconds,
             job_workers=settings.job_workers,
+            job_stale_seconds=settings.job_stale_seconds,
             async_fit_seconds=settings.async_fit_seconds,
         )
         await _build_lazy_state(app)

@@ -150,6 +150,19 @@ def _points(X: np.ndarray) -> np.ndarray:
     return X
 
 
+def _released(key: str) -> bool:
+    """Whether the scheduler let go of this worker's task ``key``: its future was
+    cancelled, or the client holding it went away (a service process killed mid-fit).
+    The thread running it is not stopped by dask; the fit asks this at each step."""
+    try:
+        from distributed import get_worker
+
+        task = get_worker().state.tasks.get(key)
+    except Exception:  # not on a worker (tests calling the task directly)
+        return False
+    return task is None or task.state in ("cancelled", "released", "forgotten")
+
+
 def _remote_fit(
     algorithm: str,
     params: dict[str, Any],
@@ -159,32 +172,37 @@ def _remote_fit(
     tracked: bool,
 ) -> tuple[str, Any]:
     """The task: ``estimators.fit`` on a worker, answering ``("ok", Fitted)`` or the
-    error as ``("error", (class, detail, errors))`` (the process runner's protocol)."""
+    error as ``("error", (class, detail, errors))`` (the process runner's protocol).
+
+    Every fit asks, at most every ``PROGRESS_INTERVAL_SECONDS`` of its steps, whether
+    to stop: when its task was released (``_released``) or, if ``tracked``, when the
+    service set its cancel ``Event``; a ``tracked`` fit also publishes its progress.
+    Asking changes no number (``progress.fit_tracked``)."""
     from distributed import Event, Variable
 
-    stop = Event(f"{name}-cancel")
-    progress = None
-    if tracked:
-        published = Variable(f"{name}-progress")
-        asked = [0.0]
+    stop = Event(f"{name}-cancel") if tracked else None
+    published = Variable(f"{name}-progress") if tracked else None
+    asked = [0.0]
 
-        def should_stop() -> bool:
-            now = time.monotonic()
-            if now - asked[0] < PROGRESS_INTERVAL_SECONDS:
-                return False
-            asked[0] = now
-            if not stop.is_set():
-                return False
-            stop.clear()  # seen: the scheduler forgets it
-            return True
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if now - asked[0] < PROGRESS_INTERVAL_SECONDS:
+            return False
+        asked[0] = now
+        if _released(name):
+            return True  # nobody waits for it any more (its service process died)
+        if stop is None or not stop.is_set():
+            return False
+        stop.clear()  # seen: the scheduler forgets it
+        return True
 
-        progress = FitProgress(
-            1,
-            "steps",
-            on_change=lambda p: published.set(p.snapshot()),
-            should_stop=should_stop,
-            interval=PROGRESS_INTERVAL_SECONDS,
-        )
+    progress = FitProgress(
+        1,
+        "steps",
+        on_change=None if published is None else (lambda p: published.set(p.snapshot())),
+        should_stop=should_stop,
+        interval=PROGRESS_INTERVAL_SECONDS,
+    )
     try:
         fitted = estimators.fit(algorithm, params, X, progress, sample_weight=sample_weight)
         return "ok", fitted

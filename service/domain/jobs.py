@@ -211,9 +211,7 @@ class JobManager:
         self._owner = f"{HOST}/{os.getpid()}-{secrets.token_hex(4)}"
         self._closing = False
         self._stop_heartbeat = threading.Event()
-        self._heartbeat = threading.Thread(
-            target=self._beat, name="gmm-job-heartbeat", daemon=True
-        )
+        self._heartbeat = threading.Thread(target=self._beat, name="gmm-job-heartbeat", daemon=True)
         self._heartbeat.start()
 
     @property

@@ -249,6 +249,7 @@ class ModelService:
         job_workers: int = 1,
         async_fit_seconds: float | None = None,
         job_persist_interval: float = 0.5,
+        job_stale_seconds: float = 60.0,
         cache_size: int = 64,
     ) -> None:
         self.limits = limits
@@ -264,7 +265,12 @@ class ModelService:
         )
         self._fits_isolated = self._fit_runner.isolated
         self._cluster = cluster
-        self._jobs = JobManager(store, workers=job_workers, persist_interval=job_persist_interval)
+        self._jobs = JobManager(
+            store,
+            workers=job_workers,
+            persist_interval=job_persist_interval,
+            stale_seconds=job_stale_seconds,
+        )
         self._async_fit_seconds = async_fit_seconds
 
     def close(self) -> None:
