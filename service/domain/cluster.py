@@ -58,6 +58,8 @@ POLL_SECONDS = 0.1
 WORKERS_POLL_SECONDS = 1.0
 #: Points up to this size are copied to every worker before a fit starts (``_spread``).
 REPLICATE_BYTES = 64 * 2**20
+#: How long copying them may take before the fits start without it.
+SPREAD_SECONDS = 30.0
 #: How long connecting to the scheduler may take before the fit is refused.
 CONNECT_SECONDS = 10.0
 
@@ -303,7 +305,10 @@ class DaskFitRunner:
         if nbytes > REPLICATE_BYTES:
             return
         with contextlib.suppress(Exception):  # an optimisation: a fit works without it
-            client.replicate([points])  # waits for the points, then copies them
+            if len(client.scheduler_info(n_workers=-1).get("workers", {})) < 2:
+                return  # nothing to spread over (and with no worker, nothing to wait for)
+            # Waits for the points, then copies them; bounded, as a worker may be lost.
+            client.replicate([points], callback_timeout=SPREAD_SECONDS)
 
     def _run(
         self,
