@@ -327,9 +327,40 @@ def test_a_chunked_fit_equals_sklearn_from_the_same_start(
     reads = [t for t in stream.data if "read" in str(t["key"])]
     assert len(reads) >= 6 * gm.n_iter_
     assert {t["worker"] for t in reads} == set(cluster.scheduler_info()["workers"])
-    # An ordinary model: predict answers sklearn's labels.
+    # An ordinary model: predict answers sklearn's labels, and the rest all works.
     predicted = api.post(f"/v1/models/{model['id']}/predict", json={"points": X[:50].tolist()})
     assert predicted.json()["labels"] == gm.predict(X[:50]).tolist()
+    if cov == "full":
+        assert_serves_like_any_model(api, model["id"], X, gm)
+
+
+def assert_serves_like_any_model(
+    api: TestClient, model_id: str, X: np.ndarray, gm: GaussianMixture
+) -> None:
+    scored = api.post(f"/v1/models/{model_id}/score", json={"points": X[:20].tolist()})
+    np.testing.assert_allclose(scored.json()["log_likelihood"], gm.score_samples(X[:20]), rtol=1e-8)
+    sampled = api.post(f"/v1/models/{model_id}/sample", json={"n_samples": 5, "random_state": 0})
+    assert sampled.status_code == 200 and len(sampled.json()["points"]) == 5
+    plot = api.get(f"/v1/models/{model_id}/plot?format=png")
+    assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
+    exported = api.get(f"/v1/models/{model_id}/export")
+    assert exported.status_code == 200, exported.text
+    infer = api.post(
+        f"/v2/models/{model_id}/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "points",
+                    "shape": [2, 3],
+                    "datatype": "FP64",
+                    "data": X[:2].ravel().tolist(),
+                }
+            ]
+        },
+    )
+    assert infer.status_code == 200, infer.text
+    labels = next(o for o in infer.json()["outputs"] if o["name"] == "labels")
+    assert labels["data"] == gm.predict(X[:2]).tolist()
 
 
 def test_a_chunked_kmeans_equals_sklearns_lloyd(api: TestClient, small_chunks: None) -> None:
