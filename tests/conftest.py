@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -74,3 +75,17 @@ def s3_bucket(moto_url: str) -> str:
     name = f"gmm-test-{secrets.token_hex(6)}"
     boto3.client("s3", endpoint_url=moto_url).create_bucket(Bucket=name)
     return name
+
+
+def wait_job(http: Any, job_id: str, seconds: float = 120) -> dict[str, Any]:
+    """Poll ``GET /v1/jobs/{id}`` (a TestClient or an httpx client) until the job ends."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job['status']} after {seconds} s")
+        time.sleep(0.1)

@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 
+from tests.conftest import wait_job
 from tests.helpers_server import ServerProcess, running_servers
 
 distributed = pytest.importorskip("distributed")
@@ -69,16 +69,6 @@ def replicas(
     }
     with running_servers([env, env], cwd=tmp_path) as servers:
         yield servers
-
-
-def wait_job(http: httpx.Client, job_id: str, seconds: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {job['status']}")
 
 
 def test_replicas_share_datasets_jobs_and_models_fitted_on_the_cluster(

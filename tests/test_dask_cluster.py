@@ -19,7 +19,7 @@ from sklearn.mixture import GaussianMixture
 
 from service.config import Settings
 from service.main import create_app
-from tests.conftest import SEED_BLOBS
+from tests.conftest import SEED_BLOBS, wait_job
 
 distributed = pytest.importorskip("distributed")
 
@@ -63,16 +63,6 @@ def api(tmp_path: Path, cluster: Any) -> Iterator[TestClient]:
 def seed_X() -> np.ndarray:
     X, _ = make_blobs(**{k: v for k, v in SEED_BLOBS.items() if k != "kind"})
     return X
-
-
-def wait_job(api: TestClient, job_id: str, seconds: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} still {job['status']} after {seconds} s")
 
 
 def fit_keys(stream: Any) -> dict[str, str]:
@@ -274,6 +264,13 @@ def upload(api: TestClient, X: np.ndarray) -> str:
     return dataset_id
 
 
+def sklearn_mixture(params: dict[str, Any]) -> GaussianMixture:
+    """The GaussianMixture a request's params stand for (initial values as arrays)."""
+    return GaussianMixture(
+        **{k: np.asarray(v) if k.endswith("_init") else v for k, v in params.items()}
+    )
+
+
 def initial_values(X: np.ndarray, cov: str) -> dict[str, Any]:
     means = X[[5, 2_000, 4_000]]
     precisions = {
@@ -309,10 +306,7 @@ def test_a_chunked_fit_equals_sklearn_from_the_same_start(
         )
     assert response.status_code == 201, response.text
     model = response.json()
-    gm = GaussianMixture(
-        **{k: np.asarray(v) if k.endswith("_init") else v for k, v in params.items()}
-    )
-    gm.fit(X)
+    gm = sklearn_mixture(params).fit(X)
     for ours, theirs in (
         ("means", gm.means_),
         ("weights", gm.weights_),
@@ -485,10 +479,7 @@ def test_workers_read_chunks_straight_from_the_s3_store(
             },
         )
     assert response.status_code == 201, response.text
-    gm = GaussianMixture(
-        **{k: np.asarray(v) if k.endswith("_init") else v for k, v in params.items()}
-    )
-    gm.fit(X)
+    gm = sklearn_mixture(params).fit(X)
     np.testing.assert_allclose(response.json()["means"], gm.means_, rtol=1e-8)
     np.testing.assert_allclose(response.json()["covariances"], gm.covariances_, rtol=1e-8)
 
