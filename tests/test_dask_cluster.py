@@ -544,3 +544,28 @@ def test_the_fit_queue_and_429_hold_with_the_cluster(tmp_path: Path, cluster: An
         assert int(busy.headers["Retry-After"]) >= 1
         first.join(120)
     assert answers == [201]
+
+
+def _executing(dask_worker: Any) -> int:
+    return int(dask_worker.state.executing_count)
+
+
+def test_a_fit_past_the_time_limit_is_stopped_on_the_worker(tmp_path: Path, cluster: Any) -> None:
+    settings = _settings(tmp_path, cluster.scheduler.address, fit_timeout_seconds=1.0)
+    X, _ = make_blobs(n_samples=20_000, n_features=6, centers=8, random_state=0)
+    body = {
+        "algorithm": "gaussian_mixture",
+        "params": {"n_components": 8, "tol": 0.0, "max_iter": 10_000, "random_state": 0},
+        "data": {"points": X.tolist()},
+        "include": [],
+        "wait": True,
+    }
+    with TestClient(create_app(settings)) as api:
+        response = api.post("/v1/models", json=body)
+        assert response.status_code == 422, response.text
+        assert response.json()["type"].endswith(":fit-timeout")
+        assert api.get("/v1/models").json()["total"] == 0
+    deadline = time.monotonic() + 15
+    while sum(cluster.run(_executing).values()):  # the worker's fit stopped as well
+        assert time.monotonic() < deadline, "the timed-out fit kept running on a worker"
+        time.sleep(0.2)
