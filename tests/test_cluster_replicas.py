@@ -22,6 +22,7 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 
+from bench.model_selection import local_cluster
 from tests.conftest import wait_job
 from tests.helpers_server import ServerProcess, running_servers
 
@@ -35,13 +36,7 @@ STALE_SECONDS = 4
 @pytest.fixture(scope="module")
 def dask_cluster() -> Iterator[Any]:
     with (
-        distributed.LocalCluster(
-            n_workers=2,
-            processes=True,
-            threads_per_worker=1,
-            dashboard_address=":0",
-            host="127.0.0.1",
-        ) as cluster,
+        local_cluster(2) as cluster,
         distributed.Client(cluster, set_as_default=False) as client,
     ):
         yield client

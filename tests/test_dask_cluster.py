@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 
+from bench.model_selection import local_cluster
 from service.config import Settings
 from service.main import create_app
 from tests.conftest import SEED_BLOBS, wait_job
@@ -30,13 +31,18 @@ KMEANS = {"algorithm": "kmeans", "params": {"n_clusters": 4}}
 
 
 def _local_cluster(n_workers: int = 2) -> Any:
-    return distributed.LocalCluster(
-        n_workers=n_workers,
-        processes=True,
-        threads_per_worker=1,
-        dashboard_address=":0",
-        host="127.0.0.1",
-    )
+    return local_cluster(n_workers)
+
+
+def long_fit(max_iter: int, **body: Any) -> dict[str, Any]:
+    """A mixture fit of 20,000 x 6 points that runs ``max_iter`` EM iterations (tol=0)."""
+    X, _ = make_blobs(n_samples=20_000, n_features=6, centers=8, random_state=0)
+    return {
+        "algorithm": "gaussian_mixture",
+        "params": {"n_components": 8, "tol": 0.0, "max_iter": max_iter, "random_state": 0},
+        "data": {"points": X.tolist()},
+        **body,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -134,14 +140,7 @@ def test_a_fit_job_reports_iterations_and_stores_sklearns_model(
 
 
 def test_cancel_stops_the_task_on_the_worker(api: TestClient, cluster: Any) -> None:
-    X, _ = make_blobs(n_samples=20_000, n_features=6, centers=8, random_state=0)
-    body = {
-        "algorithm": "gaussian_mixture",
-        "params": {"n_components": 8, "tol": 0.0, "max_iter": 10_000, "random_state": 0},
-        "data": {"points": X.tolist()},
-        "wait": False,
-    }
-    job_id = api.post("/v1/models", json=body).json()["id"]
+    job_id = api.post("/v1/models", json=long_fit(10_000, wait=False)).json()["id"]
     deadline = time.monotonic() + 60
     while api.get(f"/v1/jobs/{job_id}").json()["progress"]["done"] < 2:
         assert time.monotonic() < deadline, "the fit never reported an iteration"
@@ -521,25 +520,18 @@ def test_the_fit_queue_and_429_hold_with_the_cluster(tmp_path: Path, cluster: An
     settings = _settings(
         tmp_path, cluster.scheduler.address, max_concurrent_fits=1, fit_queue_length=0
     )
-    X, _ = make_blobs(n_samples=20_000, n_features=6, centers=8, random_state=0)
-    long_fit = {
-        "algorithm": "gaussian_mixture",
-        "params": {"n_components": 8, "tol": 0.0, "max_iter": 300, "random_state": 0},
-        "data": {"points": X.tolist()},
-        "include": [],
-        "wait": True,
-    }
+    body = long_fit(300, include=[], wait=True)
     with TestClient(create_app(settings)) as api:
         answers: list[int] = []
         first = threading.Thread(
-            target=lambda: answers.append(api.post("/v1/models", json=long_fit).status_code)
+            target=lambda: answers.append(api.post("/v1/models", json=body).status_code)
         )
         first.start()
         deadline = time.monotonic() + 60
         while not any(cluster.processing().values()):
             assert time.monotonic() < deadline, "the first fit never reached a worker"
             time.sleep(0.05)
-        busy = api.post("/v1/models", json={**long_fit, "params": {"n_components": 2}})
+        busy = api.post("/v1/models", json={**body, "params": {"n_components": 2}})
         assert busy.status_code == 429, busy.text
         assert int(busy.headers["Retry-After"]) >= 1
         first.join(120)
@@ -552,16 +544,8 @@ def _executing(dask_worker: Any) -> int:
 
 def test_a_fit_past_the_time_limit_is_stopped_on_the_worker(tmp_path: Path, cluster: Any) -> None:
     settings = _settings(tmp_path, cluster.scheduler.address, fit_timeout_seconds=1.0)
-    X, _ = make_blobs(n_samples=20_000, n_features=6, centers=8, random_state=0)
-    body = {
-        "algorithm": "gaussian_mixture",
-        "params": {"n_components": 8, "tol": 0.0, "max_iter": 10_000, "random_state": 0},
-        "data": {"points": X.tolist()},
-        "include": [],
-        "wait": True,
-    }
     with TestClient(create_app(settings)) as api:
-        response = api.post("/v1/models", json=body)
+        response = api.post("/v1/models", json=long_fit(10_000, include=[], wait=True))
         assert response.status_code == 422, response.text
         assert response.json()["type"].endswith(":fit-timeout")
         assert api.get("/v1/models").json()["total"] == 0
