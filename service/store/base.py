@@ -139,6 +139,36 @@ def page_models(
     return items, None
 
 
+class ModelListing:
+    """``list`` and ``count`` of models, the same in every store: each store says which
+    models are published (``_ids``, newest first) and reads one's verified metadata
+    (``get_metadata``); listing never reads an artifact."""
+
+    def _ids(self) -> list[str]:
+        raise NotImplementedError
+
+    def get_metadata(self, model_id: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _metadata(self, ids: list[str]) -> Iterator[dict[str, Any]]:
+        return readable_metadata(ids, self.get_metadata)
+
+    def list(
+        self, *, limit: int, cursor: str | None, where: MetadataFilter | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        ids = self._ids()
+        if cursor is not None:
+            ids = [i for i in ids if i < cursor]
+        return page_models(self._metadata(ids), limit=limit, where=where)
+
+    def count(self, *, where: MetadataFilter | None = None) -> int:
+        """Without ``where``, from the names alone; with it, every model's metadata is
+        read (never an artifact), as the listing reads it."""
+        if where is None:
+            return len(self._ids())
+        return sum(1 for meta in self._metadata(self._ids()) if where(meta))
+
+
 def page_jobs(
     job_ids: Iterable[str],
     get_job: Callable[[str], dict[str, Any]],

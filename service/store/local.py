@@ -54,15 +54,13 @@ import numpy as np
 from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
 from service.store.base import (
     MetadataChange,
-    MetadataFilter,
+    ModelListing,
     array_sha256,
     check_dataset_id,
     check_id,
     check_job_id,
     page_datasets,
     page_jobs,
-    page_models,
-    readable_metadata,
 )
 from service.store.signing import (
     ARTIFACT,
@@ -149,7 +147,7 @@ def load_or_create_key(root: Path, configured: str | None) -> bytes:
     return key
 
 
-class LocalModelStore:
+class LocalModelStore(ModelListing):
     """Models on local disk, signed, written atomically, cached in a bounded LRU."""
 
     def __init__(self, root: Path, *, secret_key: str | None = None, cache_size: int = 64):
@@ -388,24 +386,6 @@ class LocalModelStore:
 
     def _ids(self) -> list[str]:
         return sorted((e.name for e in os.scandir(self.models_dir) if e.is_dir()), reverse=True)
-
-    def _metadata(self, ids: list[str]) -> Iterator[dict[str, Any]]:
-        return readable_metadata(ids, self._read_meta)
-
-    def list(
-        self, *, limit: int, cursor: str | None, where: MetadataFilter | None = None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        ids = self._ids()
-        if cursor is not None:
-            ids = [i for i in ids if i < cursor]
-        return page_models(self._metadata(ids), limit=limit, where=where)
-
-    def count(self, *, where: MetadataFilter | None = None) -> int:
-        """Without ``where``, from the file system alone; with it, every model's
-        metadata is read (never an artifact), as the listing reads it."""
-        if where is None:
-            return len(self._ids())
-        return sum(1 for meta in self._metadata(self._ids()) if where(meta))
 
     def total_bytes(self) -> int:
         """Bytes of all artifacts, from the file system (no metadata is read)."""

@@ -60,15 +60,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
 from service.store.base import (
     MetadataChange,
-    MetadataFilter,
+    ModelListing,
     array_sha256,
     check_dataset_id,
     check_id,
     check_job_id,
     page_datasets,
     page_jobs,
-    page_models,
-    readable_metadata,
 )
 from service.store.signing import (
     ARTIFACT,
@@ -106,7 +104,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-class S3ModelStore:
+class S3ModelStore(ModelListing):
     """Models, datasets and jobs in one bucket, signed, published by their metadata."""
 
     def __init__(
@@ -397,22 +395,6 @@ class S3ModelStore:
     def _ids(self) -> list[str]:
         # Ids are time-ordered: newest first is reverse lexical (S3 lists ascending).
         return sorted(self._published(), reverse=True)
-
-    def _metadata(self, ids: list[str]) -> Iterator[dict[str, Any]]:
-        return readable_metadata(ids, self.get_metadata)
-
-    def list(
-        self, *, limit: int, cursor: str | None, where: MetadataFilter | None = None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        ids = self._ids()
-        if cursor is not None:
-            ids = [i for i in ids if i < cursor]
-        return page_models(self._metadata(ids), limit=limit, where=where)
-
-    def count(self, *, where: MetadataFilter | None = None) -> int:
-        if where is None:
-            return len(self._published())
-        return sum(1 for meta in self._metadata(self._ids()) if where(meta))
 
     def total_bytes(self) -> int:
         return sum(self._published().values())
