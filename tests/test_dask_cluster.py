@@ -30,10 +30,6 @@ COV_TYPES = ["full", "tied", "diag", "spherical"]
 KMEANS = {"algorithm": "kmeans", "params": {"n_clusters": 4}}
 
 
-def _local_cluster(n_workers: int = 2) -> Any:
-    return local_cluster(n_workers)
-
-
 def long_fit(max_iter: int, **body: Any) -> dict[str, Any]:
     """A mixture fit of 20,000 x 6 points that runs ``max_iter`` EM iterations (tol=0)."""
     X, _ = make_blobs(n_samples=20_000, n_features=6, centers=8, random_state=0)
@@ -47,7 +43,7 @@ def long_fit(max_iter: int, **body: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    with _local_cluster() as cluster, distributed.Client(cluster, set_as_default=False) as c:
+    with local_cluster(2) as cluster, distributed.Client(cluster, set_as_default=False) as c:
         yield c
 
 
@@ -160,7 +156,7 @@ def test_losing_a_worker_mid_sweep_still_ends_the_job(tmp_path: Path) -> None:
     X, _ = make_blobs(n_samples=20_000, n_features=4, centers=5, random_state=1)
     params = {"random_state": 0, "tol": 1e-6, "max_iter": 300}
     with (
-        _local_cluster() as lc,
+        local_cluster(2) as lc,
         distributed.Client(lc, set_as_default=False) as dc,
         TestClient(create_app(_settings(tmp_path, lc.scheduler_address))) as api,
     ):
@@ -189,7 +185,7 @@ def test_losing_a_worker_mid_sweep_still_ends_the_job(tmp_path: Path) -> None:
 
 def test_a_cluster_with_no_worker_left_fails_the_job_with_the_reason(tmp_path: Path) -> None:
     X = seed_X()
-    with _local_cluster(n_workers=0) as lc:
+    with local_cluster(0) as lc:
         app = create_app(_settings(tmp_path, lc.scheduler_address))
         with TestClient(app) as api:
             app.state.service._fit_runner._no_worker_seconds = 1.0

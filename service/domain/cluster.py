@@ -39,6 +39,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -216,6 +217,17 @@ def _remote_fit(
         return "error", (ServiceError, f"The fit failed on a Dask worker: {exc!r}.", None)
 
 
+@dataclass
+class _SharedPoints:
+    """Points on the cluster that concurrent fits share (``DaskFitRunner``)."""
+
+    X: np.ndarray
+    future: Future | None = None
+    #: Set once the first user has sent them (or failed to).
+    sent: threading.Event = field(default_factory=threading.Event)
+    users: int = 0
+
+
 class DaskFitRunner:
     """``FitRunner`` whose fits are tasks on the cluster (see the module docstring)."""
 
@@ -232,8 +244,7 @@ class DaskFitRunner:
         self._timeout = timeout
         self._no_worker_seconds = no_worker_seconds
         self._lock = threading.Lock()
-        #: id(X) -> [X, its future on the cluster, sent event, users]
-        self._shared: dict[int, list[Any]] = {}
+        self._shared: dict[int, _SharedPoints] = {}  # by id(X)
 
     @property
     def parallelism(self) -> int:
@@ -255,7 +266,7 @@ class DaskFitRunner:
             return self._run(client, name, data, algorithm, params, sample_weight, progress)
 
     @contextlib.contextmanager
-    def _shared_points(self, client: Client, X: np.ndarray) -> Iterator[Any]:
+    def _shared_points(self, client: Client, X: np.ndarray) -> Iterator[Future]:
         """``X`` on the cluster (a ``_points`` task), sent once however many fits use it
         at a time (the cells of a grid). The entry holds ``X`` itself while in use, so
         its ``id`` cannot be taken by another array meanwhile; the last user releases
@@ -263,33 +274,29 @@ class DaskFitRunner:
         key = id(X)
         with self._lock:
             entry = self._shared.get(key)
+            sender = entry is None
             if entry is None:
-                entry = self._shared[key] = [X, None, threading.Event(), 0]
-                owner = True
-            else:
-                owner = False
-            entry[3] += 1
+                entry = self._shared[key] = _SharedPoints(X)
+            entry.users += 1
         try:
-            if owner:
+            if sender:
                 try:
-                    entry[1] = client.submit(
+                    entry.future = client.submit(
                         _points, np.asarray(X), key=f"gmm-points-{secrets.token_hex(8)}"
                     )
-                    self._spread(client, entry[1], X.nbytes)
+                    self._spread(client, entry.future, X.nbytes)
+                except Exception as exc:
+                    raise ClusterUnavailable(f"Could not send the fit to Dask: {exc}.") from None
                 finally:
-                    entry[2].set()
-            entry[2].wait()
-            if entry[1] is None:
+                    entry.sent.set()
+            entry.sent.wait()
+            if entry.future is None:
                 raise ClusterUnavailable("Could not send the points to the Dask cluster.")
-            yield entry[1]
-        except ServiceError:
-            raise
-        except Exception as exc:
-            raise ClusterUnavailable(f"Could not send the fit to Dask: {exc}.") from None
+            yield entry.future
         finally:
             with self._lock:
-                entry[3] -= 1
-                if entry[3] == 0:
+                entry.users -= 1
+                if entry.users == 0:
                     del self._shared[key]
 
     @staticmethod
