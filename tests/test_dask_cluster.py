@@ -549,3 +549,17 @@ def test_a_fit_past_the_time_limit_is_stopped_on_the_worker(tmp_path: Path, clus
     while sum(cluster.run(_executing).values()):  # the worker's fit stopped as well
         assert time.monotonic() < deadline, "the timed-out fit kept running on a worker"
         time.sleep(0.2)
+
+
+def test_a_chunked_fit_keeps_the_feature_limit(tmp_path: Path, cluster: Any) -> None:
+    """GMM_MAX_POINTS does not bind a chunked fit (its points never enter the service),
+    GMM_MAX_FEATURES still does."""
+    with TestClient(create_app(_settings(tmp_path, cluster.scheduler.address))) as api:
+        wide = upload(api, chunk_data(50))  # 50 x 3, stored under the default limits
+    settings = _settings(tmp_path, cluster.scheduler.address, max_features=2, max_points=10)
+    with TestClient(create_app(settings)) as api:
+        body = {"algorithm": "kmeans", "engine": "dask", "data": {"dataset_id": wide}}
+        response = api.post("/v1/models", json=body)
+    assert response.status_code == 413, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "data"]
+    assert "GMM_MAX_FEATURES" in response.json()["detail"]

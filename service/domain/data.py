@@ -45,16 +45,22 @@ def check_size(n_samples: int, n_features: int, limits: Limits, loc: Loc) -> Non
         raise PayloadTooLarge.at(
             loc, f"{n_samples} samples exceed the limit of {limits.max_points} (GMM_MAX_POINTS)."
         )
-    if n_features > limits.max_features:
-        raise PayloadTooLarge.at(
-            loc,
-            f"{n_features} features exceed the limit of {limits.max_features} (GMM_MAX_FEATURES).",
-        )
+    check_features(n_features, limits, loc)
     if n_samples * n_features > limits.max_values:
         raise PayloadTooLarge.at(
             loc,
             f"{n_samples} x {n_features} = {n_samples * n_features} values exceed the limit "
             f"of {limits.max_values} (GMM_MAX_VALUES).",
+        )
+
+
+def check_features(n_features: int, limits: Limits, loc: Loc) -> None:
+    """Raise 413 past GMM_MAX_FEATURES: the one size limit that also holds for data
+    fitted out of core, which never enter this process."""
+    if n_features > limits.max_features:
+        raise PayloadTooLarge.at(
+            loc,
+            f"{n_features} features exceed the limit of {limits.max_features} (GMM_MAX_FEATURES).",
         )
 
 

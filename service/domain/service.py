@@ -460,12 +460,7 @@ class ModelService:
                 "unknown_dataset",
             ) from None
         n_samples, n_features = rows.shape
-        if n_features > self.limits.max_features:
-            raise PayloadTooLarge.at(
-                ["body", "data"],
-                f"{n_features} features exceed the limit of {self.limits.max_features} "
-                "(GMM_MAX_FEATURES).",
-            )
+        data_mod.check_features(n_features, self.limits, ["body", "data"])
         # Only the shape: zero strides, no memory. The rows stay in the store.
         shape_only = np.lib.stride_tricks.as_strided(
             np.zeros(1), shape=(n_samples, n_features), strides=(0, 0), writeable=False
