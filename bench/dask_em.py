@@ -31,8 +31,8 @@ from distributed import Client, LocalCluster
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-from service.domain.dask_em import fit_gaussian_mixture_dask
-from service.domain.progress import FitProgress
+from service.domain.outofcore.em import fit_gaussian_mixture_dask
+from service.domain.training.progress import FitProgress
 
 
 def _add_centers(z: np.ndarray, labels: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -53,7 +53,7 @@ def stored(X: da.Array, store_dir: Path | None, chunk_rows: int) -> tuple[da.Arr
     store, as ``POST /v1/datasets`` stores one; answers the dataset as the engine=dask
     fit reads it (``chunked.rows_array`` over the store's ``dataset_rows``) and a
     read-only memory map of it (for the sklearn slice)."""
-    from service.domain import chunked
+    from service.domain.outofcore import chunked
     from service.store.local import LocalModelStore
 
     root = Path(store_dir or tempfile.mkdtemp(prefix="gmm-bench-store-"))

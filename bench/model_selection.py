@@ -50,7 +50,7 @@ from sklearn.mixture import GaussianMixture  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from service.config import Settings  # noqa: E402
-from service.domain import selection  # noqa: E402
+from service.domain.analysis import selection  # noqa: E402
 from service.main import create_app  # noqa: E402
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")

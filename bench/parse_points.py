@@ -36,7 +36,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from service.api.routing import decode_json
-from service.domain.data import points_to_array
+from service.domain.datasets.arrays import points_to_array
 from service.domain.limits import Limits
 from service.schemas.models import PointsRequest
 

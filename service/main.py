@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 
 from service import __version__
 from service.api import docs, problems
+from service.api.explorer import routes as explorer
 from service.api.limits import BodyLimitMiddleware
 from service.api.metrics import Metrics
 from service.api.middleware import RequestContextMiddleware, configure_logging
@@ -27,20 +28,19 @@ from service.api.responses import PROBLEM_EXAMPLES, PROBLEM_HEADERS
 from service.api.routes import (
     comparisons,
     datasets,
-    explorer,
     health,
     jobs,
     models,
     plots,
     portable,
     selection,
-    v2,
 )
 from service.api.security import AuthDep, load_keyring
+from service.api.v2 import routes as v2
 from service.config import Settings
-from service.domain.cluster import DaskCluster
-from service.domain.executor import make_runner
 from service.domain.limits import Limits
+from service.domain.runtime.cluster import DaskCluster
+from service.domain.runtime.executor import make_runner
 from service.domain.service import ModelService
 from service.store import open_store
 

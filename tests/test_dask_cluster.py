@@ -236,7 +236,7 @@ CHUNK_ROWS = 1_000
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of 1,000 rows, so that a test-sized dataset is several chunks."""
-    from service.domain import chunked
+    from service.domain.outofcore import chunked
 
     monkeypatch.setattr(chunked, "CHUNK_BYTES", 8)
 

@@ -694,7 +694,7 @@ def test_non_python_files_of_the_package_ship_in_the_wheel(
         for path in (ROOT / "service").rglob("*")
         if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
     }
-    assert "service/api/static/explorer/index.html" in data_files
+    assert "service/api/explorer/static/index.html" in data_files
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
         check=True,

@@ -19,7 +19,7 @@ from typing import get_args
 import pytest
 
 from service.config import Settings
-from service.domain.estimators import ALGORITHMS
+from service.domain.training.estimators import ALGORITHMS
 from service.main import limits_from
 from service.schemas.models import FitRequest
 

@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.types import Message
 
 from service.api.routing import FastJSONRoute
-from service.domain.datasets import CSV_MEDIA_TYPE, NPY_MEDIA_TYPE, write_npy
+from service.domain.datasets.files import CSV_MEDIA_TYPE, NPY_MEDIA_TYPE, write_npy
 from service.errors import InvalidInput, PayloadTooLarge, ServiceError
 
 NPY = NPY_MEDIA_TYPE

@@ -1,7 +1,7 @@
 """Where a prediction runs: on the event loop when it is cheap, else in the threadpool.
 
 Shared by ``/v1/models/{id}/predict`` and ``score`` and the Open Inference Protocol's
-``infer`` (``service.api.routes.v2``), so that both protocols pay the same per-request
+``infer`` (``service.api.v2.routes``), so that both protocols pay the same per-request
 cost for the same work.
 """
 

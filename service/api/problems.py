@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from service.api.responses import NumpyJSONResponse, ProblemResponse
-from service.domain.estimators import ALGORITHMS
+from service.domain.training.estimators import ALGORITHMS
 from service.errors import PROBLEM_BASE, ServiceError
 from service.schemas.data import GENERATOR_KINDS
 

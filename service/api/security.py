@@ -27,7 +27,7 @@ READ_OPERATIONS = frozenset(
         "sample_points",
         "generate_dataset",
         "plot_dataset",
-        # Open Inference Protocol predict (service.api.routes.v2)
+        # Open Inference Protocol predict (service.api.v2.routes)
         "model_infer",
         "model_version_infer",
     }

@@ -26,15 +26,17 @@ import numpy as np
 import sklearn
 
 from service import __version__
-from service.domain import chunked, cost, estimators, matching
-from service.domain import data as data_mod
-from service.domain import datasets as datasets_mod
-from service.domain.cluster import DaskCluster
-from service.domain.compiled import CompiledKMeans, CompiledMixture, compile_estimator
-from service.domain.executor import FitRunner, FitSlots, InlineFitRunner
-from service.domain.jobs import JobContext, JobManager, public
+from service.domain import cost
+from service.domain.datasets import arrays as data_mod
+from service.domain.datasets import files as datasets_mod
+from service.domain.inference.compiled import CompiledKMeans, CompiledMixture, compile_estimator
+from service.domain.jobs.manager import JobContext, JobManager, public
 from service.domain.limits import Limits
-from service.domain.progress import FitProgress, progress_plan
+from service.domain.outofcore import chunked
+from service.domain.runtime.cluster import DaskCluster
+from service.domain.runtime.executor import FitRunner, FitSlots, InlineFitRunner
+from service.domain.training import estimators, matching
+from service.domain.training.progress import FitProgress, progress_plan
 from service.errors import (
     FitFailed,
     InvalidInput,
@@ -927,7 +929,7 @@ class ModelService:
         The hot path: a hit costs one ``exists`` check of the store (a model deleted
         through another worker is never served) and no read, no signature check, no
         unpickling. A miss verifies and loads as ``load`` does, and compiles the
-        estimator once (``service.domain.compiled``).
+        estimator once (``service.domain.inference.compiled``).
         """
         check_id(model_id)
         with self._cache_lock:

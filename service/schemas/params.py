@@ -1,7 +1,7 @@
 """Estimator parameters: scikit-learn's constructor names, defaults and valid values.
 
 Declared once here; the service's limits (``GMM_MAX_*``) are checked on top of them
-in ``service.domain.estimators``. A test compares every default with sklearn's own.
+in ``service.domain.training.estimators``. A test compares every default with sklearn's own.
 """
 
 from __future__ import annotations

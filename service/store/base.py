@@ -314,7 +314,7 @@ class ModelStore(Protocol):
 
     def delete_dataset(self, dataset_id: str) -> None: ...
 
-    # -- jobs (the job resources of long work; ``service.domain.jobs.JobStore``) -----
+    # -- jobs (the job resources of long work; ``service.domain.jobs.manager.JobStore``) -----
     def put_job(self, job: dict[str, Any]) -> None:
         """Write the job resource atomically (replacing the previous copy)."""
         ...

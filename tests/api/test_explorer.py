@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.routes.explorer import ASSETS_URL, assets_dir
+from service.api.explorer.routes import ASSETS_URL, assets_dir
 from service.config import Settings
 from service.main import create_app
 from service.schemas.examples import NOTEBOOK_ELLIPSES, SEED_BLOBS

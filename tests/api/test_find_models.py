@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.config import Settings
-from service.domain.estimators import ALGORITHMS
+from service.domain.training.estimators import ALGORITHMS
 from service.main import create_app
 from service.schemas.models import MAX_TAGS, AlgorithmName
 from service.store.local import ARTIFACT

@@ -459,7 +459,7 @@ def test_the_benchmark_runs_at_toy_size(capsys: pytest.CaptureFixture[str]) -> N
     import importlib.util
 
     from bench import model_selection
-    from service.domain import selection
+    from service.domain.analysis import selection
 
     before = selection.BACKEND
     argv = ["--n-samples", "300", "--max-k", "2", "--repeats", "1", "--backends", "threading"]

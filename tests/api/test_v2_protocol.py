@@ -1,4 +1,4 @@
-"""``service.api.v2_protocol`` on its own: bytes in, arrays out, and back. No server."""
+"""``service.api.v2.protocol`` on its own: bytes in, arrays out, and back. No server."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import get_args
 import numpy as np
 import pytest
 
-from service.api import v2_protocol as protocol
+from service.api.v2 import protocol
+from service.api.v2.types import InputDatatype
 from service.errors import InvalidInferenceRequest
-from service.schemas.v2 import InputDatatype
 
 OUTPUTS = ["labels", "probabilities"]
 

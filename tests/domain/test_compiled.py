@@ -10,7 +10,7 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.datasets import make_blobs
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 
-from service.domain.compiled import compile_estimator
+from service.domain.inference.compiled import compile_estimator
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
 

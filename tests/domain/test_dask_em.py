@@ -16,9 +16,9 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-from service.domain.dask_em import fit_gaussian_mixture_dask, predict_dask
-from service.domain.dask_kmeans import fit_kmeans_dask
-from service.domain.progress import FitCancelled, FitProgress
+from service.domain.outofcore.em import fit_gaussian_mixture_dask, predict_dask
+from service.domain.outofcore.kmeans import fit_kmeans_dask
+from service.domain.training.progress import FitCancelled, FitProgress
 
 K = 3
 #: 5,000 rows in 7 uneven chunks.

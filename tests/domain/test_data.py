@@ -1,4 +1,4 @@
-"""``service.domain.data``: generator specs give exactly sklearn's / numpy's arrays, and
+"""``service.domain.datasets.arrays``: generator specs give exactly sklearn's / numpy's arrays, and
 oversized specs are refused from the spec alone, before a byte is allocated."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 from sklearn import datasets
 
 from service.config import Settings
-from service.domain import data
+from service.domain.datasets import arrays as data
 from service.domain.limits import Limits
 from service.errors import InvalidInput, PayloadTooLarge
 from service.main import limits_from

@@ -209,7 +209,7 @@ def test_fit_keeps_its_final_e_step_bit_for_bit(algorithm: str, covariance_type:
     are exactly what computing them again gives, and the estimator is left plain."""
     import pickle
 
-    from service.domain import estimators
+    from service.domain.training import estimators
 
     X, _ = make_blobs(n_samples=500, n_features=3, centers=3, random_state=1)
     params = {"n_components": 3, "covariance_type": covariance_type, "random_state": 0}

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sklearn.mixture import GaussianMixture
 
 from service.config import Settings
-from service.domain.executor import ProcessFitRunner
+from service.domain.runtime.executor import ProcessFitRunner
 from service.errors import FitFailed, FitTimeout
 from service.main import create_app
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from service.domain.executor import FitSlots
+from service.domain.runtime.executor import FitSlots
 from service.errors import Busy
 
 

@@ -10,8 +10,8 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 
-from service.domain.jobs import JobContext, JobManager, public
-from service.domain.progress import fit_tracked
+from service.domain.jobs.manager import JobContext, JobManager, public
+from service.domain.training.progress import fit_tracked
 from service.errors import InvalidInput, NotFound
 
 

@@ -14,7 +14,8 @@ from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
-from service.domain import estimators, plotting, selection
+from service.domain.analysis import plotting, selection
+from service.domain.training import estimators
 from service.errors import UnsupportedOperation
 
 RTOL = 1e-10

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.domain.data import points_to_array
+from service.domain.datasets.arrays import points_to_array
 from service.domain.limits import Limits
 from service.errors import InvalidInput, PayloadTooLarge, ServiceError
 

@@ -12,7 +12,7 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.datasets import make_blobs
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 
-from service.domain.progress import FitCancelled, FitProgress, fit_tracked, progress_plan
+from service.domain.training.progress import FitCancelled, FitProgress, fit_tracked, progress_plan
 
 X, _ = make_blobs(n_samples=400, n_features=2, centers=4, cluster_std=1.6, random_state=10)
 

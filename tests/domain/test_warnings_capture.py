@@ -18,7 +18,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-from service.domain.warnings_capture import capture_warnings
+from service.domain.training.warnings_capture import capture_warnings
 
 X = np.random.RandomState(0).standard_normal((60, 2))
 

@@ -11,7 +11,7 @@ from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
 from service.api.routing import FastJSONRoute
-from service.domain import comparison
+from service.domain.analysis import comparison
 from service.schemas.comparisons import COMPARISON_EXAMPLES, ComparisonRequest, ComparisonResult
 
 router = APIRouter(prefix="/v1/comparisons", tags=["analysis"], route_class=FastJSONRoute)

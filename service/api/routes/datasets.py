@@ -19,7 +19,7 @@ from service.api.binary import (
 from service.api.deps import ServiceDep, SettingsDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
-from service.domain.datasets import csv_header_param
+from service.domain.datasets.files import csv_header_param
 from service.schemas.data import (
     DatasetCreate,
     DatasetList,

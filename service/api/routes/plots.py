@@ -10,7 +10,7 @@ from service.api.deps import ModelId, ServiceDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.api.routing import FastJSONRoute
-from service.domain import plotting
+from service.domain.analysis import plotting
 from service.schemas.data import GeneratorSpec
 from service.schemas.examples import PLOT_GENERATOR_EXAMPLES
 from service.schemas.plots import EllipsesResult, ModelPlotOptions, PlotOptions

@@ -15,7 +15,7 @@ from service.api.deps import ModelId, ServiceDep
 from service.api.problems import responses
 from service.api.responses import MODEL_CREATED_DOC, NumpyJSONResponse, model_created
 from service.api.routing import FastJSONRoute
-from service.domain import portable
+from service.domain.catalogue import portable
 from service.schemas.models import ModelResource
 from service.schemas.portable import IMPORT_EXAMPLES, ModelDocument
 

@@ -11,7 +11,7 @@ from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
 from service.api.routing import FastJSONRoute
-from service.domain import plotting, selection
+from service.domain.analysis import plotting, selection
 from service.errors import InvalidInput
 from service.schemas.plots import PlotOptions
 from service.schemas.selection import (

@@ -13,7 +13,7 @@ import numpy as np
 from sklearn import datasets
 
 from service.domain.limits import Limits
-from service.domain.warnings_capture import capture_warnings
+from service.domain.training.warnings_capture import capture_warnings
 from service.errors import InvalidInput, Loc, NotFound, PayloadTooLarge
 from service.schemas.data import (
     BlobsSpec,

@@ -14,7 +14,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from sklearn.metrics import adjusted_rand_score
 
-from service.domain import estimators
+from service.domain.training import estimators
 
 
 def recovery_report(

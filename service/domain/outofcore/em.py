@@ -69,8 +69,8 @@ from sklearn.mixture import GaussianMixture
 from sklearn.mixture import _gaussian_mixture as _gm
 from sklearn.utils import check_random_state
 
-from service.domain.dask_mapreduce import map_reduce, row_chunked, sample_rows, sum_dicts
-from service.domain.progress import FitProgress
+from service.domain.outofcore.mapreduce import map_reduce, row_chunked, sample_rows, sum_dicts
+from service.domain.training.progress import FitProgress
 
 CovarianceType = Literal["full", "tied", "diag", "spherical"]
 

@@ -1,6 +1,6 @@
 """``/explorer``: a page for a person with a browser, built on the public API only.
 
-The page (plain HTML, CSS and JavaScript modules under ``service/api/static/explorer``,
+The page (plain HTML, CSS and JavaScript modules under ``service/api/explorer/static``,
 no build step) generates or uploads data, fits a model as a job, and draws the points,
 means and covariance ellipses itself from ``/v1/models/{id}/ellipses``. It calls the
 same ``/v1`` routes any client does, with the API key the person types in, so it
@@ -40,7 +40,7 @@ CONTENT_SECURITY_POLICY = (
 
 def assets_dir() -> Path:
     """The folder of ``index.html``, ``explorer.js`` and the other files of the page."""
-    return Path(str(files("service.api") / "static" / "explorer"))
+    return Path(str(files("service.api.explorer") / "static"))
 
 
 @cache

@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.domain import estimators
-from service.domain.progress import FitCancelled, FitProgress
+from service.domain.training import estimators
+from service.domain.training.progress import FitCancelled, FitProgress
 from service.errors import FitTimeout, ServiceError
 
 if TYPE_CHECKING:

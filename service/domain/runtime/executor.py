@@ -32,8 +32,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service.domain import estimators
-from service.domain.progress import FitProgress
+from service.domain.training import estimators
+from service.domain.training.progress import FitProgress
 from service.errors import Busy, FitTimeout, ServiceError
 
 #: How long a fresh worker may take to import numpy and scikit-learn.
@@ -312,7 +312,7 @@ def make_runner(max_concurrent: int, timeout: float | None, cluster: Any = None)
     """Where fits run: a Dask cluster when one is given (``cluster.DaskCluster``), else
     killable worker processes with a time limit, else the calling thread."""
     if cluster is not None:
-        from service.domain.cluster import DaskFitRunner
+        from service.domain.runtime.cluster import DaskFitRunner
 
         return DaskFitRunner(cluster, timeout=timeout)
     if timeout is None:

@@ -1,6 +1,6 @@
 """The Open Inference Protocol's (v2) JSON bodies, as the OpenAPI document shows them.
 
-Requests are decoded by ``service.api.v2_protocol``, not by these models: an infer
+Requests are decoded by ``service.api.v2.protocol``, not by these models: an infer
 body may be a JSON header followed by raw tensor bytes, and the protocol's own
 error form (``{"error": "..."}``, 400) names each field. These models document the
 JSON form and check the JSON answers. Unknown fields are allowed, as the protocol
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: What ``points`` may be sent as (``service.api.v2_protocol`` knows their layouts).
+#: What ``points`` may be sent as (``service.api.v2.protocol`` knows their layouts).
 InputDatatype = Literal[
     "FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8"
 ]

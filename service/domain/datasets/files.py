@@ -21,9 +21,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from service.domain.data import check_size
+from service.domain.datasets.arrays import check_size
 from service.domain.limits import Limits
-from service.domain.warnings_capture import capture_warnings
+from service.domain.training.warnings_capture import capture_warnings
 from service.errors import InvalidInput, Loc
 
 NPY_MEDIA_TYPE = "application/x-npy"

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from service.domain.progress import FitCancelled, FitProgress
+from service.domain.training.progress import FitCancelled, FitProgress
 from service.errors import NotFound, ServiceError
 
 log = logging.getLogger("service.jobs")

@@ -45,14 +45,14 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
-from service.domain.dask_mapreduce import (
+from service.domain.outofcore.mapreduce import (
     compute,
     map_reduce,
     row_chunked,
     sample_rows,
     sum_dicts,
 )
-from service.domain.progress import FitProgress
+from service.domain.training.progress import FitProgress
 
 #: Rows gathered for k-means++ seeding when ``init`` is not an array.
 DEFAULT_SAMPLE_SIZE = 20_000

@@ -2,7 +2,7 @@
 JSON tensors and the binary tensor data extension, decoded to arrays and encoded back.
 
 No HTTP here: bytes and one header value in, a checked ``(n_points, n_features)``
-float64 array out; arrays in, response bytes out. ``service.api.routes.v2`` reads
+float64 array out; arrays in, response bytes out. ``service.api.v2.routes`` reads
 the request and writes the response around these. Every refusal is an
 ``InvalidInferenceRequest`` (400) whose message names the field, because the
 protocol's clients (tritonclient raises it as ``InferenceServerException``) show the
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.domain import estimators
+from service.domain.training import estimators
 from service.errors import InvalidInferenceRequest
 
 #: The one input every model takes.

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 from sklearn import metrics
 
-from service.domain import estimators
-from service.domain.jobs import JobContext
-from service.domain.selection import Fit, Job, relocate, run_parallel
+from service.domain.analysis.selection import Fit, Job, relocate, run_parallel
+from service.domain.jobs.manager import JobContext
 from service.domain.service import ModelService
-from service.domain.warnings_capture import capture_warnings
+from service.domain.training import estimators
+from service.domain.training.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput, Loc, ServiceError
 from service.schemas.comparisons import SILHOUETTE_DEFAULT_SAMPLE
 from service.schemas.data import DataSpec

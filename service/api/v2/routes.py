@@ -1,7 +1,7 @@
 """``/v2``: the Open Inference Protocol (KServe, MLServer, Triton), so that clients
 written for those servers (``tritonclient.http``, KServe's) call predict unchanged.
 
-Thin on purpose: ``service.api.v2_protocol`` decodes and encodes the wire format,
+Thin on purpose: ``service.api.v2.protocol`` decodes and encodes the wire format,
 ``ModelService`` finds the model and predicts, exactly as ``/v1`` predict does. Errors
 under ``/v2`` are the protocol's ``{"error": "..."}`` (``service.api.problems``).
 """
@@ -16,14 +16,12 @@ from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 
 from service import __version__
-from service.api import v2_protocol as protocol
 from service.api.binary import media_type_of
 from service.api.deps import ServiceDep
 from service.api.offload import answer_points
-from service.api.v2_protocol import HEADER_LENGTH
-from service.domain.service import ModelService
-from service.errors import NotFound, UnsupportedMediaType
-from service.schemas.v2 import (
+from service.api.v2 import protocol
+from service.api.v2.protocol import HEADER_LENGTH
+from service.api.v2.types import (
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,
@@ -33,6 +31,8 @@ from service.schemas.v2 import (
     ServerMetadata,
     ServerReady,
 )
+from service.domain.service import ModelService
+from service.errors import NotFound, UnsupportedMediaType
 
 TAG = "Open Inference Protocol (v2)"
 TAG_DESCRIPTION = (

@@ -20,10 +20,10 @@ import numpy as np
 from scipy import linalg
 from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
-from service.domain import estimators
-from service.domain.estimators import COVARIANCE_SHAPES
 from service.domain.limits import Limits
 from service.domain.service import ModelService
+from service.domain.training import estimators
+from service.domain.training.estimators import COVARIANCE_SHAPES
 from service.errors import InvalidInput, PayloadTooLarge, ServiceError
 from service.schemas.models import EFFECTIVE_WEIGHT_THRESHOLD
 from service.schemas.portable import (

@@ -23,10 +23,10 @@ try:  # scikit-learn >= 1.8: the array-API port its mixtures' score_samples uses
 except ImportError:  # older releases: scipy's, which their mixtures use
     from scipy.special import logsumexp as _logsumexp
 
-from service.domain.compiled import kmeans_distances
+from service.domain.inference.compiled import kmeans_distances
 from service.domain.limits import Limits
-from service.domain.progress import FitProgress, fit_tracked, progress_plan
-from service.domain.warnings_capture import capture_warnings
+from service.domain.training.progress import FitProgress, fit_tracked, progress_plan
+from service.domain.training.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput, PayloadTooLarge
 
 PARAMS_LOC: tuple[str, ...] = ("body", "params")

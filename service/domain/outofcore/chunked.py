@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.domain import estimators
-from service.domain.progress import FitProgress
-from service.domain.warnings_capture import capture_warnings
+from service.domain.training import estimators
+from service.domain.training.progress import FitProgress
+from service.domain.training.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput
 
 if TYPE_CHECKING:
@@ -130,9 +130,9 @@ def fit(
     """Fit ``X`` out of core on ``scheduler`` (a ``distributed.Client``; None: dask's
     default); the numbers are sklearn's from the same start (``dask_em``,
     ``dask_kmeans``)."""
-    from service.domain.dask_em import fit_gaussian_mixture_dask
-    from service.domain.dask_kmeans import fit_kmeans_dask
-    from service.domain.dask_mapreduce import using
+    from service.domain.outofcore.em import fit_gaussian_mixture_dask
+    from service.domain.outofcore.kmeans import fit_kmeans_dask
+    from service.domain.outofcore.mapreduce import using
 
     start = time.perf_counter()
     with capture_warnings() as caught, using(scheduler):
@@ -179,7 +179,7 @@ def per_point(
     (n_samples, k) or (n_samples,))."""
     import dask
 
-    from service.domain.dask_mapreduce import compute, using
+    from service.domain.outofcore.mapreduce import compute, using
 
     if not include:
         return {}

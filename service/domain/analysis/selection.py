@@ -16,14 +16,15 @@ from typing import Any, Literal
 import numpy as np
 from joblib import Parallel, delayed
 
-from service.domain import estimators, plotting
-from service.domain.data import Dataset
-from service.domain.jobs import JobContext
+from service.domain.analysis import plotting
+from service.domain.analysis.plotting import FigureSize, PlotFormat
+from service.domain.datasets.arrays import Dataset
+from service.domain.jobs.manager import JobContext
 from service.domain.limits import Limits
-from service.domain.plotting import FigureSize, PlotFormat
-from service.domain.progress import FitProgress
 from service.domain.service import ModelService
-from service.domain.warnings_capture import capture_warnings
+from service.domain.training import estimators
+from service.domain.training.progress import FitProgress
+from service.domain.training.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput, Loc, PayloadTooLarge, ServiceError
 from service.schemas.data import DataSpec
 from service.schemas.selection import ComponentsRange, Grid

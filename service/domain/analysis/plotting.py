@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from sklearn.decomposition import PCA
 
-from service.domain import estimators
-from service.domain.warnings_capture import capture_warnings
+from service.domain.training import estimators
+from service.domain.training.warnings_capture import capture_warnings
 from service.errors import InvalidInput, UnsupportedOperation
 from service.schemas.data import GaussianMixtureSpec, GeneratorSpec
 

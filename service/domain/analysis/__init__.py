@@ -1,0 +1,1 @@
+"""Work over many fits: model selection, comparisons, plots."""

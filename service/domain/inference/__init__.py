@@ -1,0 +1,1 @@
+"""Answering with a stored model: compiled predictors, their cache, predict, score and sample."""

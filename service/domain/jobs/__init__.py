@@ -1,0 +1,1 @@
+"""Long work: queued, run, followed, cancelled and waited for a bounded time."""

@@ -1,0 +1,1 @@
+"""Fitting: parameters checked, estimators fitted with progress and warnings, results described."""
