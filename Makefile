@@ -27,6 +27,7 @@ test-fast: dev
 lint: dev
 	$(BIN)/ruff check service tests bench scripts client
 	$(BIN)/ruff format --check service tests bench scripts client
+	$(BIN)/lint-imports
 
 format: dev
 	$(BIN)/ruff check --fix service tests bench scripts client

@@ -165,14 +165,16 @@ class Settings(BaseSettings):
             "running at once per worker; further jobs wait as `queued`."
         ),
     )
-    async_fit_seconds: float | None = Field(
-        10.0,
-        gt=0,
+    sync_wait_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
         description=(
-            "A fit request without `wait` whose estimated duration (from n_samples, "
-            "n_features, n_components, covariance_type, max_iter and n_init) exceeds this "
-            "many seconds is answered 202 with a job instead; `wait: true` still forces a "
-            "synchronous answer. Unset: only `wait: false` makes a job."
+            "How long a fit, model selection or comparison request without `wait` waits "
+            "for its work, which runs as a job: work that ends in time answers 201/200 "
+            "with the full result, work that has not answers 202 with the job, which "
+            "goes on. A request's `Prefer: wait=N` sets it for that request (at most "
+            "this bound's upper limit, 3600)."
         ),
     )
     fit_timeout_seconds: float | None = Field(

@@ -124,3 +124,21 @@ class InvalidInferenceRequest(ServiceError):
     status = 400
     slug = "invalid-inference-request"
     title = "Invalid inference request"
+
+
+class Conflict(ServiceError):
+    """The resource is not in a state that allows this (a job's result before it ended)."""
+
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+def from_problem(problem: dict[str, Any]) -> ServiceError:
+    """The error a stored problem object describes (a failed job's ``error``), raised
+    again as it was first answered: same status, type, title, detail and errors."""
+    error = ServiceError(str(problem.get("detail", "")), errors=problem.get("errors"))
+    error.status = int(problem.get("status", 500))
+    error.title = str(problem.get("title", ServiceError.title))
+    error.slug = str(problem.get("type", "")).removeprefix(PROBLEM_BASE) or ServiceError.slug
+    return error

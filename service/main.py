@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 
 from service import __version__
 from service.api import docs, problems
@@ -38,11 +38,7 @@ from service.api.routes import (
 from service.api.security import AuthDep, load_keyring
 from service.api.v2 import routes as v2
 from service.config import Settings
-from service.domain.limits import Limits
-from service.domain.runtime.cluster import DaskCluster
-from service.domain.runtime.executor import make_runner
-from service.domain.service import ModelService
-from service.store import open_store
+from service.services import Services, build_services
 
 DESCRIPTION = """
 Train and serve scikit-learn's **GaussianMixture** and **KMeans** over HTTP, with
@@ -203,11 +199,6 @@ def _problem_json_openapi(app: FastAPI) -> Any:
     return openapi
 
 
-def limits_from(settings: Settings) -> Limits:
-    """The domain's limits, copied from the settings fields of the same names."""
-    return Limits(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(Limits)})
-
-
 async def _build_lazy_state(app: FastAPI) -> None:
     """Build the OpenAPI document and the routers' matching state before serving.
 
@@ -243,41 +234,18 @@ async def _build_lazy_state(app: FastAPI) -> None:
         await app.router(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """The app for ``settings`` (default: from the environment), serving ``services``
+    (default: built from the settings at start-up, and closed at shutdown)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store(
-            store_dir=settings.store_dir,
-            store_url=settings.store_url,
-            secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
-            cache_size=settings.cache_size,
-            s3_endpoint_url=settings.s3_endpoint_url,
-        )
-        # Job fits use the worker processes too: room for both.
-        cluster = DaskCluster(settings.dask_scheduler) if settings.dask_scheduler else None
-        runner = make_runner(
-            settings.max_concurrent_fits + settings.job_workers,
-            settings.fit_timeout_seconds,
-            cluster,
-        )
-        app.state.service = ModelService(
-            store,
-            limits=limits_from(settings),
-            fit_runner=runner,
-            cluster=cluster,
-            max_concurrent_fits=settings.max_concurrent_fits,
-            cache_size=settings.cache_size,
-            fit_queue_length=settings.fit_queue_length,
-            fit_queue_seconds=settings.fit_queue_seconds,
-            job_workers=settings.job_workers,
-            job_stale_seconds=settings.job_stale_seconds,
-            async_fit_seconds=settings.async_fit_seconds,
-        )
+        # Both read the store, which may be across a network: never on the event loop.
+        app.state.services = services or await run_in_threadpool(build_services, settings)
         await _build_lazy_state(app)
         # No job is left `running` by a process that died: say it failed, and why.
-        recovered = app.state.service.recover_jobs()
+        recovered = await run_in_threadpool(app.state.services.jobs.recover)
         if recovered:
             logging.getLogger("service.jobs").warning(
                 "marked %d interrupted job(s) failed", recovered
@@ -285,7 +253,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            app.state.service.close()
+            if services is None:
+                app.state.services.close()
             app.state.metrics.close()
 
     app = FastAPI(

@@ -188,7 +188,7 @@ def test_a_cluster_with_no_worker_left_fails_the_job_with_the_reason(tmp_path: P
     with local_cluster(0) as lc:
         app = create_app(_settings(tmp_path, lc.scheduler_address))
         with TestClient(app) as api:
-            app.state.service._fit_runner._no_worker_seconds = 1.0
+            app.state.services.training._fit_runner._no_worker_seconds = 1.0
             accepted = api.post(
                 "/v1/models",
                 json={

@@ -403,8 +403,8 @@ def test_every_operation_that_can_answer_429_documents_it(tmp_path: Path) -> Non
         seed = client.post("/v1/models", json=_seed_example(SPEC))
         assert seed.status_code == 201, seed.text
         model_id = seed.json()["id"]
-        service = client.app.state.service  # type: ignore[attr-defined]
-        with service.fitting():
+        jobs = client.app.state.services.jobs  # type: ignore[attr-defined]
+        with jobs.fitting():
             for path, method, op in _operations(SPEC):
                 if method == "delete":
                     continue  # answers before any fit; and would remove the model

@@ -1,4 +1,5 @@
-"""Dependencies declared once, as ``Annotated`` aliases, so routes read like sentences.
+"""Dependencies declared once, as ``Annotated`` aliases, so routes read like sentences:
+each route asks for the one service it uses.
 
 They are ``async def`` because they only read ``app.state``: FastAPI runs a plain
 ``def`` dependency in its threadpool, a thread hop per dependency per request.
@@ -12,8 +13,19 @@ from fastapi import Depends, Path, Request
 
 from service.api.metrics import Metrics
 from service.config import Settings
-from service.domain.service import ModelService
-from service.store.base import check_id
+from service.domain.analysis.service import Analysis
+from service.domain.catalogue.service import Catalogue
+from service.domain.datasets.service import Datasets
+from service.domain.inference.service import Inference
+from service.domain.jobs.service import Jobs
+from service.domain.training.service import Training
+from service.ids import check_id
+from service.services import Services
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
 async def get_settings(request: Request) -> Settings:
@@ -21,19 +33,43 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_service(request: Request) -> ModelService:
-    service: ModelService = request.app.state.service
-    return service
-
-
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
 
+async def get_catalogue(request: Request) -> Catalogue:
+    return services_of(request).catalogue
+
+
+async def get_datasets(request: Request) -> Datasets:
+    return services_of(request).datasets
+
+
+async def get_jobs(request: Request) -> Jobs:
+    return services_of(request).jobs
+
+
+async def get_training(request: Request) -> Training:
+    return services_of(request).training
+
+
+async def get_inference(request: Request) -> Inference:
+    return services_of(request).inference
+
+
+async def get_analysis(request: Request) -> Analysis:
+    return services_of(request).analysis
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-ServiceDep = Annotated[ModelService, Depends(get_service)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
+DatasetsDep = Annotated[Datasets, Depends(get_datasets)]
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
+TrainingDep = Annotated[Training, Depends(get_training)]
+InferenceDep = Annotated[Inference, Depends(get_inference)]
+AnalysisDep = Annotated[Analysis, Depends(get_analysis)]
 
 
 async def get_model_id(

@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from service.domain.service import ModelService
+from service.domain.inference.service import Inference
 
 #: Requests with at most this many points, on a model already in memory, are answered
 #: on the event loop: their arithmetic takes microseconds, less than a thread hop.
@@ -20,14 +20,15 @@ INLINE_POINTS = 256
 
 
 async def answer_points(
-    service: ModelService,
+    inference: Inference,
     model_id: str,
     points: Any,
     use: Callable[[str, Any], dict[str, Any]],
 ) -> dict[str, Any]:
     """``use(model_id, points)`` inline when it is cheap, else in the threadpool (a
-    first load reads and verifies the artifact; a large batch is real work).
+    first load reads and verifies the artifact; a large batch is real work; a store
+    whose every check is a network call, S3, is never asked on the event loop).
     ``points`` are JSON rows or an array (a ``.npy`` body, a v2 tensor)."""
-    if len(points) <= INLINE_POINTS and service.is_cached(model_id):
+    if len(points) <= INLINE_POINTS and inference.ready(model_id):
         return use(model_id, points)
     return await run_in_threadpool(use, model_id, points)

@@ -1,7 +1,7 @@
 """The sizes the domain refuses past, as plain values.
 
-The domain never reads the app's ``Settings``: whoever builds the ``ModelService``
-(``service.main``) copies these from it, so the domain can be used and tested with
+The domain never reads the app's ``Settings``: whoever builds the services
+(``service.services``) copies these from it, so the domain can be used and tested with
 any numbers and without pydantic-settings or the environment. The field names are the
 ``Settings`` fields they come from, which is also why the error messages can name the
 ``GMM_*`` variable that raises each limit.

@@ -62,7 +62,9 @@ class ComparisonRequest(StrictModel):
         description=(
             "`false`: answer 202 at once with `Location: /v1/jobs/{id}` and the job "
             "resource, whose progress counts algorithms and whose `result` is this "
-            "answer. `true` or unset: answer when every algorithm is fitted and scored."
+            "answer. `true`: answer when every algorithm is fitted and scored, however "
+            "long it takes. Unset: wait up to GMM_SYNC_WAIT_SECONDS (or `Prefer: "
+            "wait=N`), then 202."
         ),
     )
 

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from service.ids import DATASET_ID_PATTERN
 from service.schemas.common import (
     FiniteFloat,
     Matrix,
@@ -16,7 +17,6 @@ from service.schemas.common import (
     StrictModel,
 )
 from service.schemas.examples import SEED_GENERATED
-from service.store.base import DATASET_ID_PATTERN
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 NonNegativeFloat = Annotated[FiniteFloat, Field(ge=0)]

@@ -55,8 +55,9 @@ class Job(BaseModel):
     request: dict[str, Any] | None = Field(
         None,
         description=(
-            "Fits: what was asked (algorithm, params, name, n_samples, n_features) and "
-            "the `estimated_seconds` that decided whether it ran as a job."
+            "Fits: what was asked (algorithm, params, name, tags, n_samples, n_features) "
+            "and the per-point arrays its result answers (`include`, and `omitted` "
+            "when they were left out for their size)."
         ),
     )
 

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from service.ids import MODEL_ID_PATTERN
 from service.schemas.common import (
     FiniteFloat,
     Points,
@@ -37,7 +38,6 @@ from service.schemas.params import (
     MiniBatchKMeansItem,
     MiniBatchKMeansParams,
 )
-from service.store.base import MODEL_ID_PATTERN
 
 PerPoint = Literal["labels", "probabilities", "distances"]
 #: Text for people (names, tag values): no control characters.
@@ -148,9 +148,10 @@ class _FitRequestBase(StrictModel):
         description=(
             "`false`: answer 202 at once with `Location: /v1/jobs/{id}` and the job "
             "resource; the fit runs in the background and the job's `model_id` names the "
-            "stored model (`include` does not apply: read the model or predict). `true`: "
-            "answer 201 with the model when the fit is done. Unset: `true`, unless the "
-            "fit is estimated to take longer than GMM_ASYNC_FIT_SECONDS, then `false`."
+            "stored model (`GET /v1/jobs/{id}/result` then answers what 201 would have). "
+            "`true`: answer 201 with the model when the fit is done, however long it "
+            "takes. Unset: wait up to GMM_SYNC_WAIT_SECONDS (or `Prefer: wait=N`) for the "
+            "fit, then answer 201 if it is done and 202 with the job if not."
         ),
     )
 

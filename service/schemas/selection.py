@@ -103,7 +103,8 @@ class SelectionRequest(StrictModel):
         description=(
             "`false`: answer 202 at once with `Location: /v1/jobs/{id}` and the job "
             "resource, whose progress counts grid cells and whose `result` is this "
-            "answer. `true` or unset: answer when every cell is fitted."
+            "answer. `true`: answer when every cell is fitted, however long it takes. "
+            "Unset: wait up to GMM_SYNC_WAIT_SECONDS (or `Prefer: wait=N`), then 202."
         ),
     )
 

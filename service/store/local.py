@@ -43,7 +43,6 @@ import secrets
 import shutil
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,17 +50,10 @@ from typing import Any
 import joblib
 import numpy as np
 
+from service.caching import LockedLRU
 from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
-from service.store.base import (
-    MetadataChange,
-    ModelListing,
-    array_sha256,
-    check_dataset_id,
-    check_id,
-    check_job_id,
-    page_datasets,
-    page_jobs,
-)
+from service.ids import check_dataset_id, check_id, check_job_id
+from service.store.base import MetadataChange, ModelListing, array_sha256, page_datasets, page_jobs
 from service.store.signing import (
     ARTIFACT,
     DATA,
@@ -150,6 +142,9 @@ def load_or_create_key(root: Path, configured: str | None) -> bytes:
 class LocalModelStore(ModelListing):
     """Models on local disk, signed, written atomically, cached in a bounded LRU."""
 
+    #: ``exists`` is a stat of a local folder: cheap enough for the event loop.
+    local_io = True
+
     def __init__(self, root: Path, *, secret_key: str | None = None, cache_size: int = 64):
         self.root = Path(root)
         self.models_dir = self.root / "models"
@@ -161,13 +156,17 @@ class LocalModelStore(ModelListing):
         self.jobs_dir = self.root / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._signer = Signer(load_or_create_key(self.root, secret_key))
-        self._cache: OrderedDict[str, Any] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
-        self._verified: OrderedDict[tuple[int, int, int, int, str], None] = OrderedDict()
-        self.cache_hits = 0
-        self.cache_misses = 0
+        self._cache: LockedLRU[str, Any] = LockedLRU(cache_size)
+        self._verified: LockedLRU[tuple[int, int, int, int, str], bool] = LockedLRU(_VERIFIED_CACHE)
         self.cleanup()
+
+    @property
+    def cache_hits(self) -> int:
+        return self._cache.hits
+
+    @property
+    def cache_misses(self) -> int:
+        return self._cache.misses
 
     # -- housekeeping -------------------------------------------------------------
     def cleanup(self) -> int:
@@ -261,8 +260,7 @@ class LocalModelStore(ModelListing):
             raise NotFound(f"No model with id {model_id!r}.") from None
         except OSError as exc:
             raise StoreUnavailable(f"Could not delete the model: {exc.strerror}.") from exc
-        with self._lock:
-            self._cache.pop(model_id, None)
+        self._cache.pop(model_id)
         shutil.rmtree(trash, ignore_errors=True)
         with contextlib.suppress(OSError):
             _fsync_dir(self.models_dir)
@@ -308,7 +306,8 @@ class LocalModelStore(ModelListing):
                 tmp.unlink(missing_ok=True)
                 raise NotFound(f"No model with id {model_id!r}.") from None
             except OSError as exc:
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
                 raise StoreUnavailable(
                     f"Could not write the model's metadata: {exc.strerror}."
                 ) from exc
@@ -354,15 +353,12 @@ class LocalModelStore(ModelListing):
 
     def load(self, model_id: str) -> Any:
         folder = self._model_dir(model_id)
-        with self._lock:
-            cached = self._cache.get(model_id)
-            if cached is not None:
-                # A delete by another worker removes the folder: never serve it stale.
-                if folder.is_dir():
-                    self._cache.move_to_end(model_id)
-                    self.cache_hits += 1
-                    return cached
-                self._cache.pop(model_id, None)
+        cached = self._cache.get(model_id)
+        if cached is not None:
+            # A delete by another worker removes the folder: never serve it stale.
+            if folder.is_dir():
+                return cached
+            self._cache.pop(model_id)
         meta = self._read_meta(model_id)
         art = meta.get("artifact") or {}
         try:
@@ -375,13 +371,7 @@ class LocalModelStore(ModelListing):
             ) from None
         self._signer.verify_artifact(model_id, blob, art)
         estimator = joblib.load(io.BytesIO(blob))  # only ever verified bytes
-        with self._lock:
-            self.cache_misses += 1
-            if self._cache_size > 0:
-                self._cache[model_id] = estimator
-                self._cache.move_to_end(model_id)
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+        self._cache.put(model_id, estimator)
         return estimator
 
     def _ids(self) -> list[str]:
@@ -410,17 +400,12 @@ class LocalModelStore(ModelListing):
             raise ArtifactIntegrityError(f"The points of {what} are unreadable: {exc}.") from None
         X = open_npy(path, shape, what)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, sha256)
-        with self._lock:
-            known = key in self._verified
-        if not known:
+        if key not in self._verified:
             if array_sha256(X) != sha256:
                 raise ArtifactIntegrityError(
                     f"The points of {what} failed their integrity check and were not used."
                 )
-            with self._lock:
-                self._verified[key] = None
-                while len(self._verified) > _VERIFIED_CACHE:
-                    self._verified.popitem(last=False)
+            self._verified.put(key, True)
         return X
 
     def load_points(self, model_id: str) -> np.ndarray | None:
@@ -473,9 +458,8 @@ class LocalModelStore(ModelListing):
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 return self._read_dataset_meta(dataset_id), False  # the same array won
             raise StoreUnavailable(f"Could not write the dataset: {exc.strerror}.") from exc
-        with self._lock:  # written and hashed just now
-            st = os.stat(final / DATA)
-            self._verified[(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, dataset_id)] = None
+        st = os.stat(final / DATA)  # written and hashed just now
+        self._verified.put((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, dataset_id), True)
         return meta, True
 
     def get_dataset_metadata(self, dataset_id: str) -> dict[str, Any]:
@@ -551,7 +535,8 @@ class LocalModelStore(ModelListing):
             os.replace(tmp, final)  # atomic, also over the previous copy
             _fsync_dir(self.jobs_dir)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the tmp folder itself may be what failed
+                tmp.unlink(missing_ok=True)
             raise StoreUnavailable(f"Could not write the job: {exc.strerror}.") from exc
 
     def get_job(self, job_id: str) -> dict[str, Any]:

@@ -45,7 +45,6 @@ import tempfile
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,17 +56,10 @@ import numpy as np
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from service.caching import LockedLRU
 from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
-from service.store.base import (
-    MetadataChange,
-    ModelListing,
-    array_sha256,
-    check_dataset_id,
-    check_id,
-    check_job_id,
-    page_datasets,
-    page_jobs,
-)
+from service.ids import check_dataset_id, check_id, check_job_id
+from service.store.base import MetadataChange, ModelListing, array_sha256, page_datasets, page_jobs
 from service.store.signing import (
     ARTIFACT,
     DATA,
@@ -107,6 +99,9 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 class S3ModelStore(ModelListing):
     """Models, datasets and jobs in one bucket, signed, published by their metadata."""
 
+    #: ``exists`` is a HEAD request over the network: never asked on the event loop.
+    local_io = False
+
     def __init__(
         self,
         bucket: str,
@@ -131,16 +126,20 @@ class S3ModelStore(ModelListing):
             config=Config(max_pool_connections=64, retries={"mode": "standard"}),
         )
         self._signer = Signer(secret_key.encode())
-        self._cache: OrderedDict[str, Any] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
+        self._cache: LockedLRU[str, Any] = LockedLRU(cache_size)
         if points_cache_dir is None:
             points_cache_dir = Path(tempfile.mkdtemp(prefix="gmm-s3-points-"))
             weakref.finalize(self, shutil.rmtree, points_cache_dir, True)
         self.points_cache_dir = Path(points_cache_dir)
         self.points_cache_dir.mkdir(parents=True, exist_ok=True)
-        self.cache_hits = 0
-        self.cache_misses = 0
+
+    @property
+    def cache_hits(self) -> int:
+        return self._cache.hits
+
+    @property
+    def cache_misses(self) -> int:
+        return self._cache.misses
 
     # -- keys and raw object access ------------------------------------------------------
     def _key(self, *parts: str) -> str:
@@ -304,8 +303,7 @@ class S3ModelStore(ModelListing):
             raise NotFound(f"No model with id {model_id!r}.")
         # The metadata first: the model is gone for every process from here on.
         self._delete_keys(meta_key)
-        with self._lock:
-            self._cache.pop(model_id, None)
+        self._cache.pop(model_id)
         self._delete_keys(self._model_key(model_id, ARTIFACT), self._model_key(model_id, DATA))
 
     def update_metadata(self, model_id: str, change: MetadataChange) -> dict[str, Any]:
@@ -346,16 +344,11 @@ class S3ModelStore(ModelListing):
         return self._head(self._model_key(model_id, META))
 
     def load(self, model_id: str) -> Any:
-        with self._lock:
-            cached = self._cache.get(model_id)
+        cached = self._cache.get(model_id)
         if cached is not None:
             if self.exists(model_id):  # ids are never reused: present means unchanged
-                with self._lock:
-                    self._cache.move_to_end(model_id)
-                    self.cache_hits += 1
                 return cached
-            with self._lock:
-                self._cache.pop(model_id, None)
+            self._cache.pop(model_id)
         meta = self.get_metadata(model_id)
         got = self._get(self._model_key(model_id, ARTIFACT))
         if got is None:  # deleted between the two reads
@@ -363,13 +356,7 @@ class S3ModelStore(ModelListing):
         blob = got[0]
         self._signer.verify_artifact(model_id, blob, meta.get("artifact") or {})
         estimator = joblib.load(io.BytesIO(blob))  # only ever verified bytes
-        with self._lock:
-            self.cache_misses += 1
-            if self._cache_size > 0:
-                self._cache[model_id] = estimator
-                self._cache.move_to_end(model_id)
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+        self._cache.put(model_id, estimator)
         return estimator
 
     def _published(self) -> dict[str, int]:

@@ -28,8 +28,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.config import Settings
+from service.ids import new_model_id
 from service.main import create_app
-from service.store.base import new_model_id
 from service.store.local import ARTIFACT, META, canonical_json
 from tests.conftest import SEED_BLOBS
 from tests.helpers_server import running_server

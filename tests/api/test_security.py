@@ -120,7 +120,7 @@ def test_cors_when_configured(tmp_path: Path) -> None:
 def test_fits_past_the_bound_get_429_with_retry_after(tmp_path: Path) -> None:
     # No queue: the second fit finds the slot busy and the queue full at once.
     with app_with(tmp_path, max_concurrent_fits=1, fit_queue_length=0) as c:
-        service = c.app.state.service  # type: ignore[attr-defined]
+        service = c.app.state.services.training  # type: ignore[attr-defined]
         entered, release = threading.Event(), threading.Event()
         real = service.fit
 

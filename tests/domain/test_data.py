@@ -17,8 +17,8 @@ from service.config import Settings
 from service.domain.datasets import arrays as data
 from service.domain.limits import Limits
 from service.errors import InvalidInput, PayloadTooLarge
-from service.main import limits_from
 from service.schemas.data import DataSpec, GeneratorSpec
+from service.services import limits_from
 
 LOC = ["body", "data", "generator"]
 SPEC = TypeAdapter(GeneratorSpec)

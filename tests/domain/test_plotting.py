@@ -14,7 +14,7 @@ from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
-from service.domain.analysis import plotting, selection
+from service.domain.analysis import geometry, plotting, selection
 from service.domain.training import estimators
 from service.errors import UnsupportedOperation
 
@@ -29,7 +29,7 @@ def _expected_from_eigh(cov: np.ndarray, n_sigma: int) -> tuple[float, float, fl
     return 2 * n_sigma * math.sqrt(w.max()), 2 * n_sigma * math.sqrt(w.min()), angle
 
 
-def _rebuild(e: plotting.SigmaEllipse) -> np.ndarray:
+def _rebuild(e: geometry.SigmaEllipse) -> np.ndarray:
     """The covariance an ellipse stands for: R diag(a^2, b^2) R^T with 1-sigma semi-axes."""
     a, b = e.width / (2 * e.n_sigma), e.height / (2 * e.n_sigma)
     t = math.radians(e.angle)
@@ -49,7 +49,7 @@ def test_ellipses_match_eigh_for_every_covariance_type(covariance_type: str) -> 
     covs = estimators.full_covariances(gm)
     for i in range(3):
         cov = covs[i]
-        ellipses = plotting.ellipse_axes(cov)
+        ellipses = geometry.ellipse_axes(cov)
         assert [e.n_sigma for e in ellipses] == [1, 2, 3]
         for e in ellipses:
             width, height, angle = _expected_from_eigh(cov, e.n_sigma)
@@ -69,14 +69,14 @@ def test_diag_and_spherical_axes_are_the_variances_themselves() -> None:
     X = _data_2d()
     diag = GaussianMixture(3, covariance_type="diag", random_state=0).fit(X)
     for var, cov in zip(diag.covariances_, estimators.full_covariances(diag), strict=True):
-        (e,) = plotting.ellipse_axes(cov, n_sigmas=(1,))
+        (e,) = geometry.ellipse_axes(cov, n_sigmas=(1,))
         np.testing.assert_allclose(e.width, 2 * math.sqrt(var.max()), rtol=RTOL)
         np.testing.assert_allclose(e.height, 2 * math.sqrt(var.min()), rtol=RTOL)
         # Axis-aligned: the major axis is x (0 degrees) or y (90 degrees).
         assert e.angle == (0.0 if var[0] > var[1] else 90.0)
     sph = GaussianMixture(3, covariance_type="spherical", random_state=0).fit(X)
     for var, cov in zip(sph.covariances_, estimators.full_covariances(sph), strict=True):
-        (e,) = plotting.ellipse_axes(cov, n_sigmas=(1,))
+        (e,) = geometry.ellipse_axes(cov, n_sigmas=(1,))
         np.testing.assert_allclose([e.width, e.height], 2 * math.sqrt(var), rtol=RTOL)
         assert e.angle == 0.0  # a circle has no direction; 0 by convention
 
@@ -86,14 +86,14 @@ def test_angle_is_counterclockwise_from_x_axis(degrees: float) -> None:
     t = math.radians(degrees)
     R = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
     cov = R @ np.diag([4.0, 1.0]) @ R.T
-    (e,) = plotting.ellipse_axes(cov, n_sigmas=(1,))
+    (e,) = geometry.ellipse_axes(cov, n_sigmas=(1,))
     np.testing.assert_allclose(e.angle, degrees, atol=1e-9)
     np.testing.assert_allclose([e.width, e.height], [4.0, 2.0], rtol=RTOL)
 
 
 def test_not_positive_semidefinite_covariance_degenerates_to_a_segment() -> None:
     cov = np.array([[1.0, 2.0], [2.0, 1.0]])  # eigenvalues 3 and -1
-    (e,) = plotting.ellipse_axes(cov, n_sigmas=(1,))
+    (e,) = geometry.ellipse_axes(cov, n_sigmas=(1,))
     np.testing.assert_allclose(e.width, 2 * math.sqrt(np.linalg.eigvalsh(cov).max()), rtol=RTOL)
     assert e.height == 0.0
     np.testing.assert_allclose(e.angle, 45.0, atol=1e-9)
@@ -102,7 +102,7 @@ def test_not_positive_semidefinite_covariance_degenerates_to_a_segment() -> None
 def test_pca_projection_of_a_three_feature_model_matches_sklearn() -> None:
     X, _ = make_blobs(n_samples=400, n_features=3, centers=3, random_state=3)
     gm = GaussianMixture(3, random_state=0).fit(X)
-    projection = plotting.projection_for(X, 3, what="test")
+    projection = geometry.projection_for(X, 3, what="test")
     pca = PCA(n_components=2, random_state=0).fit(X)
     assert projection.kind == "pca"
     np.testing.assert_allclose(projection.points(X), pca.transform(X), rtol=RTOL, atol=1e-12)
@@ -111,7 +111,7 @@ def test_pca_projection_of_a_three_feature_model_matches_sklearn() -> None:
     np.testing.assert_allclose(
         projection.covariances(gm.covariances_), expected_covs, rtol=RTOL, atol=1e-12
     )
-    doc = plotting.ellipses_document(plotting.model_components("gaussian_mixture", gm), projection)
+    doc = geometry.ellipses_document(geometry.model_components("gaussian_mixture", gm), projection)
     assert doc["projection"] == "pca"
     np.testing.assert_allclose(doc["pca"]["components"], V, rtol=RTOL)
     np.testing.assert_allclose(doc["pca"]["mean"], pca.mean_, rtol=RTOL)
@@ -130,8 +130,8 @@ def test_pca_projection_of_a_three_feature_model_matches_sklearn() -> None:
 def test_pca_of_wide_data_is_deterministic() -> None:
     """Wide data sends sklearn to its randomized solver: the seed must pin it."""
     X = np.random.RandomState(0).standard_normal((520, 510))
-    first = plotting.projection_for(X, 510, what="test")
-    again = plotting.projection_for(X, 510, what="test")
+    first = geometry.projection_for(X, 510, what="test")
+    again = geometry.projection_for(X, 510, what="test")
     pca = PCA(n_components=2, random_state=0).fit(X)
     np.testing.assert_array_equal(first.components, again.components)
     np.testing.assert_allclose(first.points(X), pca.transform(X), rtol=RTOL, atol=1e-12)
@@ -139,26 +139,26 @@ def test_pca_of_wide_data_is_deterministic() -> None:
 
 def test_identity_projection_for_one_and_two_features() -> None:
     X2 = _data_2d()
-    p2 = plotting.projection_for(X2, 2, what="test")
+    p2 = geometry.projection_for(X2, 2, what="test")
     assert p2.kind == "identity" and p2.basis() is None
     np.testing.assert_array_equal(p2.points(X2), X2)
-    p1 = plotting.projection_for(None, 1, what="test")
+    p1 = geometry.projection_for(None, 1, what="test")
     np.testing.assert_array_equal(p1.points(X2[:, :1]), np.column_stack([X2[:, 0], 0 * X2[:, 0]]))
     np.testing.assert_array_equal(p1.covariances(np.array([[[2.5]]])), [[[2.5, 0], [0, 0]]])
 
 
 def test_pca_needs_training_points() -> None:
     with pytest.raises(UnsupportedOperation, match="imported"):
-        plotting.projection_for(None, 3, what="Model x")
+        geometry.projection_for(None, 3, what="Model x")
 
 
 def test_subsample_is_deterministic_sorted_and_bounded() -> None:
-    assert plotting.subsample(20_000) is None
-    a = plotting.subsample(50_000)
-    b = plotting.subsample(50_000)
+    assert geometry.subsample(20_000) is None
+    a = geometry.subsample(50_000)
+    b = geometry.subsample(50_000)
     assert a is not None and b is not None
     np.testing.assert_array_equal(a, b)
-    assert len(a) == plotting.MAX_PLOT_POINTS == len(np.unique(a))
+    assert len(a) == geometry.MAX_PLOT_POINTS == len(np.unique(a))
     assert np.all(np.diff(a) > 0) and a[-1] < 50_000
 
 

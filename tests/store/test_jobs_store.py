@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import ArtifactIntegrityError, NotFound
-from service.store.base import new_job_id
+from service.ids import new_job_id
 from service.store.local import LocalModelStore
 
 

@@ -36,8 +36,8 @@ from sklearn.mixture import GaussianMixture
 
 from service.config import Settings
 from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
+from service.ids import new_model_id
 from service.main import create_app
-from service.store.base import new_model_id
 from service.store.local import ARTIFACT, META, LocalModelStore
 from tests.conftest import SEED_BLOBS
 
@@ -123,7 +123,7 @@ def _evil_pickle(marker: Path) -> bytes:
 _CRASH_CHILD = """
 import os, sys, time
 from pathlib import Path
-from service.store.base import new_model_id
+from service.ids import new_model_id
 from service.store.local import LocalModelStore
 
 root, hook = Path(sys.argv[1]), sys.argv[2]
@@ -464,7 +464,7 @@ def test_generated_key_is_private_and_reused_after_restart(tmp_path: Path) -> No
 _OPEN_AND_PUT_CHILD = """
 import sys, time
 from pathlib import Path
-from service.store.base import new_model_id
+from service.ids import new_model_id
 from service.store.local import LocalModelStore
 
 root, start_at = Path(sys.argv[1]), float(sys.argv[2])

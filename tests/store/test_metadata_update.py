@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.errors import ArtifactIntegrityError, NotFound
-from service.store.base import new_model_id
+from service.ids import new_model_id
 from service.store.local import ARTIFACT, META, LocalModelStore
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,8 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
 from service.errors import ArtifactIntegrityError, NotFound
-from service.store.base import ModelStore, array_sha256, new_job_id, new_model_id
+from service.ids import new_job_id, new_model_id
+from service.store.base import ModelStore, array_sha256
 from service.store.local import LocalModelStore
 from service.store.signing import ARTIFACT, META
 

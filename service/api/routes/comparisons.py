@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Response
 
-from service.api.deps import ServiceDep
+from service.api.deps import AnalysisDep, SettingsDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
 from service.api.routing import FastJSONRoute
-from service.domain.analysis import comparison
+from service.api.waiting import PreferHeader, waiting_of
 from service.schemas.comparisons import COMPARISON_EXAMPLES, ComparisonRequest, ComparisonResult
 
 router = APIRouter(prefix="/v1/comparisons", tags=["analysis"], route_class=FastJSONRoute)
@@ -25,7 +25,9 @@ router = APIRouter(prefix="/v1/comparisons", tags=["analysis"], route_class=Fast
 )
 def compare_algorithms(
     request: Annotated[ComparisonRequest, Body(openapi_examples=COMPARISON_EXAMPLES)],
-    service: ServiceDep,
+    analysis: AnalysisDep,
+    settings: SettingsDep,
+    prefer: PreferHeader = None,
 ) -> Response:
     """Fit each of `algorithms` on `data` (in parallel, at most `GMM_MAX_PARALLEL_FITS`
     at once) and answer, in order, its training `labels` and scores under sklearn's
@@ -38,18 +40,17 @@ def compare_algorithms(
     `completeness_score` and `v_measure_score` only where the true labels are known:
     from `true_labels`, else from a `generator`. Nothing is stored.
 
-    With `wait: false` the request is checked in full and answered **202** with
-    `Location: /v1/jobs/{id}` and the job resource: progress in algorithms, this
-    answer as the job's `result`.
+    The work runs as a job; the request waits for it up to GMM_SYNC_WAIT_SECONDS
+    (`Prefer: wait=N`), then answers **202** with `Location: /v1/jobs/{id}` and the
+    job (progress in algorithms, this answer as its `result`). `wait: false` or
+    `Prefer: respond-async` answers 202 at once; `wait: true` waits without bound.
     """
-    wait = request.wait is not False
-    body = comparison.compare(
-        service,
+    kind, body = analysis.compare(
         data=request.data,
         algorithms=[(item.algorithm, item.params.model_dump()) for item in request.algorithms],
         true_labels=request.true_labels,
         sample_size=request.silhouette.sample_size,
         random_state=request.silhouette.random_state,
-        wait=wait,
+        waiting=waiting_of(request.wait, prefer, settings.sync_wait_seconds),
     )
-    return NumpyJSONResponse(body) if wait else job_accepted(body)
+    return NumpyJSONResponse(body) if kind == "done" else job_accepted(body)

@@ -16,10 +16,11 @@ from service.api.binary import (
     binary_request_doc,
     missing_body,
 )
-from service.api.deps import ServiceDep, SettingsDep
+from service.api.deps import DatasetsDep, SettingsDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.domain.datasets.files import csv_header_param
+from service.ids import DATASET_CURSOR_PATTERN
 from service.schemas.data import (
     DatasetCreate,
     DatasetList,
@@ -29,7 +30,6 @@ from service.schemas.data import (
     GeneratorSpec,
 )
 from service.schemas.examples import GENERATE_EXAMPLES, SEED_BLOBS
-from service.store.base import DATASET_CURSOR_PATTERN
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=BinaryBodyRoute)
 
@@ -53,11 +53,11 @@ DATASET_EXAMPLES = {
 )
 def generate_dataset(
     spec: Annotated[GeneratorSpec, Body(openapi_examples=GENERATE_EXAMPLES)],  # type: ignore[arg-type]
-    service: ServiceDep,
+    datasets: DatasetsDep,
 ) -> Response:
     """The points and true labels a `generator` spec stands for, exactly as
     `make_blobs` (or numpy's `multivariate_normal`) gives them."""
-    dataset = service.generate(spec)
+    dataset = datasets.generate(spec)
     body = {"points": dataset.X, "labels": dataset.y}
     if dataset.warnings:
         body["warnings"] = dataset.warnings
@@ -102,7 +102,7 @@ _DATASET_DOC = {
 @accepts(NPY, CSV, limit="max_upload_bytes")
 def create_dataset(
     request: Request,
-    service: ServiceDep,
+    datasets: DatasetsDep,
     spec: Annotated[DatasetCreate, Body(openapi_examples=DATASET_EXAMPLES)] = None,  # type: ignore[assignment]
     name: Annotated[
         str | None,
@@ -127,7 +127,7 @@ def create_dataset(
     """
     body = binary_body(request)
     if body is not None:
-        resource, created = service.upload_dataset(
+        resource, created = datasets.upload(
             body.media_type,
             body.file,
             csv_header=csv_header_param(body.content_type),
@@ -137,7 +137,7 @@ def create_dataset(
         raise missing_body()
     else:
         data = DataSpec(points=spec.points, generator=spec.generator)
-        resource, created = service.dataset_from_spec(data, name=spec.name or name)
+        resource, created = datasets.create_from_spec(data, name=spec.name or name)
     return NumpyJSONResponse(
         resource,
         status_code=201 if created else 200,
@@ -152,7 +152,7 @@ def create_dataset(
     responses=responses(422, 500),
 )
 def list_datasets(
-    service: ServiceDep,
+    datasets: DatasetsDep,
     settings: SettingsDep,
     limit: Annotated[int | None, Query(ge=1, le=1000, description="Page size.")] = None,
     cursor: Annotated[
@@ -161,7 +161,7 @@ def list_datasets(
     ] = None,
 ) -> Response:
     """Dataset resources from their metadata; no array is read."""
-    page = service.list_datasets(limit=limit or settings.default_page_size, cursor=cursor)
+    page = datasets.list(limit=limit or settings.default_page_size, cursor=cursor)
     return NumpyJSONResponse(page)
 
 
@@ -171,8 +171,8 @@ def list_datasets(
     summary="Read a dataset's description",
     responses=responses(404, 422, 500),
 )
-def get_dataset(dataset_id: DatasetId, service: ServiceDep) -> Response:
-    return NumpyJSONResponse(service.get_dataset(dataset_id))
+def get_dataset(dataset_id: DatasetId, datasets: DatasetsDep) -> Response:
+    return NumpyJSONResponse(datasets.get(dataset_id))
 
 
 @router.delete(
@@ -181,9 +181,9 @@ def get_dataset(dataset_id: DatasetId, service: ServiceDep) -> Response:
     summary="Delete a dataset",
     responses=responses(404, 422, 500, 503),
 )
-def delete_dataset(dataset_id: DatasetId, service: ServiceDep) -> Response:
+def delete_dataset(dataset_id: DatasetId, datasets: DatasetsDep) -> Response:
     """Gone for every worker at once. Models fitted on it keep working: each holds its
     own reference to its training points (plots and score percentiles need them), and
     the bytes are freed with the last model that uses them."""
-    service.delete_dataset(dataset_id)
+    datasets.delete(dataset_id)
     return Response(status_code=204)

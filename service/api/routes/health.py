@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import RedirectResponse
 
-from service.api.deps import MetricsDep, ServiceDep
+from service.api.deps import CatalogueDep, MetricsDep, TrainingDep
 from service.api.metrics import CONTENT_TYPE_LATEST
 from service.api.problems import responses
 from service.schemas.health import DaskStatus, Readiness
@@ -31,11 +31,11 @@ async def healthz() -> dict[str, str]:
     response_model_exclude_none=True,
     responses=responses(503),
 )
-def readyz(service: ServiceDep) -> Readiness:
+def readyz(catalogue: CatalogueDep, training: TrainingDep) -> Readiness:
     """503 when the store cannot be written, or when `GMM_DASK_SCHEDULER` is set and the
     scheduler does not answer; otherwise the cluster's workers are counted."""
-    service.check_store()
-    dask = service.cluster_status()
+    catalogue.check_store()
+    dask = training.cluster_status()
     return Readiness(dask=None if dask is None else DaskStatus(**dask))
 
 
@@ -45,8 +45,8 @@ def readyz(service: ServiceDep) -> Readiness:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
 )
-def metrics(metrics: MetricsDep, service: ServiceDep) -> Response:
-    stats = service.store_stats()
+def metrics(metrics: MetricsDep, catalogue: CatalogueDep) -> Response:
+    stats = catalogue.stats()
     metrics.store_models.set(stats["models"])
     metrics.store_bytes.set(stats["bytes"])
     metrics.cache_hits.set(stats["cache_hits"])

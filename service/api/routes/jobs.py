@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from service.api.deps import ServiceDep, SettingsDep
+from service.api.deps import JobsDep, SettingsDep, TrainingDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
+from service.ids import JOB_ID_PATTERN
 from service.schemas.jobs import Job, JobList
-from service.store.base import JOB_ID_PATTERN
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -29,7 +29,8 @@ JOB_ACCEPTED_DOC: dict[int | str, dict[str, Any]] = {
     202: {
         "model": Job,
         "description": (
-            "Accepted as a job (`wait: false`, or a fit estimated to be long): follow `Location`."
+            "Accepted as a job (`wait: false`, or work not done within the wait): follow "
+            "`Location`; `GET /v1/jobs/{id}/result` answers the result once it succeeded."
         ),
         "headers": {"Location": {"description": "URL of the job", "schema": {"type": "string"}}},
     }
@@ -48,7 +49,7 @@ def job_accepted(job: dict[str, Any]) -> NumpyJSONResponse:
     responses=responses(422, 500),
 )
 def list_jobs(
-    service: ServiceDep,
+    jobs: JobsDep,
     settings: SettingsDep,
     limit: Annotated[int | None, Query(ge=1, le=1000, description="Page size.")] = None,
     cursor: Annotated[
@@ -57,7 +58,7 @@ def list_jobs(
     ] = None,
 ) -> Response:
     """Every job kept in the store, of every worker process, newest first."""
-    page = service.list_jobs(limit=limit or settings.default_page_size, cursor=cursor)
+    page = jobs.list(limit=limit or settings.default_page_size, cursor=cursor)
     return NumpyJSONResponse(page)
 
 
@@ -67,12 +68,36 @@ def list_jobs(
     summary="Read a job: status, progress, result",
     responses=responses(404, 422, 500),
 )
-def get_job(job_id: JobId, service: ServiceDep) -> Response:
+def get_job(job_id: JobId, jobs: JobsDep) -> Response:
     """Poll this until `status` is `succeeded`, `failed` or `cancelled`. While it runs,
     `progress` counts EM iterations (with the latest `lower_bound`), inits, grid cells
     or algorithms. After a crash or restart a job is never left `running`: it says
     `failed`, with the reason in `error`."""
-    return NumpyJSONResponse(service.get_job(job_id))
+    return NumpyJSONResponse(jobs.get(job_id))
+
+
+@router.get(
+    "/{job_id}/result",
+    summary="Read what a succeeded job's request would have answered",
+    responses={
+        200: {
+            "description": (
+                "The 201/200 body the request would have had: a fit's model resource with "
+                "its `include`d per-point arrays, a selection's or comparison's result."
+            ),
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **responses(404, 409, 422, 500),
+    },
+)
+def get_job_result(job_id: JobId, training: TrainingDep) -> Response:
+    """Once the job has `succeeded`: exactly the body the synchronous request would
+    have answered. For a fit, the model resource plus the per-point arrays named by
+    `include` (or the default ones) for the training points, computed from the stored
+    model and its training points as the fit computed them; for a model selection or
+    a comparison, its `result`. **409** while the job is queued, running or was
+    cancelled; a failed job answers the problem it failed with."""
+    return NumpyJSONResponse(training.job_result(job_id))
 
 
 @router.delete(
@@ -87,7 +112,7 @@ def get_job(job_id: JobId, service: ServiceDep) -> Response:
         **responses(404, 422, 500),
     },
 )
-def cancel_job(job_id: JobId, service: ServiceDep) -> Response:
+def cancel_job(job_id: JobId, jobs: JobsDep) -> Response:
     """Ask the job to stop; nothing it would have stored is stored.
 
     Answers the job resource: **202** while it is still running (`cancel_requested`
@@ -96,6 +121,6 @@ def cancel_job(job_id: JobId, service: ServiceDep) -> Response:
     queued job is cancelled at once, and a job that had already ended is answered
     unchanged. The job stays readable; it is not deleted.
     """
-    job = service.cancel_job(job_id)
+    job = jobs.cancel(job_id)
     status = 200 if job["status"] in ("succeeded", "failed", "cancelled") else 202
     return NumpyJSONResponse(job, status_code=status)

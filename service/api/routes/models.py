@@ -21,13 +21,22 @@ from service.api.binary import (
     read_npy_points,
     wants_npy,
 )
-from service.api.deps import MetricsDep, ModelId, ServiceDep, SettingsDep
+from service.api.deps import (
+    CatalogueDep,
+    InferenceDep,
+    MetricsDep,
+    ModelId,
+    SettingsDep,
+    TrainingDep,
+)
 from service.api.offload import answer_points
 from service.api.problems import responses
 from service.api.responses import MODEL_CREATED_DOC, NumpyJSONResponse, model_created
 from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
-from service.domain.service import ModelService
+from service.api.waiting import PreferHeader, waiting_of
+from service.domain.inference.service import Inference
 from service.errors import Busy, ServiceError
+from service.ids import MODEL_ID_PATTERN
 from service.schemas.common import Problem
 from service.schemas.models import (
     FIT_EXAMPLES,
@@ -47,7 +56,6 @@ from service.schemas.models import (
     SampleResult,
     ScoreResult,
 )
-from service.store.base import MODEL_ID_PATTERN
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=BinaryBodyRoute)
 
@@ -65,23 +73,27 @@ router = APIRouter(prefix="/v1/models", tags=["models"], route_class=BinaryBodyR
 )
 def create_model(
     request: Annotated[FitRequest, Body(openapi_examples=FIT_EXAMPLES)],
-    service: ServiceDep,
+    training: TrainingDep,
     metrics: MetricsDep,
+    settings: SettingsDep,
+    prefer: PreferHeader = None,
 ) -> Response:
     """Fit `algorithm` with `params` on `data`, exactly as scikit-learn does in-process.
 
     Answers 201 with the stored model resource plus the per-point arrays named by
     `include` for the training points. Runs in the threadpool, never on the event loop.
 
-    With `wait: false`, or without `wait` when the fit is estimated to take longer
-    than GMM_ASYNC_FIT_SECONDS, the request is checked in full and answered **202**
-    with `Location: /v1/jobs/{id}` and the job resource; the job's `model_id` names
-    the model when it succeeds. When every fit slot is busy the request waits in a
-    bounded queue; 429 with `Retry-After` when the queue is full.
+    The fit runs as a job, and the request waits for it up to GMM_SYNC_WAIT_SECONDS
+    (`Prefer: wait=N` for this request): a fit done in time answers 201; one that is
+    not answers **202** with `Location: /v1/jobs/{id}` and the job, which goes on
+    (`GET /v1/jobs/{id}/result` then answers what 201 would have). `wait: false` or
+    `Prefer: respond-async` answers 202 at once; `wait: true` waits without bound.
+    Everything is checked before the job starts. When every fit slot is busy the
+    request waits in a bounded queue; 429 with `Retry-After` when the queue is full.
     """
     metrics.fits_in_flight.inc()
     try:
-        kind, body = service.fit_or_submit(
+        kind, body = training.create_model(
             algorithm=request.algorithm,
             params=request.params.model_dump(),
             data=request.data,
@@ -92,7 +104,7 @@ def create_model(
             extra={
                 "effective_weight_threshold": getattr(request, "effective_weight_threshold", None)
             },
-            wait=request.wait,
+            waiting=waiting_of(request.wait, prefer, settings.sync_wait_seconds),
             # Only the k-means requests have the field; a mixture's is refused by its schema.
             sample_weight=getattr(request, "sample_weight", None),
             engine=request.engine,
@@ -124,7 +136,7 @@ TagFilter = Annotated[str, StringConstraints(pattern=TAG_FILTER_PATTERN)]
     responses=responses(422, 500),
 )
 def list_models(
-    service: ServiceDep,
+    catalogue: CatalogueDep,
     settings: SettingsDep,
     limit: Annotated[int | None, Query(ge=1, le=1000, description="Page size.")] = None,
     cursor: Annotated[
@@ -160,7 +172,7 @@ def list_models(
 
     `name`, `algorithm` and `tag` narrow the listing; pages, `next_cursor` and `total`
     are then those of the models that match."""
-    page = service.list_models(
+    page = catalogue.list(
         limit=limit or settings.default_page_size,
         cursor=cursor,
         name=name,
@@ -176,8 +188,8 @@ def list_models(
     summary="Read a model",
     responses=responses(404, 422, 500),
 )
-def get_model(model_id: ModelId, service: ServiceDep) -> Response:
-    return NumpyJSONResponse(service.get_model(model_id))
+def get_model(model_id: ModelId, catalogue: CatalogueDep) -> Response:
+    return NumpyJSONResponse(catalogue.get(model_id))
 
 
 #: The media types a PATCH body may be sent as, both JSON (``FastJSONRoute`` takes any
@@ -213,7 +225,7 @@ _MERGE_PATCH_DOC = {
 def update_model(
     model_id: ModelId,
     patch: Annotated[ModelPatch, Body(openapi_examples=PATCH_EXAMPLES)],
-    service: ServiceDep,
+    catalogue: CatalogueDep,
 ) -> Response:
     """A JSON merge patch (RFC 7396): `name` sets the name (null removes it); `tags`
     sets the tags it names, removes those it gives null, keeps the others (`"tags":
@@ -222,7 +234,7 @@ def update_model(
     Only the model's metadata changes (signed again, written atomically); the fitted
     model is untouched. Concurrent patches never lose one another's change; a patch
     racing a delete answers 404 or 200, and the model stays deleted."""
-    resource = service.update_model(
+    resource = catalogue.update(
         model_id, name=patch.name, tags=patch.tags, fields=patch.model_fields_set
     )
     return NumpyJSONResponse(resource)
@@ -234,9 +246,9 @@ def update_model(
     summary="Delete a model",
     responses=responses(404, 422, 500),
 )
-def delete_model(model_id: ModelId, service: ServiceDep) -> Response:
+def delete_model(model_id: ModelId, catalogue: CatalogueDep) -> Response:
     """Gone for every worker at once; a cached copy is never served afterwards."""
-    service.delete_model(model_id)
+    catalogue.delete(model_id)
     return Response(status_code=204)
 
 
@@ -253,12 +265,12 @@ _NPY_ANSWER = {200: {"content": NPY_RESPONSE_CONTENT}}
 
 
 async def _points_of(
-    request: Request, body: PointsRequest | None, service: ModelService
+    request: Request, body: PointsRequest | None, inference: Inference
 ) -> tuple[Any, list[str]]:
     """JSON ``points``, or the array of an ``application/x-npy`` body (parsed in the
     threadpool: it may be large), and where errors about them point."""
     if binary_body(request) is not None:
-        return await run_in_threadpool(read_npy_points, request, service.read_npy), ["body"]
+        return await run_in_threadpool(read_npy_points, request, inference.read_npy), ["body"]
     if body is None:
         raise missing_body()
     return body.points, ["body", "points"]
@@ -274,7 +286,7 @@ async def _points_of(
 @accepts(NPY)
 async def predict(
     model_id: ModelId,
-    service: ServiceDep,
+    inference: InferenceDep,
     http: Request,
     request: Annotated[PointsRequest, Body()] = None,  # type: ignore[assignment]
     output: PredictOutput = "labels",
@@ -284,8 +296,8 @@ async def predict(
 
     The points may be a `.npy` body (`Content-Type: application/x-npy`);
     `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
-    points, loc = await _points_of(http, request, service)
-    result = await answer_points(service, model_id, points, partial(service.predict, loc=loc))
+    points, loc = await _points_of(http, request, inference)
+    result = await answer_points(inference, model_id, points, partial(inference.predict, loc=loc))
     if wants_npy(http):
         return npy_response(result, output, list(result))
     return NumpyJSONResponse(result)
@@ -301,7 +313,7 @@ async def predict(
 @accepts(NPY)
 async def score_points(
     model_id: ModelId,
-    service: ServiceDep,
+    inference: InferenceDep,
     http: Request,
     request: Annotated[PointsRequest, Body()] = None,  # type: ignore[assignment]
     output: ScoreOutput = "log_likelihood",
@@ -311,8 +323,8 @@ async def score_points(
 
     The points may be a `.npy` body (`Content-Type: application/x-npy`);
     `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
-    points, loc = await _points_of(http, request, service)
-    result = await answer_points(service, model_id, points, partial(service.score, loc=loc))
+    points, loc = await _points_of(http, request, inference)
+    result = await answer_points(inference, model_id, points, partial(inference.score, loc=loc))
     if wants_npy(http):
         return npy_response(result, output, ["log_likelihood", "percentile"])
     return NumpyJSONResponse(result)
@@ -324,6 +336,6 @@ async def score_points(
     summary="Draw points from a mixture",
     responses=responses(400, 404, 413, 422, 500),
 )
-def sample_points(model_id: ModelId, request: SampleRequest, service: ServiceDep) -> Response:
+def sample_points(model_id: ModelId, request: SampleRequest, inference: InferenceDep) -> Response:
     """`GaussianMixture.sample(n_samples)` with `random_state` set (mixtures only)."""
-    return NumpyJSONResponse(service.sample(model_id, request.n_samples, request.random_state))
+    return NumpyJSONResponse(inference.sample(model_id, request.n_samples, request.random_state))

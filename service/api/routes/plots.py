@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
 
-from service.api.deps import ModelId, ServiceDep
+from service.api.deps import CatalogueDep, DatasetsDep, ModelId
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.api.routing import FastJSONRoute
-from service.domain.analysis import plotting
+from service.domain.analysis import geometry, plotting
 from service.schemas.data import GeneratorSpec
 from service.schemas.examples import PLOT_GENERATOR_EXAMPLES
 from service.schemas.plots import EllipsesResult, ModelPlotOptions, PlotOptions
@@ -47,7 +47,7 @@ def _size(options: PlotOptions) -> plotting.FigureSize:
     responses={**_IMAGE_RESPONSE, **responses(404, 422, 500)},
 )
 def plot_model(
-    model_id: ModelId, options: Annotated[ModelPlotOptions, Query()], service: ServiceDep
+    model_id: ModelId, options: Annotated[ModelPlotOptions, Query()], catalogue: CatalogueDep
 ) -> Response:
     """`kind=model` (default): the training points coloured by label, the means as
     crosses and, for mixtures, each component's 1-, 2- and 3-sigma covariance
@@ -60,7 +60,7 @@ def plot_model(
     subsample. The title says which applies. Imported models hold no training
     points: 422 (use `/ellipses`).
     """
-    resource, bundle = service.load_bundle(model_id)
+    resource, bundle = catalogue.load_bundle(model_id)
     if options.kind == "convergence":
         content = plotting.convergence_plot(
             resource, bundle, fmt=options.format, size=_size(options)
@@ -76,7 +76,7 @@ def plot_model(
     summary="Covariance ellipses of a model's components, for a client to draw",
     responses=responses(404, 422, 500),
 )
-def get_model_ellipses(model_id: ModelId, service: ServiceDep) -> Response:
+def get_model_ellipses(model_id: ModelId, catalogue: CatalogueDep) -> Response:
     """Per component: its centre, its weight and its 1-, 2- and 3-sigma ellipses
     (full axis lengths `width` >= `height`, `angle` in degrees counterclockwise from
     the x axis), in the same coordinates as `/plot`: the data's own for 1-2 features,
@@ -86,8 +86,8 @@ def get_model_ellipses(model_id: ModelId, service: ServiceDep) -> Response:
     `sigmas` empty). An imported model with more than 2 features is a 422, as its
     principal components would need its training points.
     """
-    resource, bundle = service.load_bundle(model_id)
-    return NumpyJSONResponse(plotting.model_ellipses(resource, bundle))
+    resource, bundle = catalogue.load_bundle(model_id)
+    return NumpyJSONResponse(geometry.model_ellipses(resource, bundle))
 
 
 @router.post(
@@ -99,13 +99,13 @@ def get_model_ellipses(model_id: ModelId, service: ServiceDep) -> Response:
 def plot_dataset(
     spec: Annotated[GeneratorSpec, Body(openapi_examples=PLOT_GENERATOR_EXAMPLES)],  # type: ignore[arg-type]
     options: Annotated[PlotOptions, Query()],
-    service: ServiceDep,
+    datasets: DatasetsDep,
 ) -> Response:
     """The points `POST /v1/datasets/generate` answers for the same spec, coloured by
     their true labels; a `gaussian_mixture` spec also shows its true means and 1-, 2-
     and 3-sigma ellipses. Same `format`, sizes and projection rules as a model's plot.
     """
-    dataset = service.generate(spec)
+    dataset = datasets.generate(spec)
     assert dataset.y is not None  # generators always know their labels
     content = plotting.generated_plot(
         spec, dataset.X, dataset.y, fmt=options.format, size=_size(options)

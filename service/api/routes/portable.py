@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Response
 
-from service.api.deps import ModelId, ServiceDep
+from service.api.deps import CatalogueDep, ModelId
 from service.api.problems import responses
 from service.api.responses import MODEL_CREATED_DOC, NumpyJSONResponse, model_created
 from service.api.routing import FastJSONRoute
@@ -28,10 +28,10 @@ router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FastJSONRou
     summary="Export a model as a portable JSON document",
     responses=responses(404, 422, 500),
 )
-def export_model(model_id: ModelId, service: ServiceDep) -> Response:
+def export_model(model_id: ModelId, catalogue: CatalogueDep) -> Response:
     """Everything needed to predict, score and sample (sklearn's fitted attributes and the
     params), with no pickle inside: `POST /v1/models/import` takes it back."""
-    return NumpyJSONResponse(portable.export_model(service, model_id))
+    return NumpyJSONResponse(portable.export_model(catalogue, model_id))
 
 
 @router.post(
@@ -46,7 +46,7 @@ def export_model(model_id: ModelId, service: ServiceDep) -> Response:
 )
 def import_model(
     document: Annotated[ModelDocument, Body(openapi_examples=IMPORT_EXAMPLES)],  # type: ignore[arg-type]
-    service: ServiceDep,
+    catalogue: CatalogueDep,
 ) -> Response:
     """Build the estimator from the document's numbers (nothing is unpickled) and store it
     as a new model whose predictions, scores and samples equal the exported model's.
@@ -56,5 +56,5 @@ def import_model(
     Cholesky factor. An imported model has no training data: its resource says
     `"imported": true`, and score percentiles and plots are unavailable.
     """
-    resource = portable.import_model(service, document)
+    resource = portable.import_model(catalogue, document)
     return model_created(resource)

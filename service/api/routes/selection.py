@@ -6,12 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
-from service.api.deps import ServiceDep
+from service.api.deps import AnalysisDep, SettingsDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
 from service.api.routing import FastJSONRoute
+from service.api.waiting import PreferHeader, waiting_of
 from service.domain.analysis import plotting, selection
+from service.domain.jobs.service import Waiting
 from service.errors import InvalidInput
 from service.schemas.plots import PlotOptions
 from service.schemas.selection import (
@@ -32,7 +34,9 @@ router = APIRouter(prefix="/v1/model-selection", tags=["analysis"], route_class=
 )
 def select_model(
     request: Annotated[SelectionRequest, Body(openapi_examples=SELECTION_EXAMPLES)],
-    service: ServiceDep,
+    analysis: AnalysisDep,
+    settings: SettingsDep,
+    prefer: PreferHeader = None,
 ) -> Response:
     """Fit `GaussianMixture(**params, n_components=k, covariance_type=c)` on `data` for
     every cell of `grid`, in parallel (at most `GMM_MAX_PARALLEL_FITS` at once), and
@@ -43,22 +47,22 @@ def select_model(
     cell sklearn cannot fit carries `error` and is never best. With `store_best` the
     winner's fitted estimator is stored as a model (not refitted): `best.model_id`.
 
-    With `wait: false` the request is checked in full and answered **202** with
-    `Location: /v1/jobs/{id}` and the job resource: progress in grid cells, this
-    answer as the job's `result` (and `model_id` with `store_best`).
+    The work runs as a job; the request waits for it up to GMM_SYNC_WAIT_SECONDS
+    (`Prefer: wait=N`), then answers **202** with `Location: /v1/jobs/{id}` and the
+    job (progress in grid cells, this answer as its `result`, and `model_id` with
+    `store_best`). `wait: false` or `Prefer: respond-async` answers 202 at once;
+    `wait: true` waits without bound.
     """
-    wait = request.wait is not False
-    body = selection.select(
-        service,
+    kind, body = analysis.select(
         data=request.data,
         grid=request.grid,
         criterion=request.criterion,
         params=request.params.model_dump(),
         store_best=request.store_best,
         name=request.name,
-        wait=wait,
+        waiting=waiting_of(request.wait, prefer, settings.sync_wait_seconds),
     )
-    return NumpyJSONResponse(body) if wait else job_accepted(body)
+    return NumpyJSONResponse(body) if kind == "done" else job_accepted(body)
 
 
 @router.post(
@@ -76,7 +80,7 @@ def select_model(
 def plot_model_selection(
     request: Annotated[SelectionRequest, Body(openapi_examples=PLOT_EXAMPLES)],
     options: Annotated[PlotOptions, Query()],
-    service: ServiceDep,
+    analysis: AnalysisDep,
 ) -> Response:
     """The same body and fits as `POST /v1/model-selection`, answered as a picture: the
     criterion against `n_components`, one line per covariance type, the best cell
@@ -97,12 +101,12 @@ def plot_model_selection(
             "a plot is drawn while you wait; for a job, call POST /v1/model-selection "
             'with "wait": false and plot its result.',
         )
-    result = selection.select(
-        service,
+    _, result = analysis.select(
         data=request.data,
         grid=request.grid,
         criterion=request.criterion,
         params=request.params.model_dump(),
+        waiting=Waiting.now(),
     )
     size = plotting.FigureSize(width=options.width, height=options.height, dpi=options.dpi)
     image = selection.plot(result, fmt=options.format, size=size)

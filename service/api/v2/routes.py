@@ -2,7 +2,7 @@
 written for those servers (``tritonclient.http``, KServe's) call predict unchanged.
 
 Thin on purpose: ``service.api.v2.protocol`` decodes and encodes the wire format,
-``ModelService`` finds the model and predicts, exactly as ``/v1`` predict does. Errors
+``Inference`` finds the model and predicts, exactly as ``/v1`` predict does. Errors
 under ``/v2`` are the protocol's ``{"error": "..."}`` (``service.api.problems``).
 """
 
@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import __version__
 from service.api.binary import media_type_of
-from service.api.deps import ServiceDep
+from service.api.deps import CatalogueDep, InferenceDep
 from service.api.offload import answer_points
 from service.api.v2 import protocol
 from service.api.v2.protocol import HEADER_LENGTH
@@ -31,7 +31,8 @@ from service.api.v2.types import (
     ServerMetadata,
     ServerReady,
 )
-from service.domain.service import ModelService
+from service.domain.inference.service import Inference
+from service.domain.records import ModelResource
 from service.errors import NotFound, UnsupportedMediaType
 
 TAG = "Open Inference Protocol (v2)"
@@ -129,12 +130,12 @@ _INFER_ANSWER: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _find(service: ModelService, model: str) -> dict[str, Any]:
-    """The model's resource: inline for a cached id (the hot path of infer), else in
-    the threadpool (metadata reads, and a walk of the listing for a name)."""
-    if service.is_cached(model):
-        return service.find_model(model)
-    return await run_in_threadpool(service.find_model, model)
+async def _find(inference: Inference, model: str) -> ModelResource:
+    """The model's resource: inline for a cached id of a local store (the hot path of
+    infer), else in the threadpool (metadata reads, and a walk of the listing for a name)."""
+    if inference.ready(model):
+        return inference.find(model)
+    return await run_in_threadpool(inference.find, model)
 
 
 def _check_version(model: str, resource: dict[str, Any], version: str | None) -> None:
@@ -157,9 +158,9 @@ async def server_live() -> dict[str, bool]:
     summary="Readiness (v2): the store is usable",
     responses=errors(503),
 )
-def server_ready(service: ServiceDep) -> dict[str, bool]:
+def server_ready(catalogue: CatalogueDep) -> dict[str, bool]:
     """200 when a write round-trip to the model store succeeds, like `/readyz`."""
-    service.check_store()
+    catalogue.check_store()
     return {"ready": True}
 
 
@@ -169,8 +170,8 @@ async def server_metadata() -> dict[str, Any]:
 
 
 # -- models --------------------------------------------------------------------------------
-async def _metadata(service: ModelService, model: str, version: str | None) -> dict[str, Any]:
-    resource = await _find(service, model)
+async def _metadata(inference: Inference, model: str, version: str | None) -> dict[str, Any]:
+    resource = await _find(inference, model)
     _check_version(model, resource, version)
     return protocol.model_metadata(model, resource)
 
@@ -181,10 +182,10 @@ async def _metadata(service: ModelService, model: str, version: str | None) -> d
     summary="Model metadata (v2)",
     responses=errors(404, 500),
 )
-async def model_metadata(model: ModelRef, service: ServiceDep) -> dict[str, Any]:
+async def model_metadata(model: ModelRef, inference: InferenceDep) -> dict[str, Any]:
     """The input `points` (FP64, `[-1, n_features]`) and the outputs: `labels` (INT64)
     and `probabilities` (mixtures) or `distances` (k-means), FP64 `[-1, k]`."""
-    return await _metadata(service, model, None)
+    return await _metadata(inference, model, None)
 
 
 @router.get(
@@ -194,13 +195,13 @@ async def model_metadata(model: ModelRef, service: ServiceDep) -> dict[str, Any]
     responses=errors(404, 500),
 )
 async def model_version_metadata(
-    model: ModelRef, version: Version, service: ServiceDep
+    model: ModelRef, version: Version, inference: InferenceDep
 ) -> dict[str, Any]:
-    return await _metadata(service, model, version)
+    return await _metadata(inference, model, version)
 
 
-async def _ready(service: ModelService, model: str, version: str | None) -> dict[str, Any]:
-    resource = await _find(service, model)
+async def _ready(inference: Inference, model: str, version: str | None) -> dict[str, Any]:
+    resource = await _find(inference, model)
     _check_version(model, resource, version)
     return {"name": model, "ready": True}
 
@@ -211,9 +212,9 @@ async def _ready(service: ModelService, model: str, version: str | None) -> dict
     summary="Model readiness (v2)",
     responses=errors(404, 500),
 )
-async def model_ready(model: ModelRef, service: ServiceDep) -> dict[str, Any]:
+async def model_ready(model: ModelRef, inference: InferenceDep) -> dict[str, Any]:
     """200 when the model exists (stored models are always ready); 404 otherwise."""
-    return await _ready(service, model, None)
+    return await _ready(inference, model, None)
 
 
 @router.get(
@@ -223,13 +224,13 @@ async def model_ready(model: ModelRef, service: ServiceDep) -> dict[str, Any]:
     responses=errors(404, 500),
 )
 async def model_version_ready(
-    model: ModelRef, version: Version, service: ServiceDep
+    model: ModelRef, version: Version, inference: InferenceDep
 ) -> dict[str, Any]:
-    return await _ready(service, model, version)
+    return await _ready(inference, model, version)
 
 
 # -- infer ---------------------------------------------------------------------------------
-async def _infer(http: Request, service: ModelService, model: str, version: str | None) -> Response:
+async def _infer(http: Request, inference: Inference, model: str, version: str | None) -> Response:
     media = media_type_of(http.headers.get("content-type", ""))
     if media not in _ACCEPTED_MEDIA:
         raise UnsupportedMediaType(
@@ -241,7 +242,7 @@ async def _infer(http: Request, service: ModelService, model: str, version: str 
         raise UnsupportedMediaType(
             f"Content-Encoding {encoding!r} is not supported: send the body uncompressed."
         )
-    resource = await _find(service, model)
+    resource = await _find(inference, model)
     _check_version(model, resource, version)
     body = await http.body()
     decode = partial(
@@ -253,8 +254,8 @@ async def _infer(http: Request, service: ModelService, model: str, version: str 
     )
     request = decode() if len(body) < _THREAD_THRESHOLD else await run_in_threadpool(decode)
     model_id = resource["id"]
-    predict = partial(service.predict, loc=("inputs", 0, "data"))
-    result = await answer_points(service, model_id, request.points, predict)
+    predict = partial(inference.predict, loc=("inputs", 0, "data"))
+    result = await answer_points(inference, model_id, request.points, predict)
     content, header_length = protocol.encode_response(
         model_name=model,
         model_version=model_id,
@@ -282,7 +283,7 @@ _INFER_RESPONSES = {**_INFER_ANSWER, **errors(400, 404, 413, 415, 500)}
     responses=_INFER_RESPONSES,
     openapi_extra=_INFER_DOC,
 )
-async def model_infer(model: ModelRef, service: ServiceDep, http: Request) -> Response:
+async def model_infer(model: ModelRef, inference: InferenceDep, http: Request) -> Response:
     """`predict` of `/v1` in the protocol's form: labels equal scikit-learn's
     `predict`, probabilities its `predict_proba` (to 1e-12), distances its `transform`.
 
@@ -292,7 +293,7 @@ async def model_infer(model: ModelRef, service: ServiceDep, http: Request) -> Re
     in the order `outputs` names them, all of them when it is absent; as binary data
     when asked (`binary_data: true`, tritonclient's default), in which case the answer
     is `application/octet-stream` with its own `Inference-Header-Content-Length`."""
-    return await _infer(http, service, model, None)
+    return await _infer(http, inference, model, None)
 
 
 @router.post(
@@ -303,7 +304,7 @@ async def model_infer(model: ModelRef, service: ServiceDep, http: Request) -> Re
     openapi_extra=_INFER_DOC,
 )
 async def model_version_infer(
-    model: ModelRef, version: Version, service: ServiceDep, http: Request
+    model: ModelRef, version: Version, inference: InferenceDep, http: Request
 ) -> Response:
     """As `/v2/models/{model}/infer`, for the version `1` or the model id."""
-    return await _infer(http, service, model, version)
+    return await _infer(http, inference, model, version)

@@ -12,9 +12,11 @@ import numpy as np
 from sklearn import metrics
 
 from service.domain.analysis.selection import Fit, Job, relocate, run_parallel
+from service.domain.datasets.service import Datasets
 from service.domain.jobs.manager import JobContext
-from service.domain.service import ModelService
+from service.domain.jobs.service import Jobs, Started, Waiting
 from service.domain.training import estimators
+from service.domain.training.service import Training
 from service.domain.training.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput, Loc, ServiceError
 from service.schemas.comparisons import SILHOUETTE_DEFAULT_SAMPLE
@@ -118,26 +120,26 @@ def _true_labels(
 
 
 def compare(
-    service: ModelService,
+    training: Training,
+    datasets: Datasets,
+    jobs: Jobs,
     *,
     data: DataSpec,
     algorithms: list[tuple[str, dict[str, Any]]],
     true_labels: list[int] | None,
     sample_size: int | None,
     random_state: int | None,
-    wait: bool = True,
-) -> dict[str, Any]:
-    """Fit each ``(algorithm, params)`` on ``data``; answer labels and metrics in order.
-
-    With ``wait=False`` the request is checked, then answered at once with the job
-    that does the rest (progress in algorithms; this answer as its ``result``).
+    waiting: Waiting,
+) -> Started:
+    """Fit each ``(algorithm, params)`` on ``data``; answer labels and metrics in order,
+    or the job still doing it (progress in algorithms; this answer as its ``result``).
     """
-    dataset = service.resolve(data)
+    dataset = datasets.resolve(data)
     n_samples, n_features = dataset.X.shape
     y_true = _true_labels(dataset.y, true_labels, n_samples)
     for i, (algorithm, params) in enumerate(algorithms):
         try:
-            estimators.check_params(algorithm, params, n_samples, n_features, service.limits)
+            estimators.check_params(algorithm, params, n_samples, n_features, training.limits)
         except ServiceError as exc:
             moves: dict[tuple[str | int, ...], Loc] = {
                 estimators.PARAMS_LOC: ["body", "algorithms", i, "params"]
@@ -150,19 +152,14 @@ def compare(
     ]
     silhouette = {"sample_size": sample_size, "random_state": random_state}
 
-    def run(job: Job | None) -> dict[str, Any]:
-        results = run_parallel(service, score_one, calls, job)
-        return _answer(results, silhouette, dataset.warnings)
+    def work(ctx: JobContext | None) -> dict[str, Any]:
+        job: Job | None = None if ctx is None else (ctx, ctx.progress(len(calls), "algorithms"))
+        results = run_parallel(training, score_one, calls, job)
+        result = _answer(results, silhouette, dataset.warnings)
+        return {"result": result, "answer": result}
 
-    if not wait:
-
-        def work(ctx: JobContext) -> dict[str, Any]:
-            return {"result": run((ctx, ctx.progress(len(calls), "algorithms")))}
-
-        return service.submit_job("comparison", work, total=len(calls), unit="algorithms")
     # One fitting request, however many algorithms: it holds one of GMM_MAX_CONCURRENT_FITS.
-    with service.fitting():
-        return run(None)
+    return jobs.start("comparison", work, waiting=waiting, total=len(calls), unit="algorithms")
 
 
 def _answer(

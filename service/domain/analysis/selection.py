@@ -19,11 +19,13 @@ from joblib import Parallel, delayed
 from service.domain.analysis import plotting
 from service.domain.analysis.plotting import FigureSize, PlotFormat
 from service.domain.datasets.arrays import Dataset
+from service.domain.datasets.service import Datasets
 from service.domain.jobs.manager import JobContext
+from service.domain.jobs.service import Jobs, Started, Waiting
 from service.domain.limits import Limits
-from service.domain.service import ModelService
 from service.domain.training import estimators
 from service.domain.training.progress import FitProgress
+from service.domain.training.service import Training
 from service.domain.training.warnings_capture import capture_warnings
 from service.errors import FitFailed, InvalidInput, Loc, PayloadTooLarge, ServiceError
 from service.schemas.data import DataSpec
@@ -45,7 +47,7 @@ Fit = Callable[[str, dict[str, Any], np.ndarray], estimators.Fitted]
 
 
 def run_parallel(
-    service: ModelService,
+    training: Training,
     func: Callable[..., Any],
     calls: Sequence[tuple[Any, ...]],
     job: Job | None = None,
@@ -57,7 +59,7 @@ def run_parallel(
     service's fit runner (killable worker processes with the time limit), so the calls
     run in threads that hand their fits to it; on a Dask cluster (``GMM_DASK_SCHEDULER``)
     that runner makes each fit a task, and the pool has one thread per worker thread
-    of the cluster (``service.fit_parallelism``). The pool is otherwise sized
+    of the cluster (``training.fit_parallelism``). The pool is otherwise sized
     ``max_parallel_fits`` (so that loky, when chosen, keeps its one reusable pool
     instead of resizing it under other requests); a single call, or a limit of one,
     runs in the calling thread.
@@ -69,13 +71,13 @@ def run_parallel(
     """
     fit: Fit | None = None
     backend: str = BACKEND
-    if service.fits_isolated:
-        fit, backend = service.fit, "threading"
+    if training.fits_isolated:
+        fit, backend = training.fit, "threading"
     if job is not None:
         ctx, progress = job
-        fit, backend = _cancellable_fit(service, ctx), "threading"
+        fit, backend = _cancellable_fit(training, ctx), "threading"
         func = _counted(func, ctx, progress)
-    n_jobs = service.fit_parallelism
+    n_jobs = training.fit_parallelism
     if n_jobs <= 1 or len(calls) <= 1:
         return [func(*args, fit) for args in calls]
     # batch_size=1: cells differ in cost tenfold, so hand them out one at a time.
@@ -87,9 +89,9 @@ def run_parallel(
 Job = tuple[JobContext, FitProgress]
 
 
-def _cancellable_fit(service: ModelService, ctx: JobContext) -> Fit:
+def _cancellable_fit(training: Training, ctx: JobContext) -> Fit:
     def fit(algorithm: str, params: dict[str, Any], X: np.ndarray) -> estimators.Fitted:
-        return service.fit(algorithm, params, X, ctx.stopper())
+        return training.fit(algorithm, params, X, ctx.stopper())
 
     return fit
 
@@ -268,47 +270,43 @@ def _checked_params(
 
 
 def select(
-    service: ModelService,
+    training: Training,
+    datasets: Datasets,
+    jobs: Jobs,
     *,
     data: DataSpec,
     grid: Grid,
     criterion: str,
     params: dict[str, Any],
+    waiting: Waiting,
     store_best: bool = False,
     name: str | None = None,
-    wait: bool = True,
-) -> dict[str, Any]:
+) -> Started:
     """Fit every cell of ``grid`` on ``data``; answer the scores, the best cell and,
-    with ``store_best``, the id of the stored winner.
-
-    With ``wait=False`` the request is checked, then answered at once with the job
-    that does the rest (progress in grid cells; this answer as its ``result``).
+    with ``store_best``, the id of the stored winner; or the job still doing it (its
+    progress in grid cells, this answer as its ``result``). ``Jobs.start`` says which.
     """
-    cells = expand_grid(grid, service.limits)
-    dataset = service.resolve(data)
+    cells = expand_grid(grid, training.limits)
+    dataset = datasets.resolve(data)
     n_samples, n_features = dataset.X.shape
     cell_params = [
-        _checked_params(params, k, cov, k_loc, grid, n_samples, n_features, service.limits)
+        _checked_params(params, k, cov, k_loc, grid, n_samples, n_features, training.limits)
         for k, cov, k_loc in cells
     ]
 
-    def run(job: Job | None) -> dict[str, Any]:
-        return _select(service, dataset, data, cells, cell_params, criterion, store_best, name, job)
+    def work(ctx: JobContext | None) -> dict[str, Any]:
+        job = None if ctx is None else (ctx, ctx.progress(len(cells), "cells"))
+        result = _select(
+            training, dataset, data, cells, cell_params, criterion, store_best, name, job
+        )
+        return {"result": result, "model_id": result["best"]["model_id"], "answer": result}
 
-    if not wait:
-
-        def work(ctx: JobContext) -> dict[str, Any]:
-            result = run((ctx, ctx.progress(len(cells), "cells")))
-            return {"result": result, "model_id": result["best"]["model_id"]}
-
-        return service.submit_job("model_selection", work, total=len(cells), unit="cells")
     # One fitting request, however many cells: it holds one of GMM_MAX_CONCURRENT_FITS.
-    with service.fitting():
-        return run(None)
+    return jobs.start("model_selection", work, waiting=waiting, total=len(cells), unit="cells")
 
 
 def _select(
-    service: ModelService,
+    training: Training,
     dataset: Dataset,
     data: DataSpec,
     cells: list[tuple[int, str, Loc]],
@@ -320,7 +318,7 @@ def _select(
 ) -> dict[str, Any]:
     # Longest first (components drive the cost): the pool does not end on a big cell.
     order = sorted(range(len(cells)), key=lambda i: -cells[i][0])
-    done = run_parallel(service, fit_cell, [(cell_params[i], dataset.X) for i in order], job)
+    done = run_parallel(training, fit_cell, [(cell_params[i], dataset.X) for i in order], job)
     outcomes: list[tuple[dict[str, Any], estimators.Fitted | None]] = [({}, None)] * len(cells)
     for i, outcome in zip(order, done, strict=True):
         outcomes[i] = outcome
@@ -336,7 +334,7 @@ def _select(
     if job is not None:
         job[0].check()  # cancelled after the last cell: still nothing is stored
     if store_best and fitted is not None:
-        resource, _ = service.store_fitted(
+        resource, _ = training.store_fitted(
             algorithm="gaussian_mixture",
             params=cell_params[best_i],
             dataset=dataset,

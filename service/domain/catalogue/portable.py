@@ -20,8 +20,8 @@ import numpy as np
 from scipy import linalg
 from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
+from service.domain.catalogue.service import Catalogue
 from service.domain.limits import Limits
-from service.domain.service import ModelService
 from service.domain.training import estimators
 from service.domain.training.estimators import COVARIANCE_SHAPES
 from service.errors import InvalidInput, PayloadTooLarge, ServiceError
@@ -46,13 +46,13 @@ BAYES_WEIGHT_RTOL = 1e-6
 
 
 # -- export ------------------------------------------------------------------------
-def export_model(service: ModelService, model_id: str) -> dict[str, Any]:
+def export_model(catalogue: Catalogue, model_id: str) -> dict[str, Any]:
     """The document for a stored model, read from its fitted estimator (not its resource),
     so that what is exported is exactly what predicts."""
-    resource, bundle = service.load_bundle(model_id)
+    resource, bundle = catalogue.load_bundle(model_id)
     est = bundle["estimator"]
     algorithm = resource["algorithm"]
-    meta = service.get_metadata(model_id)
+    meta = catalogue.get_metadata(model_id)
     doc: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -381,14 +381,14 @@ def _build_centroids(doc: Any, params: dict[str, Any]) -> Any:
     return est
 
 
-def import_model(service: ModelService, doc: ModelDocument) -> dict[str, Any]:
+def import_model(catalogue: Catalogue, doc: ModelDocument) -> dict[str, Any]:
     """Check the document, build the estimator from its numbers, and store it as a model.
 
     The stored bundle has no training data, so plots and score percentiles of an
     imported model say so instead of inventing it.
     """
-    _check_limits(doc, service.limits)
-    params = _check_params(doc, service.limits)
+    _check_limits(doc, catalogue.limits)
+    params = _check_params(doc, catalogue.limits)
     algorithm = doc.algorithm
     if estimators.is_mixture(algorithm):
         est = _build_mixture(doc, params)
@@ -401,7 +401,7 @@ def import_model(service: ModelService, doc: ModelDocument) -> dict[str, Any]:
             est.weights_, doc.effective_weight_threshold
         )
     source = doc.source
-    return service.save_model(
+    return catalogue.save(
         algorithm=algorithm,
         params=params,
         name=doc.name,

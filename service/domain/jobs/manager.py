@@ -37,8 +37,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from service.domain.records import now
 from service.domain.training.progress import FitCancelled, FitProgress
 from service.errors import NotFound, ServiceError
 
@@ -117,8 +119,15 @@ def _interrupted(status: str, why: str) -> dict[str, Any]:
     }
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+@dataclass
+class _Waiter:
+    """A request waiting a bounded time for its job: the job's full answer (or the error
+    it failed with) is handed to it in memory, and dropped if it stopped waiting."""
+
+    done: threading.Event
+    answer: Any = None
+    error: BaseException | None = None
+    abandoned: bool = False
 
 
 class JobStore(Protocol):
@@ -185,18 +194,26 @@ class JobContext:
             raise FitCancelled("The job was cancelled; nothing was stored.")
 
 
-#: Work a job runs: given its context, returns ``{"model_id": ...}`` or ``{"result": ...}``.
+#: Work a job runs: given its context, returns ``{"model_id": ...}`` and/or
+#: ``{"result": ...}`` for the record, and may add ``"answer"``: what a request waiting
+#: for the job receives, kept in memory only.
 Work = Callable[[JobContext], dict[str, Any]]
 
 
 class JobManager:
-    """Runs jobs on ``workers`` threads; the pool bounds how many run at once."""
+    """Runs jobs on ``workers`` threads; the pool bounds how many run at once.
+
+    Jobs submitted ``immediate`` run on a second pool of ``immediate_workers`` threads
+    instead: work a request already holds a fit slot for (bounded waiting), which must
+    start now rather than queue behind other jobs; the slots bound how many there are.
+    """
 
     def __init__(
         self,
         store: JobStore,
         *,
         workers: int,
+        immediate_workers: int = 1,
         persist_interval: float = 0.5,
         stale_seconds: float = 60.0,
     ) -> None:
@@ -204,6 +221,10 @@ class JobManager:
         self.persist_interval = persist_interval
         self.stale_seconds = stale_seconds
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gmm-job")
+        self._immediate = ThreadPoolExecutor(
+            max_workers=max(immediate_workers, 1), thread_name_prefix="gmm-job-now"
+        )
+        self._waiters: dict[str, _Waiter] = {}
         self._live: dict[str, dict[str, Any]] = {}
         self._cancel: dict[str, threading.Event] = {}
         self._checked: dict[str, float] = {}
@@ -241,7 +262,7 @@ class JobManager:
             return False
         job.update(
             status="failed",
-            finished_at=_now(),
+            finished_at=now(),
             error=_interrupted(
                 job["status"], "The service process running this job stopped (crash or restart)"
             ),
@@ -270,6 +291,7 @@ class JobManager:
                 event.set()
         self._stop_heartbeat.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._immediate.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             left = list(self._live)
         for job_id in left:  # queued jobs the pool dropped
@@ -289,7 +311,15 @@ class JobManager:
         unit: str,
         job_id: str,
         request: dict[str, Any] | None = None,
+        immediate: bool = False,
+        waited: bool = False,
+        on_done: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
+        """Queue ``work``; answers the job resource as accepted.
+
+        ``waited``: a request will ``wait`` for it, and takes its answer in memory.
+        ``on_done`` runs when the job ends, however it ends (a fit slot's release).
+        """
         job: dict[str, Any] = {
             "id": job_id,
             "kind": kind,
@@ -298,21 +328,51 @@ class JobManager:
             "error": None,
             "model_id": None,
             "result": None,
-            "created_at": _now(),
+            "created_at": now(),
             "started_at": None,
             "finished_at": None,
             "owner": self._owner,
-            "heartbeat_at": _now(),
+            "heartbeat_at": now(),
         }
         if request is not None:
             job["request"] = request
         with self._lock:
             self._live[job_id] = job
             self._cancel[job_id] = threading.Event()
-        self.store.put_job(job)
+            if waited:
+                self._waiters[job_id] = _Waiter(threading.Event())
         accepted = dict(job)  # as accepted: the pool may start it at once
-        self._pool.submit(self._run, job_id, work)
+        try:
+            self.store.put_job(job)
+            pool = self._immediate if immediate else self._pool
+            pool.submit(self._run, job_id, work, on_done)
+        except BaseException:
+            with self._lock:
+                self._live.pop(job_id, None)
+                self._cancel.pop(job_id, None)
+                self._waiters.pop(job_id, None)
+            if on_done is not None:
+                on_done()
+            raise
         return accepted
+
+    def wait(self, job_id: str, timeout: float | None) -> tuple[bool, Any]:
+        """Wait up to ``timeout`` seconds (None: without bound) for a job submitted
+        ``waited``: ``(True, answer)`` when it succeeded in time; ``(False, None)`` when
+        it is still going (the job goes on, and its answer will be dropped) or was
+        cancelled. A job that failed in time raises what it failed with, as the same
+        work done in the request would have."""
+        with self._lock:
+            waiter = self._waiters[job_id]
+        waiter.done.wait(timeout)
+        with self._lock:
+            if not waiter.done.is_set():
+                waiter.abandoned = True
+                return False, None
+            self._waiters.pop(job_id, None)
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.answer is not None, waiter.answer
 
     def get(self, job_id: str) -> dict[str, Any]:
         with self._lock:
@@ -387,7 +447,7 @@ class JobManager:
             job = self._live.get(job_id)
             if job is None:
                 return  # already finished
-            job.update(changes, heartbeat_at=_now())
+            job.update(changes, heartbeat_at=now())
             snapshot = dict(job)
         if persist:
             # Keep a cancel that reached the store through another process.
@@ -405,12 +465,35 @@ class JobManager:
             progress["lower_bound"] = float(bound)
         self._update(job_id, progress=progress)
 
-    def _run(self, job_id: str, work: Work) -> None:
+    def _run(self, job_id: str, work: Work, on_done: Callable[[], None] | None = None) -> None:
+        answer: Any = None
+        error: BaseException | None = None
+        try:
+            answer, error = self._run_work(job_id, work)
+        finally:
+            if on_done is not None:
+                on_done()
+            self._hand_over(job_id, answer, error)
+
+    def _hand_over(self, job_id: str, answer: Any, error: BaseException | None) -> None:
+        """Give the waiting request the job's answer or error, unless it stopped waiting."""
+        with self._lock:
+            waiter = self._waiters.get(job_id)
+            if waiter is None:
+                return
+            if waiter.abandoned:
+                del self._waiters[job_id]
+                return
+            waiter.answer, waiter.error = answer, error
+            waiter.done.set()
+
+    def _run_work(self, job_id: str, work: Work) -> tuple[Any, BaseException | None]:
+        """Run the job to its end; answers its in-memory answer and what it failed with."""
         with self._lock:
             live = self._live.get(job_id)
             if live is None or live["status"] != "queued":
-                return  # cancelled while it waited
-            live.update(status="running", started_at=_now())
+                return None, None  # cancelled while it waited
+            live.update(status="running", started_at=now())
         try:
             if self.cancel_requested(job_id):
                 raise FitCancelled("The job was cancelled before it started.")
@@ -424,18 +507,21 @@ class JobManager:
                 self._finish(job_id, status="failed", error=error)
             else:
                 self._finish(job_id, status="cancelled")
+            return None, None
         except Exception as exc:  # every failure becomes the job's problem object
             if not isinstance(exc, ServiceError):
                 log.exception("job %s failed", job_id)
             self._finish(job_id, status="failed", error=problem_of(exc))
-        else:
-            with self._lock:
-                progress = dict(self._live[job_id]["progress"])
-            progress.update(fraction=1.0, done=progress["total"])
-            self._finish(job_id, status="succeeded", progress=progress, **outcome)
+            return None, exc
+        answer = outcome.pop("answer", None)
+        with self._lock:
+            progress = dict(self._live[job_id]["progress"])
+        progress.update(fraction=1.0, done=progress["total"])
+        self._finish(job_id, status="succeeded", progress=progress, **outcome)
+        return answer, None
 
     def _finish(self, job_id: str, **changes: Any) -> None:
-        self._update(job_id, finished_at=_now(), **changes)
+        self._update(job_id, finished_at=now(), **changes)
         with self._lock:
             self._live.pop(job_id, None)
             self._cancel.pop(job_id, None)

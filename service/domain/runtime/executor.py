@@ -255,6 +255,10 @@ class FitSlots:
         self._waiting: list[object] = []  # tickets, oldest first
 
     @property
+    def size(self) -> int:
+        return self._size
+
+    @property
     def waiting(self) -> int:
         with self._cond:
             return len(self._waiting)

@@ -1,0 +1,172 @@
+"""Jobs: long work started, waited for a bounded time, followed, listed and cancelled.
+
+Every request that starts work (a fit, a model selection, a comparison) goes through
+``Jobs.start`` with a ``Waiting`` that says how its client wants to be answered:
+
+- ``Waiting.now()`` (``"wait": true``): the work runs in the request and the answer
+  is the result, however long it takes. No job exists.
+- ``Waiting.later()`` (``"wait": false``, ``Prefer: respond-async``): a job on the
+  job pool, answered 202 at once.
+- ``Waiting.within(s)`` (the default, ``GMM_SYNC_WAIT_SECONDS`` or ``Prefer: wait=N``):
+  the work starts now as a job and the request waits up to ``s`` seconds for it. If it
+  ends in time the answer is the full result, as ``now`` gives it; if not, 202 and the
+  job, which goes on running whether or not the client stays.
+
+``now`` and ``within`` hold one of the fit slots (``GMM_MAX_CONCURRENT_FITS``) for
+the whole work, from before it starts until it ends: a request that finds none free
+waits in their bounded queue, and is answered 429 when that is full.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from service.domain.jobs.manager import JobContext, JobManager, public
+from service.domain.records import Page, jsonable
+from service.domain.runtime.executor import FitSlots
+from service.ids import check_job_id, new_job_id
+from service.store.base import ModelStore
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """How long a request waits for the work it starts (see the module's docstring)."""
+
+    mode: Literal["now", "later", "within"]
+    seconds: float = 0.0
+
+    @classmethod
+    def now(cls) -> Waiting:
+        return cls("now")
+
+    @classmethod
+    def later(cls) -> Waiting:
+        return cls("later")
+
+    @classmethod
+    def within(cls, seconds: float) -> Waiting:
+        return cls("within", max(0.0, seconds))
+
+
+#: ``("done", answer)``: the work ended in time; ``("job", job)``: it goes on as a job.
+Started = tuple[Literal["done", "job"], dict[str, Any]]
+
+#: Work as requests start it: given its job's context (None when it runs in the
+#: request), returns the job record's fields plus ``"answer"``, the full result.
+RequestWork = Callable[[JobContext | None], dict[str, Any]]
+
+
+class Jobs:
+    """The job pool, the fit slots, and the records of jobs in the store."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        *,
+        slots: FitSlots,
+        workers: int,
+        persist_interval: float = 0.5,
+        stale_seconds: float = 60.0,
+    ) -> None:
+        self._store = store
+        self._slots = slots
+        self._manager = JobManager(
+            store,
+            workers=workers,
+            immediate_workers=slots.size,
+            persist_interval=persist_interval,
+            stale_seconds=stale_seconds,
+        )
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def fitting(self) -> contextlib.AbstractContextManager[None]:
+        """Hold one fit slot for a whole request, however many fits it runs."""
+        return self._slots.hold()
+
+    def start(
+        self,
+        kind: str,
+        work: RequestWork,
+        *,
+        waiting: Waiting,
+        total: int,
+        unit: str,
+        request: dict[str, Any] | None = None,
+    ) -> Started:
+        """Run ``work`` as ``waiting`` says; see the module's docstring."""
+        if waiting.mode == "now":
+            with self.fitting():
+                return "done", work(None)["answer"]
+        if waiting.mode == "later":
+            return "job", self._submit(kind, work, total=total, unit=unit, request=request)
+        self._slots.acquire()
+        job = self._submit(
+            kind,
+            work,
+            total=total,
+            unit=unit,
+            request=request,
+            immediate=True,
+            on_done=self._slots.release,
+        )
+        done, answer = self._manager.wait(job["id"], waiting.seconds)
+        if done:
+            return "done", answer
+        return "job", self.get(job["id"])
+
+    def _submit(
+        self,
+        kind: str,
+        work: RequestWork,
+        *,
+        total: int,
+        unit: str,
+        request: dict[str, Any] | None,
+        immediate: bool = False,
+        on_done: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        def run(ctx: JobContext) -> dict[str, Any]:
+            outcome = work(ctx)
+            answer = outcome.pop("answer", None)
+            # The record is JSON (numpy arrays to lists, non-finite numbers to null);
+            # the answer stays as the response layer serialises it.
+            return {**jsonable(outcome), "answer": answer}
+
+        job = self._manager.submit(
+            kind,
+            run,
+            total=total,
+            unit=unit,
+            job_id=new_job_id(),
+            request=request,
+            immediate=immediate,
+            waited=immediate,
+            on_done=on_done,
+        )
+        return public(job)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return public(self._manager.get(check_job_id(job_id)))
+
+    def list(self, *, limit: int, cursor: str | None) -> Page:
+        items, next_cursor = self._manager.list(limit=limit, cursor=cursor)
+        return {
+            "items": [public(job) for job in items],
+            "next_cursor": next_cursor,
+            "total": len(self._store.job_ids()),
+        }
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Ask a job to stop: a queued one never starts, a running fit stops at its next
+        step; nothing is stored either way. A finished job is answered unchanged."""
+        return public(self._manager.cancel(check_job_id(job_id)))
+
+    def recover(self) -> int:
+        """At start: mark jobs whose process died (crash, restart) ``failed``; jobs of
+        other live worker processes are left alone. Answers how many were marked."""
+        return self._manager.recover()

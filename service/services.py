@@ -1,0 +1,101 @@
+"""The services, built in one place from the settings: what the app, the CLI, a worker
+or a test uses to have a working service without HTTP (MLServer's data plane, built
+outside ``create_app``).
+
+This is the one module that reads ``Settings`` for the domain: each service is built
+with the plain values it needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from service.config import Settings
+from service.domain.analysis.service import Analysis
+from service.domain.catalogue.loaded import LoadedModels
+from service.domain.catalogue.service import Catalogue
+from service.domain.datasets.service import Datasets
+from service.domain.inference.compiled import compile_estimator
+from service.domain.inference.service import Inference
+from service.domain.jobs.service import Jobs
+from service.domain.limits import Limits
+from service.domain.runtime.cluster import DaskCluster
+from service.domain.runtime.executor import FitSlots, make_runner
+from service.domain.training.service import Training
+from service.store import open_store
+
+
+def limits_from(settings: Settings) -> Limits:
+    """The domain's limits, copied from the settings fields of the same names."""
+    return Limits(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(Limits)})
+
+
+@dataclass(frozen=True)
+class Services:
+    """One of each service, sharing one store, one cache of loaded models, one fit
+    runner and one set of fit slots."""
+
+    catalogue: Catalogue
+    datasets: Datasets
+    jobs: Jobs
+    training: Training
+    inference: Inference
+    analysis: Analysis
+
+    def close(self) -> None:
+        self.jobs.close()  # running jobs stop first: their fits may use the runner
+        self.training.close()
+
+
+def build_services(settings: Settings) -> Services:
+    store = open_store(
+        store_dir=settings.store_dir,
+        store_url=settings.store_url,
+        secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
+        cache_size=settings.cache_size,
+        s3_endpoint_url=settings.s3_endpoint_url,
+    )
+    limits = limits_from(settings)
+    cluster = DaskCluster(settings.dask_scheduler) if settings.dask_scheduler else None
+    # Job fits use the worker processes too: room for both.
+    runner = make_runner(
+        settings.max_concurrent_fits + settings.job_workers,
+        settings.fit_timeout_seconds,
+        cluster,
+    )
+    catalogue = Catalogue(
+        store,
+        LoadedModels(
+            store,
+            size=settings.cache_size,
+            read_resource=lambda model_id: catalogue.get(model_id),
+            compile=compile_estimator,
+        ),
+        limits,
+    )
+    datasets = Datasets(store, limits)
+    slots = FitSlots(
+        settings.max_concurrent_fits,
+        queue_length=settings.fit_queue_length,
+        queue_seconds=settings.fit_queue_seconds,
+    )
+    jobs = Jobs(
+        store, slots=slots, workers=settings.job_workers, stale_seconds=settings.job_stale_seconds
+    )
+    training = Training(
+        catalogue=catalogue,
+        datasets=datasets,
+        jobs=jobs,
+        fit_runner=runner,
+        cluster=cluster,
+        limits=limits,
+    )
+    return Services(
+        catalogue=catalogue,
+        datasets=datasets,
+        jobs=jobs,
+        training=training,
+        inference=Inference(catalogue, datasets),
+        analysis=Analysis(training, datasets, jobs),
+    )
