@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import get_args
@@ -136,3 +137,125 @@ def test_the_schemas_know_exactly_the_fitted_algorithms() -> None:
     union = get_args(FitRequest)[0]
     tags = {get_args(m.model_fields["algorithm"].annotation)[0] for m in get_args(union)}
     assert tags == set(ALGORITHMS)
+
+
+#: The one module allowed to use scikit-learn's private names.
+SKLEARN_COMPAT = SERVICE / "domain" / "sklearn_compat.py"
+
+
+@functools.cache
+def _sklearn_private_names() -> frozenset[str]:
+    """Private attributes and methods of the estimators the service uses, as the
+    installed scikit-learn has them (fitted ones included), plus those that
+    ``sklearn_compat`` lists, in case a release has dropped one."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.datasets import make_blobs
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+
+    from service.domain.sklearn_compat import PRIVATE_NAMES
+
+    X, _ = make_blobs(n_samples=30, centers=2, random_state=0)
+    fitted = [
+        GaussianMixture(2, random_state=0).fit(X),
+        BayesianGaussianMixture(n_components=2, random_state=0, max_iter=300).fit(X),
+        KMeans(2, n_init=1, random_state=0).fit(X),
+        MiniBatchKMeans(2, n_init=1, random_state=0, batch_size=10).fit(X),
+        PCA(2).fit(X),
+    ]
+    names = {name for est in fitted for name in [*dir(type(est)), *vars(est)]}
+    names |= {name.rsplit(".", 1)[1] for name in PRIVATE_NAMES}
+    return frozenset(n for n in names if n.startswith("_") and not n.endswith("__"))
+
+
+def _sklearn_bound_names(tree: ast.Module) -> set[str]:
+    """Local names bound to sklearn modules or objects by the file's imports."""
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if _forbids(alias.name, "sklearn"):
+                    bound.add(alias.asname or alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and _forbids(node.module or "", "sklearn"):
+            bound.update(alias.asname or alias.name for alias in node.names)
+    return bound
+
+
+def _private_sklearn_uses(tree: ast.Module, private: frozenset[str]) -> Iterator[tuple[int, str]]:
+    """Imports of private sklearn names or modules; ``sklearn.x._y`` chains (from any
+    name an sklearn import bound); ``obj._name`` where ``_name`` is a private member
+    of sklearn's estimators (on anything but ``self``/``cls``); and such a name as a
+    string, as ``getattr(est, "_counts")`` or a dict of method overrides has it."""
+    bound = _sklearn_bound_names(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and _forbids(node.module or "", "sklearn"):
+            parts = (node.module or "").split(".")
+            for alias in node.names:
+                if any(p.startswith("_") for p in [*parts, alias.name]):
+                    yield node.lineno, f"from {node.module} import {alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "sklearn" and any(p.startswith("_") for p in parts):
+                    yield node.lineno, f"import {alias.name}"
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            if node.attr.endswith("__"):
+                continue
+            root: ast.expr = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            from_sklearn = isinstance(root, ast.Name) and root.id in bound
+            on_self = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+            if from_sklearn or (node.attr in private and not on_self):
+                yield node.lineno, ast.unparse(node)
+        elif isinstance(node, ast.Constant) and node.value in private:
+            yield node.lineno, repr(node.value)
+
+
+@pytest.mark.parametrize("path", [p for p in ALL if p != SKLEARN_COMPAT], ids=_rel)
+def test_only_sklearn_compat_uses_private_sklearn_names(path: Path) -> None:
+    """A scikit-learn upgrade can remove any private name; service/domain/sklearn_compat.py
+    wraps each one, so that its tests say which moved and one file needs changing."""
+    private = _sklearn_private_names()
+    found = [
+        f"{_rel(path)}:{line} uses {what}"
+        for line, what in _private_sklearn_uses(_tree(path), private)
+    ]
+    assert not found, "use (or add) a wrapper in service/domain/sklearn_compat.py:\n" + "\n".join(
+        found
+    )
+
+
+def test_the_private_name_scan_finds_each_kind_of_use() -> None:
+    """The scan above is only worth its silence if it finds what it looks for."""
+    source = """
+import sklearn.utils._openmp_helpers
+from sklearn.mixture import _gaussian_mixture as _gm
+from sklearn.utils._array_api import logsumexp
+from sklearn.utils.validation import _check_sample_weight
+import sklearn
+from sklearn import cluster
+sklearn.mixture._base
+cluster._kmeans
+est._estimate_weighted_log_prob(X)
+km._n_threads = 1
+getattr(est, "_counts", None)
+self._estimate_weighted_log_prob(X)
+self._lock
+other._lock
+"""
+    found = [
+        what
+        for _, what in sorted(_private_sklearn_uses(ast.parse(source), _sklearn_private_names()))
+    ]
+    assert found == [
+        "import sklearn.utils._openmp_helpers",
+        "from sklearn.mixture import _gaussian_mixture",
+        "from sklearn.utils._array_api import logsumexp",
+        "from sklearn.utils.validation import _check_sample_weight",
+        "sklearn.mixture._base",
+        "cluster._kmeans",
+        "est._estimate_weighted_log_prob",
+        "km._n_threads",
+        "'_counts'",
+    ], found

@@ -20,7 +20,8 @@ def test_oldest_constraints_pin_pyprojects_floors() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     floors = {}
     for requirement in project["project"]["dependencies"]:
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", requirement)
+        # scikit-learn also has an upper bound (its private names, sklearn_compat.py).
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)(?:,<[0-9.]+)?", requirement)
         if match and match[1] in PINNED:
             floors[match[1]] = _release(match[2])
     pins = {}

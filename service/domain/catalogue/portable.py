@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 from scipy import linalg
-from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
+from service.domain import sklearn_compat
 from service.domain.catalogue.service import Catalogue
 from service.domain.limits import Limits
 from service.domain.training import estimators
@@ -335,7 +335,8 @@ def _build_mixture(doc: Any, params: dict[str, Any]) -> Any:
         )
         _positive(dof, "degrees_of_freedom", floor=d - 1.0)
         with np.errstate(all="ignore"):  # extreme concentrations fail the check below
-            est._set_parameters(
+            sklearn_compat.set_mixture_parameters(
+                est,
                 (
                     (wc[0].copy(), wc[1].copy()) if dp else wc,
                     mean_precision,
@@ -343,7 +344,7 @@ def _build_mixture(doc: Any, params: dict[str, Any]) -> Any:
                     np.float64(dof) if kind == "tied" else dof,
                     cov,
                     pc,
-                )
+                ),
             )
         if not np.allclose(est.weights_, weights, rtol=BAYES_WEIGHT_RTOL, atol=0.0):
             raise InvalidInput.at(
@@ -355,7 +356,7 @@ def _build_mixture(doc: Any, params: dict[str, Any]) -> Any:
         est.weights_ = weights
     else:
         with np.errstate(all="ignore"):
-            est._set_parameters((weights, means, cov, pc))
+            sklearn_compat.set_mixture_parameters(est, (weights, means, cov, pc))
     est.converged_ = doc.converged
     est.n_iter_ = doc.n_iter
     est.lower_bound_ = -np.inf if doc.lower_bound is None else doc.lower_bound
@@ -374,8 +375,7 @@ def _build_centroids(doc: Any, params: dict[str, Any]) -> Any:
     est.inertia_ = doc.inertia
     est.n_iter_ = doc.n_iter
     est.n_features_in_ = d
-    est._n_features_out = k
-    est._n_threads = _openmp_effective_n_threads()
+    sklearn_compat.set_centroid_fitted_state(est, k)
     if isinstance(doc, MiniBatchKMeansDocument):
         est.n_steps_ = doc.n_steps
     return est

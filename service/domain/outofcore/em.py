@@ -56,7 +56,6 @@ float32 data are fitted in float64 (sums over millions of rows need it).
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from functools import partial
 from typing import Any, Literal
@@ -66,9 +65,9 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
-from sklearn.mixture import _gaussian_mixture as _gm
 from sklearn.utils import check_random_state
 
+from service.domain import sklearn_compat
 from service.domain.outofcore.mapreduce import map_reduce, row_chunked, sample_rows, sum_dicts
 from service.domain.training.progress import FitProgress
 
@@ -76,11 +75,6 @@ CovarianceType = Literal["full", "tied", "diag", "spherical"]
 
 #: Rows gathered for the k-means that starts EM when no initial parameters are given.
 DEFAULT_SAMPLE_SIZE = 20_000
-
-#: scikit-learn >= 1.8 wants the array namespace given to its mixtures' checks.
-_CHECK_XP: dict[str, Any] = (
-    {"xp": np} if "xp" in inspect.signature(_gm._check_weights).parameters else {}
-)
 
 
 def _shell(
@@ -135,7 +129,7 @@ def _e_step_chunk(
     """One chunk's part of an EM iteration: sklearn's E-step, then its statistics."""
     X = np.asarray(X, dtype=np.float64)
     gm = _shell(weights, means, precisions_cholesky, covariance_type)
-    log_prob_norm, log_resp = gm._estimate_log_prob_resp(X)
+    log_prob_norm, log_resp = sklearn_compat.estimate_log_prob_resp(gm, X)
     stats = _moments(X, np.exp(log_resp), covariance_type, means)
     stats["ll"] = np.array(log_prob_norm.sum())
     return stats
@@ -262,14 +256,14 @@ def fit_gaussian_mixture_dask(
         precisions_init=precisions_init,
         random_state=random_state,
     )
-    gm._validate_params()
+    sklearn_compat.validate_params(gm)
     if n_samples < max(2, n_components):
         raise ValueError(
             f"Expected n_samples >= max(2, n_components) but got n_components = "
             f"{n_components}, n_samples = {n_samples}"
         )
     # sklearn's checks of the initial values, on an empty array of the right width.
-    gm._check_parameters(np.empty((0, n_features)), **_CHECK_XP)
+    sklearn_compat.check_mixture_parameters(gm, np.empty((0, n_features)))
     if progress is not None:
         progress.total, progress.unit = max(max_iter, 1), "iterations"
         progress.check()
@@ -299,7 +293,7 @@ def fit_gaussian_mixture_dask(
         )
         nk, new_means, covariances = _m_step(stats, means, covariance_type, reg_covar)
         weights, means = nk / np.sum(nk), new_means
-        prec_chol = _gm._compute_precision_cholesky(covariances, covariance_type)
+        prec_chol = sklearn_compat.compute_precision_cholesky(covariances, covariance_type)
         lower_bound = np.float64(stats["ll"]) / n_samples
         lower_bounds.append(lower_bound)
         if progress is not None:
@@ -316,7 +310,7 @@ def fit_gaussian_mixture_dask(
             ConvergenceWarning,
             stacklevel=2,
         )
-    gm._set_parameters((weights, means, covariances, prec_chol))
+    sklearn_compat.set_mixture_parameters(gm, (weights, means, covariances, prec_chol))
     gm.converged_ = converged
     gm.n_iter_ = n_iter
     gm.lower_bound_ = lower_bound
@@ -359,12 +353,10 @@ def _initial_parameters(
     if gm.means_init is not None:
         means = np.asarray(gm.means_init, dtype=np.float64)
     if gm.precisions_init is None:
-        prec_chol = _gm._compute_precision_cholesky(covariances, cov_type)
+        prec_chol = sklearn_compat.compute_precision_cholesky(covariances, cov_type)
     else:
         precisions = np.asarray(gm.precisions_init, dtype=np.float64)
-        prec_chol = _gm._compute_precision_cholesky_from_precisions(
-            precisions, cov_type, **_CHECK_XP
-        )
+        prec_chol = sklearn_compat.compute_precision_cholesky_from_precisions(precisions, cov_type)
         if covariances is None:
             covariances = _inverse_precisions(precisions, cov_type)
     return weights, means, covariances, prec_chol

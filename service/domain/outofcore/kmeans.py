@@ -43,8 +43,8 @@ import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
+from service.domain import sklearn_compat
 from service.domain.outofcore.mapreduce import (
     compute,
     map_reduce,
@@ -150,7 +150,7 @@ def fit_kmeans_dask(
         random_state=random_state,
         algorithm="lloyd",
     )
-    km._validate_params()
+    sklearn_compat.validate_params(km)
     if n_samples < n_clusters:
         raise ValueError(f"n_samples={n_samples} should be >= n_clusters={n_clusters}.")
     if progress is not None:
@@ -202,12 +202,11 @@ def fit_kmeans_dask(
             stacklevel=2,
         )
     km.cluster_centers_ = centers + x_mean
-    km._n_features_out = n_clusters
     km.inertia_ = float(final["inertia"])
     km.n_iter_ = n_iter
     km.n_features_in_ = n_features
-    km._n_threads = _openmp_effective_n_threads()
-    km._tol, km._n_init, km._algorithm = tol_, 1, "lloyd"
+    sklearn_compat.set_centroid_fitted_state(km, n_clusters)
+    sklearn_compat.set_kmeans_fit_state(km, tol=tol_, n_init=1, algorithm="lloyd")
     if progress is not None:
         progress.finish()
     return km

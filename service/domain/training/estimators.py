@@ -8,21 +8,17 @@ so that a fit equals the in-process one to the last bit.
 
 from __future__ import annotations
 
-import inspect
+import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
-from sklearn.mixture import _gaussian_mixture as _gm
 
-try:  # scikit-learn >= 1.8: the array-API port its mixtures' score_samples uses
-    from sklearn.utils._array_api import _logsumexp
-except ImportError:  # older releases: scipy's, which their mixtures use
-    from scipy.special import logsumexp as _logsumexp
-
+from service.domain import sklearn_compat
 from service.domain.inference.compiled import kmeans_distances
 from service.domain.limits import Limits
 from service.domain.training.progress import FitProgress, fit_tracked, progress_plan
@@ -204,19 +200,14 @@ def check_params(
         _expect_shape("init", params["init"], (k, n_features), why_k, message)
 
 
-#: scikit-learn 1.8 added an array-namespace argument to its mixtures' checks, and
-#: later releases need it given; older ones have no such argument.
-_XP: dict[str, Any] = {"xp": np} if "xp" in inspect.signature(_gm._check_weights).parameters else {}
-
-
 def _check_init_values(params: dict[str, Any], k: int, n_features: int) -> None:
     """sklearn's own checks of initial values (weights sum to 1, precisions positive
     definite...), run up front so that the problem names the parameter at fault."""
     checks = {
-        "weights_init": lambda v: _gm._check_weights(v, k, **_XP),
-        "means_init": lambda v: _gm._check_means(v, k, n_features, **_XP),
-        "precisions_init": lambda v: _gm._check_precisions(
-            v, params["covariance_type"], k, n_features, **_XP
+        "weights_init": lambda v: sklearn_compat.check_weights(v, k),
+        "means_init": lambda v: sklearn_compat.check_means(v, k, n_features),
+        "precisions_init": lambda v: sklearn_compat.check_precisions(
+            v, params["covariance_type"], k, n_features
         ),
     }
     for name, check in checks.items():
@@ -245,12 +236,13 @@ class Fitted:
     fit_seconds: float
     #: Mixtures: ``_estimate_weighted_log_prob`` of the training points under the
     #: fitted parameters, (n_samples, n_components), as sklearn's final E-step computed
-    #: it; None when it could not be kept (see ``_keep_final_e_step``).
+    #: it; None when it could not be kept (see ``_final_e_step_of``).
     training_wlp: np.ndarray | None = None
 
 
-def _keep_final_e_step(estimator: Any, X: np.ndarray) -> dict[str, Any]:
-    """Remember the last ``_estimate_weighted_log_prob`` a mixture's fit computes.
+def _final_e_step_of(X: np.ndarray, kept: dict[str, Any]) -> Callable[[Any, np.ndarray], None]:
+    """An observer (``sklearn_compat.observed_weighted_log_prob``) that keeps in ``kept``
+    the last ``_estimate_weighted_log_prob`` a mixture's fit computes.
 
     ``fit`` ends with an E-step under the final parameters ("to guarantee that the
     labels returned by fit_predict(X) are always consistent with fit(X).predict(X)"):
@@ -259,11 +251,8 @@ def _keep_final_e_step(estimator: Any, X: np.ndarray) -> dict[str, Any]:
     one EM iteration. It is kept only when sklearn worked on ``X``'s own memory, so
     that it is bit for bit what a new computation on ``X`` would give.
     """
-    kept: dict[str, Any] = {}
-    original = estimator._estimate_weighted_log_prob
 
-    def remember(data: Any, *args: Any, **kwargs: Any) -> Any:
-        out = original(data, *args, **kwargs)
+    def remember(data: Any, out: np.ndarray) -> None:
         same = (
             isinstance(data, np.ndarray)
             and data.shape == X.shape
@@ -272,10 +261,8 @@ def _keep_final_e_step(estimator: Any, X: np.ndarray) -> dict[str, Any]:
             and data.ctypes.data == X.ctypes.data
         )
         kept["wlp"] = out if same else None
-        return out
 
-    estimator._estimate_weighted_log_prob = remember  # an instance attribute, removed after
-    return kept
+    return remember
 
 
 def check_sample_weight(
@@ -331,22 +318,25 @@ def fit(
     it says so; the numbers are the same to the last bit (``progress.fit_tracked``).
     """
     estimator = build(algorithm, params)
-    mixture = ALGORITHMS[algorithm].family == "mixture"
-    kept = _keep_final_e_step(estimator, X) if mixture else {}
+    kept: dict[str, Any] = {}
+    watch: contextlib.AbstractContextManager[None] = (
+        sklearn_compat.observed_weighted_log_prob(estimator, _final_e_step_of(X, kept))
+        if ALGORITHMS[algorithm].family == "mixture"
+        else contextlib.nullcontext()
+    )
     # Mixtures' fit has no sample_weight argument: it is passed only when there is one.
     fit_kwargs = {} if sample_weight is None else {"sample_weight": sample_weight}
     start = time.perf_counter()
     with capture_warnings() as caught:
         try:
-            if progress is None:
-                estimator.fit(X, **fit_kwargs)
-            else:
-                progress.total, progress.unit = progress_plan(estimator)
-                fit_tracked(estimator, X, progress, **fit_kwargs)
+            with watch:
+                if progress is None:
+                    estimator.fit(X, **fit_kwargs)
+                else:
+                    progress.total, progress.unit = progress_plan(estimator)
+                    fit_tracked(estimator, X, progress, **fit_kwargs)
         except (ValueError, np.linalg.LinAlgError) as exc:
             raise FitFailed(f"scikit-learn could not fit {algorithm}: {exc}") from exc
-        finally:
-            estimator.__dict__.pop("_estimate_weighted_log_prob", None)
     return Fitted(estimator, caught, time.perf_counter() - start, kept.get("wlp"))
 
 
@@ -366,8 +356,8 @@ def information_criteria(est: Any, X: np.ndarray, log_likelihood: np.ndarray) ->
     n = X.shape[0]
     score = log_likelihood.mean()
     return {
-        "bic": finite_or_none(-2 * score * n + est._n_parameters() * np.log(n)),
-        "aic": finite_or_none(-2 * score * n + 2 * est._n_parameters()),
+        "bic": finite_or_none(-2 * score * n + sklearn_compat.n_parameters(est) * np.log(n)),
+        "aic": finite_or_none(-2 * score * n + 2 * sklearn_compat.n_parameters(est)),
     }
 
 
@@ -439,11 +429,11 @@ def per_point(
     out: dict[str, np.ndarray] = {}
     if ALGORITHMS[algorithm].family == "mixture":
         if wlp is None:
-            wlp = est._estimate_weighted_log_prob(X)
+            wlp = sklearn_compat.estimate_weighted_log_prob(est, X)
         if "labels" in include:
             out["labels"] = wlp.argmax(axis=1)
         if "probabilities" in include or "log_likelihood" in include:
-            log_norm = np.asarray(_logsumexp(wlp, axis=1))
+            log_norm = sklearn_compat.logsumexp(wlp, axis=1)
             if "log_likelihood" in include:
                 out["log_likelihood"] = log_norm
         if "probabilities" in include:
@@ -481,7 +471,7 @@ def means_of(algorithm: str, est: Any) -> np.ndarray:
 
 def log_likelihood_of(est: Any, X: np.ndarray) -> np.ndarray:
     """``score_samples``: log p(x) per row, (n_samples,)."""
-    return np.asarray(_logsumexp(est._estimate_weighted_log_prob(X), axis=1))
+    return sklearn_compat.logsumexp(sklearn_compat.estimate_weighted_log_prob(est, X), axis=1)
 
 
 def sample(est: Any, n_samples: int, random_state: int | None) -> tuple[np.ndarray, np.ndarray]:

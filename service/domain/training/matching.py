@@ -14,6 +14,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from sklearn.metrics import adjusted_rand_score
 
+from service.domain import sklearn_compat
 from service.domain.training import estimators
 
 
@@ -89,7 +90,6 @@ def permute(algorithm: str, est: Any, perm: np.ndarray) -> None:
         return
     inverse = np.argsort(perm)
     est.cluster_centers_ = est.cluster_centers_[perm]
-    if getattr(est, "_counts", None) is not None:  # MiniBatchKMeans' per-center counts
-        est._counts = est._counts[perm]
+    sklearn_compat.permute_minibatch_counts(est, perm)
     if getattr(est, "labels_", None) is not None:
         est.labels_ = inverse[est.labels_].astype(est.labels_.dtype)

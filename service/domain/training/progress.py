@@ -4,10 +4,10 @@ sklearn's mixtures call ``_print_verbose_msg_iter_end(n_iter, diff_ll)`` after e
 EM iteration and ``_print_verbose_msg_init_beg(init)`` before every initialisation;
 KMeans calls ``_init_centroids`` once per init and MiniBatchKMeans
 ``_mini_batch_convergence`` once per step. A subclass that overrides only those
-hooks (each calling the original first) sees the fit advance, and is the one place
-where a cancelled fit can stop: the hook raises ``FitCancelled`` and the fit unwinds
-before anything is stored. The arithmetic is sklearn's own, untouched, so a tracked
-fit gives bit-for-bit the result of an untracked one.
+hooks (``sklearn_compat`` builds them around sklearn's own) sees the fit advance, and
+is the one place where a cancelled fit can stop: the hook raises ``FitCancelled`` and
+the fit unwinds before anything is stored. The arithmetic is sklearn's own,
+untouched, so a tracked fit gives bit-for-bit the result of an untracked one.
 
 After the fit the estimator's class is set back to the plain sklearn class, so what
 is pickled, exported or compared is an ordinary ``GaussianMixture``/``KMeans``.
@@ -20,6 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from service.domain import sklearn_compat
 from service.errors import ServiceError
 
 
@@ -99,50 +102,36 @@ class FitProgress:
             self._on_change(self)
 
 
-def _mixture_hooks(base: type) -> dict[str, Any]:
-    def _print_verbose_msg_init_beg(self: Any, n_init: int) -> None:
-        base._print_verbose_msg_init_beg(self, n_init)
-        self._gmm_init = n_init
-        progress: FitProgress = self._gmm_progress
-        progress.advance_to(n_init * self.max_iter, force=n_init > 0)
-
-    def _compute_lower_bound(self: Any, *args: Any, **kwargs: Any) -> Any:
-        bound = base._compute_lower_bound(self, *args, **kwargs)
-        self._gmm_progress.lower_bound = float(bound)
-        return bound
-
-    def _print_verbose_msg_iter_end(self: Any, n_iter: int, diff_ll: float) -> None:
-        base._print_verbose_msg_iter_end(self, n_iter, diff_ll)
-        self._gmm_progress.advance_to(self._gmm_init * self.max_iter + n_iter)
-
-    return {
-        "_print_verbose_msg_init_beg": _print_verbose_msg_init_beg,
-        "_compute_lower_bound": _compute_lower_bound,
-        "_print_verbose_msg_iter_end": _print_verbose_msg_iter_end,
-    }
+def _init_begun(estimator: Any, n_init: int) -> None:
+    estimator._gmm_init = n_init
+    progress: FitProgress = estimator._gmm_progress
+    progress.advance_to(n_init * estimator.max_iter, force=n_init > 0)
 
 
-def _kmeans_hooks(base: type) -> dict[str, Any]:
-    def _init_centroids(self: Any, *args: Any, **kwargs: Any) -> Any:
-        progress: FitProgress = self._gmm_progress
-        # n_init="auto" is resolved inside fit, before the first init.
-        progress.total = max(int(getattr(self, "_n_init", progress.total)), 1)
-        progress.advance_to(self._gmm_init, force=self._gmm_init > 0)
-        self._gmm_init += 1
-        return base._init_centroids(self, *args, **kwargs)
-
-    return {"_init_centroids": _init_centroids}
+def _lower_bound(estimator: Any, bound: Any) -> None:
+    estimator._gmm_progress.lower_bound = float(np.squeeze(bound))
 
 
-def _minibatch_hooks(base: type) -> dict[str, Any]:
-    def _mini_batch_convergence(self: Any, step: int, n_steps: int, *args: Any) -> Any:
-        progress: FitProgress = self._gmm_progress
-        progress.total = max(int(n_steps), 1)
-        stop = base._mini_batch_convergence(self, step, n_steps, *args)
-        progress.advance_to(step + 1)
-        return stop
+def _iteration_done(estimator: Any, n_iter: int) -> None:
+    estimator._gmm_progress.advance_to(estimator._gmm_init * estimator.max_iter + n_iter)
 
-    return {"_mini_batch_convergence": _mini_batch_convergence}
+
+def _before_init(estimator: Any) -> None:
+    progress: FitProgress = estimator._gmm_progress
+    # n_init="auto" is resolved inside fit, before the first init.
+    progress.total = max(sklearn_compat.resolved_n_init(estimator, progress.total), 1)
+    progress.advance_to(estimator._gmm_init, force=estimator._gmm_init > 0)
+    estimator._gmm_init += 1
+
+
+def _step_done(estimator: Any, step: int, n_steps: int) -> None:
+    progress: FitProgress = estimator._gmm_progress
+    progress.total = max(int(n_steps), 1)
+    progress.advance_to(step + 1)
+
+
+def _is_mixture(cls: type) -> bool:
+    return "BaseMixture" in {m.__name__ for m in cls.__mro__}
 
 
 _TRACKED: dict[type, type] = {}
@@ -152,13 +141,17 @@ _TRACKED_LOCK = threading.Lock()
 def _tracked_class(base: type) -> type:
     with _TRACKED_LOCK:
         if base not in _TRACKED:
-            names = {m.__name__ for m in base.__mro__}
-            if "BaseMixture" in names:
-                hooks = _mixture_hooks(base)
+            if _is_mixture(base):
+                hooks = sklearn_compat.mixture_progress_hooks(
+                    base,
+                    init_begun=_init_begun,
+                    lower_bound=_lower_bound,
+                    iteration_done=_iteration_done,
+                )
             elif base.__name__ == "MiniBatchKMeans":
-                hooks = _minibatch_hooks(base)
+                hooks = sklearn_compat.minibatch_progress_hooks(base, step_done=_step_done)
             else:
-                hooks = _kmeans_hooks(base)
+                hooks = sklearn_compat.kmeans_progress_hooks(base, before_init=_before_init)
             _TRACKED[base] = type(f"Tracked{base.__name__}", (base,), hooks)
         return _TRACKED[base]
 
@@ -170,7 +163,7 @@ def progress_plan(estimator: Any) -> tuple[int, str]:
     early counts as done). KMeans: inits (its iterations run in compiled code).
     MiniBatchKMeans: mini-batch steps (the total is known once the fit starts).
     """
-    if hasattr(estimator, "_compute_lower_bound"):
+    if _is_mixture(type(estimator)):
         return max(estimator.max_iter, 1) * estimator.n_init, "iterations"
     if type(estimator).__name__ == "MiniBatchKMeans":
         return 1, "steps"
