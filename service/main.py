@@ -35,6 +35,7 @@ from service.api.routes import (
     portable,
     selection,
 )
+from service.api.routing import route_methods
 from service.api.security import AuthDep, load_keyring
 from service.api.v2 import routes as v2
 from service.config import Settings
@@ -328,7 +329,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            # PATCH renames a model: a method left out here fails the browser's preflight.
+            allow_methods=route_methods(app.routes),
             # Inference-Header-Content-Length: the v2 binary tensor framing, both ways.
             allow_headers=[
                 "Content-Type",
