@@ -1,6 +1,6 @@
 """The app factory: ``create_app(settings)`` builds everything; nothing runs at import.
 
-``app = create_app()`` at the bottom is what ``uvicorn service.main:app`` serves.
+Servers call it: ``python -m service``, or ``uvicorn service.main:create_app --factory``.
 """
 
 from __future__ import annotations
@@ -345,6 +345,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.openapi = _problem_json_openapi(app)  # type: ignore[method-assign]
     return app
-
-
-app = create_app()
