@@ -137,7 +137,9 @@ def test_docs_and_root_redirect(client: TestClient) -> None:
 
 
 def _route_functions() -> dict[tuple[str, str], str]:
-    """``(path, method)`` -> the Python name of the function that serves it.
+    """``(path, method)`` -> the name of the operation that serves it: the Python name
+    of its function, or for a ``/v2`` versioned path, ``model_version_*`` after the
+    ``model_*`` function that serves both it and the unversioned path.
 
     Read from the routers in ``service/api/routes/`` (every module there) and in
     ``service/api/v2/routes.py``, not from ``app.routes``, whose shape for included
@@ -154,8 +156,11 @@ def _route_functions() -> dict[tuple[str, str], str]:
                 continue
             for route in router.routes:
                 if isinstance(route, APIRoute) and route.include_in_schema:
+                    name = route.endpoint.__name__
+                    if "/versions/{version}" in route.path:
+                        name = name.replace("model_", "model_version_", 1)
                     for method in route.methods:
-                        found[(route.path, method.lower())] = route.endpoint.__name__
+                        found[(route.path, method.lower())] = name
     return found
 
 
