@@ -35,7 +35,9 @@ def main() -> None:
     settings = Settings()
     _share_metrics(settings)
     uvicorn.run(
-        "service.main:app",
+        # Each worker process builds its own app: importing service.main builds none.
+        "service.main:create_app",
+        factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,

@@ -1,6 +1,6 @@
 """The app factory: ``create_app(settings)`` builds everything; nothing runs at import.
 
-``app = create_app()`` at the bottom is what ``uvicorn service.main:app`` serves.
+Servers call it: ``python -m service``, or ``uvicorn service.main:create_app --factory``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from service.api.routes import (
     portable,
     selection,
 )
+from service.api.routing import route_methods
 from service.api.security import AuthDep, load_keyring
 from service.api.v2 import routes as v2
 from service.config import Settings
@@ -297,7 +298,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            # PATCH renames a model: a method left out here fails the browser's preflight.
+            allow_methods=route_methods(app.routes),
             # Inference-Header-Content-Length: the v2 binary tensor framing, both ways.
             allow_headers=[
                 "Content-Type",
@@ -312,6 +314,3 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.openapi = _problem_json_openapi(app)  # type: ignore[method-assign]
     return app
-
-
-app = create_app()

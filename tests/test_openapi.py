@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from sklearn.datasets import make_blobs
 
 import service.api.routes as routes_pkg
+from service.api.v2 import routes as v2_routes
 from service.config import Settings
 from service.main import create_app
 
@@ -136,21 +137,30 @@ def test_docs_and_root_redirect(client: TestClient) -> None:
 
 
 def _route_functions() -> dict[tuple[str, str], str]:
-    """``(path, method)`` -> the Python name of the function that serves it.
+    """``(path, method)`` -> the name of the operation that serves it: the Python name
+    of its function, or for a ``/v2`` versioned path, ``model_version_*`` after the
+    ``model_*`` function that serves both it and the unversioned path.
 
-    Read from the routers in ``service/api/routes/`` (every module there), not from
-    ``app.routes``, whose shape for included routers is private to FastAPI.
+    Read from the routers in ``service/api/routes/`` (every module there) and in
+    ``service/api/v2/routes.py``, not from ``app.routes``, whose shape for included
+    routers is private to FastAPI.
     """
     found: dict[tuple[str, str], str] = {}
-    for info in pkgutil.iter_modules(routes_pkg.__path__):
-        module = importlib.import_module(f"{routes_pkg.__name__}.{info.name}")
+    modules = [
+        importlib.import_module(f"{routes_pkg.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(routes_pkg.__path__)
+    ]
+    for module in [*modules, v2_routes]:
         for router in vars(module).values():
             if not isinstance(router, APIRouter):
                 continue
             for route in router.routes:
                 if isinstance(route, APIRoute) and route.include_in_schema:
+                    name = route.endpoint.__name__
+                    if "/versions/{version}" in route.path:
+                        name = name.replace("model_", "model_version_", 1)
                     for method in route.methods:
-                        found[(route.path, method.lower())] = route.endpoint.__name__
+                        found[(route.path, method.lower())] = name
     return found
 
 

@@ -244,8 +244,8 @@ def test_metrics_add_up_every_workers_requests(start: StartServers, tmp_path: Pa
 
 # -- logging: one line per request ------------------------------------------------------
 def _spawn_uvicorn_cli(tmp_path: Path) -> ServerProcess:
-    """``uvicorn service.main:app`` as someone might launch it by hand: the settings
-    that ``python -m service`` would pass as flags are uvicorn's defaults here."""
+    """``uvicorn service.main:create_app --factory`` as someone might launch it by hand:
+    the settings that ``python -m service`` would pass as flags are uvicorn's defaults."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GMM_")}
     env.update({"GMM_STORE_DIR": str(tmp_path / "store"), "PYTHONUNBUFFERED": "1"})
@@ -254,7 +254,8 @@ def _spawn_uvicorn_cli(tmp_path: Path) -> ServerProcess:
         sys.executable,
         "-m",
         "uvicorn",
-        "service.main:app",
+        "service.main:create_app",
+        "--factory",
         "--host",
         HOST,
         "--port",
@@ -273,11 +274,11 @@ def _spawn_uvicorn_cli(tmp_path: Path) -> ServerProcess:
     server = ServerProcess(proc=proc, port=port, log_path=log_path)
     if not server.wait_healthy():
         server.stop()
-        pytest.fail(f"uvicorn service.main:app did not start:\n{server.log()[-4000:]}")
+        pytest.fail(f"uvicorn service.main:create_app did not start:\n{server.log()[-4000:]}")
     return server
 
 
-@pytest.mark.parametrize("launch", ["python -m service", "uvicorn service.main:app"])
+@pytest.mark.parametrize("launch", ["python -m service", "uvicorn --factory"])
 def test_one_json_access_line_per_request(launch: str, start: StartServers, tmp_path: Path) -> None:
     """uvicorn's own access line would repeat, as plain text, what the service's JSON
     line says: however the service is launched, a request is logged once, as JSON."""

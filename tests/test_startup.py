@@ -3,6 +3,7 @@ one-time work that must not happen while requests and fits run."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+import service
 from service.config import Settings
 from service.main import create_app
 
@@ -29,6 +31,37 @@ def test_building_the_app_does_not_import_matplotlib() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_importing_the_app_module_does_no_work(tmp_path: Path) -> None:
+    """``import service.main`` reads no settings, ``.env`` or keys file and builds no
+    app: servers call ``create_app`` (``uvicorn --factory``), so a tool that only
+    imports the module (export_openapi, a test, a linter plugin) is not broken by the
+    environment it happens to run in."""
+    (tmp_path / ".env").write_text("GMM_API_KEYS_FILE=/nonexistent/keys\n")
+    code = (
+        "import gc\n"
+        "from fastapi import FastAPI\n"
+        "import service.main\n"
+        "assert not hasattr(service.main, 'app'), 'service.main.app exists'\n"
+        "apps = [o for o in gc.get_objects() if isinstance(o, FastAPI)]\n"
+        "assert apps == [], apps\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GMM_")}
+    env.update({"GMM_PORT": "notanumber", "GMM_STORE_DIR": str(tmp_path / "store")})
+    # This checkout's package, whatever the cwd (a .env is read from there).
+    root = str(Path(service.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert not (tmp_path / "store").exists()
 
 
 def test_no_request_swaps_the_warning_filters_once_started(

@@ -73,8 +73,9 @@ def configure_logging(json_lines: bool) -> None:
     """Access and error logs as JSON on stderr (idempotent: apps are built many times)."""
     # The middleware writes each request's access line; uvicorn's plain one would log
     # every request twice. `python -m service` turns it off with access_log=False, but
-    # `uvicorn service.main:app` run by hand does not: uvicorn sets up its loggers
-    # before it imports the app, in each worker, so silencing it here covers both.
+    # `uvicorn service.main:create_app --factory` run by hand does not: uvicorn sets up
+    # its loggers before it builds the app, in each worker, so silencing it here covers
+    # both.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("gmm.access", "service.errors"):
         logger = logging.getLogger(name)

@@ -16,6 +16,7 @@ from service.api.security import Forbidden, Unauthorized
 from service.errors import (
     ArtifactIntegrityError,
     Busy,
+    Conflict,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
@@ -122,6 +123,15 @@ PROBLEM_EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
     404: {
         "not-found": _example(
             NotFound(f"No model with id '{_MODEL_ID}'."), "The model does not exist (any more)"
+        )
+    },
+    409: {
+        "conflict": _example(
+            Conflict(
+                f"Job {_MODEL_ID} is running: its result exists once it has succeeded. "
+                f"Poll GET /v1/jobs/{_MODEL_ID} until then."
+            ),
+            "A job's result asked for before the job succeeded",
         )
     },
     413: {

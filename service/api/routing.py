@@ -16,6 +16,8 @@ locations. Large bodies first try ``simd_document``: no Python list or float at 
 for the points. Garbage collection is paused while millions of lists are built and freed:
 none of them can be in a reference cycle, and collecting them repeatedly costs more
 than the parse itself.
+
+``route_methods`` lists the methods the app's routes answer, for the CORS middleware.
 """
 
 from __future__ import annotations
@@ -35,9 +37,15 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from service.errors import UnsupportedMediaType
 from service.schemas.common import is_points_array
+
+try:
+    from fastapi.routing import iter_route_contexts
+except ImportError:  # FastAPI before lazily included routers: app.routes was flat
+    iter_route_contexts = iter  # type: ignore[assignment]
 
 #: Below this size decoding on the loop is cheaper than a thread hop.
 _THREAD_THRESHOLD = 64 * 1024
@@ -306,3 +314,14 @@ class FastJSONRoute(APIRoute):
             return await handler(_FastJSONRequest(request.scope, request.receive))
 
         return fast_handler
+
+
+def route_methods(routes: list[BaseRoute]) -> list[str]:
+    """Every HTTP method some route answers, sorted: what a CORS preflight may ask for.
+
+    Recent FastAPI keeps an included router as one entry of ``app.routes``, walked by
+    ``iter_route_contexts``; mounts (static files) have no methods.
+    """
+    return sorted(
+        {m for route in iter_route_contexts(routes) for m in getattr(route, "methods", ()) or ()}
+    )

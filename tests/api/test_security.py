@@ -117,6 +117,29 @@ def test_cors_when_configured(tmp_path: Path) -> None:
         assert "access-control-allow-origin" not in r.headers
 
 
+def test_cors_preflight_allows_every_method_the_api_uses(tmp_path: Path) -> None:
+    """PATCH /v1/models/{id} (rename, relabel) was left out of the allowed methods, so a
+    browser's preflight for it was refused with 400 and the PATCH never sent."""
+    with app_with(tmp_path, cors_origins="https://app.example") as c:
+        for method in ("GET", "POST", "PATCH", "DELETE"):
+            r = c.options(
+                "/v1/models/" + "0" * 28,
+                headers={
+                    "Origin": "https://app.example",
+                    "Access-Control-Request-Method": method,
+                    "Access-Control-Request-Headers": "content-type,x-api-key",
+                },
+            )
+            assert r.status_code == 200, (method, r.text)
+            allowed = {m.strip() for m in r.headers["access-control-allow-methods"].split(",")}
+            assert method in allowed, (method, allowed)
+        r = c.options(
+            "/v1/models",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"},
+        )
+        assert r.status_code == 400, "PUT is no route's method: not allowed"
+
+
 def test_fits_past_the_bound_get_429_with_retry_after(tmp_path: Path) -> None:
     # No queue: the second fit finds the slot busy and the queue full at once.
     with app_with(tmp_path, max_concurrent_fits=1, fit_queue_length=0) as c:

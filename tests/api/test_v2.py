@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 
+from service.api.v2 import routes as v2
 from service.config import Settings
 from service.main import create_app
 
@@ -221,6 +223,22 @@ def test_versions_path_infers_too(client: TestClient, mixture: str) -> None:
         out = outputs_of(client.post(url, json=infer_body(X)))
         assert out["labels"].tolist() == expected["labels"].tolist()
     assert_error(client.post("/v2/models/blobs/versions/7/infer", json=infer_body(X)), 404)
+
+
+def test_each_versioned_path_is_served_by_its_unversioned_endpoint() -> None:
+    """``/{model}/versions/{version}/...`` is ``/{model}/...`` with a version to check:
+    one function serves both, so the two cannot drift apart."""
+    served = {
+        (route.path, method): route.endpoint
+        for route in v2.router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    versioned = [key for key in served if "/versions/{version}" in key[0]]
+    assert len(versioned) == 3, sorted(served)  # metadata, ready, infer
+    for path, method in versioned:
+        plain = path.replace("/versions/{version}", "")
+        assert served[(path, method)] is served[(plain, method)], (method, path)
 
 
 def test_nested_data_and_request_id(client: TestClient, mixture: str) -> None:
@@ -569,9 +587,9 @@ def test_read_only_key_may_infer(tmp_path: Any) -> None:
             "include": [],
         }
         model_id = client.post("/v1/models", json=body, headers=admin).json()["id"]
-        url = f"/v2/models/{model_id}/infer"
-        response = client.post(url, json=infer_body(new_points(2)), headers=reader)
-        assert response.status_code == 200, response.text
+        for url in (f"/v2/models/{model_id}/infer", f"/v2/models/{model_id}/versions/1/infer"):
+            response = client.post(url, json=infer_body(new_points(2)), headers=reader)
+            assert response.status_code == 200, (url, response.text)
 
 
 def test_cors_lets_browsers_use_binary_framing(tmp_path: Any) -> None:

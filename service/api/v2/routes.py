@@ -8,10 +8,11 @@ under ``/v2`` are the protocol's ``{"error": "..."}`` (``service.api.problems``)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 
@@ -138,11 +139,45 @@ async def _find(inference: Inference, model: str) -> ModelResource:
     return await run_in_threadpool(inference.find, model)
 
 
+async def _version(request: Request) -> str | None:
+    """The ``{version}`` of a versioned path; ``None`` on an unversioned one. (Async,
+    as is ``_versioned``: FastAPI runs a plain ``def`` dependency in the threadpool.)"""
+    return request.path_params.get("version")
+
+
+async def _versioned(version: Version) -> None:
+    """Declares ``{version}`` on the versioned paths (the endpoints read it through
+    ``_version``, as they serve both paths)."""
+
+
+VersionOf = Annotated[str | None, Depends(_version)]
+
+
 def _check_version(model: str, resource: dict[str, Any], version: str | None) -> None:
     if version is not None and version not in ("1", resource["id"]):
         raise NotFound(
             f"Model {model!r} has no version {version!r}; use '1' or {resource['id']!r}."
         )
+
+
+def _both_paths(
+    method: str, suffix: str, endpoint: Callable[..., Any], *, summary: str, **kwargs: Any
+) -> None:
+    """``/{model}{suffix}`` and ``/{model}/versions/{version}{suffix}``, one endpoint.
+
+    The versioned operation is named ``model_version_*`` (its operationId, and the name
+    ``READ_OPERATIONS`` lists), its summary says "of a version"."""
+    router.add_api_route("/{model}" + suffix, endpoint, methods=[method], summary=summary, **kwargs)
+    router.add_api_route(
+        "/{model}/versions/{version}" + suffix,
+        endpoint,
+        methods=[method],
+        name=endpoint.__name__.replace("model_", "model_version_", 1),
+        summary=summary.replace(" (v2", " of a version (v2", 1),
+        description=f"As `/v2/models/{{model}}{suffix}`, for the version `1` or the model id.",
+        dependencies=[Depends(_versioned)],
+        **kwargs,
+    )
 
 
 # -- health and server metadata ------------------------------------------------------------
@@ -170,67 +205,58 @@ async def server_metadata() -> dict[str, Any]:
 
 
 # -- models --------------------------------------------------------------------------------
-async def _metadata(inference: Inference, model: str, version: str | None) -> dict[str, Any]:
+async def model_metadata(
+    model: ModelRef, version: VersionOf, inference: InferenceDep
+) -> dict[str, Any]:
+    """The input `points` (FP64, `[-1, n_features]`) and the outputs: `labels` (INT64)
+    and `probabilities` (mixtures) or `distances` (k-means), FP64 `[-1, k]`."""
     resource = await _find(inference, model)
     _check_version(model, resource, version)
     return protocol.model_metadata(model, resource)
 
 
-@router.get(
-    "/{model}",
+_both_paths(
+    "GET",
+    "",
+    model_metadata,
     response_model=ModelMetadata,
     summary="Model metadata (v2)",
     responses=errors(404, 500),
 )
-async def model_metadata(model: ModelRef, inference: InferenceDep) -> dict[str, Any]:
-    """The input `points` (FP64, `[-1, n_features]`) and the outputs: `labels` (INT64)
-    and `probabilities` (mixtures) or `distances` (k-means), FP64 `[-1, k]`."""
-    return await _metadata(inference, model, None)
 
 
-@router.get(
-    "/{model}/versions/{version}",
-    response_model=ModelMetadata,
-    summary="Model metadata of a version (v2)",
-    responses=errors(404, 500),
-)
-async def model_version_metadata(
-    model: ModelRef, version: Version, inference: InferenceDep
+async def model_ready(
+    model: ModelRef, version: VersionOf, inference: InferenceDep
 ) -> dict[str, Any]:
-    return await _metadata(inference, model, version)
-
-
-async def _ready(inference: Inference, model: str, version: str | None) -> dict[str, Any]:
+    """200 when the model exists (stored models are always ready); 404 otherwise."""
     resource = await _find(inference, model)
     _check_version(model, resource, version)
     return {"name": model, "ready": True}
 
 
-@router.get(
-    "/{model}/ready",
+_both_paths(
+    "GET",
+    "/ready",
+    model_ready,
     response_model=ModelReady,
     summary="Model readiness (v2)",
     responses=errors(404, 500),
 )
-async def model_ready(model: ModelRef, inference: InferenceDep) -> dict[str, Any]:
-    """200 when the model exists (stored models are always ready); 404 otherwise."""
-    return await _ready(inference, model, None)
-
-
-@router.get(
-    "/{model}/versions/{version}/ready",
-    response_model=ModelReady,
-    summary="Model readiness of a version (v2)",
-    responses=errors(404, 500),
-)
-async def model_version_ready(
-    model: ModelRef, version: Version, inference: InferenceDep
-) -> dict[str, Any]:
-    return await _ready(inference, model, version)
 
 
 # -- infer ---------------------------------------------------------------------------------
-async def _infer(http: Request, inference: Inference, model: str, version: str | None) -> Response:
+async def model_infer(
+    model: ModelRef, version: VersionOf, inference: InferenceDep, http: Request
+) -> Response:
+    """`predict` of `/v1` in the protocol's form: labels equal scikit-learn's
+    `predict`, probabilities its `predict_proba` (to 1e-12), distances its `transform`.
+
+    The one input is `points`, shape `[n_points, n_features]`, FP64 (FP32, FP16
+    and integer types are converted), as JSON `data` (flat or nested) or as binary
+    tensor data after a JSON header of `Inference-Header-Content-Length` bytes. Outputs are answered
+    in the order `outputs` names them, all of them when it is absent; as binary data
+    when asked (`binary_data: true`, tritonclient's default), in which case the answer
+    is `application/octet-stream` with its own `Inference-Header-Content-Length`."""
     media = media_type_of(http.headers.get("content-type", ""))
     if media not in _ACCEPTED_MEDIA:
         raise UnsupportedMediaType(
@@ -272,39 +298,12 @@ async def _infer(http: Request, inference: Inference, model: str, version: str |
     )
 
 
-_INFER_SUMMARY = "Predict: labels, probabilities or distances of points (v2 infer)"
-_INFER_RESPONSES = {**_INFER_ANSWER, **errors(400, 404, 413, 415, 500)}
-
-
-@router.post(
-    "/{model}/infer",
+_both_paths(
+    "POST",
+    "/infer",
+    model_infer,
     response_model=InferenceResponse,
-    summary=_INFER_SUMMARY,
-    responses=_INFER_RESPONSES,
+    summary="Predict: labels, probabilities or distances of points (v2 infer)",
+    responses={**_INFER_ANSWER, **errors(400, 404, 413, 415, 500)},
     openapi_extra=_INFER_DOC,
 )
-async def model_infer(model: ModelRef, inference: InferenceDep, http: Request) -> Response:
-    """`predict` of `/v1` in the protocol's form: labels equal scikit-learn's
-    `predict`, probabilities its `predict_proba` (to 1e-12), distances its `transform`.
-
-    The one input is `points`, shape `[n_points, n_features]`, FP64 (FP32, FP16
-    and integer types are converted), as JSON `data` (flat or nested) or as binary
-    tensor data after a JSON header of `Inference-Header-Content-Length` bytes. Outputs are answered
-    in the order `outputs` names them, all of them when it is absent; as binary data
-    when asked (`binary_data: true`, tritonclient's default), in which case the answer
-    is `application/octet-stream` with its own `Inference-Header-Content-Length`."""
-    return await _infer(http, inference, model, None)
-
-
-@router.post(
-    "/{model}/versions/{version}/infer",
-    response_model=InferenceResponse,
-    summary=_INFER_SUMMARY.replace("(v2 infer)", "of a version (v2 infer)"),
-    responses=_INFER_RESPONSES,
-    openapi_extra=_INFER_DOC,
-)
-async def model_version_infer(
-    model: ModelRef, version: Version, inference: InferenceDep, http: Request
-) -> Response:
-    """As `/v2/models/{model}/infer`, for the version `1` or the model id."""
-    return await _infer(http, inference, model, version)
