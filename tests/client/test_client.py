@@ -339,3 +339,47 @@ def test_find_rename_and_tag_models(gmm: Client) -> None:
     with pytest.raises(InvalidInput) as info:
         gmm.update_model(first["id"], tags={"bad key!": "x"})
     assert info.value.errors[0]["loc"][:2] == ["body", "tags"]
+
+
+def test_a_file_is_streamed_to_create_dataset_and_sent_whole_again_after_429(
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    text = b"x,y\n" + b"".join(b"%d,%d\n" % (i, 2 * i) for i in range(50_000))
+    (tmp_path / "X.csv").write_bytes(text)
+    seen: list[tuple[httpx.Request, bool, bytes]] = []
+
+    def answer(request: httpx.Request, body: bytes, in_memory: bool) -> httpx.Response:
+        seen.append((request, in_memory, body))
+        if len(seen) % 2:
+            return httpx.Response(429, headers={"Retry-After": "0"}, json={"status": 429})
+        return httpx.Response(201, json={"id": "d", "n_samples": 50_000})
+
+    class Streams(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            in_memory = isinstance(request.stream, httpx.ByteStream)
+            return answer(request, b"".join(request.stream), in_memory)  # type: ignore[arg-type]
+
+    class AsyncStreams(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            in_memory = isinstance(request.stream, httpx.ByteStream)
+            body = b"".join([chunk async for chunk in request.stream])  # type: ignore[union-attr]
+            return answer(request, body, in_memory)
+
+    with Client("http://test", transport=Streams()) as gmm:
+        with open(tmp_path / "X.csv", "rb") as file:
+            resource, created = gmm.upload_dataset(file, "text/csv", name="X.csv")
+        assert (resource["id"], created) == ("d", True)
+
+    async def run() -> None:
+        async with AsyncClient("http://test", transport=AsyncStreams()) as agmm:
+            with open(tmp_path / "X.csv", "rb") as file:
+                assert (await agmm.create_dataset(file, content_type="text/csv"))["id"] == "d"
+
+    asyncio.run(run())
+    assert len(seen) == 4
+    for request, in_memory, body in seen:  # read from the file as it is sent, whole each time
+        assert not in_memory and body == text
+        assert request.headers["content-type"] == "text/csv"
+    assert seen[0][0].url.params["name"] == "X.csv"

@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import IO, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 import httpx
 import numpy as np
@@ -97,8 +97,23 @@ class _Call:
     path_params: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, Any] | None = None
     json: Any = None
-    content: bytes | None = None
+    content: bytes | IO[bytes] | None = None
     headers: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        self._start: int | None = None
+        if _is_file(self.content) and self.content.seekable():  # type: ignore[union-attr]
+            self._start = self.content.tell()  # type: ignore[union-attr]
+
+    def rewind(self) -> bool:
+        """Ready to be sent again: a file body goes back to where it started; False
+        when it cannot (stdin is read once)."""
+        if not _is_file(self.content):
+            return True
+        if self._start is None:
+            return False
+        self.content.seek(self._start)  # type: ignore[union-attr]
+        return True
 
     @property
     def method(self) -> str:
@@ -156,6 +171,11 @@ class _Operation(Generic[P, T]):
 
 def operation(func: Callable[..., _Step[T]]) -> Any:
     return _Operation(func)
+
+
+def _is_file(value: Any) -> bool:
+    """A binary file object (streamed as a body, never read into memory here)."""
+    return hasattr(value, "read") and not isinstance(value, bytes | str)
 
 
 def _is_array(value: Any) -> bool:
@@ -501,24 +521,39 @@ class _Base:
     ) -> _Step[JSON]:
         """Store points once, by content, and return the dataset resource.
 
-        ``data`` is an array (sent as ``.npy``), raw ``bytes`` of a ``.npy`` or CSV
-        file (say which with ``content_type``; CSV is ``"text/csv"``), or a
+        ``data`` is an array (sent as ``.npy``), the ``bytes`` or a binary file object
+        (streamed, never read into memory) of a ``.npy`` or CSV file (say which with
+        ``content_type``; CSV is ``"text/csv"``, ``"text/csv; header=present"`` or
+        ``"; header=absent"`` to say whether its first row is a header), or a
         ``{"generator": ...}`` object."""
-        if isinstance(data, bytes):
-            return (
-                yield from self._json(
-                    _Call(
-                        "create_dataset",
-                        params={"name": name} if name else None,
-                        content=data,
-                        headers={"Content-Type": content_type or NPY},
-                    )
-                )
-            )
+        if isinstance(data, bytes) or _is_file(data):
+            resource, _ = yield from self._post_file(data, content_type or NPY, name)
+            return resource
         if isinstance(data, Mapping):
             body = {**data, **({"name": name} if name else {})}
             return (yield from self._json(_Call("create_dataset", json=body)))
         return (yield from self._upload(as_points(data), name))
+
+    @operation
+    def upload_dataset(
+        self, file: bytes | IO[bytes], content_type: str, *, name: str | None = None
+    ) -> _Step[tuple[JSON, bool]]:
+        """``create_dataset`` of a file's bytes (or a binary file object, streamed),
+        answering ``(resource, created)``: ``created`` is False when the same points
+        were stored already (the service answered 200, not 201)."""
+        return (yield from self._post_file(file, content_type, name))
+
+    def _post_file(
+        self, file: bytes | IO[bytes], content_type: str, name: str | None
+    ) -> _Step[tuple[JSON, bool]]:
+        response = yield _Call(
+            "create_dataset",
+            params={"name": name} if name else None,
+            content=file,
+            headers={"Content-Type": content_type},
+        )
+        assert response is not None
+        return response.json(), response.status_code == 201
 
     @operation
     def list_datasets(self, *, limit: int | None = None, cursor: str | None = None) -> _Step[JSON]:
@@ -704,6 +739,8 @@ class Client(_Base):
             response = self._http.request(call.method, call.path, **self._request_args(call))
             if response.status_code != 429 or attempt == self.retries_on_busy:
                 break
+            if not call.rewind():
+                break
             time.sleep(_retry_delay(response, attempt))
         if response.status_code >= 400:
             raise problem_from(response)
@@ -756,10 +793,18 @@ class AsyncClient(_Base):
             if not cursor:
                 return
 
+    def _request_args(self, call: _Call) -> dict[str, Any]:
+        args = super()._request_args(call)
+        if _is_file(call.content):  # httpx's AsyncClient streams async iterables only
+            args["content"] = _async_chunks(call.content)  # type: ignore[arg-type]
+        return args
+
     async def _send(self, call: _Call) -> httpx.Response:
         for attempt in range(self.retries_on_busy + 1):
             response = await self._http.request(call.method, call.path, **self._request_args(call))
             if response.status_code != 429 or attempt == self.retries_on_busy:
+                break
+            if not call.rewind():
                 break
             await asyncio.sleep(_retry_delay(response, attempt))
         if response.status_code >= 400:
@@ -782,6 +827,11 @@ class AsyncClient(_Base):
                     value = await self._send(step)
             except Exception as exc:
                 error = exc
+
+
+async def _async_chunks(file: IO[bytes], size: int = 1 << 16) -> AsyncIterator[bytes]:
+    while chunk := file.read(size):
+        yield chunk
 
 
 def _retry_delay(response: httpx.Response, attempt: int) -> float:
