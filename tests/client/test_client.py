@@ -21,6 +21,7 @@ from gmm_client import (
     Busy,
     Client,
     Dataset,
+    GMMError,
     InvalidInput,
     JobFailed,
     NotFound,
@@ -33,6 +34,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 
+from tests.client.jobs_202 import JOB_ID, MODEL_ID, JobService
 from tests.conftest import SEED_BLOBS
 from tests.helpers_server import ServerProcess
 
@@ -56,9 +58,16 @@ def _document_operations() -> dict[str, tuple[str, str, dict[str, Any]]]:
     return out
 
 
+#: Operations the client calls before the document has them: the server that answers
+#: them is being built (GET /v1/jobs/{id}/result comes with GMM_SYNC_WAIT_SECONDS).
+#: Once the document lists one, it must list it as here.
+PENDING = {"get_job_result"}
+
+
 def test_every_operation_of_the_document_is_a_method_and_no_other() -> None:
     documented = _document_operations()
-    assert {k: v[:2] for k, v in documented.items()} == OPERATIONS
+    expected = {k: v for k, v in OPERATIONS.items() if k not in PENDING or k in documented}
+    assert {k: v[:2] for k, v in documented.items()} == expected
     for name, (_, _, op) in documented.items():
         for cls in (Client, AsyncClient):
             assert callable(getattr(cls(base_url="http://x"), name)), (cls, name)
@@ -383,3 +392,86 @@ def test_a_file_is_streamed_to_create_dataset_and_sent_whole_again_after_429(
         assert not in_memory and body == text
         assert request.headers["content-type"] == "text/csv"
     assert seen[0][0].url.params["name"] == "X.csv"
+
+
+# -- long work answered 202: followed, then its result read ---------------------------
+
+FIT_RESULT = {
+    "id": MODEL_ID,
+    "algorithm": "kmeans",
+    "means": [[0.0, 0.0], [5.0, 5.0]],
+    "inertia": 1.5,
+    "n_iter": 2,
+    "labels": [0, 1, 1],
+}
+
+
+def test_a_202_fit_is_followed_then_answers_what_a_201_would() -> None:
+    import httpx
+
+    fake = JobService(FIT_RESULT)
+    seen: list[str] = []
+    with Client("http://test", transport=httpx.MockTransport(fake)) as gmm:
+        model = gmm.create_model(
+            "kmeans", [[0.0, 0.0], [5.0, 5.0], [5.0, 6.0]], {"n_clusters": 2},
+            include=["labels"], progress=lambda job: seen.append(job["status"]),
+        )  # fmt: skip
+    assert model == FIT_RESULT  # the labels included, as a 201 has them
+    assert seen == ["queued", "running", "succeeded"]
+    assert fake.calls[-1] == f"GET /v1/jobs/{JOB_ID}/result"
+    assert f"GET /v1/models/{MODEL_ID}" not in fake.calls
+    assert fake.bodies[0]["include"] == ["labels"]
+
+
+@pytest.mark.parametrize("operation", ["select_model", "compare_algorithms"])
+def test_a_202_selection_or_comparison_answers_its_result(operation: str) -> None:
+    import httpx
+
+    result = {"scores": [{"n_components": 1, "bic": 3.0}], "best": {"n_components": 1}}
+    X = [[0.0, 0.0], [1.0, 1.0]]
+    args: dict[str, Any] = {
+        "select_model": {"n_components": [1]},
+        "compare_algorithms": {"algorithms": [{"algorithm": "kmeans"}]},
+    }[operation]
+
+    async def run_async() -> Any:
+        fake = JobService(result)
+        async with AsyncClient("http://test", transport=httpx.MockTransport(fake)) as agmm:
+            return await getattr(agmm, operation)(X, **args), fake.calls
+
+    fake = JobService(result)
+    with Client("http://test", transport=httpx.MockTransport(fake)) as gmm:
+        assert getattr(gmm, operation)(X, **args) == result
+    assert fake.calls[-1] == f"GET /v1/jobs/{JOB_ID}/result"
+    answer, calls = asyncio.run(run_async())
+    assert answer == result and calls == fake.calls
+
+
+def test_a_service_without_the_result_route_answers_as_before_or_says_why_not() -> None:
+    import httpx
+
+    fake = JobService(FIT_RESULT, result_route=False)
+    with Client("http://test", transport=httpx.MockTransport(fake)) as gmm:
+        X = [[0.0, 0.0], [5.0, 5.0], [5.0, 6.0]]
+        model = gmm.create_model("kmeans", X, {"n_clusters": 2}, wait=False)
+        assert model == {k: v for k, v in FIT_RESULT.items() if k != "labels"}
+        assert fake.calls[-1] == f"GET /v1/models/{MODEL_ID}"
+        fake.polls = 0
+        # never a model without the arrays asked for
+        with pytest.raises(GMMError, match=f"stored model {MODEL_ID}.*labels"):
+            gmm.create_model("kmeans", X, {"n_clusters": 2}, include=["labels"], wait=False)
+        fake.polls = 0
+        result = {"scores": [], "best": None}
+        fake.result = result
+        assert gmm.select_model(X, [1], wait=False) == result  # the job's own result
+
+
+def test_an_unknown_job_at_the_result_route_is_not_found() -> None:
+    import httpx
+
+    fake = JobService(FIT_RESULT)
+    with Client("http://test", transport=httpx.MockTransport(fake)) as gmm:
+        assert gmm.get_job_result(JOB_ID) == FIT_RESULT
+        with pytest.raises(NotFound) as info:
+            gmm.get_job_result("0" * 28)
+        assert info.value.type == "urn:gmm-service:problem:not-found"

@@ -29,6 +29,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tests.client.jobs_202 import JobService
 from tests.helpers_server import ServerProcess
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
@@ -131,6 +132,33 @@ def test_kmeans_equals_sklearn(remote_cls: type, local_cls: type, params: dict[s
     # sklearn's convention: the class name, lowercased, then the cluster's index
     prefix = remote_cls.__name__.lower()
     assert list(remote.get_feature_names_out()) == [f"{prefix}{i}" for i in range(3)]
+
+
+def test_estimators_read_a_202_fit_from_the_jobs_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against a fake service whose fits all answer 202 (the real one is pending)."""
+    import functools
+
+    import gmm_client.sklearn
+    import httpx
+    from gmm_client import Client
+
+    X = np.array([[0.0, 0.0], [0.0, 1.0], [9.0, 9.0], [9.0, 10.0]])
+    result = {
+        "id": "0123456789abcdef0123456789ab",
+        "algorithm": "kmeans",
+        "means": [[0.0, 0.5], [9.0, 9.5]],
+        "labels": [0, 0, 1, 1],
+        "inertia": 1.0,
+        "n_iter": 2,
+    }
+    fake = JobService(result)
+    transport = httpx.MockTransport(fake)
+    monkeypatch.setattr(
+        gmm_client.sklearn, "Client", functools.partial(Client, transport=transport)
+    )
+    labels = RemoteKMeans(2, random_state=0).fit_predict(X)
+    np.testing.assert_array_equal(labels, [0, 0, 1, 1])
+    assert fake.calls[-1].endswith("/result") and fake.bodies[0]["include"] == ["labels"]
 
 
 def test_get_params_are_sklearns_plus_the_connection() -> None:

@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 
 from gmm_client._arrays import NPY, as_points, from_npy, to_npy
-from gmm_client.errors import JobFailed, problem_for_status, problem_from
+from gmm_client.errors import GMMError, JobFailed, NotFound, problem_for_status, problem_from
 
 __all__ = ["OPERATIONS", "AsyncClient", "Client", "Dataset", "data_spec"]
 
@@ -63,6 +63,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "compare_algorithms": ("POST", "/v1/comparisons"),
     "list_jobs": ("GET", "/v1/jobs"),
     "get_job": ("GET", "/v1/jobs/{job_id}"),
+    "get_job_result": ("GET", "/v1/jobs/{job_id}/result"),
     "cancel_job": ("DELETE", "/v1/jobs/{job_id}"),
 }
 
@@ -278,20 +279,37 @@ class _Base:
             body.setdefault("wait", False)
         response = yield _Call(operation, json=body)
         assert response is not None
-        return (yield from self._created(response, progress))
-
-    def _created(self, response: httpx.Response, progress: bool | Callable[[JSON], None]) -> Any:
-        """A 202's job is followed to its end (then its model or result is fetched);
-        anything else is the answer itself."""
-        body = response.json()
         if response.status_code != 202:
-            return body
-        job = yield from self._follow(body, progress)
-        if job.get("model_id"):
-            model = yield _Call("get_model", {"model_id": job["model_id"]})
-            assert model is not None
-            return model.json()
-        return job.get("result")
+            return response.json()
+        job = yield from self._follow(response.json(), progress)
+        return (yield from self._job_result(job, body.get("include") or []))
+
+    def _job_result(self, job: JSON, include: list[str]) -> _Step[Any]:
+        """What the request that made a succeeded ``job`` would have answered had it
+        not been a job (``GET /v1/jobs/{id}/result``): for a fit, the model resource
+        and the per-point arrays named by ``include``; else the result body.
+
+        A service older than that route (its 404 is a route's, ``about:blank``, not a
+        job's) has the model resource or the job's ``result`` only; asked for per-point
+        arrays it cannot answer, this raises rather than return a model without them."""
+        try:
+            response = yield _Call("get_job_result", {"job_id": job["id"]})
+        except NotFound as err:
+            if err.type != "about:blank":
+                raise
+        else:
+            assert response is not None
+            return response.json()
+        model_id = job.get("model_id")
+        if not model_id:
+            return job.get("result")
+        if include:
+            raise GMMError(
+                f"job {job['id']} stored model {model_id}, but this service has no "
+                f"GET /v1/jobs/{{id}}/result to answer its {', '.join(include)}: predict "
+                "them with the model"
+            )
+        return (yield from self._json(_Call("get_model", {"model_id": model_id})))
 
     def _follow(self, job: JSON, progress: bool | Callable[[JSON], None]) -> _Step[JSON]:
         """Poll a job until it ends; report each state to ``progress``."""
@@ -363,10 +381,11 @@ class _Base:
 
         ``data`` is an array (uploaded as ``.npy`` when large), a ``Dataset``, or a
         data object (``{"generator": ...}``). A fit the service runs as a job (asked
-        with ``wait=False``, or long enough that it chose to) is followed to its end:
-        quietly, with a progress bar (``progress=True``), or reporting each job state
-        to a callable. ``include`` names the per-point arrays to return (default:
-        none, as a client fitting many points wants)."""
+        with ``wait=False``, or one that outlasted its wait: a 202) is followed to its
+        end: quietly, with a progress bar (``progress=True``), or reporting each job
+        state to a callable; its answer is then read from ``GET /v1/jobs/{id}/result``,
+        so the return value is a 201's either way. ``include`` names the per-point
+        arrays to return (default: none, as a client fitting many points wants)."""
         body: JSON = {
             "algorithm": algorithm,
             "params": dict(params or {}),
@@ -630,7 +649,8 @@ class _Base:
         progress: bool | Callable[[JSON], None] = False,
     ) -> _Step[JSON]:
         """BIC/AIC over a grid of ``n_components`` (and covariance types): every cell's
-        scores and the best one."""
+        scores and the best one. Run as a job (a 202), it is followed and its result
+        read, as ``create_model`` does."""
         grid: JSON = {
             "n_components": n_components if isinstance(n_components, list) else dict(n_components)
         }
@@ -666,7 +686,8 @@ class _Base:
         progress: bool | Callable[[JSON], None] = False,
         extra: Mapping[str, Any] | None = None,
     ) -> _Step[JSON]:
-        """Fit several algorithms on the same data and compare their clusterings."""
+        """Fit several algorithms on the same data and compare their clusterings (a 202
+        is followed and its result read, as ``create_model`` does)."""
         body: JSON = {
             "data": (yield from self._data(data)),
             "algorithms": [dict(a) for a in algorithms],
@@ -700,6 +721,14 @@ class _Base:
         r = yield _Call("get_job", {"job_id": job_id})
         assert r is not None
         return (yield from self._follow(r.json(), progress))
+
+    @operation
+    def get_job_result(self, job_id: str) -> _Step[Any]:
+        """A succeeded job's answer: exactly what its request would have answered
+        without a job (a fit: the model resource and the ``include`` arrays). A job
+        still queued or running raises a 409 ``ProblemError``; a failed one, its own
+        problem."""
+        return (yield from self._json(_Call("get_job_result", {"job_id": job_id})))
 
 
 class Client(_Base):
