@@ -81,7 +81,8 @@ def test_every_operation_of_the_document_is_a_method_and_no_other() -> None:
                 assert parameter["name"] in names or "options" in names, (name, parameter)
 
 
-def test_fit_predict_score_sample_equal_sklearn(gmm: Client) -> None:
+def test_fit_predict_score_sample_equal_sklearn(fit_gmm: Client) -> None:
+    gmm = fit_gmm
     X = seed()
     model = gmm.create_model("gaussian_mixture", X, {"n_components": 4, "random_state": 0})
     ref = GaussianMixture(4, random_state=0).fit(X)
@@ -101,9 +102,9 @@ def test_fit_predict_score_sample_equal_sklearn(gmm: Client) -> None:
     np.testing.assert_array_equal(labels_npy, ref.predict(X))
 
 
-def test_large_arrays_travel_as_npy_datasets(live_server: ServerProcess) -> None:
+def test_large_arrays_travel_as_npy_datasets(fit_server: ServerProcess) -> None:
     X, _ = make_blobs(n_samples=6000, n_features=4, centers=3, random_state=1)
-    with Client(live_server.base_url, npy_threshold=1000) as gmm:
+    with Client(fit_server.base_url, npy_threshold=1000) as gmm:
         before = gmm.list_datasets()["total"]
         model = gmm.create_model("kmeans", X, {"n_clusters": 3, "random_state": 0, "n_init": 1})
         datasets = gmm.list_datasets()
@@ -118,6 +119,31 @@ def test_large_arrays_travel_as_npy_datasets(live_server: ServerProcess) -> None
         ll = gmm.predict_npy(mixture["id"], X, "log_likelihood", operation="score_points")
         ref_gm = GaussianMixture(3, random_state=0).fit(X)
         np.testing.assert_allclose(ll, ref_gm.score_samples(X), rtol=1e-12)
+
+
+@pytest.mark.parametrize("algorithm", ["gaussian_mixture", "kmeans"])
+def test_include_answers_the_per_point_arrays_201_or_202(fit_gmm: Client, algorithm: str) -> None:
+    X = seed()
+    if algorithm == "kmeans":
+        km = KMeans(4, random_state=0, n_init=1).fit(X)
+        params: dict[str, Any] = {"n_clusters": 4, "n_init": 1}
+        expected = {
+            "means": km.cluster_centers_,
+            "labels": km.labels_,
+            "distances": km.transform(X),
+        }
+    else:
+        gm = GaussianMixture(4, random_state=0)
+        params = {"n_components": 4}
+        labels = gm.fit_predict(X)
+        expected = {"means": gm.means_, "labels": labels, "probabilities": gm.predict_proba(X)}
+    include = [key for key in expected if key != "means"]
+    model = fit_gmm.create_model(algorithm, X, {**params, "random_state": 0}, include=include)
+    np.testing.assert_array_equal(model["means"], expected["means"])
+    np.testing.assert_array_equal(model["labels"], expected["labels"])
+    np.testing.assert_allclose(model[include[1]], expected[include[1]], rtol=1e-12, atol=0)
+    # the stored model, plus the arrays asked for
+    assert model == {**fit_gmm.get_model(model["id"]), **{key: model[key] for key in include}}
 
 
 def test_datasets_by_every_route(gmm: Client) -> None:
@@ -162,7 +188,8 @@ def test_models_list_get_delete_export_import_plots(gmm: Client) -> None:
     assert info.value.problem["status"] == 404
 
 
-def test_model_selection_and_comparison(gmm: Client) -> None:
+def test_model_selection_and_comparison(fit_gmm: Client) -> None:
+    gmm = fit_gmm
     X = seed()
     result = gmm.select_model(X, [1, 2, 3, 4, 5], params={"random_state": 0})
     bics = {}
