@@ -15,12 +15,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from click.testing import Result
 from gmm_client import Client
-from gmm_client.cli import EXIT_CODES, app, exit_code_for, parse_csv, parse_k
+from gmm_client.cli import EXIT_CODES, app, exit_code_for, parse_k
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
@@ -122,11 +123,80 @@ def test_fit_csv_on_stdin_without_header_and_params(gmm_cli) -> None:  # type: i
     assert model["params"]["init_params"] == "random"
 
 
-def test_csv_header_is_detected_or_told() -> None:
-    assert parse_csv("a,b\n1,2\n3,4\n").shape == (2, 2)
-    assert parse_csv("1,2\n3,4\n").shape == (2, 2)
-    assert parse_csv("\n1,2\n", header=False).shape == (1, 2)
-    assert parse_csv("1,2\n3,4\n", header=True).tolist() == [[3.0, 4.0]]
+def test_csv_header_rule_is_the_services(gmm_cli, gmm: Client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The CLI sends the CSV as it is (text/csv); the service's header rule decides."""
+
+    def fitted(text: str, *flags: str) -> dict[str, Any]:
+        (tmp_path / "h.csv").write_text(text)
+        args = ["--json", "fit", str(tmp_path / "h.csv"), "--algorithm", "kmeans", "--k", "1"]
+        return json.loads(ok(gmm_cli(*args, "--n-init", "1", "--no-progress", *flags)).stdout)
+
+    assert fitted("a,b\n1,2\n3,4\n")["n_samples"] == 2  # detected
+    assert fitted("1,2\n3,4\n")["n_samples"] == 2
+    assert fitted("\n1,2\n", "--no-header")["n_samples"] == 1
+    told = fitted("1,2\n3,4\n", "--header")
+    assert told["n_samples"] == 1 and told["means"] == [[3.0, 4.0]]
+    # stored by the service under the file's name; the first two files hold the same
+    # points, which are one dataset
+    named = [d for d in gmm.list_datasets(limit=1000)["items"] if d.get("name") == "h.csv"]
+    assert sorted(d["n_samples"] for d in named) == [1, 1, 2]
+
+
+def test_a_bad_csv_row_is_reported_as_the_service_numbers_it(
+    gmm_cli, live_server: ServerProcess, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    # line 6 of the file; the service counts rows from 0 after the header, skipping
+    # the blank line: row 3, column 1
+    text = "x,y\n1,2\n3,4\n\n5,6\n7,oops\n8,9\n"
+    csv = tmp_path / "bad.csv"
+    csv.write_text(text)
+    server = live_server.client.post(
+        "/v1/datasets", content=text.encode(), headers={"Content-Type": "text/csv"}
+    )
+    assert server.status_code == 422
+    detail = server.json()["detail"]
+    assert detail.startswith("row 3, column 1: 'oops' is not a number")
+    assert server.json()["errors"][0]["loc"] == ["body", 3, 1]
+
+    for args, source, stdin in (
+        (["fit", str(csv), "--k", "2"], str(csv), None),
+        (["select", str(csv), "--k", "1..2"], str(csv), None),
+        (["fit", "-", "--k", "2"], "stdin", text),
+    ):
+        result = gmm_cli(*args, input=stdin)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert f"Invalid input: {source}: {detail}" in result.stderr
+        assert "body.3.1: row 3, column 1" in result.stderr
+
+    np.save(tmp_path / "X.npy", blobs())
+    args = ["--json", "fit", str(tmp_path / "X.npy"), "--k", "2", "--no-progress"]
+    model_id = json.loads(ok(gmm_cli(*args)).stdout)["id"]
+    predicted = gmm_cli("predict", model_id, str(csv))
+    assert predicted.exit_code == 2
+    assert f"Invalid input: {csv}: {detail}" in predicted.stderr
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("1,2\n\n3,4,5\n")
+    for command in (["fit", str(ragged), "--k", "1"], ["predict", model_id, str(ragged)]):
+        result = gmm_cli(*command)
+        assert result.exit_code == 2
+        assert "row 1 has 3 values, expected 2" in result.stderr
+
+
+def test_predict_on_csv_leaves_no_dataset_behind(gmm_cli, gmm: Client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    X = blobs(seed=21) - 300.0  # points no other test stores
+    np.save(tmp_path / "X.npy", X)
+    args = ["--json", "fit", str(tmp_path / "X.npy"), "--k", "3", "--random-state", "0"]
+    model_id = json.loads(ok(gmm_cli(*args, "--no-progress")).stdout)["id"]
+    ref = GaussianMixture(3, random_state=0).fit(X)
+    before = gmm.list_datasets(limit=1000)["total"]
+    new = write_csv(tmp_path / "new.csv", X[::-1])  # not stored yet: stored, then deleted
+    labels = ok(gmm_cli("predict", model_id, str(new))).stdout
+    np.testing.assert_array_equal(np.loadtxt(labels.splitlines(), dtype=int), ref.predict(X[::-1]))
+    assert gmm.list_datasets(limit=1000)["total"] == before
+    stored = write_csv(tmp_path / "stored.csv", X)  # the training points: stored already
+    ok(gmm_cli("predict", model_id, str(stored), "-o", str(tmp_path / "l.npy")))
+    np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), ref.predict(X))
+    assert gmm.list_datasets(limit=1000)["total"] == before  # and still there
 
 
 # -- predict -----------------------------------------------------------------------------
@@ -326,12 +396,12 @@ def test_bad_files_say_what_is_wrong(gmm_cli, tmp_path: Path) -> None:  # type: 
     (tmp_path / "cells.csv").write_text("1,2\n3,oops\n")
     cells = gmm_cli("fit", str(tmp_path / "cells.csv"), "--k", "2")
     assert cells.exit_code == 2
-    assert "cells.csv: line 2, column 2: 'oops' is not a number" in cells.stderr
+    assert "cells.csv: row 1, column 1: 'oops' is not a number" in cells.stderr
 
     (tmp_path / "ragged.csv").write_text("x,y\n1,2\n\n3,4,5\n")
     ragged = gmm_cli("fit", str(tmp_path / "ragged.csv"), "--k", "2")
     assert ragged.exit_code == 2
-    assert "line 4 has 3 values where the lines above have 2" in ragged.stderr
+    assert "ragged.csv: row 1 has 3 values, expected 2" in ragged.stderr
 
     (tmp_path / "fake.npy").write_bytes(b"not an npy file at all")
     fake = gmm_cli("fit", str(tmp_path / "fake.npy"), "--k", "2")
@@ -339,7 +409,7 @@ def test_bad_files_say_what_is_wrong(gmm_cli, tmp_path: Path) -> None:  # type: 
 
     (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00\x01")
     binary = gmm_cli("fit", str(tmp_path / "binary.csv"), "--k", "2")
-    assert binary.exit_code == 2 and "not a text CSV file" in binary.stderr
+    assert binary.exit_code == 2 and "binary.csv: the CSV body is not UTF-8 text" in binary.stderr
 
     (tmp_path / "header-only.csv").write_text("x,y\n")
     empty = gmm_cli("fit", str(tmp_path / "header-only.csv"), "--k", "2")

@@ -21,6 +21,7 @@ from gmm_client import (
     Busy,
     Client,
     Dataset,
+    GMMError,
     InvalidInput,
     JobFailed,
     NotFound,
@@ -33,6 +34,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 
+from tests.client.jobs_202 import JOB_ID, MODEL_ID, JobService
 from tests.conftest import SEED_BLOBS
 from tests.helpers_server import ServerProcess
 
@@ -56,9 +58,16 @@ def _document_operations() -> dict[str, tuple[str, str, dict[str, Any]]]:
     return out
 
 
+#: Operations the client calls before the document has them: the server that answers
+#: them is being built (GET /v1/jobs/{id}/result comes with GMM_SYNC_WAIT_SECONDS).
+#: Once the document lists one, it must list it as here.
+PENDING = {"get_job_result"}
+
+
 def test_every_operation_of_the_document_is_a_method_and_no_other() -> None:
     documented = _document_operations()
-    assert {k: v[:2] for k, v in documented.items()} == OPERATIONS
+    expected = {k: v for k, v in OPERATIONS.items() if k not in PENDING or k in documented}
+    assert {k: v[:2] for k, v in documented.items()} == expected
     for name, (_, _, op) in documented.items():
         for cls in (Client, AsyncClient):
             assert callable(getattr(cls(base_url="http://x"), name)), (cls, name)
@@ -72,7 +81,8 @@ def test_every_operation_of_the_document_is_a_method_and_no_other() -> None:
                 assert parameter["name"] in names or "options" in names, (name, parameter)
 
 
-def test_fit_predict_score_sample_equal_sklearn(gmm: Client) -> None:
+def test_fit_predict_score_sample_equal_sklearn(fit_gmm: Client) -> None:
+    gmm = fit_gmm
     X = seed()
     model = gmm.create_model("gaussian_mixture", X, {"n_components": 4, "random_state": 0})
     ref = GaussianMixture(4, random_state=0).fit(X)
@@ -92,9 +102,9 @@ def test_fit_predict_score_sample_equal_sklearn(gmm: Client) -> None:
     np.testing.assert_array_equal(labels_npy, ref.predict(X))
 
 
-def test_large_arrays_travel_as_npy_datasets(live_server: ServerProcess) -> None:
+def test_large_arrays_travel_as_npy_datasets(fit_server: ServerProcess) -> None:
     X, _ = make_blobs(n_samples=6000, n_features=4, centers=3, random_state=1)
-    with Client(live_server.base_url, npy_threshold=1000) as gmm:
+    with Client(fit_server.base_url, npy_threshold=1000) as gmm:
         before = gmm.list_datasets()["total"]
         model = gmm.create_model("kmeans", X, {"n_clusters": 3, "random_state": 0, "n_init": 1})
         datasets = gmm.list_datasets()
@@ -109,6 +119,31 @@ def test_large_arrays_travel_as_npy_datasets(live_server: ServerProcess) -> None
         ll = gmm.predict_npy(mixture["id"], X, "log_likelihood", operation="score_points")
         ref_gm = GaussianMixture(3, random_state=0).fit(X)
         np.testing.assert_allclose(ll, ref_gm.score_samples(X), rtol=1e-12)
+
+
+@pytest.mark.parametrize("algorithm", ["gaussian_mixture", "kmeans"])
+def test_include_answers_the_per_point_arrays_201_or_202(fit_gmm: Client, algorithm: str) -> None:
+    X = seed()
+    if algorithm == "kmeans":
+        km = KMeans(4, random_state=0, n_init=1).fit(X)
+        params: dict[str, Any] = {"n_clusters": 4, "n_init": 1}
+        expected = {
+            "means": km.cluster_centers_,
+            "labels": km.labels_,
+            "distances": km.transform(X),
+        }
+    else:
+        gm = GaussianMixture(4, random_state=0)
+        params = {"n_components": 4}
+        labels = gm.fit_predict(X)
+        expected = {"means": gm.means_, "labels": labels, "probabilities": gm.predict_proba(X)}
+    include = [key for key in expected if key != "means"]
+    model = fit_gmm.create_model(algorithm, X, {**params, "random_state": 0}, include=include)
+    np.testing.assert_array_equal(model["means"], expected["means"])
+    np.testing.assert_array_equal(model["labels"], expected["labels"])
+    np.testing.assert_allclose(model[include[1]], expected[include[1]], rtol=1e-12, atol=0)
+    # the stored model, plus the arrays asked for
+    assert model == {**fit_gmm.get_model(model["id"]), **{key: model[key] for key in include}}
 
 
 def test_datasets_by_every_route(gmm: Client) -> None:
@@ -153,7 +188,8 @@ def test_models_list_get_delete_export_import_plots(gmm: Client) -> None:
     assert info.value.problem["status"] == 404
 
 
-def test_model_selection_and_comparison(gmm: Client) -> None:
+def test_model_selection_and_comparison(fit_gmm: Client) -> None:
+    gmm = fit_gmm
     X = seed()
     result = gmm.select_model(X, [1, 2, 3, 4, 5], params={"random_state": 0})
     bics = {}
@@ -339,3 +375,130 @@ def test_find_rename_and_tag_models(gmm: Client) -> None:
     with pytest.raises(InvalidInput) as info:
         gmm.update_model(first["id"], tags={"bad key!": "x"})
     assert info.value.errors[0]["loc"][:2] == ["body", "tags"]
+
+
+def test_a_file_is_streamed_to_create_dataset_and_sent_whole_again_after_429(
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    text = b"x,y\n" + b"".join(b"%d,%d\n" % (i, 2 * i) for i in range(50_000))
+    (tmp_path / "X.csv").write_bytes(text)
+    seen: list[tuple[httpx.Request, bool, bytes]] = []
+
+    def answer(request: httpx.Request, body: bytes, in_memory: bool) -> httpx.Response:
+        seen.append((request, in_memory, body))
+        if len(seen) % 2:
+            return httpx.Response(429, headers={"Retry-After": "0"}, json={"status": 429})
+        return httpx.Response(201, json={"id": "d", "n_samples": 50_000})
+
+    class Streams(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            in_memory = isinstance(request.stream, httpx.ByteStream)
+            return answer(request, b"".join(request.stream), in_memory)  # type: ignore[arg-type]
+
+    class AsyncStreams(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            in_memory = isinstance(request.stream, httpx.ByteStream)
+            body = b"".join([chunk async for chunk in request.stream])  # type: ignore[union-attr]
+            return answer(request, body, in_memory)
+
+    with Client("http://test", transport=Streams()) as gmm:
+        with open(tmp_path / "X.csv", "rb") as file:
+            resource, created = gmm.upload_dataset(file, "text/csv", name="X.csv")
+        assert (resource["id"], created) == ("d", True)
+
+    async def run() -> None:
+        async with AsyncClient("http://test", transport=AsyncStreams()) as agmm:
+            with open(tmp_path / "X.csv", "rb") as file:
+                assert (await agmm.create_dataset(file, content_type="text/csv"))["id"] == "d"
+
+    asyncio.run(run())
+    assert len(seen) == 4
+    for request, in_memory, body in seen:  # read from the file as it is sent, whole each time
+        assert not in_memory and body == text
+        assert request.headers["content-type"] == "text/csv"
+    assert seen[0][0].url.params["name"] == "X.csv"
+
+
+# -- long work answered 202: followed, then its result read ---------------------------
+
+FIT_RESULT = {
+    "id": MODEL_ID,
+    "algorithm": "kmeans",
+    "means": [[0.0, 0.0], [5.0, 5.0]],
+    "inertia": 1.5,
+    "n_iter": 2,
+    "labels": [0, 1, 1],
+}
+
+
+def test_a_202_fit_is_followed_then_answers_what_a_201_would() -> None:
+    import httpx
+
+    fake = JobService(FIT_RESULT)
+    seen: list[str] = []
+    with Client("http://test", transport=httpx.MockTransport(fake)) as gmm:
+        model = gmm.create_model(
+            "kmeans", [[0.0, 0.0], [5.0, 5.0], [5.0, 6.0]], {"n_clusters": 2},
+            include=["labels"], progress=lambda job: seen.append(job["status"]),
+        )  # fmt: skip
+    assert model == FIT_RESULT  # the labels included, as a 201 has them
+    assert seen == ["queued", "running", "succeeded"]
+    assert fake.calls[-1] == f"GET /v1/jobs/{JOB_ID}/result"
+    assert f"GET /v1/models/{MODEL_ID}" not in fake.calls
+    assert fake.bodies[0]["include"] == ["labels"]
+
+
+@pytest.mark.parametrize("operation", ["select_model", "compare_algorithms"])
+def test_a_202_selection_or_comparison_answers_its_result(operation: str) -> None:
+    import httpx
+
+    result = {"scores": [{"n_components": 1, "bic": 3.0}], "best": {"n_components": 1}}
+    X = [[0.0, 0.0], [1.0, 1.0]]
+    args: dict[str, Any] = {
+        "select_model": {"n_components": [1]},
+        "compare_algorithms": {"algorithms": [{"algorithm": "kmeans"}]},
+    }[operation]
+
+    async def run_async() -> Any:
+        fake = JobService(result)
+        async with AsyncClient("http://test", transport=httpx.MockTransport(fake)) as agmm:
+            return await getattr(agmm, operation)(X, **args), fake.calls
+
+    fake = JobService(result)
+    with Client("http://test", transport=httpx.MockTransport(fake)) as gmm:
+        assert getattr(gmm, operation)(X, **args) == result
+    assert fake.calls[-1] == f"GET /v1/jobs/{JOB_ID}/result"
+    answer, calls = asyncio.run(run_async())
+    assert answer == result and calls == fake.calls
+
+
+def test_a_service_without_the_result_route_answers_as_before_or_says_why_not() -> None:
+    import httpx
+
+    fake = JobService(FIT_RESULT, result_route=False)
+    with Client("http://test", transport=httpx.MockTransport(fake)) as gmm:
+        X = [[0.0, 0.0], [5.0, 5.0], [5.0, 6.0]]
+        model = gmm.create_model("kmeans", X, {"n_clusters": 2}, wait=False)
+        assert model == {k: v for k, v in FIT_RESULT.items() if k != "labels"}
+        assert fake.calls[-1] == f"GET /v1/models/{MODEL_ID}"
+        fake.polls = 0
+        # never a model without the arrays asked for
+        with pytest.raises(GMMError, match=f"stored model {MODEL_ID}.*labels"):
+            gmm.create_model("kmeans", X, {"n_clusters": 2}, include=["labels"], wait=False)
+        fake.polls = 0
+        result = {"scores": [], "best": None}
+        fake.result = result
+        assert gmm.select_model(X, [1], wait=False) == result  # the job's own result
+
+
+def test_an_unknown_job_at_the_result_route_is_not_found() -> None:
+    import httpx
+
+    fake = JobService(FIT_RESULT)
+    with Client("http://test", transport=httpx.MockTransport(fake)) as gmm:
+        assert gmm.get_job_result(JOB_ID) == FIT_RESULT
+        with pytest.raises(NotFound) as info:
+            gmm.get_job_result("0" * 28)
+        assert info.value.type == "urn:gmm-service:problem:not-found"

@@ -29,6 +29,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tests.client.jobs_202 import JobService, needs_sync_wait
 from tests.helpers_server import ServerProcess
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
@@ -39,6 +40,14 @@ def _service_url(live_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) ->
     """The estimators find the server as users' code would: ``$GMM_URL``."""
     monkeypatch.setenv("GMM_URL", live_server.base_url)
     yield
+
+
+@pytest.fixture
+def fit_url(fit_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``$GMM_URL`` of ``fit_server``: the default server (small fits answer 201) or one
+    whose every fit answers 202; the estimators must not tell the difference."""
+    monkeypatch.setenv("GMM_URL", fit_server.base_url)
+    return fit_server.base_url
 
 
 def blobs(n: int = 300, seed: int = 3) -> np.ndarray:
@@ -61,6 +70,7 @@ def _assert_mixture_equal(remote: Any, local: Any, X: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.usefixtures("fit_url")
 def test_gaussian_mixture_equals_sklearn(covariance_type: str) -> None:
     X = blobs()
     params = {"n_components": 3, "covariance_type": covariance_type, "random_state": 0}
@@ -81,6 +91,7 @@ def test_gaussian_mixture_equals_sklearn(covariance_type: str) -> None:
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 @pytest.mark.parametrize("prior_type", ["dirichlet_process", "dirichlet_distribution"])
+@pytest.mark.usefixtures("fit_url")
 def test_bayesian_gaussian_mixture_equals_sklearn(covariance_type: str, prior_type: str) -> None:
     X = blobs()
     params = {
@@ -117,6 +128,7 @@ def test_bayesian_gaussian_mixture_equals_sklearn(covariance_type: str, prior_ty
         (RemoteMiniBatchKMeans, MiniBatchKMeans, {"n_clusters": 3, "random_state": 0}),
     ],
 )
+@pytest.mark.usefixtures("fit_url")
 def test_kmeans_equals_sklearn(remote_cls: type, local_cls: type, params: dict[str, Any]) -> None:
     X = blobs()
     remote = remote_cls(**params).fit(X)
@@ -131,6 +143,49 @@ def test_kmeans_equals_sklearn(remote_cls: type, local_cls: type, params: dict[s
     # sklearn's convention: the class name, lowercased, then the cluster's index
     prefix = remote_cls.__name__.lower()
     assert list(remote.get_feature_names_out()) == [f"{prefix}{i}" for i in range(3)]
+
+
+@needs_sync_wait
+@pytest.mark.usefixtures("fit_url")
+def test_a_fit_long_enough_to_be_a_job_has_its_labels() -> None:
+    """20,000 x 4, 5 components: a fit the service may run as a job (202) with either
+    setting; fit and fit_predict still have the training labels (it was KeyError)."""
+    X, _ = make_blobs(n_samples=20_000, n_features=4, centers=5, random_state=0)
+    remote = RemoteGaussianMixture(n_components=5, random_state=0)
+    local = GaussianMixture(n_components=5, random_state=0)
+    np.testing.assert_array_equal(remote.fit_predict(X), local.fit_predict(X))
+    np.testing.assert_array_equal(remote.means_, local.means_)
+    kmeans = RemoteKMeans(5, random_state=0, n_init=1).fit(X)
+    np.testing.assert_array_equal(
+        kmeans.labels_, KMeans(5, random_state=0, n_init=1).fit(X).labels_
+    )
+
+
+def test_estimators_read_a_202_fit_from_the_jobs_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against a fake service whose fits all answer 202 (the real one is pending)."""
+    import functools
+
+    import gmm_client.sklearn
+    import httpx
+    from gmm_client import Client
+
+    X = np.array([[0.0, 0.0], [0.0, 1.0], [9.0, 9.0], [9.0, 10.0]])
+    result = {
+        "id": "0123456789abcdef0123456789ab",
+        "algorithm": "kmeans",
+        "means": [[0.0, 0.5], [9.0, 9.5]],
+        "labels": [0, 0, 1, 1],
+        "inertia": 1.0,
+        "n_iter": 2,
+    }
+    fake = JobService(result)
+    transport = httpx.MockTransport(fake)
+    monkeypatch.setattr(
+        gmm_client.sklearn, "Client", functools.partial(Client, transport=transport)
+    )
+    labels = RemoteKMeans(2, random_state=0).fit_predict(X)
+    np.testing.assert_array_equal(labels, [0, 0, 1, 1])
+    assert fake.calls[-1].endswith("/result") and fake.bodies[0]["include"] == ["labels"]
 
 
 def test_get_params_are_sklearns_plus_the_connection() -> None:

@@ -5,16 +5,20 @@ is reading files, resolving model names, drawing tables and turning problems int
 exit codes. Problems are caught once, in ``_ProblemGroup.invoke``, so every command
 (and every test that drives one through ``CliRunner``) fails the same way.
 
-Files are read here, not by the service: a CSV (optional header row) or ``.npy`` file
-becomes a float64 array locally and travels as ``.npy``. The predict route reads only
-``.npy`` or JSON points, so the command must parse CSV for ``predict`` anyway; reading
-it once, here, for every command means ``fit`` and ``predict`` agree on what a file
-holds (the same header rule), a bad file is named with its line before anything is
-uploaded, and the upload is 8 bytes a value instead of a CSV's text.
+Only the service reads CSV: a CSV file (or ``-``, CSV on stdin) is streamed as it is
+to ``POST /v1/datasets`` as ``text/csv`` (``; header=present|absent`` for
+``--header/--no-header``), and ``fit`` and ``select`` then name the dataset by id. So
+there is one header rule and one row numbering, the service's, and a bad cell is
+reported as the service names it (``row 1, column 1``: rows counted from 0 after the
+header, blank lines skipped). ``predict``, whose route takes only JSON or ``.npy``
+points, uploads the CSV the same way and then takes its rows as the service counted
+them, checked against the dataset's sha256 (see ``read_points``). ``.npy`` files are
+loaded here and sent as ``.npy``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -23,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, BinaryIO, NoReturn
 
 import httpx
 import numpy as np
@@ -38,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise SystemExit("the gmm command needs typer and rich: pip install 'gmm-client[cli]'") from exc
 
 from gmm_client.client import DEFAULT_URL, Client, Dataset
-from gmm_client.errors import GMMError, JobFailed, NotFound, ProblemError
+from gmm_client.errors import GMMError, InvalidInput, JobFailed, NotFound, ProblemError
 
 __all__ = ["EXIT_CODES", "app", "exit_code_for", "main"]
 
@@ -200,84 +204,101 @@ def _state(ctx: typer.Context) -> State:
 # -- files ---------------------------------------------------------------------------
 
 
-def _looks_like_header(line: str) -> bool:
-    """A first line with any cell that is not a number is a header row."""
-    for cell in line.split(","):
-        try:
-            float(cell)
-        except ValueError:
-            return True
-    return False
+def _is_npy(path: str) -> bool:
+    return path != "-" and Path(path).suffix.lower() == ".npy"
 
 
-def parse_csv(text: str, *, header: bool | None = None, source: str = "<csv>") -> np.ndarray:
-    """Points of shape ``(n_samples, n_features)`` from comma-separated numbers.
-
-    ``header`` True skips the first non-blank line, False parses it, None skips it
-    when any of its cells is not a number."""
-    lines = text.splitlines()
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is None:
-        raise BadFile(f"{source}: no rows: the file is empty")
+def _csv_type(header: bool | None) -> str:
+    """``text/csv``, with RFC 7111's ``header`` parameter when the user said."""
     if header is None:
-        header = _looks_like_header(lines[first])
-    skip = first + 1 if header else first
-    if not any(line.strip() for line in lines[skip:]):
-        raise BadFile(
-            f"{source}: no rows of numbers after the header row {lines[first]!r} "
-            "(a row with any cell that is not a number is read as a header)"
-        )
-    try:
-        return np.loadtxt(
-            io.StringIO(text), delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64
-        )
-    except ValueError as exc:
-        raise BadFile(f"{source}: {_first_bad_cell(lines, skip) or exc}") from None
+        return "text/csv"
+    return f"text/csv; header={'present' if header else 'absent'}"
 
 
-def _first_bad_cell(lines: list[str], skip: int) -> str | None:
-    """Where a CSV stops being numbers, as a person counts (lines and columns from 1);
-    numpy's own message counts rows from 0 after the header, and skips blank lines."""
-    width = None
-    for number, line in enumerate(lines[skip:], start=skip + 1):
-        if not line.strip():
-            continue
-        cells = line.split(",")
-        for column, cell in enumerate(cells, start=1):
-            try:
-                float(cell)
-            except ValueError:
-                return (
-                    f"line {number}, column {column}: {cell.strip()!r} is not a number "
-                    "(a CSV holds numbers only, after an optional header row)"
-                )
-        if width is None:
-            width = len(cells)
-        elif len(cells) != width:
-            return f"line {number} has {len(cells)} values where the lines above have {width}"
-    return None
-
-
-def read_points(path: str, *, header: bool | None = None) -> np.ndarray:
-    """The points in a ``.npy`` file, a CSV file, or CSV on stdin (``-``)."""
-    if path == "-":
-        return parse_csv(sys.stdin.read(), header=header, source="stdin")
+def read_npy(path: str) -> np.ndarray:
+    """The points of a ``.npy`` file, as float64."""
     file = Path(path)
     if not file.is_file():
         raise BadFile(f"{path}: no such file")
-    if file.suffix.lower() == ".npy":
-        try:
-            X = np.load(file, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise BadFile(f"{path}: not a readable .npy file: {exc}") from None
-        if X.dtype.kind not in "biuf":
-            raise BadFile(f"{path}: holds {X.dtype} values; points must be numbers")
-        return np.asarray(X, dtype=np.float64)
     try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise BadFile(f"{path}: not a text CSV file (a .npy file needs the .npy suffix)") from None
-    return parse_csv(text, header=header, source=path)
+        X = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BadFile(f"{path}: not a readable .npy file: {exc}") from None
+    if X.dtype.kind not in "biuf":
+        raise BadFile(f"{path}: holds {X.dtype} values; points must be numbers")
+    return np.asarray(X, dtype=np.float64)
+
+
+@contextmanager
+def _csv_file(path: str) -> Iterator[BinaryIO]:
+    """The CSV's bytes, unread: a file, or stdin for ``-``."""
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    if not Path(path).is_file():
+        raise BadFile(f"{path}: no such file")
+    with open(path, "rb") as file:
+        yield file
+
+
+def _upload_csv(
+    client: Client, path: str, data: bytes | BinaryIO, header: bool | None
+) -> tuple[JSON, bool]:
+    """Send a CSV to ``POST /v1/datasets``: the service alone parses CSV, so its rows
+    and its row numbers are the only ones (its message is prefixed with the file)."""
+    name = None if path == "-" else Path(path).name
+    try:
+        return client.upload_dataset(data, _csv_type(header), name=name)
+    except InvalidInput as err:
+        source = "stdin" if path == "-" else path
+        err.problem["detail"] = f"{source}: {err.detail}"
+        raise
+
+
+def upload_points(client: Client, path: str, *, header: bool | None = None) -> Dataset:
+    """A stored dataset of the points in a ``.npy`` file, a CSV file or CSV on stdin
+    (``-``); a CSV is streamed as it is, for the service to read."""
+    if _is_npy(path):
+        X = read_npy(path)
+        return Dataset(client.create_dataset(X, name=Path(path).name)["id"])
+    with _csv_file(path) as file:
+        dataset, _ = _upload_csv(client, path, file, header)
+    return Dataset(dataset["id"])
+
+
+def read_points(client: Client, path: str, *, header: bool | None = None) -> np.ndarray:
+    """The points of a file as an array, for a route that takes no dataset id
+    (predict). A CSV is still read by the service: it is stored as a dataset (then
+    deleted, unless it was stored already), and its rows are taken here as the
+    service counted them (the last ``n_samples`` non-blank lines) and checked
+    against the dataset's sha256, so both sides hold the same points."""
+    if _is_npy(path):
+        return read_npy(path)
+    with _csv_file(path) as file:
+        data = file.read()
+    dataset, created = _upload_csv(client, path, data, header)
+    try:
+        rows = [line for line in data.decode("utf-8-sig").splitlines() if line.strip()]
+        rows = rows[len(rows) - int(dataset["n_samples"]) :]
+        try:
+            X = np.loadtxt(rows, delimiter=",", quotechar='"', comments=None, ndmin=2)
+        except ValueError:
+            X = None
+        if X is None or _sha256(X) != dataset["sha256"]:
+            raise BadFile(
+                f"{path}: the service read {dataset['n_samples']} rows from this CSV that "
+                "differ from its last lines as read here; send it as .npy instead"
+            )
+        return X
+    finally:
+        if created:
+            client.delete_dataset(dataset["id"])
+
+
+def _sha256(X: np.ndarray) -> str:
+    """A dataset's id for ``X``, as the service computes it (``DatasetResource.sha256``)."""
+    shape = np.array(X.shape, dtype="<u8").tobytes()
+    return hashlib.sha256(shape + np.ascontiguousarray(X, dtype="<f8").tobytes()).hexdigest()
 
 
 def _output_kind(path: Path, allowed: Sequence[str]) -> str:
@@ -469,7 +490,7 @@ HeaderOpt = Annotated[
     bool | None,
     typer.Option(
         "--header/--no-header",
-        help="Whether the CSV's first row is a header [default: detected].",
+        help="Whether the CSV's first row is a header [default: the service detects it].",
         show_default=False,
     ),
 ]
@@ -504,7 +525,6 @@ def fit(
     algorithm = algorithm.lower()
     if algorithm not in ALGORITHMS:
         raise typer.BadParameter(f"{algorithm!r} is not one of {', '.join(ALGORITHMS)}")
-    X = read_points(data, header=header)
     params: JSON = {}
     size_key = "n_components" if algorithm in MIXTURES else "n_clusters"
     for key, value in (
@@ -518,11 +538,9 @@ def fit(
             params[key] = value
     params.update(_param(p) for p in param or [])
     client = state.client
-    dataset = client.create_dataset(X, name=None if data == "-" else Path(data).name)
+    dataset = upload_points(client, data, header=header)
     with _job(client, progress=progress) as watch:
-        model = client.create_model(
-            algorithm, Dataset(dataset["id"]), params, name=name, progress=watch
-        )
+        model = client.create_model(algorithm, dataset, params, name=name, progress=watch)
     _show_model(state, model)
 
 
@@ -546,9 +564,9 @@ def predict(
         raise typer.BadParameter(f"{output!r} is not labels, probabilities or distances")
     if output_file is not None:
         _output_kind(output_file, ("csv", "npy"))  # before the work, not after
-    X = read_points(points, header=header)
     client = state.client
     model_id = resolve_model(client, model)
+    X = read_points(client, points, header=header)
     result = client.predict_npy(model_id, X, output)
     if state.json and output_file is None:
         _print_json({"model_id": model_id, output: result})
@@ -649,12 +667,11 @@ def select(
         for key, value in (("random_state", random_state), ("n_init", n_init))
         if value is not None
     }
-    X = read_points(data, header=header)
     client = state.client
-    dataset = client.create_dataset(X, name=None if data == "-" else Path(data).name)
+    dataset = upload_points(client, data, header=header)
     with _job(client, progress=progress) as watch:
         result = client.select_model(
-            Dataset(dataset["id"]),
+            dataset,
             grid,
             covariance_type=types,
             criterion=criterion,

@@ -20,13 +20,13 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import IO, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 import httpx
 import numpy as np
 
 from gmm_client._arrays import NPY, as_points, from_npy, to_npy
-from gmm_client.errors import JobFailed, problem_for_status, problem_from
+from gmm_client.errors import GMMError, JobFailed, NotFound, problem_for_status, problem_from
 
 __all__ = ["OPERATIONS", "AsyncClient", "Client", "Dataset", "data_spec"]
 
@@ -63,6 +63,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "compare_algorithms": ("POST", "/v1/comparisons"),
     "list_jobs": ("GET", "/v1/jobs"),
     "get_job": ("GET", "/v1/jobs/{job_id}"),
+    "get_job_result": ("GET", "/v1/jobs/{job_id}/result"),
     "cancel_job": ("DELETE", "/v1/jobs/{job_id}"),
 }
 
@@ -97,8 +98,23 @@ class _Call:
     path_params: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, Any] | None = None
     json: Any = None
-    content: bytes | None = None
+    content: bytes | IO[bytes] | None = None
     headers: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        self._start: int | None = None
+        if _is_file(self.content) and self.content.seekable():  # type: ignore[union-attr]
+            self._start = self.content.tell()  # type: ignore[union-attr]
+
+    def rewind(self) -> bool:
+        """Ready to be sent again: a file body goes back to where it started; False
+        when it cannot (stdin is read once)."""
+        if not _is_file(self.content):
+            return True
+        if self._start is None:
+            return False
+        self.content.seek(self._start)  # type: ignore[union-attr]
+        return True
 
     @property
     def method(self) -> str:
@@ -156,6 +172,11 @@ class _Operation(Generic[P, T]):
 
 def operation(func: Callable[..., _Step[T]]) -> Any:
     return _Operation(func)
+
+
+def _is_file(value: Any) -> bool:
+    """A binary file object (streamed as a body, never read into memory here)."""
+    return hasattr(value, "read") and not isinstance(value, bytes | str)
 
 
 def _is_array(value: Any) -> bool:
@@ -258,20 +279,37 @@ class _Base:
             body.setdefault("wait", False)
         response = yield _Call(operation, json=body)
         assert response is not None
-        return (yield from self._created(response, progress))
-
-    def _created(self, response: httpx.Response, progress: bool | Callable[[JSON], None]) -> Any:
-        """A 202's job is followed to its end (then its model or result is fetched);
-        anything else is the answer itself."""
-        body = response.json()
         if response.status_code != 202:
-            return body
-        job = yield from self._follow(body, progress)
-        if job.get("model_id"):
-            model = yield _Call("get_model", {"model_id": job["model_id"]})
-            assert model is not None
-            return model.json()
-        return job.get("result")
+            return response.json()
+        job = yield from self._follow(response.json(), progress)
+        return (yield from self._job_result(job, body.get("include") or []))
+
+    def _job_result(self, job: JSON, include: list[str]) -> _Step[Any]:
+        """What the request that made a succeeded ``job`` would have answered had it
+        not been a job (``GET /v1/jobs/{id}/result``): for a fit, the model resource
+        and the per-point arrays named by ``include``; else the result body.
+
+        A service older than that route (its 404 is a route's, ``about:blank``, not a
+        job's) has the model resource or the job's ``result`` only; asked for per-point
+        arrays it cannot answer, this raises rather than return a model without them."""
+        try:
+            response = yield _Call("get_job_result", {"job_id": job["id"]})
+        except NotFound as err:
+            if err.type != "about:blank":
+                raise
+        else:
+            assert response is not None
+            return response.json()
+        model_id = job.get("model_id")
+        if not model_id:
+            return job.get("result")
+        if include:
+            raise GMMError(
+                f"job {job['id']} stored model {model_id}, but this service has no "
+                f"GET /v1/jobs/{{id}}/result to answer its {', '.join(include)}: predict "
+                "them with the model"
+            )
+        return (yield from self._json(_Call("get_model", {"model_id": model_id})))
 
     def _follow(self, job: JSON, progress: bool | Callable[[JSON], None]) -> _Step[JSON]:
         """Poll a job until it ends; report each state to ``progress``."""
@@ -343,10 +381,11 @@ class _Base:
 
         ``data`` is an array (uploaded as ``.npy`` when large), a ``Dataset``, or a
         data object (``{"generator": ...}``). A fit the service runs as a job (asked
-        with ``wait=False``, or long enough that it chose to) is followed to its end:
-        quietly, with a progress bar (``progress=True``), or reporting each job state
-        to a callable. ``include`` names the per-point arrays to return (default:
-        none, as a client fitting many points wants)."""
+        with ``wait=False``, or one that outlasted its wait: a 202) is followed to its
+        end: quietly, with a progress bar (``progress=True``), or reporting each job
+        state to a callable; its answer is then read from ``GET /v1/jobs/{id}/result``,
+        so the return value is a 201's either way. ``include`` names the per-point
+        arrays to return (default: none, as a client fitting many points wants)."""
         body: JSON = {
             "algorithm": algorithm,
             "params": dict(params or {}),
@@ -501,24 +540,39 @@ class _Base:
     ) -> _Step[JSON]:
         """Store points once, by content, and return the dataset resource.
 
-        ``data`` is an array (sent as ``.npy``), raw ``bytes`` of a ``.npy`` or CSV
-        file (say which with ``content_type``; CSV is ``"text/csv"``), or a
+        ``data`` is an array (sent as ``.npy``), the ``bytes`` or a binary file object
+        (streamed, never read into memory) of a ``.npy`` or CSV file (say which with
+        ``content_type``; CSV is ``"text/csv"``, ``"text/csv; header=present"`` or
+        ``"; header=absent"`` to say whether its first row is a header), or a
         ``{"generator": ...}`` object."""
-        if isinstance(data, bytes):
-            return (
-                yield from self._json(
-                    _Call(
-                        "create_dataset",
-                        params={"name": name} if name else None,
-                        content=data,
-                        headers={"Content-Type": content_type or NPY},
-                    )
-                )
-            )
+        if isinstance(data, bytes) or _is_file(data):
+            resource, _ = yield from self._post_file(data, content_type or NPY, name)
+            return resource
         if isinstance(data, Mapping):
             body = {**data, **({"name": name} if name else {})}
             return (yield from self._json(_Call("create_dataset", json=body)))
         return (yield from self._upload(as_points(data), name))
+
+    @operation
+    def upload_dataset(
+        self, file: bytes | IO[bytes], content_type: str, *, name: str | None = None
+    ) -> _Step[tuple[JSON, bool]]:
+        """``create_dataset`` of a file's bytes (or a binary file object, streamed),
+        answering ``(resource, created)``: ``created`` is False when the same points
+        were stored already (the service answered 200, not 201)."""
+        return (yield from self._post_file(file, content_type, name))
+
+    def _post_file(
+        self, file: bytes | IO[bytes], content_type: str, name: str | None
+    ) -> _Step[tuple[JSON, bool]]:
+        response = yield _Call(
+            "create_dataset",
+            params={"name": name} if name else None,
+            content=file,
+            headers={"Content-Type": content_type},
+        )
+        assert response is not None
+        return response.json(), response.status_code == 201
 
     @operation
     def list_datasets(self, *, limit: int | None = None, cursor: str | None = None) -> _Step[JSON]:
@@ -595,7 +649,8 @@ class _Base:
         progress: bool | Callable[[JSON], None] = False,
     ) -> _Step[JSON]:
         """BIC/AIC over a grid of ``n_components`` (and covariance types): every cell's
-        scores and the best one."""
+        scores and the best one. Run as a job (a 202), it is followed and its result
+        read, as ``create_model`` does."""
         grid: JSON = {
             "n_components": n_components if isinstance(n_components, list) else dict(n_components)
         }
@@ -631,7 +686,8 @@ class _Base:
         progress: bool | Callable[[JSON], None] = False,
         extra: Mapping[str, Any] | None = None,
     ) -> _Step[JSON]:
-        """Fit several algorithms on the same data and compare their clusterings."""
+        """Fit several algorithms on the same data and compare their clusterings (a 202
+        is followed and its result read, as ``create_model`` does)."""
         body: JSON = {
             "data": (yield from self._data(data)),
             "algorithms": [dict(a) for a in algorithms],
@@ -665,6 +721,14 @@ class _Base:
         r = yield _Call("get_job", {"job_id": job_id})
         assert r is not None
         return (yield from self._follow(r.json(), progress))
+
+    @operation
+    def get_job_result(self, job_id: str) -> _Step[Any]:
+        """A succeeded job's answer: exactly what its request would have answered
+        without a job (a fit: the model resource and the ``include`` arrays). A job
+        still queued or running raises a 409 ``ProblemError``; a failed one, its own
+        problem."""
+        return (yield from self._json(_Call("get_job_result", {"job_id": job_id})))
 
 
 class Client(_Base):
@@ -703,6 +767,8 @@ class Client(_Base):
         for attempt in range(self.retries_on_busy + 1):
             response = self._http.request(call.method, call.path, **self._request_args(call))
             if response.status_code != 429 or attempt == self.retries_on_busy:
+                break
+            if not call.rewind():
                 break
             time.sleep(_retry_delay(response, attempt))
         if response.status_code >= 400:
@@ -756,10 +822,18 @@ class AsyncClient(_Base):
             if not cursor:
                 return
 
+    def _request_args(self, call: _Call) -> dict[str, Any]:
+        args = super()._request_args(call)
+        if _is_file(call.content):  # httpx's AsyncClient streams async iterables only
+            args["content"] = _async_chunks(call.content)  # type: ignore[arg-type]
+        return args
+
     async def _send(self, call: _Call) -> httpx.Response:
         for attempt in range(self.retries_on_busy + 1):
             response = await self._http.request(call.method, call.path, **self._request_args(call))
             if response.status_code != 429 or attempt == self.retries_on_busy:
+                break
+            if not call.rewind():
                 break
             await asyncio.sleep(_retry_delay(response, attempt))
         if response.status_code >= 400:
@@ -782,6 +856,11 @@ class AsyncClient(_Base):
                     value = await self._send(step)
             except Exception as exc:
                 error = exc
+
+
+async def _async_chunks(file: IO[bytes], size: int = 1 << 16) -> AsyncIterator[bytes]:
+    while chunk := file.read(size):
+        yield chunk
 
 
 def _retry_delay(response: httpx.Response, attempt: int) -> float:
