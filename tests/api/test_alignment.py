@@ -182,3 +182,27 @@ def test_align_to_refuses_a_dirichlet_process_prior(
     assert r.json()["errors"][0]["loc"] == ["body", "align_to"]
     assert "dirichlet_process" in r.json()["detail"]
     assert client.get("/v1/models").json()["total"] == 1  # the reference alone
+
+
+def test_a_store_outage_while_reading_align_to_is_a_503_not_the_clients_fault(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a missing model is the request's fault (422 naming ``align_to``); a store
+    that cannot answer is the server's (503), as it is everywhere else."""
+    from service.errors import StoreUnavailable
+
+    fit = {"algorithm": "gaussian_mixture", "params": {"n_components": 4, "random_state": 0},
+           "data": {"generator": SEED_BLOBS}, "include": []}  # fmt: skip
+    reference = client.post("/v1/models", json=fit).json()["id"]
+    missing = client.post("/v1/models", json={**fit, "align_to": "0" * 28})
+    assert missing.status_code == 422, missing.text
+    assert missing.json()["errors"][0]["loc"] == ["body", "align_to"]
+    catalogue = client.app.state.services.catalogue  # type: ignore[attr-defined]
+
+    def outage(model_id: str) -> None:
+        raise StoreUnavailable("The model store is not reachable.")
+
+    monkeypatch.setattr(catalogue, "get", outage)
+    r = client.post("/v1/models", json={**fit, "align_to": reference})
+    assert r.status_code == 503, r.text
+    assert r.json()["type"].endswith("store-unavailable")
