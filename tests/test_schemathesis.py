@@ -405,9 +405,13 @@ def _run_stateful(stateful: Any, deployment: Deployment, mode: str) -> None:
             **kwargs: Any,
         ) -> None:
             # DELETE /v1/jobs/{job_id} cancels a job, which stays readable (the
-            # contract: its resource says how it ended), so reading it afterwards is no
-            # use-after-free; every other check still runs on it.
-            is_job_read = case.method.upper() == "GET" and case.path == "/v1/jobs/{job_id}"
+            # contract: its resource says how it ended, and a job that had already
+            # succeeded keeps its result), so reading it or its result afterwards is no
+            # use-after-free; every other check still runs on them.
+            is_job_read = case.method.upper() == "GET" and case.path in (
+                "/v1/jobs/{job_id}",
+                "/v1/jobs/{job_id}/result",
+            )
             case.validate_response(
                 response,
                 additional_checks=[schema_valid_requests_pass_validation],
