@@ -502,3 +502,46 @@ def test_response_examples_are_what_the_seed_model_answers(client: TestClient) -
         if name == "list":
             real = real["items"][0]
         _agree(example, real, name)
+
+
+def test_the_document_depends_on_keys_only(tmp_path: Path) -> None:
+    """``service.api.openapi`` builds the document once per process for keyed and once
+    for open apps, and copies it for every other app: so nothing else may shape it.
+    Built afresh under settings that differ in every limit, it must be the same."""
+    from service.api import openapi
+
+    different = Settings(
+        store_dir=tmp_path / "store",
+        secret_key="k",
+        max_body_bytes=2048,
+        max_upload_bytes=4096,
+        max_points=7,
+        max_features=3,
+        max_values=11,
+        max_components=5,
+        max_iter=9,
+        max_n_init=2,
+        max_grid_cells=3,
+        max_parallel_fits=1,
+        max_default_per_point_values=0,
+        default_page_size=3,
+        max_concurrent_fits=1,
+        fit_queue_length=0,
+        fit_queue_seconds=0.5,
+        job_workers=1,
+        async_fit_seconds=0.1,
+        fit_timeout_seconds=5,
+        cors_origins="*",
+        cache_size=0,
+        dask_scheduler="tcp://127.0.0.1:1",
+    )
+    assert openapi.build(create_app(different), keyed=False) == SPEC
+    keyed = create_app(Settings(api_keys="admin-key")).openapi()
+    assert openapi.build(create_app(different), keyed=True) == keyed
+
+
+def test_each_app_has_its_own_copy_of_the_document() -> None:
+    first, second = create_app(Settings()), create_app(Settings())
+    first.openapi()["info"]["title"] = "changed"
+    assert second.openapi()["info"]["title"] == "gmm-service"
+    assert first.openapi()["info"]["title"] == "changed"  # the app's copy is kept

@@ -253,7 +253,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         503: "The model store is unavailable.",
     }
     return {
-        # ``service.main`` files these under application/problem+json in the spec.
+        # ``service.api.openapi`` files these under application/problem+json in the spec.
         s: {"model": Problem, "description": descriptions.get(s, HTTPStatus(s).phrase)}
         for s in statuses
     }

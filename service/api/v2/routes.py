@@ -85,7 +85,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def component_schemas() -> dict[str, Any]:
-    """The infer request's JSON schemas, for ``components/schemas`` (``service.main``):
+    """The infer request's JSON schemas, for ``components/schemas`` (``service.api.openapi``):
     the route reads its body itself (it may be binary), so FastAPI does not add them."""
     _, top = models_json_schema(
         [(InferenceRequest, "validation")], ref_template="#/components/schemas/{model}"
