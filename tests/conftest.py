@@ -1,16 +1,60 @@
-"""Shared fixtures: every test gets its own app over a real store in ``tmp_path``."""
+"""Shared fixtures: every test gets its own app over a real store in ``tmp_path``.
+
+Also ``require`` and ``require_executable``: an optional test dependency (distributed,
+moto, tritonclient, playwright, hadolint, Chromium) that is missing skips its tests on
+a developer's machine, and fails them under CI (``CI`` set), where ``.ci/run``
+installs every one of them: a CI run must not go green by skipping them.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NoReturn
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.config import Settings
 from service.main import create_app
+
+
+def in_ci() -> bool:
+    """``CI`` is set to something other than empty, ``0``, ``false`` or ``no``."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing(what: str) -> NoReturn:
+    """Skip the calling test (or module) for a missing dependency; fail under CI."""
+    if in_ci():
+        pytest.fail(f"{what}: CI must run this test (.ci/run installs it)", pytrace=False)
+    pytest.skip(f"{what}; CI runs this test", allow_module_level=True)
+
+
+def require(module: str, hint: str = "pip install -e '.[dev]'") -> ModuleType:
+    """``pytest.importorskip`` that fails under CI: the imported module."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        missing(f"{module} is not installed ({hint}): {exc}")
+
+
+def require_executable(program: str | Path, hint: str) -> str:
+    """The path of ``program`` (a path, or a name looked up on ``PATH``), which must be
+    executable; skips without it, fails under CI."""
+    path = Path(program)
+    if path.is_absolute() or path.parent != Path():
+        found = str(path) if os.access(path, os.X_OK) and path.is_file() else None
+    else:
+        found = shutil.which(str(program))
+    if found is None:
+        missing(f"{program} is not installed ({hint})")
+    return found
+
 
 SEED_BLOBS = {
     "kind": "blobs",
@@ -42,7 +86,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     """An S3 server (moto) on loopback for the whole session, with dummy credentials."""
-    pytest.importorskip("moto")
+    require("moto", "pip install 'moto[server]'")
     from tests.helpers_s3 import AtomicMotoServer
 
     env = {

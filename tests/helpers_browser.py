@@ -1,16 +1,15 @@
 """Debian's Chromium for the browser tests, and when a missing one is a failure.
 
 Playwright drives ``/usr/bin/chromium`` (never ``playwright install``, which downloads
-a browser). Where it is missing the browser tests skip, except in CI (``CI`` set),
-where a missing browser is a failure: ``.ci/run`` installs it.
+a browser). Where either is missing the browser tests skip, except in CI (``CI`` set),
+where it is a failure: ``.ci/run`` installs both (tests/conftest.py's ``require``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
+from tests.conftest import require, require_executable
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -25,9 +24,6 @@ CHROMIUM_ARGS = [
 
 
 def require_chromium() -> None:
-    """Skip the calling test without Chromium; fail instead under CI."""
-    if CHROMIUM.exists():
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing: CI must run the browser test (.ci/run installs it)")
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); CI runs this test")
+    """Skip the calling test without Playwright or Chromium; fail instead under CI."""
+    require("playwright.sync_api", "pip install playwright, part of the dev extras")
+    require_executable(CHROMIUM, "apt-get install chromium")

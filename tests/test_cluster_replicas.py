@@ -23,10 +23,10 @@ from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 
 from bench.model_selection import local_cluster
-from tests.conftest import wait_job
+from tests.conftest import require, wait_job
 from tests.helpers_server import ServerProcess, running_servers
 
-distributed = pytest.importorskip("distributed")
+distributed = require("distributed")
 
 pytestmark = pytest.mark.slow
 

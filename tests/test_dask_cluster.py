@@ -20,9 +20,9 @@ from sklearn.mixture import GaussianMixture
 from bench.model_selection import local_cluster
 from service.config import Settings
 from service.main import create_app
-from tests.conftest import SEED_BLOBS, wait_job
+from tests.conftest import SEED_BLOBS, require, wait_job
 
-distributed = pytest.importorskip("distributed")
+distributed = require("distributed")
 
 pytestmark = pytest.mark.slow
 

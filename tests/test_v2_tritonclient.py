@@ -16,11 +16,11 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 
-from tests.conftest import SEED_BLOBS, SEED_FIT
+from tests.conftest import SEED_BLOBS, SEED_FIT, require
 from tests.helpers_server import ServerProcess, running_server
 
-httpclient = pytest.importorskip("tritonclient.http")
-triton_utils = pytest.importorskip("tritonclient.utils")
+httpclient = require("tritonclient.http")
+triton_utils = require("tritonclient.utils")
 
 pytestmark = pytest.mark.slow
 

@@ -19,6 +19,7 @@ from sklearn.mixture import GaussianMixture
 from service.domain.outofcore.em import fit_gaussian_mixture_dask, predict_dask
 from service.domain.outofcore.kmeans import fit_kmeans_dask
 from service.domain.training.progress import FitCancelled, FitProgress
+from tests.conftest import require
 
 K = 3
 #: 5,000 rows in 7 uneven chunks.
@@ -219,7 +220,7 @@ def test_kmeans_progress_and_default_seeding() -> None:
 
 @pytest.fixture(scope="module")
 def cluster_client() -> Iterator[Any]:
-    distributed = pytest.importorskip("distributed")
+    distributed = require("distributed")
     with (
         distributed.LocalCluster(
             n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
