@@ -534,6 +534,7 @@ def test_the_document_depends_on_keys_only(tmp_path: Path) -> None:
         cors_origins="*",
         cache_size=0,
         dask_scheduler="tcp://127.0.0.1:1",
+        sync_wait_seconds=5,
     )
     assert openapi.build(create_app(different), keyed=False) == SPEC
     keyed = create_app(Settings(api_keys="admin-key")).openapi()
