@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -491,36 +492,96 @@ def test_console_script_fits_and_fails_like_in_process(
     assert module.returncode == 0 and "Exit codes" in module.stdout
 
 
+def _sigint_as_at_a_prompt() -> None:
+    """In the child before it runs: SIGINT at its default, as for a command typed at
+    a shell's prompt. A test run started in the background by a script (``pytest &``,
+    as CI and load loops do) has SIGINT ignored, every child inherits that, and
+    Python then never turns the test's SIGINT into a KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def long_fit_args(tmp_path: Path) -> list[str]:
+    """``gmm fit`` of minutes (50 inits of up to 1,000 EM steps): it is cancelled."""
+    X, _ = make_blobs(n_samples=40_000, n_features=8, centers=30, random_state=0)
+    np.save(tmp_path / "X.npy", X)
+    args = ["fit", str(tmp_path / "X.npy"), "--k", "30", "--n-init", "50", "--max-iter", "1000"]
+    return [*args, "--param", "tol=0", "--random-state", "0"]
+
+
+def new_fit_job(gmm: Client, before: set[str]) -> dict[str, Any] | None:
+    jobs = gmm.list_jobs(limit=100)["items"]
+    return next((j for j in jobs if j["id"] not in before and j["kind"] == "fit"), None)
+
+
+def assert_cancelled(gmm: Client, job_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while gmm.get_job(job_id)["status"] not in ("cancelled", "failed", "succeeded"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert gmm.get_job(job_id)["status"] == "cancelled"
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
 def test_ctrl_c_cancels_the_running_job(
     live_server: ServerProcess, gmm: Client, tmp_path: Path
 ) -> None:
-    X, _ = make_blobs(n_samples=40_000, n_features=8, centers=30, random_state=0)
-    np.save(tmp_path / "X.npy", X)
     before = {job["id"] for job in gmm.list_jobs(limit=100)["items"]}
-    args = ["fit", str(tmp_path / "X.npy"), "--k", "30", "--n-init", "50", "--max-iter", "1000"]
-    args += ["--param", "tol=0", "--random-state", "0"]
     env = {**os.environ, "GMM_URL": live_server.base_url}
     proc = subprocess.Popen(
-        [*gmm_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [*gmm_command(), *long_fit_args(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=_sigint_as_at_a_prompt,
     )
+    job = None
     try:
-        job = None
         deadline = time.monotonic() + 60
         while job is None and time.monotonic() < deadline:
             time.sleep(0.2)
-            jobs = gmm.list_jobs(limit=100)["items"]
-            job = next((j for j in jobs if j["id"] not in before and j["kind"] == "fit"), None)
+            job = new_fit_job(gmm, before)
         assert job is not None, "the fit never started"
+        # The job may be made while its answer is still on the way: Ctrl-C waits for it.
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()  # reaped, and its pipes closed: no ResourceWarning later
+            if job is not None:  # nor minutes of fitting under the tests that follow
+                gmm.cancel_job(job["id"])
     assert proc.returncode == 130, stderr
     assert f"cancelled job {job['id']}" in stderr
-    deadline = time.monotonic() + 60
-    while gmm.get_job(job["id"])["status"] not in ("cancelled", "failed", "succeeded"):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    assert gmm.get_job(job["id"])["status"] == "cancelled"
+    assert_cancelled(gmm, job["id"])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
+def test_ctrl_c_before_the_answer_names_the_job_still_cancels_it(
+    gmm_cli, gmm: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The service has made the job, the answer with its id is on the way, and Ctrl-C
+    comes: the command waits for the answer and cancels the job, never leaves it."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set in the main thread only")
+    before = {job["id"] for job in gmm.list_jobs(limit=100)["items"]}
+    send = Client._send
+
+    def ctrl_c_once_the_job_exists(self: Client, call: Any) -> Any:
+        response = send(self, call)
+        if call.operation == "create_model":
+            assert new_fit_job(gmm, before) is not None  # made, and not yet known here
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, handled before this returns
+        return response
+
+    monkeypatch.setattr(Client, "_send", ctrl_c_once_the_job_exists)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a prompt
+    try:
+        result = gmm_cli(*long_fit_args(tmp_path), "--no-progress")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    job = new_fit_job(gmm, before)
+    assert job is not None
+    assert result.exit_code == 130, (result.stdout, result.stderr)
+    assert f"cancelled job {job['id']}" in result.stderr
+    assert_cancelled(gmm, job["id"])

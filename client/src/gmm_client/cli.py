@@ -22,7 +22,9 @@ import hashlib
 import io
 import json
 import re
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -359,11 +361,16 @@ class _Watch:
 
     def __init__(self, *, bar: bool) -> None:
         self.job: JSON | None = None
+        #: A Ctrl-C came while the job was being created: raised once it is known.
+        self.interrupted = False
         self._want_bar = bar
         self._bar: Any = None
 
     def __call__(self, job: JSON) -> None:
+        known = self.job is not None
         self.job = job
+        if self.interrupted and not known:
+            raise KeyboardInterrupt
         if self._want_bar:
             if self._bar is None:
                 from gmm_client.progress import JobBar
@@ -378,12 +385,42 @@ class _Watch:
 
 
 @contextmanager
+def _ctrl_c_waits_for_the_job(watch: _Watch) -> Iterator[None]:
+    """Until the job is known, Ctrl-C is noted instead of raised.
+
+    The service creates the job before its answer names it: a KeyboardInterrupt in
+    between would leave a job running that nobody can cancel. So a first Ctrl-C waits
+    for the answer (``_Watch`` raises it then, and the job is cancelled); a second one
+    interrupts at once. SIGINT left ignored (a command started in the background) or
+    handled by the caller stays as it is."""
+    usable = threading.current_thread() is threading.main_thread()
+    if not usable or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if watch.job is None and not watch.interrupted:
+            watch.interrupted = True
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if watch.interrupted and watch.job is None:  # answered without a job to cancel
+        raise KeyboardInterrupt
+
+
+@contextmanager
 def _job(client: Client, *, progress: bool) -> Iterator[_Watch]:
     """Run a job-following call; Ctrl-C cancels the job on the service, says so and
     exits 130, rather than leaving a fit running that nobody will read."""
     watch = _Watch(bar=progress)
     try:
-        yield watch
+        with _ctrl_c_waits_for_the_job(watch):
+            yield watch
     except KeyboardInterrupt:
         watch.close()
         job = watch.job
