@@ -23,6 +23,10 @@ pytestmark = pytest.mark.slow
 N_MODELS = 40
 N_THREADS = 16
 SECONDS = 10.0
+#: Deletes pick among the first models only: the others answer 200 to the end, however
+#: many requests the server gets through (a fast one deleted every model in seconds,
+#: and the run was then mostly 404s).
+DOOMED = N_MODELS // 4
 
 
 def test_predict_rename_delete_at_random_never_answers_5xx(tmp_path: Path) -> None:
@@ -68,7 +72,7 @@ def test_predict_rename_delete_at_random_never_answers_5xx(tmp_path: Path) -> No
                                 f"/v1/models/{model_id}", json={"name": f"n{rng.random()}"}
                             )
                         else:
-                            r = http.delete(f"/v1/models/{model_id}")
+                            r = http.delete(f"/v1/models/{rng.choice(ids[:DOOMED])}")
                     except httpx.HTTPError as exc:  # a reset connection counts as a failure
                         with lock:
                             failures.append(repr(exc))
