@@ -205,7 +205,14 @@ def test_a_cluster_with_no_worker_left_fails_the_job_with_the_reason(tmp_path: P
     assert "no worker" in job["error"]["detail"]
 
 
-def test_an_unreachable_scheduler_is_a_503_and_predictions_still_work(tmp_path: Path) -> None:
+def test_an_unreachable_scheduler_is_a_503_and_predictions_still_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nobody listens there: each try to connect waits out the connect limit (10 s by
+    # default, twice here) before the 503 it is about. 2 s says the same.
+    from service.domain.runtime.cluster import DaskCluster
+
+    monkeypatch.setitem(DaskCluster.__init__.__kwdefaults__, "connect_seconds", 2.0)
     X = seed_X()
     with TestClient(create_app(_settings(tmp_path, None))) as local:
         fitted = local.post(
