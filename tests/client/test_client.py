@@ -28,7 +28,7 @@ from gmm_client import (
     ProblemError,
     Unauthorized,
 )
-from gmm_client.client import _Base
+from gmm_client.client import _Base, _verify
 from gmm_client.errors import problem_from
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
@@ -502,3 +502,20 @@ def test_an_unknown_job_at_the_result_route_is_not_found() -> None:
         with pytest.raises(NotFound) as info:
             gmm.get_job_result("0" * 28)
         assert info.value.type == "urn:gmm-service:problem:not-found"
+
+
+def test_clients_share_the_tls_context_of_the_same_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Made once (it reads the CA bundle): remote estimators each open a client."""
+    import certifi
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    default = _verify()
+    assert _verify() is default
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())  # read as httpx reads it
+    own = _verify()
+    assert own is not default and _verify() is own
+    Client("https://127.0.0.1:1").close()
+    asyncio.run(AsyncClient("https://127.0.0.1:1").aclose())
