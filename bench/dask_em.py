@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             threads_per_worker=1,
             processes=True,
             memory_limit=args.memory_limit,
-            dashboard_address=None,
+            dashboard_address=":0",
         ) as cluster,
         Client(cluster) as client,
     ):
