@@ -72,8 +72,9 @@ TAGS: list[dict[str, Any]] = [
     {
         "name": "jobs",
         "description": (
-            "Long work answered at once (`wait: false`, or a fit estimated to be long): "
-            "follow a job's progress, read its result, or cancel it."
+            "Fits, model selections and comparisons run as jobs; one not done within "
+            "GMM_SYNC_WAIT_SECONDS (or sent with `wait: false`) is answered 202: follow "
+            "its progress, read its result, or cancel it."
         ),
     },
     {"name": v2.TAG, "description": v2.TAG_DESCRIPTION},
