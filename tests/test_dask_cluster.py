@@ -570,3 +570,55 @@ def test_a_chunked_fit_keeps_the_feature_limit(tmp_path: Path, cluster: Any) -> 
     assert response.status_code == 413, response.text
     assert response.json()["errors"][0]["loc"] == ["body", "data"]
     assert "GMM_MAX_FEATURES" in response.json()["detail"]
+
+
+def test_a_future_the_scheduler_cancelled_is_submitted_once_more(tmp_path: Path) -> None:
+    """A fit whose future comes back cancelled without the service cancelling it (a
+    worker killed while the task's inputs moved; distributed issue 8514 makes that an
+    ``UnboundLocalError``) is run again as a new task, and the answer is sklearn's.
+    A second such loss is a 503, as any lost fit is."""
+    from distributed.client import FutureCancelledError
+
+    X = seed_X()
+    with (
+        local_cluster(1) as lc,
+        TestClient(create_app(_settings(tmp_path, lc.scheduler_address))) as api,
+    ):
+        runner = api.app.state.services.training._fit_runner  # type: ignore[attr-defined]
+        real_wait = runner._wait
+        waited: list[str] = []
+
+        def losing_first(client: Any, name: str, future: Any, progress: Any) -> Any:
+            waited.append(name)
+            if len(waited) == 1:
+                future.result()  # the task runs; then the scheduler "loses" it
+                lost = _CancelledFuture(FutureCancelledError(name, "lost with its worker"))
+                return real_wait(client, name, lost, progress)
+            return real_wait(client, name, future, progress)
+
+        runner._wait = losing_first
+        body = {"algorithm": "gaussian_mixture", "params": {"n_components": 2, "random_state": 0},
+                "data": {"points": X.tolist()}, "include": [], "wait": True}  # fmt: skip
+        r = api.post("/v1/models", json=body)
+        assert r.status_code == 201, r.text
+        assert len(waited) == 2 and waited[1] == f"{waited[0]}-again"
+        ref = GaussianMixture(n_components=2, random_state=0).fit(X)
+        np.testing.assert_allclose(r.json()["means"], ref.means_, rtol=1e-10)
+
+        waited.clear()
+        runner._wait = lambda client, name, future, progress: real_wait(
+            client, name, _CancelledFuture(UnboundLocalError("x")), progress
+        )
+        r = api.post("/v1/models", json=body)
+        assert r.status_code == 503, r.text
+        assert r.json()["type"].endswith("cluster-unavailable")
+
+
+class _CancelledFuture:
+    """Stands in for a future whose ``result`` raises what a cancelled one raises."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self._exc = exc
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise self._exc

@@ -34,6 +34,7 @@ never stays ``running``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import secrets
 import threading
@@ -228,6 +229,21 @@ class _SharedPoints:
     users: int = 0
 
 
+class _SchedulerCancelled(Exception):
+    """The scheduler cancelled a fit's future that this process never cancelled: seen
+    when a worker is killed while the task's inputs move between workers. distributed
+    then raises ``FutureCancelledError`` (or, through its issue 8514,
+    ``UnboundLocalError``). The fit itself never failed, so it is submitted once more."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+#: What ``Future.result`` raises for a future the scheduler cancelled (see above).
+_CANCELLED = (concurrent.futures.CancelledError, asyncio.CancelledError, UnboundLocalError)
+
+
 class DaskFitRunner:
     """``FitRunner`` whose fits are tasks on the cluster (see the module docstring)."""
 
@@ -263,7 +279,17 @@ class DaskFitRunner:
         client = self.cluster.client()
         name = f"gmm-fit-{secrets.token_hex(8)}"
         with self._shared_points(client, X) as data:
-            return self._run(client, name, data, algorithm, params, sample_weight, progress)
+            try:
+                return self._run(client, name, data, algorithm, params, sample_weight, progress)
+            except _SchedulerCancelled:
+                # Once more, as a new task with its own progress and cancel objects.
+                try:
+                    again = f"{name}-again"
+                    return self._run(
+                        client, again, data, algorithm, params, sample_weight, progress
+                    )
+                except _SchedulerCancelled as exc:
+                    raise self._lost(exc.cause) from None
 
     @contextlib.contextmanager
     def _shared_points(self, client: Client, X: np.ndarray) -> Iterator[Future]:
@@ -392,6 +418,8 @@ class DaskFitRunner:
             except (DaskTimeout, TimeoutError):
                 pass
             except (Exception, asyncio.CancelledError) as exc:  # KilledWorker, lost scheduler
+                if isinstance(exc, _CANCELLED):
+                    raise _SchedulerCancelled(exc) from None
                 raise self._lost(exc) from None
             now = time.monotonic()
             if deadline is not None and now >= deadline:
