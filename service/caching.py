@@ -80,7 +80,3 @@ class LockedLRU(Generic[K, V]):
     def pop(self, key: K) -> None:
         with self._lock:
             self._entries.pop(key, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
