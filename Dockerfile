@@ -25,8 +25,9 @@ WORKDIR /app
 # installs the same versions (`make lock` regenerates both from pyproject.toml). Their
 # layer comes first so that a code change does not reinstall them. LOCK_FILE picks
 # the lock: requirements.lock, the runtime alone (the default image), or
-# requirements-cluster.lock, with the s3 and dask extras (boto3, dask, distributed)
-# that compose's cluster profile builds with (--build-arg LOCK_FILE=...).
+# requirements-cluster.lock, with the s3, dask and postgres extras (boto3, dask,
+# distributed, psycopg) that compose's cluster profile builds with
+# (--build-arg LOCK_FILE=...).
 ARG LOCK_FILE=requirements.lock
 COPY requirements.lock requirements-cluster.lock ./
 RUN pip install --no-cache-dir --require-hashes -r "${LOCK_FILE}"

@@ -37,10 +37,10 @@ openapi: dev
 	$(BIN)/python scripts/export_openapi.py
 
 # requirements.lock: the runtime dependencies the Docker image installs, pinned with
-# hashes; requirements-cluster.lock: the same with the s3 and dask extras, for the
-# image compose's cluster profile builds (Dockerfile ARG LOCK_FILE). Run after editing
-# pyproject's dependencies or those extras (a test fails while a lock is stale);
-# existing pins are kept unless LOCK_FLAGS=--upgrade. Pins come from PyPI itself:
+# hashes; requirements-cluster.lock: the same with the s3, dask and postgres extras,
+# for the image compose's cluster profile builds (Dockerfile ARG LOCK_FILE). Run after
+# editing pyproject's dependencies or those extras (a test fails while a lock is
+# stale); existing pins are kept unless LOCK_FLAGS=--upgrade. Pins come from PyPI itself:
 # this machine's pip configuration (wheel folders, extra indexes, constraints) must
 # not leak into what every image builds from.
 #
@@ -56,7 +56,7 @@ PIP_COMPILE = env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP
 lock: $(BIN)/python
 	$(BIN)/python -m pip install -q 'pip-tools>=7.4'
 	$(PIP_COMPILE) --output-file requirements.lock pyproject.toml
-	$(PIP_COMPILE) --extra s3 --extra dask --output-file requirements-cluster.lock pyproject.toml
+	$(PIP_COMPILE) --extra s3 --extra dask --extra postgres --output-file requirements-cluster.lock pyproject.toml
 
 bench: dev
 	$(BIN)/python bench/run.py

@@ -43,11 +43,45 @@ class Settings(BaseSettings):
         None,
         pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
         description=(
-            "`s3://bucket/prefix`: keep models, datasets and jobs in an S3-compatible "
-            "bucket (needs the `s3` extra) that several replicas share, instead of "
-            "store_dir. Needs secret_key. Region and credentials come the usual AWS way "
-            "(AWS_* variables, shared config, instance role). Unset: the local store."
+            "`s3://bucket/prefix`: keep the artifacts of models and datasets in an "
+            "S3-compatible bucket (needs the `s3` extra) that several replicas share, "
+            "instead of store_dir; replicas then also share database_url. Needs "
+            "secret_key. Region and credentials come the usual AWS way (AWS_* variables, "
+            "shared config, instance role). Unset: the local store."
         ),
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description=(
+            "Database of the catalogue: the metadata of models, datasets and jobs, and "
+            "idempotency keys. `postgresql+psycopg://user:password@host:5432/db` (needs "
+            "the `postgres` extra) for replicas sharing one store; its schema is migrated "
+            "at start-up. Unset: SQLite, `catalogue.db` in store_dir."
+        ),
+    )
+    database_pool_size: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description=(
+            "Connections each worker keeps open to a PostgreSQL database_url (as many "
+            "again may open under load, then requests wait): size the server's "
+            "max_connections for replicas x workers x 2 x this."
+        ),
+    )
+    orphan_grace_seconds: float = Field(
+        3600.0,
+        ge=1,
+        description=(
+            "Artifacts without a row in the catalogue (left by a write or delete that "
+            "crashed midway) are removed once they are this old; a write in flight on "
+            "another replica is never this old."
+        ),
+    )
+    sweep_interval_seconds: float = Field(
+        600.0,
+        ge=0.1,
+        description="How often each worker looks for orphan artifacts to remove.",
     )
     s3_endpoint_url: str | None = Field(
         None,

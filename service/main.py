@@ -96,8 +96,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             yield
         finally:
-            if services is None:
-                app.state.services.close()
+            if services is None:  # joins job threads and closes database connections
+                await run_in_threadpool(app.state.services.close)
             app.state.metrics.close()
 
     app = FastAPI(

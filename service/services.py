@@ -22,8 +22,9 @@ from service.domain.jobs.service import Jobs
 from service.domain.limits import Limits
 from service.domain.runtime.cluster import DaskCluster
 from service.domain.runtime.executor import FitSlots, make_runner
+from service.domain.runtime.housekeeping import Housekeeping
 from service.domain.training.service import Training
-from service.store import open_store
+from service.store import IndexedStore, open_store
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -42,19 +43,24 @@ class Services:
     training: Training
     inference: Inference
     analysis: Analysis
+    store: IndexedStore
+    housekeeping: Housekeeping
 
     def close(self) -> None:
+        self.housekeeping.close()
         self.jobs.close()  # running jobs stop first: their fits may use the runner
         self.training.close()
+        self.store.close()
 
 
 def build_services(settings: Settings) -> Services:
     store = open_store(
         store_dir=settings.store_dir,
         store_url=settings.store_url,
+        database_url=settings.database_url.get_secret_value() if settings.database_url else None,
         secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
-        cache_size=settings.cache_size,
         s3_endpoint_url=settings.s3_endpoint_url,
+        database_pool_size=settings.database_pool_size,
     )
     limits = limits_from(settings)
     cluster = DaskCluster(settings.dask_scheduler) if settings.dask_scheduler else None
@@ -91,7 +97,14 @@ def build_services(settings: Settings) -> Services:
         cluster=cluster,
         limits=limits,
     )
+    housekeeping = Housekeeping(
+        settings.sweep_interval_seconds,
+        [("orphan artifacts", lambda: store.sweep_orphans(settings.orphan_grace_seconds))],
+    )
+    housekeeping.start()
     return Services(
+        store=store,
+        housekeeping=housekeeping,
         catalogue=catalogue,
         datasets=datasets,
         jobs=jobs,

@@ -1,9 +1,9 @@
 """Shared fixtures: every test gets its own app over a real store in ``tmp_path``.
 
 Also ``require`` and ``require_executable``: an optional test dependency (distributed,
-moto, tritonclient, playwright, hadolint, Chromium) that is missing skips its tests on
-a developer's machine, and fails them under CI (``CI`` set), where ``.ci/run``
-installs every one of them: a CI run must not go green by skipping them.
+moto, tritonclient, playwright, hadolint, Chromium, PostgreSQL) that is missing skips
+its tests on a developer's machine, and fails them under CI (``CI`` set), where
+``.ci/run`` installs every one of them: a CI run must not go green by skipping them.
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.config import Settings
 from service.main import create_app
+
+if TYPE_CHECKING:
+    from tests.helpers_postgres import PostgresServer
 
 
 def in_ci() -> bool:
@@ -119,6 +122,42 @@ def s3_bucket(moto_url: str) -> str:
     name = f"gmm-test-{secrets.token_hex(6)}"
     boto3.client("s3", endpoint_url=moto_url).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server on loopback for the whole session, one per xdist worker (a
+    session fixture runs once per worker process), so workers never share databases.
+
+    Started from the server binaries (``initdb``, ``postgres``), not a container: the
+    tests must run where there is no Docker engine, CI included.
+    """
+    require("psycopg", "pip install -e '.[dev]'")
+    from tests.helpers_postgres import PostgresServer, find_pg_bin
+
+    for program in ("initdb", "pg_ctl", "postgres"):
+        require_executable(find_pg_bin(program) or program, "apt-get install postgresql")
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A new, empty database for one test (``postgresql+psycopg://...``), dropped after
+    it: tests see no other test's tables, and a long session does not fill the disk."""
+    from sqlalchemy.engine import make_url
+
+    url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        database = make_url(url).database
+        assert database is not None
+        postgres_server.drop_database(database)
 
 
 def wait_job(http: Any, job_id: str, seconds: float = 120) -> dict[str, Any]:

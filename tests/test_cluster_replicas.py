@@ -52,7 +52,12 @@ def dask_cluster() -> Iterator[Any]:
 
 @pytest.fixture
 def replicas(
-    tmp_path: Path, moto_url: str, s3_bucket: str, dask_cluster: Any, stale_seconds: float
+    tmp_path: Path,
+    moto_url: str,
+    s3_bucket: str,
+    postgres_url: str,
+    dask_cluster: Any,
+    stale_seconds: float,
 ) -> Iterator[list[ServerProcess]]:
     aws = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     aws["AWS_DEFAULT_REGION"] = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
@@ -65,6 +70,7 @@ def replicas(
         **aws,
         "GMM_STORE_URL": f"s3://{s3_bucket}/gmm",
         "GMM_S3_ENDPOINT_URL": moto_url,
+        "GMM_DATABASE_URL": postgres_url,  # one catalogue, as the compose cluster has
         "GMM_SECRET_KEY": "one-key-for-every-replica",
         "GMM_DASK_SCHEDULER": dask_cluster.scheduler.address,
         "GMM_JOB_STALE_SECONDS": str(stale_seconds),

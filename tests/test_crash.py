@@ -3,9 +3,10 @@
 A store test can stop a writer at a chosen line; only a real process killed at a
 moment nobody chose shows that every path (fit, write, rename, delete, the answer
 on the wire) keeps the promise: what was answered 201 survives whole, what was
-answered 204 stays gone, nothing half-written is ever visible, and a restart removes
-whatever the killed process left in ``tmp/``.
-"""
+answered 204 stays gone, nothing half-written is ever visible, a restart removes
+whatever the killed process left in ``tmp/``, and the sweeper removes every artifact
+left without a row in the catalogue (a put killed before its commit, a delete killed
+after it)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -27,7 +29,7 @@ import numpy as np
 import pytest
 
 from service.store.base import array_sha256
-from service.store.local import ARTIFACT, DATA, META
+from service.store.signing import ARTIFACT, DATA
 from tests.helpers_server import ServerProcess, start_servers
 
 pytestmark = pytest.mark.slow
@@ -163,11 +165,17 @@ def _all_listed(http: httpx.Client) -> list[str]:
             return ids
 
 
-def _assert_whole_on_disk(folder: Path) -> None:
-    """Every file there, the artifact exactly the bytes its metadata describes, and the
+def _rows(store: Path) -> dict[str, dict[str, Any]]:
+    """The catalogue's models: ``{id: stored document}``."""
+    with contextlib.closing(sqlite3.connect(store / "catalogue.db")) as conn:
+        rows = conn.execute("SELECT id, document FROM models").fetchall()
+    return {model_id: json.loads(document) for model_id, document in rows}
+
+
+def _assert_whole_on_disk(folder: Path, meta: dict[str, Any]) -> None:
+    """Every file there, the artifact exactly the bytes its row describes, and the
     training points (linked from their dataset) exactly the array it names."""
-    meta = json.loads((folder / META).read_bytes())
-    expected = [ARTIFACT, META] + ([DATA] if meta.get("points") else [])
+    expected = [ARTIFACT] + ([DATA] if meta.get("points") else [])
     assert sorted(p.name for p in folder.iterdir()) == sorted(expected), folder
     blob = (folder / ARTIFACT).read_bytes()
     assert meta["id"] == folder.name
@@ -235,15 +243,24 @@ def test_sigkill_at_random_moments_loses_nothing_and_leaves_nothing_half_written
 
     left = sorted(p.name for p in (store / "tmp").iterdir())
     leftovers_seen += len(left)
-    server = _start(env, tmp_path)
+    # Quiet now: the sweeper may take any artifact without a row at once.
+    quiet = {**env, "GMM_ORPHAN_GRACE_SECONDS": "1", "GMM_SWEEP_INTERVAL_SECONDS": "0.2"}
+    orphans_left = sorted({p.name for p in (store / "models").iterdir()} - set(_rows(store)))
+    time.sleep(1.0)  # older than the grace
+    server = _start(quiet, tmp_path)
     try:
         assert list((store / "tmp").iterdir()) == [], "a start must remove every leftover"
         http = server.client
-        folders = sorted(p.name for p in (store / "models").iterdir())
-        for name in folders:  # whole or absent: never a half-written model
-            _assert_whole_on_disk(store / "models" / name)
+        rows = _rows(store)
+        folders = sorted(rows)
+        for name in folders:  # listed means whole: never a row without its artifact
+            _assert_whole_on_disk(store / "models" / name, rows[name])
             _assert_serves(http, name)
         assert sorted(_all_listed(http)) == folders
+        deadline = time.monotonic() + 20
+        while {p.name for p in (store / "models").iterdir()} != set(folders):
+            assert time.monotonic() < deadline, "orphan artifacts linger after the sweep"
+            time.sleep(0.1)
 
         assert ledger.server_errors == []
         assert ledger.lost_on_delete == []
@@ -264,6 +281,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_leaves_nothing_half_written
         f"\ncrash test: kills survived {kills}; 201 {len(ledger.created)}, "
         f"204 {len(ledger.deleted)}, creates unanswered {ledger.creates_unanswered}, "
         f"deletes unanswered {len(ledger.delete_unanswered)}, models at the end "
-        f"{len(folders)}, tmp leftovers removed at restarts {leftovers_seen}; "
+        f"{len(folders)}, tmp leftovers removed at restarts {leftovers_seen}, orphan "
+        f"artifacts swept {len(orphans_left)}; "
         f"statuses {dict(sorted(ledger.statuses.items()))}"
     )

@@ -27,6 +27,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from sqlalchemy.engine import make_url
 
 from service.config import Settings
 from service.errors import FitTimeout
@@ -312,6 +313,8 @@ def roles(cluster: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
             role = "bucket"
         elif image.startswith("nginx:"):
             role = "proxy"
+        elif image.startswith("postgres:"):
+            role = "database"
         elif argv[:2] == ["dask", "scheduler"]:
             role = "scheduler"
         elif argv[:2] == ["dask", "worker"]:
@@ -342,6 +345,7 @@ def test_cluster_profile_runs_each_part_once_workers_and_replicas_twice(
     assert counts == {
         "minio": 1,
         "bucket": 1,
+        "database": 1,
         "scheduler": 1,
         "worker": 2,
         "replica": 2,
@@ -364,7 +368,7 @@ def test_cluster_images_are_built_with_the_cluster_lock(
     cluster: dict[str, dict[str, Any]], roles: dict[str, list[str]]
 ) -> None:
     """The scheduler, the workers (which import service.domain) and the replicas run
-    one image: this Dockerfile with the lock of the s3 and dask extras."""
+    one image: this Dockerfile with the lock of the s3, dask and postgres extras."""
     ours = roles["scheduler"] + roles["worker"] + roles["replica"]
     builds = {name: cluster[name].get("build") for name in ours}
     for name, build in builds.items():
@@ -373,10 +377,11 @@ def test_cluster_images_are_built_with_the_cluster_lock(
     assert len({cluster[name]["image"] for name in ours}) == 1, "one image for all of them"
     assert cluster[ours[0]]["image"] != "gmm-service:latest", "the default image's tag"
     locked = locked_requirements(CLUSTER_LOCK)
-    for package in ("boto3", "dask", "distributed"):
+    cluster_only = {"boto3", "dask", "distributed", "psycopg", "psycopg-binary"}
+    for package in sorted(cluster_only):
         assert package in locked, f"{CLUSTER_LOCK.name} does not pin {package}"
     # The default image stays without them.
-    assert not {"boto3", "dask", "distributed"} & set(locked_requirements(LOCK))
+    assert not cluster_only & set(locked_requirements(LOCK))
 
 
 def test_cluster_replicas_share_the_store_the_key_and_the_scheduler(
@@ -454,6 +459,55 @@ def test_cluster_replica_without_a_key_refuses_to_start(
         )
 
 
+def test_cluster_database_is_postgresql_on_a_volume_checked_by_pg_isready(
+    compose: dict[str, Any], cluster: dict[str, dict[str, Any]], roles: dict[str, list[str]]
+) -> None:
+    """One PostgreSQL for the catalogue: its files in a named volume (they outlive
+    ``down``), healthy only once it answers over TCP, reachable by the services alone."""
+    (name,) = roles["database"]
+    database = cluster[name]
+    repository, _, tag = str(database["image"]).partition(":")
+    assert repository == "postgres" and tag.split("-")[0].split(".")[0] == "15", database["image"]
+    env = database["environment"]
+    assert env["POSTGRES_USER"] and env["POSTGRES_DB"], env
+    assert len(interpolate(env["POSTGRES_PASSWORD"])) >= 8, "a default for a local try"
+    assert interpolate(env["POSTGRES_PASSWORD"], {"POSTGRES_PASSWORD": "s" * 32}) == "s" * 32, (
+        "the password must come from the shell"
+    )
+    mounts = [str(v).split(":")[:2] for v in database.get("volumes", [])]
+    assert [source for source, target in mounts if target == "/var/lib/postgresql/data"] == [
+        "postgres-data"
+    ], mounts
+    assert "postgres-data" in (compose.get("volumes") or {}), "the named volume is not declared"
+    assert "ports" not in database, "the database publishes no port"
+    test = database["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "pg_isready"], test
+    # Over TCP: the image's initialisation runs a socket-only server that is not ready.
+    assert option(test, "-h") == "127.0.0.1", test
+    assert option(test, "-U") == env["POSTGRES_USER"] and option(test, "-d") == env["POSTGRES_DB"]
+
+
+def test_cluster_replicas_share_the_database(
+    cluster: dict[str, dict[str, Any]], roles: dict[str, list[str]]
+) -> None:
+    """Every replica's GMM_DATABASE_URL names the compose database with its user,
+    password (the same shell variable) and name, through psycopg 3, which the cluster
+    lock installs."""
+    (name,) = roles["database"]
+    env = cluster[name]["environment"]
+    urls = {str(cluster[r]["environment"].get("GMM_DATABASE_URL")) for r in roles["replica"]}
+    assert len(urls) == 1, f"the replicas must share one GMM_DATABASE_URL: {urls}"
+    (raw,) = urls
+    for shell in ({}, {"POSTGRES_PASSWORD": "p" * 48}):
+        url = make_url(interpolate(raw, shell))
+        assert url.drivername == "postgresql+psycopg", url.drivername
+        assert (url.host, url.port) == (name, 5432), url
+        assert url.username == interpolate(env["POSTGRES_USER"], shell)
+        assert url.password == interpolate(env["POSTGRES_PASSWORD"], shell)
+        assert url.database == interpolate(env["POSTGRES_DB"], shell)
+    assert "psycopg" in locked_requirements(CLUSTER_LOCK), "the replicas' image lacks psycopg"
+
+
 def test_compose_requires_no_variable() -> None:
     """Compose interpolates the services of inactive profiles too: a ``${X:?...}`` (or
     ``${X?...}``) anywhere makes `docker compose up` fail when X is unset."""
@@ -491,10 +545,13 @@ def test_cluster_starts_in_order(
 
     (minio,), (bucket,) = roles["minio"], roles["bucket"]
     (scheduler,), (proxy,) = roles["scheduler"], roles["proxy"]
+    (database,) = roles["database"]
     assert waits(bucket)[minio] == "service_healthy"
     for name in roles["replica"] + roles["worker"]:
         assert waits(name)[bucket] == "service_completed_successfully", name
         assert waits(name)[scheduler] == "service_healthy", name
+    for name in roles["replica"]:
+        assert waits(name)[database] == "service_healthy", name
     assert {r: "service_healthy" for r in roles["replica"]}.items() <= waits(proxy).items()
     for name in cluster:
         for dep, condition in waits(name).items():
@@ -625,14 +682,14 @@ def locked_requirements(lock: Path = LOCK) -> dict[str, tuple[str, list[str], se
 
 @pytest.mark.parametrize(
     ("lock", "extras"),
-    [(LOCK, ()), (CLUSTER_LOCK, ("s3", "dask"))],
+    [(LOCK, ()), (CLUSTER_LOCK, ("s3", "dask", "postgres"))],
     ids=["requirements.lock", "requirements-cluster.lock"],
 )
 def test_lock_pins_every_runtime_dependency_with_hashes(
     lock: Path, extras: tuple[str, ...]
 ) -> None:
     """Each lock was compiled from pyproject's dependencies (and, for the cluster
-    image's, the s3 and dask extras) as they are now: editing one (a new package, a
+    image's, the s3, dask and postgres extras) as they are now: editing one (a new package, a
     raised floor) without `make lock` fails here."""
     with PYPROJECT.open("rb") as f:
         project = tomllib.load(f)["project"]

@@ -1,9 +1,11 @@
-"""Two service instances on one bucket: what one writes the other serves at once, and
-what one deletes the other stops serving at once, its caches notwithstanding.
+"""Two service instances on one bucket and one PostgreSQL catalogue: what one writes the
+other serves at once, and what one deletes the other stops serving at once, its caches
+notwithstanding.
 
 Each instance is a full app with its own store object and its own compiled-model
 cache, as two replicas behind a load balancer would be; the bucket is served by a
-moto server on loopback (``moto_url`` in conftest).
+moto server on loopback (``moto_url`` in conftest) and the database by a PostgreSQL
+server the tests start (``postgres_url``).
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ POINTS = [[0.0, 0.0], [0.5, 0.2], [10.0, 10.0], [10.2, 9.7], [0.1, 0.3], [9.9, 1
 
 @pytest.fixture
 def replicas(
-    moto_url: str, s3_bucket: str, tmp_path: Any
+    moto_url: str, s3_bucket: str, postgres_url: str, tmp_path: Any
 ) -> Iterator[tuple[TestClient, TestClient]]:
     def settings(name: str) -> Settings:
         return Settings(
             store_url=f"s3://{s3_bucket}/gmm",
             s3_endpoint_url=moto_url,
+            database_url=postgres_url,
             secret_key=SECRET,
-            store_dir=tmp_path / name,  # unused by the S3 store
+            store_dir=tmp_path / name,  # unused with a bucket and a database
             job_workers=1,
         )
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,6 +28,25 @@ StrictInt = Annotated[int, Strict()]
 StrictBool = Annotated[bool, Strict()]
 #: Seeds as numpy's RandomState accepts them.
 Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]
+
+#: ISO 8601 with seconds optional, a fraction of at most 6 digits, and a zone.
+INSTANT_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
+
+
+def _instant(value: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a valid date and time") from None
+
+
+#: A moment, written as ISO 8601 text with its zone. Not pydantic's datetime, which
+#: also takes a number of seconds (``0.5``) that the documented string format is not.
+Instant = Annotated[
+    str,
+    Field(pattern=INSTANT_PATTERN, json_schema_extra={"format": "date-time"}),
+    AfterValidator(_instant),
+]
 
 #: A point: at least one coordinate (the document says so, not only the domain code).
 Row = Annotated[list[FiniteFloat], Field(min_length=1)]

@@ -1,47 +1,54 @@
-"""Where models live: an abstract store, its embedded local implementation, and a
-shared S3 one for several replicas; ``open_store`` picks one from plain values."""
+"""Where models live: artifacts in an object store (local disk, or an S3 bucket shared
+by replicas) and metadata in a database (SQLite in the store directory, or a shared
+PostgreSQL); ``open_store`` builds one from plain values."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from service.store.base import ModelStore
-from service.store.local import LocalModelStore
+from service.store.base import Artifacts, Store
+from service.store.db.catalogue import CatalogueDB
+from service.store.db.engine import sqlite_url
+from service.store.indexed import IndexedStore
+from service.store.local import LocalArtifacts, load_or_create_key
+from service.store.signing import Signer
 
 
 def open_store(
     *,
     store_dir: Path,
     store_url: str | None = None,
+    database_url: str | None = None,
     secret_key: str | None = None,
-    cache_size: int = 64,
     s3_endpoint_url: str | None = None,
-) -> ModelStore:
-    """The local store under ``store_dir`` unless ``store_url`` (``s3://bucket/prefix``)
-    names a bucket. boto3 is imported only then: it is an optional extra (``s3``)."""
-    if store_url is None:
-        return LocalModelStore(store_dir, secret_key=secret_key, cache_size=cache_size)
-    from service.store.s3 import S3ModelStore, parse_s3_url
+    database_pool_size: int = 5,
+) -> IndexedStore:
+    """The store: artifacts under ``store_dir`` unless ``store_url``
+    (``s3://bucket/prefix``) names a bucket, and metadata in ``database_url`` or else
+    ``catalogue.db`` (SQLite) under ``store_dir``. boto3 is imported only for a
+    bucket: it is an optional extra (``s3``), as psycopg is (``postgres``).
 
-    bucket, prefix = parse_s3_url(store_url)
-    store = S3ModelStore(
-        bucket,
-        prefix,
-        secret_key=secret_key,
-        endpoint_url=s3_endpoint_url,
-        cache_size=cache_size,
-    )
-    # As the local store does when it opens: objects of puts whose writer died (an hour
-    # old, so never a put another replica has in flight) go. A bucket that cannot be
-    # listed yet is /readyz's to report, not a reason not to start.
-    try:
-        removed = store.cleanup()
-    except Exception:
-        logging.getLogger("service.store").exception("could not clean up %s", store_url)
+    A store written before the metadata moved into the database has its records
+    imported here, once."""
+    artifacts: Artifacts
+    if store_url is None:
+        artifacts = LocalArtifacts(store_dir)
+        key = load_or_create_key(Path(store_dir), secret_key)
     else:
-        if removed:
-            logging.getLogger("service.store").warning(
-                "removed %d object(s) of unpublished puts from %s", removed, store_url
+        from service.store.s3 import S3Artifacts, parse_s3_url
+
+        if not secret_key:
+            raise ValueError(
+                "The S3 store needs a signing key shared by every replica: set GMM_SECRET_KEY."
             )
+        bucket, prefix = parse_s3_url(store_url)
+        artifacts = S3Artifacts(bucket, prefix, endpoint_url=s3_endpoint_url)
+        key = secret_key.encode()
+        Path(store_dir).mkdir(parents=True, exist_ok=True)
+    db = CatalogueDB(database_url or sqlite_url(store_dir), pool_size=database_pool_size)
+    store = IndexedStore(artifacts, db, Signer(key))
+    store.import_legacy()
     return store
+
+
+__all__ = ["IndexedStore", "Store", "open_store"]

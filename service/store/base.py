@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-import logging
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from service.errors import ArtifactIntegrityError, NotFound
-
-if TYPE_CHECKING:
-    from service.store.signing import StoredRows
+from service.store.signing import StoredRows
 
 _FLOAT64_LE = np.dtype("<f8")
 
@@ -31,140 +29,90 @@ def array_sha256(X: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-#: A condition on a model's stored metadata (``list``, ``count``): the store applies it
-#: without knowing what it asks, and without ever unpickling a model.
-MetadataFilter = Callable[[dict[str, Any]], bool]
+@dataclass(frozen=True)
+class ModelQuery:
+    """Which models a listing or count asks for; every field given narrows it.
+
+    ``name`` and ``algorithm`` match exactly. Each of ``tags`` is ``"key:value"`` and
+    must be one of the model's tags written that way: matching the whole string rather
+    than splitting it keeps it exact although keys and values may both hold ``:``.
+    ``created_after`` is exclusive, ``created_before`` inclusive."""
+
+    name: str | None = None
+    algorithm: str | None = None
+    tags: tuple[str, ...] = ()
+    created_after: dt.datetime | None = None
+    created_before: dt.datetime | None = None
+
+
+#: Every model: the query of a listing or count that asks for nothing in particular.
+ALL_MODELS = ModelQuery()
+
 #: Rewrites a model's metadata (``update_metadata``): the new metadata, or None when
 #: nothing changes (then nothing is written).
 MetadataChange = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
-_log = logging.getLogger("service.errors")
+class StoredItem(NamedTuple):
+    """An artifact the object store holds, as the orphan sweeper sees it: the model or
+    dataset id, the data file (datasets), and how old it is."""
+
+    id: str
+    file: str
+    age_seconds: float
 
 
-def readable_metadata(
-    model_ids: Iterable[str], read: Callable[[str], dict[str, Any]]
-) -> Iterator[dict[str, Any]]:
-    """The verified metadata of each of ``model_ids`` that can still be read, in order.
+class LegacyRecord(NamedTuple):
+    """A metadata file of a store written before the catalogue was a database."""
 
-    One deleted between the scan and the read is passed over. One damaged model must
-    not hide every other one: it is skipped loudly, and reading it by id still
-    answers the integrity problem."""
-    for model_id in model_ids:
-        try:
-            yield read(model_id)
-        except NotFound:
-            continue
-        except ArtifactIntegrityError as exc:
-            _log.error("listing skipped a damaged model: %s", exc.detail)
+    kind: str  # "model", "dataset" or "job"
+    id: str
+    raw: bytes
+    location: str
 
 
-def page_models(
-    metadata: Iterable[dict[str, Any]],
-    *,
-    limit: int,
-    where: MetadataFilter | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of the models ``metadata`` yields (newest first, after the cursor) that
-    ``where`` keeps. The next match is found before the page is called not the last,
-    so that a filter never leaves an empty page at the end."""
-    items: list[dict[str, Any]] = []
-    for meta in metadata:
-        if where is not None and not where(meta):
-            continue
-        if len(items) == limit:
-            return items, items[-1]["id"]
-        items.append(meta)
-    return items, None
+class Artifacts(Protocol):
+    """Where the bytes of models and datasets live (local disk, an S3 bucket). It knows
+    nothing of metadata: what exists is what the catalogue's rows say, and anything
+    stored here without a row is an orphan of a crashed write."""
 
+    #: Whether reads touch only local disk.
+    local_io: bool
 
-class ModelListing:
-    """``list`` and ``count`` of models, the same in every store: each store says which
-    models are published (``_ids``, newest first) and reads one's verified metadata
-    (``get_metadata``); listing never reads an artifact."""
+    def put_model(self, model_id: str, blob: bytes, points: tuple[str, str] | None) -> None: ...
 
-    def _ids(self) -> list[str]:
-        raise NotImplementedError
+    def read_model(self, model_id: str) -> bytes: ...
 
-    def get_metadata(self, model_id: str) -> dict[str, Any]:
-        raise NotImplementedError
+    def model_points(self, model_id: str, sha256: str, shape: list[int]) -> np.ndarray: ...
 
-    def _metadata(self, ids: list[str]) -> Iterator[dict[str, Any]]:
-        return readable_metadata(ids, self.get_metadata)
+    def delete_model(self, model_id: str) -> None: ...
 
-    def list(
-        self, *, limit: int, cursor: str | None, where: MetadataFilter | None = None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        ids = self._ids()
-        if cursor is not None:
-            ids = [i for i in ids if i < cursor]
-        return page_models(self._metadata(ids), limit=limit, where=where)
+    def put_dataset(self, dataset_id: str, X: np.ndarray) -> str: ...
 
-    def count(self, *, where: MetadataFilter | None = None) -> int:
-        """Without ``where``, from the names alone; with it, every model's metadata is
-        read (never an artifact), as the listing reads it."""
-        if where is None:
-            return len(self._ids())
-        return sum(1 for meta in self._metadata(self._ids()) if where(meta))
+    def dataset_points(self, dataset_id: str, file: str, shape: list[int]) -> np.ndarray: ...
 
+    def dataset_rows(self, dataset_id: str, file: str, shape: list[int]) -> StoredRows: ...
 
-def page_jobs(
-    job_ids: Iterable[str],
-    get_job: Callable[[str], dict[str, Any]],
-    *,
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of jobs from ids sorted newest first, whichever store holds them: one
-    deleted meanwhile is passed over, and a damaged one is logged and passed over
-    rather than failing the whole listing."""
-    items: list[dict[str, Any]] = []
-    for job_id in job_ids:
-        if cursor is not None and job_id >= cursor:
-            continue
-        if len(items) == limit:
-            return items, items[-1]["id"]
-        try:
-            items.append(get_job(job_id))
-        except NotFound:
-            continue
-        except ArtifactIntegrityError as exc:
-            _log.error("listing skipped a damaged job: %s", exc.detail)
-    return items, None
+    def delete_dataset(self, dataset_id: str, file: str) -> None: ...
 
+    def check_writable(self) -> None: ...
 
-def page_datasets(
-    dataset_ids: Iterable[str],
-    read_metadata: Callable[[str], dict[str, Any]],
-    *,
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of dataset metadata, newest first, whichever store holds them.
+    def stored_models(self) -> Iterator[StoredItem]: ...
 
-    Content-addressed ids do not sort by time, so every (small) metadata record is
-    read and keyed by creation time (ms, 12 hex) then id: that key is the cursor."""
-    keyed: list[tuple[str, dict[str, Any]]] = []
-    for dataset_id in dataset_ids:
-        try:
-            meta = read_metadata(dataset_id)
-        except NotFound:  # deleted between the scan and the read
-            continue
-        except ArtifactIntegrityError as exc:
-            _log.error("listing skipped a damaged dataset: %s", exc.detail)
-            continue
-        ms = int(meta.get("created_ns", 0)) // 1_000_000
-        keyed.append((f"{ms:012x}{dataset_id}", meta))
-    keyed.sort(key=lambda item: item[0], reverse=True)
-    if cursor is not None:
-        keyed = [item for item in keyed if item[0] < cursor]
-    page = keyed[:limit]
-    next_cursor = page[-1][0] if len(keyed) > limit else None
-    return [meta for _, meta in page], next_cursor
+    def stored_datasets(self) -> Iterator[StoredItem]: ...
+
+    def delete_orphan(self, kind: str, item: StoredItem) -> None: ...
+
+    def legacy_records(self) -> Iterator[LegacyRecord]: ...
+
+    def forget_legacy(self, record: LegacyRecord) -> None: ...
 
 
 class ModelStore(Protocol):
-    """Persistent models: a pickled estimator plus JSON metadata that listing reads alone."""
+    """Persistent models: a signed artifact, and signed metadata that listing reads alone."""
+
+    #: Whether ``exists`` reads only local disk, so that it may run on the event loop.
+    local_io: bool
 
     def put(
         self,
@@ -174,7 +122,8 @@ class ModelStore(Protocol):
         *,
         dataset_id: str | None = None,
     ) -> dict[str, Any]:
-        """Store atomically; returns the metadata as stored (with artifact checksums).
+        """Store the artifact, then publish the metadata; returns the metadata as
+        stored (with the artifact's checksum and signature).
 
         With ``dataset_id`` the model keeps its own reference to that stored dataset's
         points (``load_points``), which then outlives a delete of the dataset;
@@ -188,9 +137,6 @@ class ModelStore(Protocol):
 
     def get_metadata(self, model_id: str) -> dict[str, Any]: ...
 
-    #: Whether ``exists`` reads only local disk, so that it may run on the event loop.
-    local_io: bool
-
     def exists(self, model_id: str) -> bool:
         """Whether the model is stored now: cheap, asked before serving a cached copy."""
         ...
@@ -201,25 +147,20 @@ class ModelStore(Protocol):
 
     def update_metadata(self, model_id: str, change: MetadataChange) -> dict[str, Any]:
         """Apply ``change`` to the model's verified metadata and store the result signed,
-        atomically, under a per-model lock (two updates never lose one another);
-        returns the metadata as stored. The artifact is never rewritten, and ``change``
-        may not alter ``id``, ``artifact`` or ``points``. ``NotFound`` when the model
-        is gone, before or during the update: an update never brings a deleted model
-        back."""
+        under the model's lock (two updates never lose one another); returns the
+        metadata as stored. The artifact is never rewritten, and ``change`` may not
+        alter ``id``, ``artifact`` or ``points``. ``NotFound`` when the model is gone,
+        before or during the update: an update never brings a deleted model back."""
         ...
 
     def list(
-        self, *, limit: int, cursor: str | None, where: MetadataFilter | None = None
+        self, query: ModelQuery = ALL_MODELS, *, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """A page of metadata, newest first, and the cursor of the next page (or None).
-
-        With ``where``, only models whose metadata it accepts; the cursor then pages
-        through those, and is None on their last page."""
+        """A page of the metadata of the models ``query`` asks for, newest first, and
+        the cursor of the next page (or None on the last)."""
         ...
 
-    def count(self, *, where: MetadataFilter | None = None) -> int:
-        """How many models are stored (that ``where`` accepts)."""
-        ...
+    def count(self, query: ModelQuery = ALL_MODELS) -> int: ...
 
     def total_bytes(self) -> int: ...
 
@@ -229,7 +170,10 @@ class ModelStore(Protocol):
         """Raise ``StoreUnavailable`` unless a write round-trip succeeds."""
         ...
 
-    # -- datasets: content-addressed float64 arrays --------------------------------
+
+class DatasetStore(Protocol):
+    """Datasets: content-addressed float64 arrays."""
+
     def put_dataset(self, X: np.ndarray, metadata: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Store ``X`` (float64, 2-D) under its ``array_sha256`` unless it is stored
         already; returns the stored metadata and whether this call created it."""
@@ -256,9 +200,12 @@ class ModelStore(Protocol):
 
     def delete_dataset(self, dataset_id: str) -> None: ...
 
-    # -- jobs (the job resources of long work; ``service.domain.jobs.manager.JobStore``) -----
+
+class JobStore(Protocol):
+    """Job resources of long work (``service.domain.jobs.manager``)."""
+
     def put_job(self, job: dict[str, Any]) -> None:
-        """Write the job resource atomically (replacing the previous copy)."""
+        """Write the job resource whole (replacing the previous version)."""
         ...
 
     def get_job(self, job_id: str) -> dict[str, Any]: ...
@@ -269,4 +216,15 @@ class ModelStore(Protocol):
         """A page of jobs, newest first, and the cursor of the next page (or None)."""
         ...
 
-    def job_ids(self) -> list[str]: ...
+    def count_jobs(self) -> int: ...
+
+    def settle_jobs(
+        self, statuses: tuple[str, ...], settle: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> int:
+        """Offer each job in ``statuses`` to ``settle`` (which answers its new version,
+        or None to leave it), each job to one process only; how many changed."""
+        ...
+
+
+class Store(ModelStore, DatasetStore, JobStore, Protocol):
+    """Everything the service keeps: what ``open_store`` answers."""

@@ -25,7 +25,7 @@ from sklearn.mixture import GaussianMixture
 from service.config import Settings
 from service.main import create_app
 from service.store.base import array_sha256
-from service.store.local import LocalModelStore
+from tests.helpers_store import local_store
 
 NPY = "application/x-npy"
 PROBLEM = "application/problem+json"
@@ -233,7 +233,7 @@ def test_old_bundles_with_their_own_points_still_plot(settings: Settings, X: np.
     """Models stored before datasets carried ``X`` inside the pickled bundle."""
     with TestClient(create_app(settings)) as client:
         model = fit(client, {"points": X.tolist()})
-    store = LocalModelStore(settings.store_dir, secret_key="test-secret-key")
+    store = local_store(settings.store_dir, secret_key="test-secret-key")
     bundle = store.load(model["id"])
     meta = store.get_metadata(model["id"])
     store.delete(model["id"])
@@ -493,7 +493,7 @@ def test_predict_and_score_take_and_answer_npy(client: TestClient, X: np.ndarray
 
 # -- the store under races ------------------------------------------------------------
 def test_racing_uploads_of_one_array_store_it_once(tmp_path: Path) -> None:
-    store = LocalModelStore(tmp_path / "s", secret_key="k")
+    store = local_store(tmp_path / "s", secret_key="k")
     X = np.random.RandomState(0).randn(2000, 4)
     results: list[tuple[dict[str, Any], bool]] = []
     lock = threading.Lock()
@@ -515,7 +515,7 @@ def test_racing_uploads_of_one_array_store_it_once(tmp_path: Path) -> None:
 
 
 def test_stored_points_are_a_read_only_memmap_sklearn_fits_identically(tmp_path: Path) -> None:
-    store = LocalModelStore(tmp_path / "s", secret_key="k")
+    store = local_store(tmp_path / "s", secret_key="k")
     X, _ = make_blobs(n_samples=300, n_features=3, centers=4, random_state=1)
     meta, _ = store.put_dataset(X, {"name": None, "created_at": "now"})
     mapped = store.load_dataset(meta["id"])
@@ -531,7 +531,7 @@ def test_stored_points_are_a_read_only_memmap_sklearn_fits_identically(tmp_path:
 def test_tampered_points_are_refused(settings: Settings, X: np.ndarray) -> None:
     with TestClient(create_app(settings)) as client:
         dataset_id = upload(client, npy_bytes(X), NPY).json()["id"]
-    path = Path(settings.store_dir) / "datasets" / dataset_id / "data.npy"
+    [path] = (Path(settings.store_dir) / "datasets" / dataset_id).glob("data-*.npy")
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))  # a new inode-mtime: verified afresh

@@ -20,7 +20,7 @@ from service.config import Settings
 from service.domain.training.estimators import ALGORITHMS
 from service.main import create_app
 from service.schemas.models import MAX_TAGS, AlgorithmName
-from service.store.local import ARTIFACT
+from service.store.signing import ARTIFACT
 
 PROBLEM = "application/problem+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -452,3 +452,24 @@ def test_a_read_only_key_may_filter_but_not_patch(keyed_client: TestClient) -> N
     _problem(_patch(keyed_client, model["id"], {"name": "x"}), 403)
     keyed_client.headers.update(admin)
     assert _patch(keyed_client, model["id"], {"name": "x"}).status_code == 200
+
+
+def test_creation_time_filters_bound_the_listing(client: TestClient) -> None:
+    first = _create(client, name="t")
+    second = _create(client, name="t")
+    assert first["created_at"] <= second["created_at"]
+    at_first = first["created_at"]
+    assert _ids(client, created_before=at_first, name="t") == [first["id"]]
+    after = _ids(client, created_after=at_first, name="t")
+    assert after in ([second["id"]], [])  # [] when both fall in one millisecond
+    assert _ids(client, created_after="2000-01-01T00:00:00+02:00", name="t") == [
+        second["id"],
+        first["id"],
+    ]
+    assert _ids(client, created_before="2000-01-01T00:00:00Z") == []
+
+
+@pytest.mark.parametrize("value", ["0.5", "2026-01-01", "2026-01-01T00:00:00", "2026-13-01T00:00Z"])
+def test_creation_times_need_a_date_a_time_and_a_zone(client: TestClient, value: str) -> None:
+    r = client.get("/v1/models", params={"created_after": value})
+    _problem(r, 422, ["query", "created_after"])

@@ -30,9 +30,10 @@ from fastapi.testclient import TestClient
 from service.config import Settings
 from service.ids import new_model_id
 from service.main import create_app
-from service.store.local import ARTIFACT, META, canonical_json
+from service.store.signing import ARTIFACT, META, canonical_json
 from tests.conftest import SEED_BLOBS
 from tests.helpers_server import running_server
+from tests.helpers_store import insert_model_row
 
 PROBLEM = "application/problem+json"
 SECRET = "hostile-test-key"
@@ -403,7 +404,7 @@ def test_evil_pickle_payload_is_live(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "variant",
-    ["wrong-key", "unsigned", "signature-not-a-string", "garbage-meta", "meta-is-a-folder"],
+    ["wrong-key", "unsigned", "signature-not-a-string", "garbage-meta", "no-row"],
 )
 def test_hand_made_folder_is_refused_before_unpickling(
     client: TestClient, settings: Settings, tmp_path: Path, variant: str
@@ -419,12 +420,12 @@ def test_hand_made_folder_is_refused_before_unpickling(
         del meta["signature"]
     if variant == "signature-not-a-string":
         meta["signature"] = {"hex": meta["signature"]}
-    if variant == "meta-is-a-folder":
-        (folder / META).mkdir()
-    elif variant == "garbage-meta":
-        (folder / META).write_bytes(b"\x80\x81 not json {")
-    else:
+    if variant == "no-row":  # a folder planted beside the catalogue is not a model
         (folder / META).write_text(json.dumps(meta))
+    elif variant == "garbage-meta":
+        insert_model_row(settings.store_dir, model_id, b"\x01 not json {")
+    else:
+        insert_model_row(settings.store_dir, model_id, json.dumps(meta).encode())
 
     for method, path, body in (
         ("GET", f"/v1/models/{model_id}", None),
@@ -440,11 +441,13 @@ def test_hand_made_folder_is_refused_before_unpickling(
         if path == "/v1/models" or method == "DELETE":
             # Listing reads metadata only; deleting a damaged model is how an operator
             # clears it. Either may answer; neither may unpickle.
-            assert r.status_code in (200, 204, 500), r.text
+            assert r.status_code in (200, 204, 404, 500), r.text
             continue
-        assert r.status_code == 500, f"{method} {path}: {r.status_code} {r.text}"
+        expected = 404 if variant == "no-row" else 500
+        assert r.status_code == expected, f"{method} {path}: {r.status_code} {r.text}"
         assert r.headers["content-type"].startswith(PROBLEM)
-        assert r.json()["type"].endswith("artifact-integrity"), r.text
+        if variant != "no-row":
+            assert r.json()["type"].endswith("artifact-integrity"), r.text
         assert str(settings.store_dir) not in r.text
     assert not marker.exists()
 

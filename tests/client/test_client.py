@@ -519,3 +519,19 @@ def test_clients_share_the_tls_context_of_the_same_settings(
     assert own is not default and _verify() is own
     Client("https://127.0.0.1:1").close()
     asyncio.run(AsyncClient("https://127.0.0.1:1").aclose())
+
+
+def test_list_models_by_creation_time(gmm: Any) -> None:
+    import datetime as dt
+
+    client = gmm
+    made = client.create_model("kmeans", _POINTS_FOR_TIME, {"n_clusters": 2, "n_init": 1})
+    created = dt.datetime.fromisoformat(made["created_at"].replace("Z", "+00:00"))
+    before = client.list_models(created_before=created - dt.timedelta(seconds=1))
+    after = client.list_models(created_after=created - dt.timedelta(seconds=1))
+    assert made["id"] not in [m["id"] for m in before["items"]]
+    assert made["id"] in [m["id"] for m in after["items"]]
+    assert client.list_models(created_before="2000-01-01T00:00:00Z")["total"] == 0
+
+
+_POINTS_FOR_TIME = [[0.0, 0.0], [0.0, 1.0], [10.0, 10.0], [10.0, 11.0]]

@@ -34,9 +34,18 @@ class MemoryJobs:
         with self.lock:
             return [dict(j) for j in sorted(self.jobs.values(), key=lambda j: j["id"])], None
 
-    def job_ids(self) -> list[str]:
+    def count_jobs(self) -> int:
         with self.lock:
-            return list(self.jobs)
+            return len(self.jobs)
+
+    def settle_jobs(self, statuses: tuple[str, ...], settle: Any) -> int:
+        changed = 0
+        with self.lock:
+            for job_id, job in list(self.jobs.items()):
+                if job.get("status") in statuses and (new := settle(dict(job))) is not None:
+                    self.jobs[job_id] = new
+                    changed += 1
+        return changed
 
 
 def _wait(manager: JobManager, job_id: str, status: set[str], timeout: float = 20) -> dict:

@@ -7,6 +7,7 @@ import json
 from fastapi.testclient import TestClient
 
 from service.config import Settings
+from tests.helpers_store import read_row, write_row
 
 FIT = {
     "algorithm": "kmeans",
@@ -20,10 +21,9 @@ def test_list_skips_a_model_whose_metadata_fails_its_signature(
 ) -> None:
     good = client.post("/v1/models", json=FIT).json()["id"]
     bad = client.post("/v1/models", json=FIT).json()["id"]
-    meta_path = settings.store_dir / "models" / bad / "meta.json"
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(read_row(settings.store_dir, "model", bad))
     meta["resource"]["name"] = "forged"
-    meta_path.write_text(json.dumps(meta))
+    write_row(settings.store_dir, "model", bad, json.dumps(meta).encode())
     listed = client.get("/v1/models")
     assert listed.status_code == 200
     assert [m["id"] for m in listed.json()["items"]] == [good]

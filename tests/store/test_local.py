@@ -1,6 +1,6 @@
 """The embedded store on a real disk: atomic writes, signatures, keys, races, paging.
 
-Everything runs against a real ``LocalModelStore`` in ``tmp_path``, either directly
+Everything runs against a real local store (files and SQLite) in ``tmp_path``, either directly
 or through the HTTP app (``TestClient``), because the promises under test (a crash
 never shows half a model, a tampered file is never unpickled, a delete is seen by
 every reader) are about files and processes, not about any one function.
@@ -38,8 +38,10 @@ from service.config import Settings
 from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
 from service.ids import new_model_id
 from service.main import create_app
-from service.store.local import ARTIFACT, META, LocalModelStore
+from service.store import IndexedStore
+from service.store.signing import ARTIFACT
 from tests.conftest import SEED_BLOBS
+from tests.helpers_store import delete_row, local_store, read_row, write_row
 
 PROBLEM = "application/problem+json"
 
@@ -124,10 +126,10 @@ _CRASH_CHILD = """
 import os, sys, time
 from pathlib import Path
 from service.ids import new_model_id
-from service.store.local import LocalModelStore
+from tests.helpers_store import local_store
 
 root, hook = Path(sys.argv[1]), sys.argv[2]
-store = LocalModelStore(root, secret_key="crash-key")
+store = local_store(root, secret_key="crash-key")
 model_id = new_model_id()
 
 def block(*args, **kwargs):
@@ -150,7 +152,7 @@ def test_killed_writer_leaves_no_visible_model_and_its_leftovers_are_removed(
     tmp_path: Path, hook: str
 ) -> None:
     root = tmp_path / "store"
-    store = LocalModelStore(root, secret_key="crash-key")
+    store = local_store(root, secret_key="crash-key")
     estimator = _fitted_kmeans()
     kept_id = new_model_id()
     store.put(kept_id, estimator, {"resource": {"id": kept_id}})
@@ -167,7 +169,6 @@ def test_killed_writer_leaves_no_visible_model_and_its_leftovers_are_removed(
             # The half-written model is really there, under the child's pid, before the kill.
             leftovers = [p for p in (root / "tmp").iterdir() if p.name.startswith(f"{child.pid}-")]
             assert len(leftovers) == 1 and (leftovers[0] / ARTIFACT).is_file()
-            assert (leftovers[0] / META).is_file() == (hook == "rename")
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=10)
@@ -175,7 +176,7 @@ def test_killed_writer_leaves_no_visible_model_and_its_leftovers_are_removed(
     # Until a restart, the dead writer's model is invisible to a live store...
     assert [m["id"] for m in store.list(limit=10, cursor=None)[0]] == [kept_id]
     # ...and a store opened afterwards (a restart) removes what the dead process left.
-    reopened = LocalModelStore(root, secret_key="crash-key")
+    reopened = local_store(root, secret_key="crash-key")
     assert _tmp_entries(root) == []
     items, next_cursor = reopened.list(limit=10, cursor=None)
     assert [m["id"] for m in items] == [kept_id] and next_cursor is None
@@ -193,7 +194,7 @@ def test_failed_rename_leaves_nothing_behind(
 ) -> None:
     """A full disk at the last step is a 503-style error, not a half model or a tmp leak."""
     root = tmp_path / "store"
-    store = LocalModelStore(root, secret_key="k")
+    store = local_store(root, secret_key="k")
 
     def no_space(src: Any, dst: Any) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -212,7 +213,7 @@ def test_failed_rename_leaves_nothing_behind(
 def test_start_keeps_live_processes_temp_folders_and_removes_the_rest(tmp_path: Path) -> None:
     """Another live worker's write in progress survives our start; junk does not."""
     root = tmp_path / "store"
-    LocalModelStore(root, secret_key="k")
+    local_store(root, secret_key="k")
     live_other = root / "tmp" / f"{os.getppid()}-feedbeef-0011223344556677"
     live_other.mkdir()
     junk = [
@@ -224,7 +225,7 @@ def test_start_keeps_live_processes_temp_folders_and_removes_the_rest(tmp_path: 
         path.mkdir()
     (root / "tmp" / "stray-file").write_bytes(b"x")
 
-    LocalModelStore(root, secret_key="k")
+    local_store(root, secret_key="k")
     assert _tmp_entries(root) == [live_other.name]
 
 
@@ -233,7 +234,7 @@ def test_second_store_in_one_process_keeps_the_first_stores_write_in_flight(
 ) -> None:
     """Two apps over one store in one process (tests, embedding): a start is no crash."""
     root = tmp_path / "store"
-    first = LocalModelStore(root, secret_key="k")
+    first = local_store(root, secret_key="k")
     in_rename = threading.Event()
     go_on = threading.Event()
     real_rename = os.rename
@@ -248,7 +249,7 @@ def test_second_store_in_one_process_keeps_the_first_stores_write_in_flight(
     with ThreadPoolExecutor(1) as pool:
         writing = pool.submit(first.put, model_id, _fitted_kmeans(), {"resource": {}})
         assert in_rename.wait(10)
-        second = LocalModelStore(root, secret_key="k")
+        second = local_store(root, secret_key="k")
         go_on.set()
         writing.result(timeout=10)
     monkeypatch.undo()
@@ -278,10 +279,10 @@ def test_crafted_pickle_is_refused_without_running_it(
     evil = _evil_pickle(marker)
     (folder / ARTIFACT).write_bytes(evil)
     if resign_checksum:  # an attacker without the key can fix the checksum, not the HMAC
-        meta = json.loads((folder / META).read_bytes())
+        meta = json.loads(read_row(settings.store_dir, "model", model_id))
         meta["artifact"]["sha256"] = hashlib.sha256(evil).hexdigest()
         meta["artifact"]["bytes"] = len(evil)
-        (folder / META).write_text(json.dumps(meta))
+        write_row(settings.store_dir, "model", model_id, json.dumps(meta).encode())
 
     r = client.post(f"/v1/models/{model_id}/predict", json={"points": [[0.0, 0.0]]})
     _assert_integrity_problem(r)
@@ -345,11 +346,12 @@ def _edit_not_object(meta: dict[str, Any]) -> Any:
 )
 def test_edited_metadata_is_refused(client: TestClient, settings: Settings, edit: Any) -> None:
     model_id = _create(client, _kmeans_body(0))
-    path = settings.store_dir / "models" / model_id / META
     if edit is None:
-        path.write_bytes(b"\x00{not json")
+        document = b"\x00{not json"
     else:
-        path.write_text(json.dumps(edit(json.loads(path.read_bytes()))))
+        document = json.dumps(edit(json.loads(read_row(settings.store_dir, "model", model_id))))
+        document = document.encode()
+    write_row(settings.store_dir, "model", model_id, document)
     _assert_integrity_problem(client.get(f"/v1/models/{model_id}"))
     _assert_integrity_problem(
         client.post(f"/v1/models/{model_id}/predict", json={"points": [[0.0, 0.0]]})
@@ -369,17 +371,20 @@ def test_swapped_artifacts_are_refused(client: TestClient, settings: Settings) -
         _assert_integrity_problem(r)
 
 
-def test_model_folder_moved_to_another_id_is_refused(
+def test_a_row_moved_to_another_id_is_refused(client: TestClient, settings: Settings) -> None:
+    a, b = _create(client, _kmeans_body(0)), _create(client, _kmeans_body(1))
+    write_row(settings.store_dir, "model", b, read_row(settings.store_dir, "model", a))
+    _assert_integrity_problem(client.get(f"/v1/models/{b}"))
+    _assert_integrity_problem(client.post(f"/v1/models/{b}/predict", json={"points": [[0.0, 0.0]]}))
+
+
+def test_a_model_whose_row_is_gone_is_404_and_its_folder_an_orphan(
     client: TestClient, settings: Settings
 ) -> None:
     model_id = _create(client, _kmeans_body(0))
-    other = new_model_id()
-    models = settings.store_dir / "models"
-    (models / model_id).rename(models / other)
-    _assert_integrity_problem(client.get(f"/v1/models/{other}"))
-    _assert_integrity_problem(
-        client.post(f"/v1/models/{other}/predict", json={"points": [[0.0, 0.0]]})
-    )
+    delete_row(settings.store_dir, "model", model_id)
+    assert client.get(f"/v1/models/{model_id}").status_code == 404
+    assert (settings.store_dir / "models" / model_id / ARTIFACT).is_file()
 
 
 def test_store_with_another_key_refuses_existing_models(
@@ -392,14 +397,14 @@ def test_store_with_another_key_refuses_existing_models(
         _assert_integrity_problem(
             c.post(f"/v1/models/{model_id}/predict", json={"points": [[0.0, 0.0]]})
         )
-    store = LocalModelStore(settings.store_dir, secret_key="another-key")
+    store = local_store(settings.store_dir, secret_key="another-key")
     with pytest.raises(ArtifactIntegrityError):
         store.load(model_id)
 
 
 @pytest.mark.parametrize("bad", ["..", "../secret.key", "ABCDEF" * 5, "0" * 29, "0" * 27 + "/"])
 def test_ids_that_are_not_ours_never_reach_the_disk(tmp_path: Path, bad: str) -> None:
-    store = LocalModelStore(tmp_path / "store", secret_key="k")
+    store = local_store(tmp_path / "store", secret_key="k")
     with pytest.raises(NotFound):
         store.get_metadata(bad)
     with pytest.raises(NotFound):
@@ -465,11 +470,11 @@ _OPEN_AND_PUT_CHILD = """
 import sys, time
 from pathlib import Path
 from service.ids import new_model_id
-from service.store.local import LocalModelStore
+from tests.helpers_store import local_store
 
 root, start_at = Path(sys.argv[1]), float(sys.argv[2])
 time.sleep(max(0.0, start_at - time.time()))
-store = LocalModelStore(root)
+store = local_store(root)
 model_id = new_model_id()
 store.put(model_id, {"written_by": model_id}, {"resource": {"id": model_id}})
 print(model_id, flush=True)
@@ -493,7 +498,7 @@ def test_processes_opening_a_fresh_store_together_agree_on_one_key(tmp_path: Pat
         out, _ = child.communicate(timeout=30)
         assert child.returncode == 0
         ids.append(out.strip())
-    store = LocalModelStore(root)
+    store = local_store(root)
     for model_id in ids:
         assert store.load(model_id) == {"written_by": model_id}
     assert stat.S_IMODE((root / "secret.key").stat().st_mode) == 0o600
@@ -503,9 +508,9 @@ def test_threads_opening_a_fresh_store_together_agree_on_one_key(tmp_path: Path)
     root = tmp_path / "store"
     barrier = threading.Barrier(8)
 
-    def open_store(_: int) -> LocalModelStore:
+    def open_store(_: int) -> IndexedStore:
         barrier.wait()
-        return LocalModelStore(root)
+        return local_store(root)
 
     with ThreadPoolExecutor(8) as pool:
         stores = list(pool.map(open_store, range(8)))
@@ -521,18 +526,17 @@ def test_empty_key_file_left_by_a_crash_is_an_error_not_a_new_key(tmp_path: Path
     root.mkdir()
     (root / "secret.key").write_bytes(b"")
     with pytest.raises(StoreUnavailable):
-        LocalModelStore(root)
+        local_store(root)
 
 
 # -- delete seen by another reader (a cheap stand-in for a second worker) -------------
 def test_delete_by_one_store_is_seen_by_another_stores_cache(tmp_path: Path) -> None:
     root = tmp_path / "store"
-    writer, reader = LocalModelStore(root, secret_key="k"), LocalModelStore(root, secret_key="k")
+    writer, reader = local_store(root, secret_key="k"), local_store(root, secret_key="k")
     model_id = new_model_id()
     writer.put(model_id, _fitted_kmeans(), {"resource": {}})
     reader.load(model_id)
     reader.load(model_id)
-    assert reader.cache_hits == 1
     writer.delete(model_id)
     with pytest.raises(NotFound):
         reader.load(model_id)
@@ -619,7 +623,7 @@ def test_racing_creates_reads_lists_and_deletes(racing_client: TestClient, tmp_p
         if not (cursor := page["next_cursor"]):
             break
     assert sorted(listed) == sorted(kept)
-    store = LocalModelStore(store_dir, secret_key="test-secret-key", cache_size=0)
+    store = local_store(store_dir, secret_key="test-secret-key")
     for model_id in kept:
         assert client.get(f"/v1/models/{model_id}").status_code == 200
         store.load(model_id)
@@ -710,15 +714,17 @@ def test_readyz_is_503_while_the_store_cannot_be_written(
         r = client.post("/v1/models", json=_kmeans_body(0))
         assert r.status_code == 503, r.text
         assert r.json()["type"].endswith("store-unavailable")
-        r = client.delete(f"/v1/models/{model_id}")
-        assert r.status_code == 503, r.text
-        assert r.json()["type"].endswith("store-unavailable")
         assert client.get(f"/v1/models/{model_id}").status_code == 200  # reads still work
+        # A delete removes the row first: the model is gone although its folder cannot
+        # be moved away now; the sweeper removes that orphan later.
+        assert client.delete(f"/v1/models/{model_id}").status_code == 204
+        assert client.get(f"/v1/models/{model_id}").status_code == 404
+        assert (settings.store_dir / "models" / model_id).is_dir()
     finally:
         tmp.unlink()
         tmp.mkdir()
     assert client.get("/readyz").status_code == 200
-    assert client.delete(f"/v1/models/{model_id}").status_code == 204
+    assert client.delete(f"/v1/models/{model_id}").status_code == 404
 
 
 def test_readyz_is_503_when_models_cannot_be_published(

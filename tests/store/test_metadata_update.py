@@ -1,5 +1,5 @@
-"""Metadata updates (rename, tags) on a real ``LocalModelStore``: signed again, written
-atomically, never lost to a concurrent update, never bringing a deleted model back.
+"""Metadata updates (rename, tags) on a real local store: signed again, written in one
+transaction, never lost to a concurrent update, never bringing a deleted model back.
 """
 
 from __future__ import annotations
@@ -19,17 +19,23 @@ from fastapi.testclient import TestClient
 
 from service.errors import ArtifactIntegrityError, NotFound
 from service.ids import new_model_id
-from service.store.local import ARTIFACT, META, LocalModelStore
+from service.store import IndexedStore
+from service.store.signing import ARTIFACT
+from tests.helpers_store import local_store, read_row, write_row
 
 ROOT = Path(__file__).resolve().parents[2]
 POINTS = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [10.0, 10.0], [10.0, 11.0], [11.0, 10.0]]
 
 
-def _store(tmp_path: Path) -> LocalModelStore:
-    return LocalModelStore(tmp_path / "store", secret_key="k")
+def _store(tmp_path: Path) -> IndexedStore:
+    return local_store(tmp_path / "store", secret_key="k")
 
 
-def _put(store: LocalModelStore, **resource: Any) -> str:
+def _root(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+def _put(store: IndexedStore, **resource: Any) -> str:
     model_id = new_model_id()
     store.put(model_id, {"estimator": "x"}, {"resource": {"id": model_id, **resource}})
     return model_id
@@ -46,50 +52,45 @@ def _set(key: str, value: Any) -> Any:
 def test_an_update_is_signed_and_leaves_the_artifact_alone(tmp_path: Path) -> None:
     store = _store(tmp_path)
     model_id = _put(store, name="a", tags={})
-    folder = store.models_dir / model_id
+    folder = _root(tmp_path) / "models" / model_id
     before = os.stat(folder / ARTIFACT)
-    old_meta = (folder / META).read_bytes()
+    old_meta = read_row(_root(tmp_path), "model", model_id)
     stored = store.update_metadata(model_id, _set("tags", {"k": "v"}))
     assert stored["resource"]["tags"] == {"k": "v"}
     # A fresh store (another process) verifies the new signature.
     again = _store(tmp_path).get_metadata(model_id)
     assert again == {k: v for k, v in stored.items() if k != "signature"}
-    assert (folder / META).read_bytes() != old_meta
+    assert read_row(_root(tmp_path), "model", model_id) != old_meta
     after = os.stat(folder / ARTIFACT)
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert _store(tmp_path).load(model_id) == {"estimator": "x"}
-    assert list(store.tmp_dir.iterdir()) == []
 
 
 def test_a_no_op_update_writes_nothing(tmp_path: Path) -> None:
     store = _store(tmp_path)
     model_id = _put(store, name="a")
-    meta_path = store.models_dir / model_id / META
-    before = os.stat(meta_path)
+    before = read_row(_root(tmp_path), "model", model_id)
     store.update_metadata(model_id, lambda meta: None)
-    after = os.stat(meta_path)
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert read_row(_root(tmp_path), "model", model_id) == before
 
 
 @pytest.mark.parametrize("key", ["id", "artifact", "points"])
 def test_an_update_may_not_touch_what_guards_the_artifact(tmp_path: Path, key: str) -> None:
     store = _store(tmp_path)
     model_id = _put(store)
-    meta_path = store.models_dir / model_id / META
-    raw = meta_path.read_bytes()
+    raw = read_row(_root(tmp_path), "model", model_id)
     with pytest.raises(ValueError, match=key):
         store.update_metadata(model_id, lambda meta: {**meta, key: {"sha256": "0" * 64}})
-    assert meta_path.read_bytes() == raw
+    assert read_row(_root(tmp_path), "model", model_id) == raw
 
 
 def test_a_tampered_tag_after_an_update_is_refused(tmp_path: Path) -> None:
     store = _store(tmp_path)
     model_id = _put(store, tags={})
     store.update_metadata(model_id, _set("tags", {"stage": "dev"}))
-    meta_path = store.models_dir / model_id / META
-    meta = json.loads(meta_path.read_bytes())
+    meta = json.loads(read_row(_root(tmp_path), "model", model_id))
     meta["resource"]["tags"]["stage"] = "prod"
-    meta_path.write_text(json.dumps(meta))
+    write_row(_root(tmp_path), "model", model_id, json.dumps(meta).encode())
     fresh = _store(tmp_path)  # no cache
     with pytest.raises(ArtifactIntegrityError):
         fresh.get_metadata(model_id)
@@ -98,7 +99,9 @@ def test_a_tampered_tag_after_an_update_is_refused(tmp_path: Path) -> None:
     # Nor is a tampered file signed again by the next update.
     with pytest.raises(ArtifactIntegrityError):
         fresh.update_metadata(model_id, _set("tags", {}))
-    assert json.loads(meta_path.read_bytes())["resource"]["tags"] == {"stage": "prod"}
+    assert json.loads(read_row(_root(tmp_path), "model", model_id))["resource"]["tags"] == {
+        "stage": "prod"
+    }
 
 
 def test_a_tampered_tag_is_refused_over_http(client: TestClient, settings: Any) -> None:
@@ -106,10 +109,9 @@ def test_a_tampered_tag_is_refused_over_http(client: TestClient, settings: Any) 
     model_id = client.post("/v1/models", json=body).json()["id"]
     r = client.patch(f"/v1/models/{model_id}", json={"tags": {"stage": "dev"}})
     assert r.status_code == 200, r.text
-    meta_path = settings.store_dir / "models" / model_id / META
-    meta = json.loads(meta_path.read_bytes())
+    meta = json.loads(read_row(settings.store_dir, "model", model_id))
     meta["resource"]["tags"]["stage"] = "prod"
-    meta_path.write_text(json.dumps(meta))
+    write_row(settings.store_dir, "model", model_id, json.dumps(meta).encode())
     for response in (
         client.get(f"/v1/models/{model_id}"),
         client.patch(f"/v1/models/{model_id}", json={"name": "x"}),
@@ -135,15 +137,14 @@ def test_racing_updates_in_threads_lose_nothing(tmp_path: Path) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: store.update_metadata(model_id, increment), range(64)))
     assert store.get_metadata(model_id)["resource"]["count"] == 64
-    assert list(store.tmp_dir.iterdir()) == []
 
 
 _HAMMER = """
 import sys, time
 from pathlib import Path
-from service.store.local import LocalModelStore
+from tests.helpers_store import local_store
 
-store = LocalModelStore(Path(sys.argv[1]), secret_key="k")
+store = local_store(Path(sys.argv[1]), secret_key="k")
 
 def increment(meta):
     count = meta["resource"]["count"]
@@ -162,7 +163,7 @@ def test_racing_updates_in_processes_lose_nothing(tmp_path: Path) -> None:
     model_id = _put(store, count=0)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _HAMMER, str(store.root), model_id, "40"],
+            [sys.executable, "-c", _HAMMER, str(_root(tmp_path)), model_id, "40"],
             cwd=ROOT,
         )
         for _ in range(3)
@@ -190,22 +191,24 @@ def test_racing_patches_over_http_keep_every_tag(client: TestClient) -> None:
     assert tags == {f"t{i}-{j}": str(j) for i in range(8) for j in range(3)}
 
 
-def test_a_delete_inside_an_update_wins(tmp_path: Path) -> None:
-    """The delete lands between the update's read and its rename (the narrowest
-    window): the update answers NotFound and the model does not come back."""
+def test_a_delete_during_an_update_waits_for_it_and_wins(tmp_path: Path) -> None:
+    """The delete (another process) comes while the update holds the model's row: it
+    waits for the update's commit, then removes the model for good."""
     store = _store(tmp_path)
+    other = _store(tmp_path)
     model_id = _put(store, name="a")
+    deleting = threading.Thread(target=other.delete, args=(model_id,))
 
-    def delete_then_change(meta: dict[str, Any]) -> dict[str, Any]:
-        store.delete(model_id)
+    def change_while_deleted(meta: dict[str, Any]) -> dict[str, Any]:
+        deleting.start()
+        time.sleep(0.2)  # the delete is waiting for the row now
         meta["resource"]["name"] = "b"
         return meta
 
-    with pytest.raises(NotFound):
-        store.update_metadata(model_id, delete_then_change)
-    assert not (store.models_dir / model_id).exists()
+    assert store.update_metadata(model_id, change_while_deleted)["resource"]["name"] == "b"
+    deleting.join(timeout=30)
+    assert not (_root(tmp_path) / "models" / model_id).exists()
     assert store.list(limit=10, cursor=None) == ([], None)
-    assert list(store.tmp_dir.iterdir()) == []
     with pytest.raises(NotFound):
         store.update_metadata(model_id, _set("name", "c"))
 

@@ -1,8 +1,10 @@
-"""One contract, every store: the local store on disk and the S3 store on a bucket of a
-moto server on loopback keep the same promises, checked by the same tests.
+"""One contract, every store: artifacts on local disk or in a bucket of a moto server on
+loopback, and metadata in SQLite or in a PostgreSQL server the tests start, keep the
+same promises, checked by the same tests.
 
-Damage is done behind the store's back through a ``Backend`` that reads and writes
-the raw bytes where each store keeps them (files, or objects in the bucket).
+Damage is done behind the store's back through a ``Backend`` that reads and writes the
+raw bytes where each store keeps them: artifacts as files or objects, metadata as the
+``document`` column of its row.
 """
 
 from __future__ import annotations
@@ -17,24 +19,46 @@ from typing import Any
 import joblib
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
 from service.errors import ArtifactIntegrityError, NotFound
 from service.ids import new_job_id, new_model_id
-from service.store.base import ModelStore, array_sha256
-from service.store.local import LocalModelStore
-from service.store.signing import ARTIFACT, META
+from service.store import IndexedStore, open_store
+from service.store.base import ModelQuery, array_sha256
+from service.store.db import schema
+from service.store.signing import ARTIFACT
 
 SECRET = "contract-secret"
+ALL = ModelQuery()
 
 
 class Backend:
-    """Where one store keeps its bytes, and a way to open more stores over them."""
+    """Where one store keeps its bytes, and a way to open more stores over them (as
+    other processes or replicas would)."""
 
-    def new_store(self, *, cache_size: int = 8) -> ModelStore:
-        raise NotImplementedError
+    def __init__(self, root: Path, database_url: str | None, store_url: str | None) -> None:
+        self.root = root
+        self.database_url = database_url
+        self.store_url = store_url
+        self.opened: list[IndexedStore] = []
 
+    def new_store(self) -> IndexedStore:
+        store = open_store(
+            store_dir=self.root,
+            store_url=self.store_url,
+            database_url=self.database_url,
+            secret_key=SECRET,
+        )
+        self.opened.append(store)
+        return store
+
+    def close(self) -> None:
+        for store in self.opened:
+            store.close()
+
+    # -- artifacts ------------------------------------------------------------------
     def read(self, *parts: str) -> bytes:
         raise NotImplementedError
 
@@ -44,14 +68,38 @@ class Backend:
     def remove(self, *parts: str) -> None:
         raise NotImplementedError
 
+    def artifact_names(self, kind: str) -> set[str]:
+        """The ids (models) or ``id/file`` (datasets) of every artifact stored."""
+        raise NotImplementedError
+
+    # -- rows -----------------------------------------------------------------------
+    def _table(self, kind: str) -> sa.Table:
+        return {"models": schema.models, "datasets": schema.datasets, "jobs": schema.jobs}[kind]
+
+    def read_row(self, kind: str, item_id: str) -> bytes:
+        table = self._table(kind)
+        with self.opened[0].db.engine.connect() as conn:
+            document = conn.execute(sa.select(table.c.document).where(table.c.id == item_id))
+            return str(document.scalar_one()).encode()
+
+    def write_row(self, kind: str, item_id: str, document: bytes) -> None:
+        table = self._table(kind)
+        with self.opened[0].db.engine.begin() as conn:
+            conn.execute(
+                table.update().where(table.c.id == item_id).values(document=document.decode())
+            )
+
+    def delete_row(self, kind: str, item_id: str) -> None:
+        table = self._table(kind)
+        with self.opened[0].db.engine.begin() as conn:
+            if kind == "models":
+                conn.execute(
+                    schema.model_tags.delete().where(schema.model_tags.c.model_id == item_id)
+                )
+            conn.execute(table.delete().where(table.c.id == item_id))
+
 
 class LocalBackend(Backend):
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def new_store(self, *, cache_size: int = 8) -> ModelStore:
-        return LocalModelStore(self.root, secret_key=SECRET, cache_size=cache_size)
-
     def read(self, *parts: str) -> bytes:
         return self.root.joinpath(*parts).read_bytes()
 
@@ -63,28 +111,20 @@ class LocalBackend(Backend):
     def remove(self, *parts: str) -> None:
         self.root.joinpath(*parts).unlink()
 
+    def artifact_names(self, kind: str) -> set[str]:
+        folder = self.root / kind
+        if kind == "models":
+            return {p.name for p in folder.iterdir()}
+        return {f"{p.parent.name}/{p.name}" for p in folder.glob("*/*.npy")}
+
 
 class S3Backend(Backend):
-    def __init__(self, url: str, bucket: str, cache_dir: Path) -> None:
+    def __init__(self, root: Path, database_url: str | None, url: str, bucket: str) -> None:
         import boto3
 
-        self.url, self.bucket, self.prefix = url, bucket, "some/prefix"
-        self.cache_dir = cache_dir
+        self.bucket, self.prefix = bucket, "some/prefix"
+        super().__init__(root, database_url, f"s3://{bucket}/{self.prefix}")
         self.s3 = boto3.client("s3", endpoint_url=url)
-        self.count = 0
-
-    def new_store(self, *, cache_size: int = 8) -> ModelStore:
-        from service.store.s3 import S3ModelStore
-
-        self.count += 1  # each store its own points cache, as in separate processes
-        return S3ModelStore(
-            self.bucket,
-            self.prefix,
-            secret_key=SECRET,
-            endpoint_url=self.url,
-            cache_size=cache_size,
-            points_cache_dir=self.cache_dir / f"points-{self.count}",
-        )
 
     def _key(self, parts: tuple[str, ...]) -> str:
         return "/".join((self.prefix, *parts))
@@ -99,18 +139,32 @@ class S3Backend(Backend):
     def remove(self, *parts: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=self._key(parts))
 
+    def artifact_names(self, kind: str) -> set[str]:
+        prefix = self._key((kind,)) + "/"
+        got = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix).get("Contents", [])
+        names = [obj["Key"][len(prefix) :] for obj in got]
+        if kind == "models":
+            return {name.partition("/")[0] for name in names}
+        return set(names)
 
-@pytest.fixture(params=["local", "s3"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "local":
-        return LocalBackend(tmp_path / "store")
-    url = request.getfixturevalue("moto_url")
-    bucket = request.getfixturevalue("s3_bucket")
-    return S3Backend(url, bucket, tmp_path)
+
+@pytest.fixture(params=["local-sqlite", "s3-sqlite", "local-postgres", "s3-postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    objects, database = request.param.split("-")
+    database_url = request.getfixturevalue("postgres_url") if database == "postgres" else None
+    if objects == "local":
+        made: Backend = LocalBackend(tmp_path / "store", database_url, None)
+    else:
+        url = request.getfixturevalue("moto_url")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        bucket = request.getfixturevalue("s3_bucket")
+        made = S3Backend(tmp_path / "store", database_url, url, bucket)
+    yield made
+    made.close()
 
 
 @pytest.fixture
-def store(backend: Backend) -> ModelStore:
+def store(backend: Backend) -> IndexedStore:
     return backend.new_store()
 
 
@@ -120,7 +174,7 @@ def _kmeans(seed: int = 0) -> KMeans:
     return KMeans(n_clusters=3, n_init=1, random_state=0).fit(X)
 
 
-def _put(store: ModelStore, name: str = "m", **tags: str) -> str:
+def _put(store: IndexedStore, name: str = "m", **tags: str) -> str:
     model_id = new_model_id()
     store.put(model_id, _kmeans(), {"resource": {"name": name, "tags": dict(tags)}})
     return model_id
@@ -155,7 +209,7 @@ def _ids(page: list[dict[str, Any]]) -> list[str]:
 
 
 # -- round trip ----------------------------------------------------------------------
-def test_put_get_load_delete_round_trip(store: ModelStore) -> None:
+def test_put_get_load_delete_round_trip(store: IndexedStore) -> None:
     X, _ = make_blobs(n_samples=40, centers=3, random_state=0)
     model_id = _put(store, "first", team="a")
     meta = store.get_metadata(model_id)
@@ -163,20 +217,20 @@ def test_put_get_load_delete_round_trip(store: ModelStore) -> None:
     assert meta["artifact"]["bytes"] > 0
     np.testing.assert_array_equal(store.load(model_id).predict(X), _kmeans().predict(X))
     assert store.exists(model_id)
-    assert store.count() == 1 and store.total_bytes() == meta["artifact"]["bytes"]
+    assert store.count(ALL) == 1 and store.total_bytes() == meta["artifact"]["bytes"]
     assert store.load_points(model_id) is None
     store.delete(model_id)
     assert not store.exists(model_id)
     for read in (store.get_metadata, store.load, store.delete):
         with pytest.raises(NotFound):
             read(model_id)
-    assert store.list(limit=10, cursor=None) == ([], None)
+    assert store.list(ALL, limit=10, cursor=None) == ([], None)
     store.check_writable()
 
 
 @pytest.mark.parametrize("bad", ["..", "../secret.key", "ABCDEF" * 5, "0" * 29, "0" * 27 + "/"])
 def test_ids_that_are_not_ours_are_refused_before_they_become_keys(
-    store: ModelStore, bad: str
+    store: IndexedStore, bad: str
 ) -> None:
     for call in (store.get_metadata, store.load, store.delete, store.load_points):
         with pytest.raises(NotFound):
@@ -189,56 +243,58 @@ def test_ids_that_are_not_ours_are_refused_before_they_become_keys(
         store.put_job({"id": bad})
     with pytest.raises(NotFound):
         store.load_dataset(bad)
-    assert store.count() == 0 and store.job_ids() == []
+    assert store.count(ALL) == 0 and store.count_jobs() == 0
 
 
 # -- atomic publish --------------------------------------------------------------------
-def test_a_model_without_metadata_is_invisible(backend: Backend, store: ModelStore) -> None:
+def test_an_artifact_without_a_row_is_invisible(backend: Backend, store: IndexedStore) -> None:
     shown = _put(store, "shown")
     hidden = _put(store, "hidden")
-    backend.remove("models", hidden, META)  # what a crash before the publish leaves
-    half = new_model_id()  # an upload cut short: the artifact, no metadata
+    backend.delete_row("models", hidden)  # what a crash before the publish leaves
+    half = new_model_id()  # an upload cut short: the artifact, no row
     backend.write(backend.read("models", shown, ARTIFACT), "models", half, ARTIFACT)
-    assert _ids(store.list(limit=10, cursor=None)[0]) == [shown]
+    assert _ids(store.list(ALL, limit=10, cursor=None)[0]) == [shown]
     for model_id in (hidden, half):
         with pytest.raises(NotFound):
             store.get_metadata(model_id)
         with pytest.raises(NotFound):
             store.load(model_id)
-    # The S3 store names a published model by its metadata alone.
-    if not isinstance(store, LocalModelStore):
-        assert not store.exists(hidden) and not store.exists(half)
-        assert store.count() == 1
+        assert not store.exists(model_id)
+    assert store.count(ALL) == 1
 
 
 def test_unsigned_metadata_is_invisible_to_listing_and_refused_by_id(
-    backend: Backend, store: ModelStore
+    backend: Backend, store: IndexedStore
 ) -> None:
     good = _put(store)
     bad = _put(store)
-    raw = backend.read("models", bad, META)
-    meta = json.loads(raw)
+    meta = json.loads(backend.read_row("models", bad))
     del meta["signature"]
-    backend.write(json.dumps(meta).encode(), "models", bad, META)
-    assert _ids(store.list(limit=10, cursor=None)[0]) == [good]
+    backend.write_row("models", bad, json.dumps(meta).encode())
+    assert _ids(store.list(ALL, limit=10, cursor=None)[0]) == [good]
     with pytest.raises(ArtifactIntegrityError):
         store.get_metadata(bad)
 
 
 # -- tampering and damage --------------------------------------------------------------
-@pytest.mark.parametrize("part", [META, ARTIFACT])
-def test_one_flipped_byte_is_refused(backend: Backend, store: ModelStore, part: str) -> None:
+@pytest.mark.parametrize("part", ["row", ARTIFACT])
+def test_one_flipped_byte_is_refused(backend: Backend, store: IndexedStore, part: str) -> None:
     model_id = _put(store)
-    raw = bytearray(backend.read("models", model_id, part))
-    raw[len(raw) // 2] ^= 0x01
-    backend.write(bytes(raw), "models", model_id, part)
+    if part == "row":
+        raw = bytearray(backend.read_row("models", model_id))
+        raw[len(raw) // 2] ^= 0x01
+        backend.write_row("models", model_id, bytes(raw))
+    else:
+        raw = bytearray(backend.read("models", model_id, part))
+        raw[len(raw) // 2] ^= 0x01
+        backend.write(bytes(raw), "models", model_id, part)
     fresh = backend.new_store()
     with pytest.raises(ArtifactIntegrityError):
         fresh.load(model_id)
 
 
 def test_a_planted_pickle_is_never_unpickled(
-    backend: Backend, store: ModelStore, tmp_path: Path
+    backend: Backend, store: IndexedStore, tmp_path: Path
 ) -> None:
     marker = tmp_path / "unpickled"
     model_id = _put(store)
@@ -255,32 +311,35 @@ def test_a_planted_pickle_is_never_unpickled(
     [
         (ARTIFACT, lambda raw: raw[: len(raw) // 2]),
         (ARTIFACT, lambda raw: b""),
-        (META, lambda raw: b"{not json"),
-        (META, lambda raw: b"[]"),
-        (META, lambda raw: raw[:-3]),
+        ("row", lambda raw: b"{not json"),
+        ("row", lambda raw: b"[]"),
+        ("row", lambda raw: raw[:-3]),
     ],
-    ids=["truncated-artifact", "empty-artifact", "garbage-meta", "array-meta", "cut-meta"],
+    ids=["truncated-artifact", "empty-artifact", "garbage-row", "array-row", "cut-row"],
 )
 def test_damaged_objects_are_integrity_errors(
-    backend: Backend, store: ModelStore, part: str, damage: Any
+    backend: Backend, store: IndexedStore, part: str, damage: Any
 ) -> None:
     good = _put(store)
     model_id = _put(store)
-    backend.write(damage(backend.read("models", model_id, part)), "models", model_id, part)
+    if part == "row":
+        backend.write_row("models", model_id, damage(backend.read_row("models", model_id)))
+    else:
+        backend.write(damage(backend.read("models", model_id, part)), "models", model_id, part)
     with pytest.raises(ArtifactIntegrityError):
         backend.new_store().load(model_id)
-    if part == META:
-        assert _ids(store.list(limit=10, cursor=None)[0]) == [good]
+    if part == "row":
+        assert _ids(store.list(ALL, limit=10, cursor=None)[0]) == [good]
 
 
-def test_metadata_moved_to_another_id_is_refused(backend: Backend, store: ModelStore) -> None:
+def test_metadata_moved_to_another_id_is_refused(backend: Backend, store: IndexedStore) -> None:
     a, b = _put(store), _put(store)
-    backend.write(backend.read("models", a, META), "models", b, META)
+    backend.write_row("models", b, backend.read_row("models", a))
     with pytest.raises(ArtifactIntegrityError):
         store.get_metadata(b)
 
 
-def test_another_key_refuses_every_model(backend: Backend, store: ModelStore) -> None:
+def test_another_key_refuses_every_model(backend: Backend, store: IndexedStore) -> None:
     model_id = _put(store)
     other = backend.new_store()
     other._signer = type(other._signer)(b"another key")  # type: ignore[attr-defined]
@@ -289,14 +348,14 @@ def test_another_key_refuses_every_model(backend: Backend, store: ModelStore) ->
 
 
 # -- paging ------------------------------------------------------------------------------
-def test_pages_of_ten_over_25_models_newest_first_with_filters(store: ModelStore) -> None:
+def test_pages_of_ten_over_25_models_newest_first_with_filters(store: IndexedStore) -> None:
     ids = [_put(store, f"m{i}", parity=str(i % 2)) for i in range(25)]
     newest_first = ids[::-1]
     seen: list[str] = []
     cursor: str | None = None
     pages = 0
     while True:
-        page, cursor = store.list(limit=10, cursor=cursor)
+        page, cursor = store.list(ALL, limit=10, cursor=cursor)
         seen += _ids(page)
         pages += 1
         if cursor is None:
@@ -304,21 +363,21 @@ def test_pages_of_ten_over_25_models_newest_first_with_filters(store: ModelStore
     assert seen == newest_first and pages == 3
     even = [m for i, m in enumerate(ids) if i % 2 == 0][::-1]  # 13 of them
 
-    def is_even(meta: dict[str, Any]) -> bool:
-        return bool(meta["resource"]["tags"].get("parity") == "0")
-
-    page, cursor = store.list(limit=10, cursor=None, where=is_even)
+    is_even = ModelQuery(tags=("parity:0",))
+    page, cursor = store.list(is_even, limit=10, cursor=None)
     assert _ids(page) == even[:10] and cursor == even[9]
-    page, cursor = store.list(limit=10, cursor=cursor, where=is_even)
+    page, cursor = store.list(is_even, limit=10, cursor=cursor)
     assert _ids(page) == even[10:] and cursor is None
     # Exactly one full page left: no empty page after it.
-    page, cursor = store.list(limit=3, cursor=even[9], where=is_even)
+    page, cursor = store.list(is_even, limit=3, cursor=even[9])
     assert _ids(page) == even[10:] and cursor is None
-    assert store.count() == 25 and store.count(where=is_even) == 13
+    assert store.count(ALL) == 25 and store.count(is_even) == 13
 
 
 # -- metadata updates and races ------------------------------------------------------------
-def test_an_update_is_signed_and_seen_by_another_store(backend: Backend, store: ModelStore) -> None:
+def test_an_update_is_signed_and_seen_by_another_store(
+    backend: Backend, store: IndexedStore
+) -> None:
     model_id = _put(store, "old")
     artifact = backend.read("models", model_id, ARTIFACT)
 
@@ -372,7 +431,7 @@ def test_a_patch_racing_a_delete_never_brings_the_model_back(backend: Backend) -
         assert not a.exists(model_id) and not b.exists(model_id)
         with pytest.raises(NotFound):
             a.get_metadata(model_id)
-        assert model_id not in _ids(a.list(limit=100, cursor=None)[0])
+        assert model_id not in _ids(a.list(ALL, limit=100, cursor=None)[0])
 
 
 def test_concurrent_puts_deletes_and_patches(backend: Backend) -> None:
@@ -395,7 +454,7 @@ def test_concurrent_puts_deletes_and_patches(backend: Backend) -> None:
     def reader() -> None:
         s = stores[2]
         while not stop.is_set():
-            for meta in s.list(limit=100, cursor=None)[0]:
+            for meta in s.list(ALL, limit=100, cursor=None)[0]:
                 try:
                     s.load(meta["id"])  # every listed model loads, or is gone since
                 except NotFound:
@@ -415,7 +474,7 @@ def test_concurrent_puts_deletes_and_patches(backend: Backend) -> None:
     for t in readers:
         t.join()
     assert errors == []
-    assert sorted(_ids(stores[1].list(limit=100, cursor=None)[0])) == sorted(keep)
+    assert sorted(_ids(stores[1].list(ALL, limit=100, cursor=None)[0])) == sorted(keep)
     for i, model_id in enumerate(keep):
         tags = stores[0].get_metadata(model_id)["resource"]["tags"]
         expected = {f"p{n}-{j}" for n in range(3) for j in range(10) if j % 6 == i}
@@ -467,14 +526,14 @@ def test_datasets_are_content_addressed_and_load_verified(backend: Backend) -> N
         a.delete_dataset(meta["id"])
     with pytest.raises(NotFound):
         a.put(new_model_id(), _kmeans(), {}, dataset_id=meta["id"])
-    assert a.count_datasets() == 0 and a.count() == 1
+    assert a.count_datasets() == 0 and a.count(ALL) == 1
 
 
 def test_tampered_dataset_points_are_refused(backend: Backend) -> None:
     store = backend.new_store()
     X = _points()
     meta, _ = store.put_dataset(X, {})
-    name = meta.get("file", "data.npy")
+    name = meta["file"]
     raw = bytearray(backend.read("datasets", meta["id"], name))
     raw[-1] ^= 0x40
     backend.write(bytes(raw), "datasets", meta["id"], name)
@@ -500,7 +559,7 @@ def test_dataset_rows_refuse_a_damaged_file(backend: Backend) -> None:
     store = backend.new_store()
     X = np.ones((50, 2))
     meta, _ = store.put_dataset(X, {})
-    name = meta.get("file", "data.npy")
+    name = meta["file"]
     raw = backend.read("datasets", meta["id"], name)
     rows = store.dataset_rows(meta["id"])
     backend.write(raw[: rows.offset + 8 * 2 * 10], "datasets", meta["id"], name)  # truncated
@@ -514,7 +573,7 @@ def test_dataset_rows_refuse_a_damaged_file(backend: Backend) -> None:
         store.dataset_rows("0" * 64)
 
 
-def test_datasets_list_newest_first_by_cursor(store: ModelStore) -> None:
+def test_datasets_list_newest_first_by_cursor(store: IndexedStore) -> None:
     made = []
     for seed in range(5):
         X = np.full((2, 2), float(seed))
@@ -533,7 +592,7 @@ def test_jobs_put_get_replace_and_list(backend: Backend) -> None:
         a.put_job({"id": job_id, "status": "queued"})
     a.put_job({"id": ids[0], "status": "running"})
     assert b.get_job(ids[0])["status"] == "running"
-    assert b.job_ids() == ids[::-1]
+    assert b.count_jobs() == 5
     page, cursor = b.list_jobs(limit=2, cursor=None)
     assert _ids(page) == ids[::-1][:2]
     page, cursor = b.list_jobs(limit=10, cursor=cursor)
@@ -546,7 +605,146 @@ def test_damaged_jobs_are_integrity_errors_and_skipped(backend: Backend) -> None
     store = backend.new_store()
     good, bad = new_job_id(), new_job_id()
     store.put_job({"id": good})
-    backend.write(b"{not json", "jobs", f"{bad}.json")
+    store.put_job({"id": bad})
+    backend.write_row("jobs", bad, b"{not json")
     with pytest.raises(ArtifactIntegrityError):
         store.get_job(bad)
     assert _ids(store.list_jobs(limit=10, cursor=None)[0]) == [good]
+
+
+def test_jobs_in_progress_are_settled_once_whichever_store_asks(backend: Backend) -> None:
+    """Recovery after a crash: replicas starting together each mark different jobs, and
+    every orphan exactly once (``FOR UPDATE SKIP LOCKED`` on PostgreSQL)."""
+    stores = [backend.new_store() for _ in range(4)]
+    ids = [new_job_id() for _ in range(40)]
+    for job_id in ids:
+        stores[0].put_job({"id": job_id, "status": "running"})
+    stores[0].put_job({"id": new_job_id(), "status": "succeeded"})
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def settle(job: dict[str, Any]) -> dict[str, Any]:
+        with lock:
+            seen.append(job["id"])
+        return {**job, "status": "failed"}
+
+    with ThreadPoolExecutor(4) as pool:
+        changed = list(pool.map(lambda s: s.settle_jobs(("queued", "running"), settle), stores))
+    assert sum(changed) == 40 and sorted(seen) == sorted(ids)
+    assert {stores[1].get_job(job_id)["status"] for job_id in ids} == {"failed"}
+
+
+# -- queries in SQL ----------------------------------------------------------------------------
+def test_filters_by_name_algorithm_tags_and_creation_time(store: IndexedStore) -> None:
+    import datetime as dt
+
+    def put(name: str, algorithm: str, created_at: str, **tags: str) -> str:
+        model_id = new_model_id()
+        resource = {"name": name, "algorithm": algorithm, "created_at": created_at, "tags": tags}
+        store.put(model_id, _kmeans(), {"resource": resource})
+        return model_id
+
+    a = put("a", "gmm", "2026-01-01T00:00:00.000Z", team="x", tier="1")
+    b = put("b", "kmeans", "2026-02-01T00:00:00.000Z", team="x")
+    c = put("a", "kmeans", "2026-03-01T00:00:00.000Z", team="y:z", tier="1")
+
+    def ids(**query: Any) -> list[str]:
+        found = _ids(store.list(ModelQuery(**query), limit=10, cursor=None)[0])
+        assert store.count(ModelQuery(**query)) == len(found)
+        return found
+
+    feb = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    assert ids(name="a") == [c, a]
+    assert ids(algorithm="kmeans") == [c, b]
+    assert ids(tags=("team:x",)) == [b, a]
+    assert ids(tags=("team:y:z",)) == [c]  # the whole string, colons and all
+    assert ids(tags=("team:x", "tier:1")) == [a]
+    assert ids(tags=("team:y",)) == []
+    assert ids(created_after=feb) == [c]
+    assert ids(created_before=feb) == [b, a]
+    assert ids(name="a", algorithm="kmeans", created_before=feb) == []
+    store.update_metadata(a, lambda meta: {**meta, "resource": {**meta["resource"], "tags": {}}})
+    assert ids(tags=("tier:1",)) == [c]
+
+
+# -- crash safety: orphans and stores from before the database ---------------------------------
+def test_the_sweeper_removes_old_artifacts_without_a_row_and_nothing_else(
+    backend: Backend, store: IndexedStore
+) -> None:
+    kept = _put(store)
+    dataset, _ = store.put_dataset(_points(), {})
+    orphan = _put(store)
+    backend.delete_row("models", orphan)  # a delete that crashed after its row went
+    young = new_model_id()  # a put in flight: artifact written, row not yet
+    backend.write(backend.read("models", kept, ARTIFACT), "models", young, ARTIFACT)
+    stray = f"{dataset['id']}/data-0123456789abcdef.npy"  # an upload that lost its race
+    backend.write(
+        backend.read("datasets", dataset["id"], dataset["file"]), "datasets", *stray.split("/")
+    )
+    assert store.sweep_orphans(grace_seconds=3600) == 0  # all younger than the grace
+    assert store.sweep_orphans(grace_seconds=-1) == 3
+    assert backend.artifact_names("models") == {kept}
+    assert backend.artifact_names("datasets") == {f"{dataset['id']}/{dataset['file']}"}
+    store.load(kept)
+    np.testing.assert_array_equal(store.load_dataset(dataset["id"]), _points())
+
+
+def test_a_store_from_before_the_database_keeps_every_model(backend: Backend) -> None:
+    """``meta.json`` and job files are imported once, signatures checked; a forged one
+    is not, and a second start imports nothing again."""
+    writer = backend.new_store()
+    model_id = _put(writer, "old", team="a")
+    dataset, _ = writer.put_dataset(_points(), {"name": "d"})
+    with_points = new_model_id()
+    writer.put(with_points, _kmeans(), {"resource": {"name": "p"}}, dataset_id=dataset["id"])
+    forged = _put(writer)
+    job_id = new_job_id()
+    writer.put_job({"id": job_id, "status": "succeeded"})
+    # Turn it into the old layout: each row as a file beside its artifact, no rows.
+    backend.write(backend.read_row("models", model_id), "models", model_id, "meta.json")
+    backend.write(backend.read_row("models", with_points), "models", with_points, "meta.json")
+    backend.write(
+        b'{"id": "%s", "signature": "00"}' % forged.encode(), "models", forged, "meta.json"
+    )
+    backend.write(
+        backend.read_row("datasets", dataset["id"]), "datasets", dataset["id"], "meta.json"
+    )
+    backend.write(backend.read_row("jobs", job_id), "jobs", f"{job_id}.json")
+    with writer.db.engine.begin() as conn:
+        for table in (
+            schema.model_tags,
+            schema.models,
+            schema.datasets,
+            schema.jobs,
+            schema.store_state,
+        ):
+            conn.execute(table.delete())
+
+    reopened = backend.new_store()
+    assert sorted(_ids(reopened.list(ALL, limit=10, cursor=None)[0])) == sorted(
+        [model_id, with_points]
+    )
+    assert _ids(reopened.list(ModelQuery(tags=("team:a",)), limit=10, cursor=None)[0]) == [model_id]
+    np.testing.assert_array_equal(reopened.load_points(with_points), _points())
+    np.testing.assert_array_equal(reopened.load_dataset(dataset["id"]), _points())
+    assert reopened.get_job(job_id)["status"] == "succeeded"
+    reopened.load(model_id)
+    assert backend.new_store().import_legacy() == 0
+
+
+def test_idempotency_keys_hold_one_request_per_key(store: IndexedStore) -> None:
+    def claim(key: str, body: str, resource_id: str) -> dict[str, Any]:
+        return store.db.claim_key(
+            "models",
+            key,
+            request_sha256=body * 64,
+            resource="job",
+            resource_id=resource_id,
+            ttl_seconds=60,
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        rows = list(pool.map(lambda i: claim("k1", "a", f"job{i}"), range(16)))
+    assert len({row["resource_id"] for row in rows}) == 1
+    assert claim("k2", "b", "other")["resource_id"] == "other"
+    assert claim("k1", "c", "late")["request_sha256"] == "a" * 64

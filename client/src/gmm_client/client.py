@@ -22,6 +22,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import IO, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 import httpx
@@ -425,16 +426,22 @@ class _Base:
         name: str | None = None,
         algorithm: str | None = None,
         tag: Mapping[str, str] | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
     ) -> _Step[JSON]:
         """One page of models, newest first: ``items``, ``total``, ``next_cursor``;
-        only those with this ``name``, ``algorithm`` and every ``tag`` given."""
+        only those with this ``name``, ``algorithm`` and every ``tag`` given, created
+        after ``created_after`` and at or before ``created_before`` (aware datetimes, or
+        ISO 8601 text with a zone)."""
         params: list[tuple[str, Any]] = [
-            (k, v)
+            (k, v.isoformat() if isinstance(v, datetime) else v)
             for k, v in {
                 "limit": limit,
                 "cursor": cursor,
                 "name": name,
                 "algorithm": algorithm,
+                "created_after": created_after,
+                "created_before": created_before,
             }.items()
             if v is not None
         ]

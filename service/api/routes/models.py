@@ -37,7 +37,7 @@ from service.api.waiting import PreferHeader, waiting_of
 from service.domain.inference.service import Inference
 from service.errors import Busy, ServiceError
 from service.ids import MODEL_ID_PATTERN
-from service.schemas.common import Problem
+from service.schemas.common import Instant, Problem
 from service.schemas.models import (
     FIT_EXAMPLES,
     MAX_TAGS,
@@ -167,17 +167,28 @@ def list_models(
             examples=[["stage:prod"]],
         ),
     ] = None,
+    created_after: Annotated[
+        Instant | None,
+        Query(description="Only models created after this time (ISO 8601 with a zone)."),
+    ] = None,
+    created_before: Annotated[
+        Instant | None,
+        Query(description="Only models created at or before this time (ISO 8601 with a zone)."),
+    ] = None,
 ) -> Response:
     """Model resources without per-point arrays, read from metadata (never unpickled).
 
-    `name`, `algorithm` and `tag` narrow the listing; pages, `next_cursor` and `total`
-    are then those of the models that match."""
+    `name`, `algorithm`, `tag` and the creation times narrow the listing; pages,
+    `next_cursor` and `total` are then those of the models that match. Every filter is
+    an indexed query of the catalogue's database, whatever the number of models."""
     page = catalogue.list(
         limit=limit or settings.default_page_size,
         cursor=cursor,
         name=name,
         algorithm=algorithm,
         tags=tag or (),
+        created_after=created_after,
+        created_before=created_before,
     )
     return NumpyJSONResponse(page)
 

@@ -8,6 +8,7 @@ same fields in the same order and every metadata file records the library versio
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -18,7 +19,7 @@ from service.domain.records import versions as library_versions
 from service.errors import InvalidInput, NotFound
 from service.ids import check_id, new_model_id
 from service.schemas.models import MAX_TAGS
-from service.store.base import MetadataFilter, ModelStore
+from service.store.base import ALL_MODELS, ModelQuery, ModelStore
 
 
 def _resource(meta: Mapping[str, Any]) -> ModelResource:
@@ -28,32 +29,6 @@ def _resource(meta: Mapping[str, Any]) -> ModelResource:
     if "tags" not in resource:
         resource = cast(ModelResource, {**resource, "tags": {}})
     return resource
-
-
-def model_filter(
-    *, name: str | None = None, algorithm: str | None = None, tags: Sequence[str] = ()
-) -> MetadataFilter | None:
-    """A condition on stored metadata for ``list``; None when nothing is asked.
-
-    ``name`` and ``algorithm`` match exactly. Each of ``tags`` is ``"key:value"`` and
-    must be one of the model's tags written that way. Matching the whole string rather
-    than splitting it keeps it exact although keys and values may both hold ``:``
-    (``"k8s.io/app:web"``, ``"url:http://x"``): no split rule would read both right.
-    """
-    if name is None and algorithm is None and not tags:
-        return None
-    wanted = set(tags)
-
-    def matches(meta: dict[str, Any]) -> bool:
-        resource = meta.get("resource") or {}
-        if name is not None and resource.get("name") != name:
-            return False
-        if algorithm is not None and resource.get("algorithm") != algorithm:
-            return False
-        have = {f"{key}:{value}" for key, value in (resource.get("tags") or {}).items()}
-        return wanted <= have
-
-    return matches
 
 
 def merge_patch(current: dict[str, str], patch: Mapping[str, str | None] | None) -> dict[str, str]:
@@ -113,9 +88,8 @@ class Catalogue:
 
         For clients that address models by a name they chose, such as the Open
         Inference Protocol's ``/v2/models/{name}``. An id of a cached model costs one
-        ``exists`` check (the hot path of ``infer``); a name costs a walk of the store's
-        metadata, newest first, filtered by name. ``NotFound`` when neither an id nor a
-        name matches.
+        ``exists`` check (the hot path of ``infer``); a name one indexed query for the
+        newest model of that name. ``NotFound`` when neither an id nor a name matches.
         """
         try:
             check_id(ref)
@@ -127,7 +101,7 @@ class Catalogue:
                 return hit.resource
             with contextlib.suppress(NotFound):  # a name may look like an id
                 return self.get(ref)
-        items, _ = self._store.list(limit=1, cursor=None, where=model_filter(name=ref))
+        items, _ = self._store.list(ModelQuery(name=ref), limit=1, cursor=None)
         if not items:
             raise NotFound(f"No model with id or name {ref!r}.")
         return _resource(items[0])
@@ -140,17 +114,25 @@ class Catalogue:
         name: str | None = None,
         algorithm: str | None = None,
         tags: Sequence[str] = (),
+        created_after: dt.datetime | None = None,
+        created_before: dt.datetime | None = None,
     ) -> Page:
         """A page of model resources, newest first, read from metadata alone (no model
-        is unpickled). ``name``, ``algorithm`` and ``tags`` (see ``model_filter``)
-        narrow the listing; the page, ``next_cursor`` and ``total`` are then those of
-        the models that match. A filtered ``total`` reads every model's metadata."""
-        where = model_filter(name=name, algorithm=algorithm, tags=tags)
-        items, next_cursor = self._store.list(limit=limit, cursor=cursor, where=where)
+        is unpickled). ``name``, ``algorithm``, ``tags`` and the creation times (see
+        ``ModelQuery``) narrow the listing; the page, ``next_cursor`` and ``total`` are
+        then those of the models that match. Each is an indexed query."""
+        query = ModelQuery(
+            name=name,
+            algorithm=algorithm,
+            tags=tuple(tags),
+            created_after=created_after,
+            created_before=created_before,
+        )
+        items, next_cursor = self._store.list(query, limit=limit, cursor=cursor)
         return {
             "items": [_resource(m) for m in items],
             "next_cursor": next_cursor,
-            "total": self._store.count(where=where),
+            "total": self._store.count(query),
         }
 
     # -- writing ------------------------------------------------------------------
@@ -258,7 +240,7 @@ class Catalogue:
         """What ``/metrics`` reports about the store: models, bytes, and the hits and
         misses of this worker's cache of loaded models."""
         return {
-            "models": self._store.count(),
+            "models": self._store.count(ALL_MODELS),
             "bytes": self._store.total_bytes(),
             "cache_hits": self._loaded.hits,
             "cache_misses": self._loaded.misses,

@@ -13,7 +13,7 @@ from service.domain.limits import Limits
 from service.domain.records import DatasetResource, Page, now, versions
 from service.errors import InvalidInput, NotFound
 from service.schemas.data import DataSpec, GeneratorSpec
-from service.store.base import ModelStore
+from service.store.base import DatasetStore
 from service.store.signing import StoredRows
 
 
@@ -33,7 +33,7 @@ def _resource(meta: dict[str, Any]) -> DatasetResource:
 class Datasets:
     """The datasets of one store, and every request's data turned into an array."""
 
-    def __init__(self, store: ModelStore, limits: Limits) -> None:
+    def __init__(self, store: DatasetStore, limits: Limits) -> None:
         self._store = store
         self.limits = limits
 

@@ -38,15 +38,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from service.domain.records import now
 from service.domain.training.progress import FitCancelled, FitProgress
 from service.errors import NotFound, ServiceError
+from service.store.base import JobStore
 
 log = logging.getLogger("service.jobs")
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+UNFINISHED = ("queued", "running")
 #: Fields kept in the store for the service's own use, not shown to clients.
 INTERNAL = frozenset({"owner", "heartbeat_at"})
 #: This machine, as owners name it (a container's hostname is its id).
@@ -110,6 +112,18 @@ def job_alive(job: dict[str, Any], mine: str, stale_seconds: float) -> bool:
     return _age_seconds(job.get("heartbeat_at") or job.get("created_at")) < stale_seconds
 
 
+def _orphaned(job: dict[str, Any]) -> dict[str, Any]:
+    """The job as ``failed``: the process running it stopped."""
+    return {
+        **job,
+        "status": "failed",
+        "finished_at": now(),
+        "error": _interrupted(
+            job["status"], "The service process running this job stopped (crash or restart)"
+        ),
+    }
+
+
 def _interrupted(status: str, why: str) -> dict[str, Any]:
     return {
         "type": ServiceError("").type,
@@ -128,20 +142,6 @@ class _Waiter:
     answer: Any = None
     error: BaseException | None = None
     abandoned: bool = False
-
-
-class JobStore(Protocol):
-    """Where job resources are kept (the model store implements it)."""
-
-    def put_job(self, job: dict[str, Any]) -> None: ...
-
-    def get_job(self, job_id: str) -> dict[str, Any]: ...
-
-    def list_jobs(
-        self, *, limit: int, cursor: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]: ...
-
-    def job_ids(self) -> list[str]: ...
 
 
 def problem_of(exc: BaseException) -> dict[str, Any]:
@@ -243,32 +243,14 @@ class JobManager:
     # -- lifecycle ----------------------------------------------------------------
     def recover(self, is_alive: Callable[[dict[str, Any]], bool] | None = None) -> int:
         """Mark jobs left ``queued``/``running`` by dead processes as ``failed``
-        (``is_alive(job)``; by default ``job_alive``)."""
-        marked = 0
-        for job_id in self.store.job_ids():
-            try:
-                job = self.store.get_job(job_id)
-            except ServiceError:
-                continue
-            if job["status"] not in TERMINAL and self._mark_if_orphaned(job, is_alive):
-                marked += 1
-        return marked
+        (``is_alive(job)``; by default ``job_alive``). Only unfinished jobs are read,
+        and each by one replica (``settle_jobs``)."""
 
-    def _mark_if_orphaned(
-        self, job: dict[str, Any], is_alive: Callable[[dict[str, Any]], bool] | None = None
-    ) -> bool:
-        alive = is_alive(job) if is_alive else job_alive(job, self._owner, self.stale_seconds)
-        if alive:
-            return False
-        job.update(
-            status="failed",
-            finished_at=now(),
-            error=_interrupted(
-                job["status"], "The service process running this job stopped (crash or restart)"
-            ),
-        )
-        self.store.put_job(job)
-        return True
+        def settle(job: dict[str, Any]) -> dict[str, Any] | None:
+            alive = is_alive(job) if is_alive else job_alive(job, self._owner, self.stale_seconds)
+            return None if alive else _orphaned(job)
+
+        return self.store.settle_jobs(UNFINISHED, settle)
 
     def _beat(self) -> None:
         """Refresh ``heartbeat_at`` of this manager's unfinished jobs, so that replicas
@@ -380,9 +362,10 @@ class JobManager:
             if live is not None:
                 return dict(live)
         job = self.store.get_job(job_id)
-        if job["status"] not in TERMINAL:
+        if job["status"] not in TERMINAL and not self._heartbeat_fresh(job):
             # Its owner (any process, any host) stopped refreshing it: it died.
-            self._mark_if_orphaned(job, self._heartbeat_fresh)
+            job = _orphaned(job)
+            self.store.put_job(job)
         return job
 
     def _heartbeat_fresh(self, job: dict[str, Any]) -> bool:

@@ -28,7 +28,7 @@ from service.domain.jobs.manager import JobContext, JobManager, public
 from service.domain.records import Page, jsonable
 from service.domain.runtime.executor import FitSlots
 from service.ids import check_job_id, new_job_id
-from service.store.base import ModelStore
+from service.store.base import JobStore
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Jobs:
 
     def __init__(
         self,
-        store: ModelStore,
+        store: JobStore,
         *,
         slots: FitSlots,
         workers: int,
@@ -158,7 +158,7 @@ class Jobs:
         return {
             "items": [public(job) for job in items],
             "next_cursor": next_cursor,
-            "total": len(self._store.job_ids()),
+            "total": self._store.count_jobs(),
         }
 
     def cancel(self, job_id: str) -> dict[str, Any]:

@@ -1,0 +1,427 @@
+"""The catalogue's queries: every read and write of metadata the store makes, in SQL.
+
+It stores and returns documents (bytes) and never judges them: signing and verifying
+are the store's (``service.store.indexed``). Each method is one transaction.
+Failures of the database itself (down, locked too long, disk full) become
+``StoreUnavailable`` (503), as the object stores' failures do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from service.errors import StoreUnavailable
+from service.store.base import ALL_MODELS, ModelQuery
+from service.store.db.engine import WRITE, make_engine, migrate
+from service.store.db.schema import (
+    datasets,
+    idempotency_keys,
+    jobs,
+    model_tags,
+    models,
+    store_state,
+)
+
+#: Rows of a bulk read (sweeps, imports) fetched per round trip.
+_CHUNK = 1000
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    """A record's ISO time (``...Z``) as an aware datetime, for the indexed columns."""
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+def model_columns(meta: dict[str, Any]) -> dict[str, Any]:
+    """The indexed columns of a model's row, copied from its (verified) metadata."""
+    resource = meta.get("resource") or {}
+    artifact = meta.get("artifact") or {}
+    created = parse_time(resource.get("created_at")) or dt.datetime.now(dt.UTC)
+    return {
+        "name": resource.get("name"),
+        "algorithm": str(resource.get("algorithm", "")),
+        "created_at": created,
+        "expires_at": parse_time(resource.get("expires_at")),
+        "artifact_bytes": int(artifact.get("bytes", 0)),
+        "artifact_sha256": str(artifact.get("sha256", "")),
+        "artifact_signature": str(artifact.get("signature", "")),
+        "dataset_id": resource.get("dataset_id"),
+    }
+
+
+def model_tag_strings(meta: dict[str, Any]) -> list[str]:
+    tags = (meta.get("resource") or {}).get("tags") or {}
+    return sorted(f"{key}:{value}" for key, value in tags.items())
+
+
+class CatalogueDB:
+    """Models, datasets, jobs and idempotency keys of one store, in one database."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.engine: Engine = make_engine(url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+        with self._failing("open the catalogue database"):
+            migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- plumbing -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _failing(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise StoreUnavailable(f"Could not {doing}: {reason}.") from exc
+
+    @contextlib.contextmanager
+    def _read(self, doing: str) -> Iterator[sa.Connection]:
+        with self._failing(doing), self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _write(self, doing: str) -> Iterator[sa.Connection]:
+        """One write transaction: committed when the block ends, rolled back on error."""
+        with self._failing(doing), self.engine.connect() as conn:
+            conn = conn.execution_options(**WRITE)
+            with conn.begin():
+                yield conn
+
+    def _insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT, which knows ``ON CONFLICT``."""
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def _for_update(self, select: sa.Select[Any], *, skip_locked: bool = False) -> sa.Select[Any]:
+        """Row locks where the database has them; SQLite's one writer (``BEGIN
+        IMMEDIATE``) already excludes every other write."""
+        if self.dialect == "postgresql":
+            return select.with_for_update(skip_locked=skip_locked)
+        return select
+
+    # -- models -------------------------------------------------------------------
+    def insert_model(self, model_id: str, document: bytes, meta: dict[str, Any]) -> None:
+        """Publish a model: its row and its tags in one transaction. ``KeyError`` when
+        the id is taken (ids are never reused)."""
+        try:
+            with self._write("publish the model") as conn:
+                conn.execute(
+                    models.insert().values(
+                        id=model_id, document=document.decode(), **model_columns(meta)
+                    )
+                )
+                tags = model_tag_strings(meta)
+                if tags:
+                    conn.execute(
+                        model_tags.insert(), [{"model_id": model_id, "tag": t} for t in tags]
+                    )
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, IntegrityError):
+                raise KeyError(model_id) from None
+            raise
+
+    def model_document(self, model_id: str) -> bytes | None:
+        with self._read("read the model") as conn:
+            got = conn.execute(sa.select(models.c.document).where(models.c.id == model_id)).scalar()
+        return None if got is None else got.encode()
+
+    def model_exists(self, model_id: str) -> bool:
+        with self._read("read the model") as conn:
+            return (
+                conn.execute(sa.select(models.c.id).where(models.c.id == model_id)).first()
+                is not None
+            )
+
+    def update_model(
+        self, model_id: str, change: Callable[[bytes], tuple[bytes, dict[str, Any]] | None]
+    ) -> bytes | None:
+        """Read-modify-write of a model's document under its row lock: ``change`` gets
+        the stored document and answers the new one with its metadata, or None for no
+        change. Answers the document as stored, or None when there is no such model
+        (a delete won: the model is never brought back)."""
+        with self._write("update the model's metadata") as conn:
+            select = sa.select(models.c.document).where(models.c.id == model_id)
+            current = conn.execute(self._for_update(select)).scalar()
+            if current is None:
+                return None
+            changed = change(current.encode())
+            if changed is None:
+                return current.encode()
+            document, meta = changed
+            conn.execute(
+                models.update()
+                .where(models.c.id == model_id)
+                .values(document=document.decode(), **model_columns(meta))
+            )
+            conn.execute(model_tags.delete().where(model_tags.c.model_id == model_id))
+            tags = model_tag_strings(meta)
+            if tags:
+                conn.execute(model_tags.insert(), [{"model_id": model_id, "tag": t} for t in tags])
+            return document
+
+    def delete_model(self, model_id: str) -> bool:
+        """Remove the row; whether there was one. Its tags go by ``ON DELETE CASCADE``,
+        after the model's row is locked: the order an update takes them in, so a
+        delete racing an update never deadlocks."""
+        with self._write("delete the model") as conn:
+            return bool(conn.execute(models.delete().where(models.c.id == model_id)).rowcount)
+
+    def _model_where(self, query: ModelQuery) -> list[sa.ColumnElement[bool]]:
+        where: list[sa.ColumnElement[bool]] = []
+        if query.name is not None:
+            where.append(models.c.name == query.name)
+        if query.algorithm is not None:
+            where.append(models.c.algorithm == query.algorithm)
+        if query.created_after is not None:
+            where.append(models.c.created_at > query.created_after)
+        if query.created_before is not None:
+            where.append(models.c.created_at <= query.created_before)
+        for tag in dict.fromkeys(query.tags):
+            tagged = sa.select(model_tags.c.model_id).where(model_tags.c.tag == tag)
+            where.append(models.c.id.in_(tagged))
+        return where
+
+    def list_models(
+        self, query: ModelQuery, *, limit: int, cursor: str | None
+    ) -> tuple[list[bytes], str | None]:
+        """A page of documents, newest first, after ``cursor`` (an id), and the next
+        page's cursor: keyset pagination, so a page costs the same at any depth."""
+        where = self._model_where(query)
+        if cursor is not None:
+            where.append(models.c.id < cursor)
+        select = (
+            sa.select(models.c.id, models.c.document)
+            .where(*where)
+            .order_by(models.c.id.desc())
+            .limit(limit + 1)
+        )
+        with self._read("list the models") as conn:
+            rows = conn.execute(select).all()
+        next_cursor = rows[limit - 1].id if len(rows) > limit else None
+        return [row.document.encode() for row in rows[:limit]], next_cursor
+
+    def count_models(self, query: ModelQuery = ALL_MODELS) -> int:
+        select = sa.select(sa.func.count()).select_from(models).where(*self._model_where(query))
+        with self._read("count the models") as conn:
+            return int(conn.execute(select).scalar_one())
+
+    def total_artifact_bytes(self) -> int:
+        select = sa.select(sa.func.coalesce(sa.func.sum(models.c.artifact_bytes), 0))
+        with self._read("count the models' bytes") as conn:
+            return int(conn.execute(select).scalar_one())
+
+    def known(self, table: str, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` have a row in ``models`` or ``datasets`` (the sweeper's
+        question about the artifacts it found)."""
+        column = (models if table == "models" else datasets).c.id
+        wanted = list(ids)
+        found: set[str] = set()
+        with self._read("read the catalogue") as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                found.update(conn.execute(sa.select(column).where(column.in_(chunk))).scalars())
+        return found
+
+    # -- datasets -----------------------------------------------------------------
+    def insert_dataset(
+        self, dataset_id: str, *, sort_key: str, shape: Sequence[int], file: str, document: bytes
+    ) -> bool:
+        """Publish a dataset's row unless one is there (the same array, uploaded at the
+        same time, won); whether this call inserted it."""
+        statement = (
+            self._insert(datasets)
+            .values(
+                id=dataset_id,
+                sort_key=sort_key,
+                n_samples=int(shape[0]),
+                n_features=int(shape[1]),
+                file=file,
+                document=document.decode(),
+            )
+            .on_conflict_do_nothing()
+        )
+        with self._write("publish the dataset") as conn:
+            return bool(conn.execute(statement).rowcount)
+
+    def dataset_document(self, dataset_id: str) -> bytes | None:
+        select = sa.select(datasets.c.document).where(datasets.c.id == dataset_id)
+        with self._read("read the dataset") as conn:
+            got = conn.execute(select).scalar()
+        return None if got is None else got.encode()
+
+    def list_datasets(self, *, limit: int, cursor: str | None) -> tuple[list[bytes], str | None]:
+        select = sa.select(datasets.c.sort_key, datasets.c.document)
+        if cursor is not None:
+            select = select.where(datasets.c.sort_key < cursor)
+        select = select.order_by(datasets.c.sort_key.desc()).limit(limit + 1)
+        with self._read("list the datasets") as conn:
+            rows = conn.execute(select).all()
+        next_cursor = rows[limit - 1].sort_key if len(rows) > limit else None
+        return [row.document.encode() for row in rows[:limit]], next_cursor
+
+    def count_datasets(self) -> int:
+        with self._read("count the datasets") as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(datasets)).scalar_one())
+
+    def delete_dataset(self, dataset_id: str) -> str | None:
+        """Remove the row; the name of the data file it named, or None if there was none."""
+        with self._write("delete the dataset") as conn:
+            select = sa.select(datasets.c.file).where(datasets.c.id == dataset_id)
+            file = conn.execute(self._for_update(select)).scalar()
+            if file is None:
+                return None
+            conn.execute(datasets.delete().where(datasets.c.id == dataset_id))
+            return str(file)
+
+    def dataset_files(self, dataset_ids: Iterable[str]) -> dict[str, str]:
+        """``{id: file}`` of those of ``dataset_ids`` that have a row."""
+        wanted = list(dataset_ids)
+        found: dict[str, str] = {}
+        with self._read("read the catalogue") as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                select = sa.select(datasets.c.id, datasets.c.file).where(datasets.c.id.in_(chunk))
+                found.update({row.id: row.file for row in conn.execute(select)})
+        return found
+
+    # -- jobs ---------------------------------------------------------------------
+    @staticmethod
+    def _job_values(job: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "status": str(job.get("status", "")),
+            "owner": job.get("owner"),
+            "heartbeat_at": job.get("heartbeat_at"),
+            "expires_at": parse_time(job.get("expires_at")),
+            "document": json.dumps(job, allow_nan=False),
+        }
+
+    def put_job(self, job: dict[str, Any]) -> None:
+        """Write the job whole, replacing the previous version."""
+        values = self._job_values(job)
+        statement = (
+            self._insert(jobs)
+            .values(id=job["id"], **values)
+            .on_conflict_do_update(index_elements=[jobs.c.id], set_=values)
+        )
+        with self._write("write the job") as conn:
+            conn.execute(statement)
+
+    def job_document(self, job_id: str) -> str | None:
+        with self._read("read the job") as conn:
+            return conn.execute(sa.select(jobs.c.document).where(jobs.c.id == job_id)).scalar()
+
+    def list_jobs(self, *, limit: int, cursor: str | None) -> tuple[list[str], str | None]:
+        select = sa.select(jobs.c.id, jobs.c.document)
+        if cursor is not None:
+            select = select.where(jobs.c.id < cursor)
+        select = select.order_by(jobs.c.id.desc()).limit(limit + 1)
+        with self._read("list the jobs") as conn:
+            rows = conn.execute(select).all()
+        next_cursor = rows[limit - 1].id if len(rows) > limit else None
+        return [row.document for row in rows[:limit]], next_cursor
+
+    def count_jobs(self) -> int:
+        with self._read("count the jobs") as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar_one())
+
+    def settle_jobs(
+        self, statuses: Sequence[str], settle: Callable[[str], dict[str, Any] | None]
+    ) -> int:
+        """Offer each job in ``statuses`` to ``settle``, which answers its new version
+        or None to leave it; answers how many changed.
+
+        On PostgreSQL the rows are taken ``FOR UPDATE SKIP LOCKED``: replicas sweeping
+        at once each get different jobs, and none waits for another."""
+        changed = 0
+        with self._write("recover the jobs") as conn:
+            select = sa.select(jobs.c.id, jobs.c.document).where(jobs.c.status.in_(list(statuses)))
+            for row in conn.execute(self._for_update(select, skip_locked=True)).all():
+                new = settle(row.document)
+                if new is None:
+                    continue
+                conn.execute(
+                    jobs.update().where(jobs.c.id == row.id).values(**self._job_values(new))
+                )
+                changed += 1
+        return changed
+
+    # -- idempotency keys ---------------------------------------------------------
+    def claim_key(
+        self,
+        scope: str,
+        key: str,
+        *,
+        request_sha256: str,
+        resource: str,
+        resource_id: str,
+        ttl_seconds: float,
+    ) -> dict[str, Any]:
+        """Record ``key`` for a new request, unless a live row has it: answers the row
+        that holds the key (this one, or the first request's)."""
+        now = dt.datetime.now(dt.UTC)
+        with self._write("record the idempotency key") as conn:
+            conn.execute(
+                idempotency_keys.delete().where(
+                    idempotency_keys.c.scope == scope,
+                    idempotency_keys.c.key == key,
+                    idempotency_keys.c.expires_at <= now,
+                )
+            )
+            conn.execute(
+                self._insert(idempotency_keys)
+                .values(
+                    scope=scope,
+                    key=key,
+                    request_sha256=request_sha256,
+                    resource=resource,
+                    resource_id=resource_id,
+                    created_at=now,
+                    expires_at=now + dt.timedelta(seconds=ttl_seconds),
+                )
+                .on_conflict_do_nothing()
+            )
+            row = conn.execute(
+                sa.select(idempotency_keys).where(
+                    idempotency_keys.c.scope == scope, idempotency_keys.c.key == key
+                )
+            ).one()
+        return dict(row._mapping)
+
+    def forget_expired_keys(self) -> int:
+        now = dt.datetime.now(dt.UTC)
+        with self._write("remove expired idempotency keys") as conn:
+            result = conn.execute(
+                idempotency_keys.delete().where(idempotency_keys.c.expires_at <= now)
+            )
+            return int(result.rowcount)
+
+    # -- the store as a whole -----------------------------------------------------
+    def state(self, name: str) -> str | None:
+        with self._read("read the catalogue") as conn:
+            return conn.execute(
+                sa.select(store_state.c.value).where(store_state.c.name == name)
+            ).scalar()
+
+    def set_state(self, name: str, value: str) -> None:
+        statement = (
+            self._insert(store_state)
+            .values(name=name, value=value)
+            .on_conflict_do_update(index_elements=[store_state.c.name], set_={"value": value})
+        )
+        with self._write("write the catalogue") as conn:
+            conn.execute(statement)
+
+    def check(self) -> None:
+        """Readiness: a write transaction round trip (``StoreUnavailable`` otherwise)."""
+        self.set_state("probe", dt.datetime.now(dt.UTC).isoformat())

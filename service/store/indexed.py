@@ -1,0 +1,377 @@
+"""The store the service uses: artifacts in an object store, metadata in a database.
+
+Why this split: every listing, filter, count and sweep used to read metadata files
+one by one (a second per few thousand models, one GET each on S3). Rows answer those
+in SQL, with indexes, whatever the number of models; the object store keeps what is
+large and written once.
+
+What keeps it safe:
+
+- **Trust.** A row holds the signed document that ``meta.json`` used to be (HMAC of
+  its canonical JSON, with the artifact's sha256 bound to the model id). A document
+  is verified before it is used and an artifact before a byte is unpickled, so write
+  access to the database alone cannot make an unsigned artifact load.
+- **Order of writes.** A put writes the artifact first, then commits the row; a
+  delete removes the row first, then the artifact. A crash between the two leaves an
+  artifact without a row, never a row without its artifact; ``sweep_orphans``
+  removes such artifacts once they are older than a grace period (a put in flight in
+  another process is never that old).
+- **Concurrency.** An update is a read-modify-write under the row's lock
+  (``SELECT ... FOR UPDATE`` on PostgreSQL, SQLite's one writer), so two updates
+  never lose one another, and an update after a delete finds no row.
+- **Stores from before the database.** ``import_legacy`` turns their ``meta.json``
+  and job files into rows once, at start, verifying each signature as a read would.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import joblib
+import numpy as np
+
+from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
+from service.ids import check_dataset_id, check_id, check_job_id
+from service.store.base import (
+    ALL_MODELS,
+    Artifacts,
+    LegacyRecord,
+    MetadataChange,
+    ModelQuery,
+    array_sha256,
+)
+from service.store.db.catalogue import CatalogueDB
+from service.store.signing import DATA, Signer, StoredRows, canonical_json
+
+log = logging.getLogger("service.store")
+
+#: ``store_state`` row set once the files of a store from before the database are rows.
+LEGACY_IMPORTED = "legacy_import"
+
+
+def dataset_sort_key(created_ns: int, dataset_id: str) -> str:
+    """Creation time (ms, 12 hex digits) then id: the datasets' order and cursor."""
+    return f"{created_ns // 1_000_000:012x}{dataset_id}"
+
+
+class IndexedStore:
+    """Models, datasets and jobs: bytes in ``artifacts``, metadata in ``db``."""
+
+    def __init__(self, artifacts: Artifacts, db: CatalogueDB, signer: Signer) -> None:
+        self.artifacts = artifacts
+        self.db = db
+        self._signer = signer
+        #: ``exists`` is one indexed read; on the event loop only when it is local.
+        self.local_io = artifacts.local_io and db.dialect == "sqlite"
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- models: writes -------------------------------------------------------------
+    def put(
+        self,
+        model_id: str,
+        estimator: Any,
+        metadata: dict[str, Any],
+        *,
+        dataset_id: str | None = None,
+    ) -> dict[str, Any]:
+        check_id(model_id)
+        buf = io.BytesIO()
+        joblib.dump(estimator, buf)
+        blob = buf.getvalue()
+        meta = dict(metadata)
+        meta["id"] = model_id
+        meta["artifact"] = self._signer.artifact(model_id, blob)
+        points: tuple[str, str] | None = None
+        if dataset_id is not None:
+            dataset = self.get_dataset_metadata(dataset_id)  # NotFound when it is gone
+            points = (dataset_id, str(dataset["file"]))
+            meta["points"] = {"file": DATA, "sha256": dataset_id, "shape": dataset["shape"]}
+        meta = self._signer.seal(meta)
+        self.artifacts.put_model(model_id, blob, points)  # first: a row never lacks it
+        try:
+            self.db.insert_model(model_id, canonical_json(meta), meta)
+        except KeyError:
+            raise StoreUnavailable(f"Model id {model_id} already exists.") from None
+        except StoreUnavailable:
+            self._discard(model_id)
+            raise
+        return meta
+
+    def _discard(self, model_id: str) -> None:
+        """Best effort after a failed publish: the sweeper removes what this cannot."""
+        try:
+            self.artifacts.delete_model(model_id)
+        except Exception:
+            log.warning("could not remove the artifact of unpublished model %s", model_id)
+
+    def delete(self, model_id: str) -> None:
+        if not self.db.delete_model(check_id(model_id)):  # first: gone for every process
+            raise NotFound(f"No model with id {model_id!r}.")
+        try:
+            self.artifacts.delete_model(model_id)
+        except StoreUnavailable:
+            log.warning("model %s is deleted; its artifact is left to the sweeper", model_id)
+
+    def update_metadata(self, model_id: str, change: MetadataChange) -> dict[str, Any]:
+        check_id(model_id)
+        result: dict[str, dict[str, Any]] = {}
+
+        def rewrite(document: bytes) -> tuple[bytes, dict[str, Any]] | None:
+            meta = self._signer.verify_meta(document, "model", model_id)  # never re-sign damage
+            new = change(json.loads(canonical_json(meta)))  # change works on a copy
+            if new is None:
+                result["meta"] = meta
+                return None
+            for key in ("id", "artifact", "points"):
+                if new.get(key) != meta.get(key):
+                    raise ValueError(f"a metadata update may not change {key!r}")
+            sealed = self._signer.seal(new)
+            result["meta"] = {k: v for k, v in sealed.items() if k != "signature"}
+            return canonical_json(sealed), sealed
+
+        if self.db.update_model(model_id, rewrite) is None:
+            raise NotFound(f"No model with id {model_id!r}.")
+        return result["meta"]
+
+    # -- models: reads --------------------------------------------------------------
+    def get_metadata(self, model_id: str) -> dict[str, Any]:
+        document = self.db.model_document(check_id(model_id))
+        if document is None:
+            raise NotFound(f"No model with id {model_id!r}.")
+        return self._signer.verify_meta(document, "model", model_id)
+
+    def exists(self, model_id: str) -> bool:
+        return self.db.model_exists(check_id(model_id))
+
+    def load(self, model_id: str) -> Any:
+        meta = self.get_metadata(model_id)
+        blob = self.artifacts.read_model(model_id)
+        self._signer.verify_artifact(model_id, blob, meta.get("artifact") or {})
+        return joblib.load(io.BytesIO(blob))  # only ever verified bytes
+
+    def load_points(self, model_id: str) -> np.ndarray | None:
+        points = self.get_metadata(model_id).get("points")
+        if not points:
+            return None
+        return self.artifacts.model_points(model_id, points["sha256"], points["shape"])
+
+    def _verified(self, documents: list[bytes], kind: str) -> list[dict[str, Any]]:
+        """The documents of a page that verify. One damaged row must not hide every
+        other one: it is skipped loudly, and reading it by id answers the problem."""
+        metas = []
+        for document in documents:
+            try:
+                item_id = str(json.loads(document).get("id"))
+                metas.append(self._signer.verify_meta(document, kind, item_id))
+            except (ArtifactIntegrityError, ValueError, AttributeError) as exc:
+                log.error("listing skipped a damaged %s: %s", kind, exc)
+        return metas
+
+    def list(
+        self, query: ModelQuery = ALL_MODELS, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        documents, next_cursor = self.db.list_models(query, limit=limit, cursor=cursor)
+        return self._verified(documents, "model"), next_cursor
+
+    def count(self, query: ModelQuery = ALL_MODELS) -> int:
+        return self.db.count_models(query)
+
+    def total_bytes(self) -> int:
+        return self.db.total_artifact_bytes()
+
+    def check_writable(self) -> None:
+        self.db.check()
+        self.artifacts.check_writable()
+
+    # -- datasets -------------------------------------------------------------------
+    def put_dataset(self, X: np.ndarray, metadata: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        X = np.ascontiguousarray(X, dtype=np.dtype("<f8"))
+        dataset_id = array_sha256(X)
+        document = self.db.dataset_document(dataset_id)
+        if document is not None:
+            return self._signer.verify_meta(document, "dataset", dataset_id), False
+        file = self.artifacts.put_dataset(dataset_id, X)  # this upload's own file, first
+        created_ns = time.time_ns()
+        meta = dict(metadata)
+        meta.update(
+            id=dataset_id,
+            shape=[int(n) for n in X.shape],
+            dtype="float64",
+            file=file,
+            created_ns=created_ns,
+        )
+        sealed = self._signer.seal(meta)
+        inserted = self.db.insert_dataset(
+            dataset_id,
+            sort_key=dataset_sort_key(created_ns, dataset_id),
+            shape=X.shape,
+            file=file,
+            document=canonical_json(sealed),
+        )
+        if not inserted:  # the same array, uploaded at the same time, won
+            self.artifacts.delete_dataset(dataset_id, file)
+            return self.get_dataset_metadata(dataset_id), False
+        return {k: v for k, v in sealed.items() if k != "signature"}, True
+
+    def get_dataset_metadata(self, dataset_id: str) -> dict[str, Any]:
+        document = self.db.dataset_document(check_dataset_id(dataset_id))
+        if document is None:
+            raise NotFound(f"No dataset with id {dataset_id!r}.")
+        return self._signer.verify_meta(document, "dataset", dataset_id)
+
+    def load_dataset(self, dataset_id: str) -> np.ndarray:
+        meta = self.get_dataset_metadata(dataset_id)
+        return self.artifacts.dataset_points(dataset_id, str(meta["file"]), meta["shape"])
+
+    def dataset_rows(self, dataset_id: str) -> StoredRows:
+        meta = self.get_dataset_metadata(dataset_id)
+        return self.artifacts.dataset_rows(dataset_id, str(meta["file"]), meta["shape"])
+
+    def list_datasets(
+        self, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        documents, next_cursor = self.db.list_datasets(limit=limit, cursor=cursor)
+        return self._verified(documents, "dataset"), next_cursor
+
+    def count_datasets(self) -> int:
+        return self.db.count_datasets()
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Models fitted on it keep their own reference to the points and keep working."""
+        file = self.db.delete_dataset(check_dataset_id(dataset_id))
+        if file is None:
+            raise NotFound(f"No dataset with id {dataset_id!r}.")
+        try:
+            self.artifacts.delete_dataset(dataset_id, file)
+        except (StoreUnavailable, ArtifactIntegrityError):
+            log.warning("dataset %s is deleted; its file is left to the sweeper", dataset_id)
+
+    # -- jobs (plain JSON: nothing in a job is ever unpickled) ------------------------
+    def put_job(self, job: dict[str, Any]) -> None:
+        check_job_id(job["id"])
+        self.db.put_job(job)
+
+    def _job(self, job_id: str, document: str) -> dict[str, Any]:
+        try:
+            job = json.loads(document)
+        except ValueError:
+            raise ArtifactIntegrityError(f"The record of job {job_id} is unreadable.") from None
+        if not isinstance(job, dict) or job.get("id") != job_id:
+            raise ArtifactIntegrityError(f"The record stored for job {job_id} is another's.")
+        return job
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        document = self.db.job_document(check_job_id(job_id))
+        if document is None:
+            raise NotFound(f"No job with id {job_id!r}.")
+        return self._job(job_id, document)
+
+    def list_jobs(
+        self, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        documents, next_cursor = self.db.list_jobs(limit=limit, cursor=cursor)
+        jobs = []
+        for document in documents:
+            try:
+                job = json.loads(document)
+                jobs.append(self._job(str(job.get("id")), document))
+            except (ArtifactIntegrityError, ValueError, AttributeError) as exc:
+                log.error("listing skipped a damaged job: %s", exc)
+        return jobs, next_cursor
+
+    def count_jobs(self) -> int:
+        return self.db.count_jobs()
+
+    def settle_jobs(
+        self, statuses: tuple[str, ...], settle: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> int:
+        def offer(document: str) -> dict[str, Any] | None:
+            try:
+                job = json.loads(document)
+            except ValueError:
+                return None
+            return settle(job) if isinstance(job, dict) else None
+
+        return self.db.settle_jobs(statuses, offer)
+
+    # -- housekeeping -----------------------------------------------------------------
+    def sweep_orphans(self, grace_seconds: float) -> int:
+        """Remove artifacts without a row that are older than ``grace_seconds``: left
+        by a put that crashed before its row, or a delete that crashed after it."""
+        if self.db.state(LEGACY_IMPORTED) is None:
+            return 0  # files of an older store are rows-to-be, not orphans
+        removed = 0
+        for kind, items, known in (
+            ("models", self.artifacts.stored_models, self._model_rows),
+            ("datasets", self.artifacts.stored_datasets, self._dataset_files),
+        ):
+            old = [item for item in items() if item.age_seconds > grace_seconds]
+            have = known([item.id for item in old])
+            for item in old:
+                if item.id in have and (kind == "models" or have[item.id] == item.file):
+                    continue
+                try:
+                    self.artifacts.delete_orphan(kind, item)
+                    removed += 1
+                except (StoreUnavailable, ArtifactIntegrityError):
+                    log.warning("could not remove orphan %s %s", kind, item.id)
+        return removed
+
+    def _model_rows(self, ids: list[str]) -> dict[str, str]:
+        return dict.fromkeys(self.db.known("models", ids), "")
+
+    def _dataset_files(self, ids: list[str]) -> dict[str, str]:
+        return self.db.dataset_files(ids)
+
+    def import_legacy(self) -> int:
+        """Once per store: rows for the ``meta.json`` and job files of a store written
+        before the catalogue was a database. Idempotent (a row already there stays), so
+        replicas starting together, or a start that crashed midway, do no harm. A file
+        whose signature fails is left where it is and logged, never imported."""
+        if self.db.state(LEGACY_IMPORTED) is not None:
+            return 0
+        imported = 0
+        for record in self.artifacts.legacy_records():
+            try:
+                if self._import(record):
+                    imported += 1
+                self.artifacts.forget_legacy(record)
+            except (ArtifactIntegrityError, NotFound, ValueError, KeyError, TypeError) as exc:
+                log.error("did not import %s %s: %s", record.kind, record.id, exc)
+        self.db.set_state(LEGACY_IMPORTED, str(time.time()))
+        if imported:
+            log.warning("imported %d record(s) of a store from before the database", imported)
+        return imported
+
+    def _import(self, record: LegacyRecord) -> bool:
+        if record.kind == "job":
+            job = self._job(check_job_id(record.id), record.raw.decode())
+            if self.db.job_document(record.id) is not None:
+                return False
+            self.db.put_job(job)
+            return True
+        if record.kind == "dataset":
+            dataset_id = check_dataset_id(record.id)
+            meta = self._signer.verify_meta(record.raw, "dataset", dataset_id)
+            created_ns = int(meta.get("created_ns", 0))
+            return self.db.insert_dataset(
+                dataset_id,
+                sort_key=dataset_sort_key(created_ns, dataset_id),
+                shape=meta["shape"],
+                file=str(meta.get("file", DATA)),
+                document=record.raw,
+            )
+        model_id = check_id(record.id)
+        meta = self._signer.verify_meta(record.raw, "model", model_id)
+        try:
+            self.db.insert_model(model_id, record.raw, meta)
+        except KeyError:
+            return False
+        return True
