@@ -190,6 +190,14 @@ class Settings(BaseSettings):
             "when read: its process died. Matters when replicas share an S3 store."
         ),
     )
+    job_retention_seconds: float = Field(
+        7 * 86400.0,
+        ge=1,
+        description=(
+            "How long the record of a finished job (succeeded, failed or cancelled) is "
+            "kept after it finished: its `expires_at`; then it is removed, as by DELETE."
+        ),
+    )
     job_workers: int = Field(
         2,
         ge=1,

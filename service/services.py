@@ -87,7 +87,11 @@ def build_services(settings: Settings) -> Services:
         queue_seconds=settings.fit_queue_seconds,
     )
     jobs = Jobs(
-        store, slots=slots, workers=settings.job_workers, stale_seconds=settings.job_stale_seconds
+        store,
+        slots=slots,
+        workers=settings.job_workers,
+        stale_seconds=settings.job_stale_seconds,
+        retention_seconds=settings.job_retention_seconds,
     )
     training = Training(
         catalogue=catalogue,
@@ -99,7 +103,10 @@ def build_services(settings: Settings) -> Services:
     )
     housekeeping = Housekeeping(
         settings.sweep_interval_seconds,
-        [("orphan artifacts", lambda: store.sweep_orphans(settings.orphan_grace_seconds))],
+        [
+            ("orphan artifacts", lambda: store.sweep_orphans(settings.orphan_grace_seconds)),
+            ("expired jobs", store.sweep_expired_jobs),
+        ],
     )
     housekeeping.start()
     return Services(

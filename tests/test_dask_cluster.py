@@ -141,7 +141,7 @@ def test_cancel_stops_the_task_on_the_worker(api: TestClient, cluster: Any) -> N
     while api.get(f"/v1/jobs/{job_id}").json()["progress"]["done"] < 2:
         assert time.monotonic() < deadline, "the fit never reported an iteration"
         time.sleep(0.1)
-    assert api.delete(f"/v1/jobs/{job_id}").status_code in (200, 202)
+    assert api.post(f"/v1/jobs/{job_id}/cancel").status_code in (200, 202)
     job = wait_job(api, job_id, 30)
     assert job["status"] == "cancelled" and job["model_id"] is None
     deadline = time.monotonic() + 10
@@ -405,7 +405,7 @@ def test_a_chunked_fit_job_counts_iterations_and_cancels(
         time.sleep(0.1)
     assert progress["unit"] == "iterations" and progress["total"] == 5_000
     assert progress["lower_bound"] is not None
-    api.delete(f"/v1/jobs/{job_id}")
+    api.post(f"/v1/jobs/{job_id}/cancel")
     job = wait_job(api, job_id, 30)
     assert job["status"] == "cancelled" and job["model_id"] is None
     assert api.get("/v1/models").json()["total"] == 0

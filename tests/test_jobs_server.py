@@ -110,9 +110,9 @@ def test_every_job_state_against_a_real_server(tmp_path: Path, isolated: bool) -
         assert 0 < first["progress"]["fraction"] < later["progress"]["fraction"] < 1
         assert later["progress"]["unit"] == "iterations"
         assert isinstance(later["progress"]["lower_bound"], float)
-        assert c.delete(queued).json()["status"] == "cancelled"
+        assert c.post(f"{queued}/cancel").json()["status"] == "cancelled"
         asked = time.monotonic()
-        assert c.delete(running).status_code == 202
+        assert c.post(f"{running}/cancel").status_code == 202
         cancelled = wait_for(c, running, {"cancelled"}, timeout=20)
         assert time.monotonic() - asked < 10  # at its next step, not at the end
         assert cancelled["model_id"] is None
@@ -149,7 +149,7 @@ def test_sigkill_mid_job_leaves_no_job_running_and_spares_live_processes(
             # The job of the live process was not touched by the restart's recovery...
             assert restarted.client.get(f"/v1/jobs/{kept}").json()["status"] == "running"
             # ...and a cancel through another process reaches it through the store.
-            r = restarted.client.delete(f"/v1/jobs/{kept}")
+            r = restarted.client.post(f"/v1/jobs/{kept}/cancel")
             assert r.status_code == 202 and r.json()["cancel_requested"] is True
             assert wait_for(survivor.client, f"/v1/jobs/{kept}", {"cancelled"}, timeout=20)
             # Its owner shows its live copy first; the store catches up a moment later.

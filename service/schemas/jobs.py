@@ -32,7 +32,9 @@ class JobProgress(BaseModel):
     )
 
 
-class Job(BaseModel):
+class JobSummary(BaseModel):
+    """A job as a listing shows it: everything but the result."""
+
     id: str = Field(examples=["019abc12de34f0a1b2c3d4e5f6a7"])
     kind: JobKind
     status: JobStatus
@@ -43,12 +45,16 @@ class Job(BaseModel):
     model_id: str | None = Field(
         description="The stored model: fits, and model selections with `store_best`."
     )
-    result: dict[str, Any] | None = Field(
-        description=("Model selections and comparisons: the body the synchronous request answers.")
-    )
     created_at: str = Field(description="ISO 8601, UTC.")
     started_at: str | None
     finished_at: str | None
+    expires_at: str | None = Field(
+        None,
+        description=(
+            "Finished jobs: when the record is removed (`GMM_JOB_RETENTION_SECONDS` after "
+            "it finished)."
+        ),
+    )
     cancel_requested: bool = Field(
         False, description="A cancel was asked; the job stops at its next step."
     )
@@ -62,7 +68,15 @@ class Job(BaseModel):
     )
 
 
+class Job(JobSummary):
+    result: dict[str, Any] | None = Field(
+        description=("Model selections and comparisons: the body the synchronous request answers.")
+    )
+
+
 class JobList(BaseModel):
-    items: list[Job]
+    items: list[JobSummary] = Field(
+        description="Without results: `GET /v1/jobs/{id}` (or its `/result`) has them."
+    )
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
     total: int = Field(description="Jobs kept in the store.")

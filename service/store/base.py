@@ -204,8 +204,19 @@ class DatasetStore(Protocol):
 class JobStore(Protocol):
     """Job resources of long work (``service.domain.jobs.manager``)."""
 
-    def put_job(self, job: dict[str, Any]) -> None:
-        """Write the job resource whole (replacing the previous version)."""
+    def add_job(self, job: dict[str, Any]) -> None:
+        """Store a new job's record."""
+        ...
+
+    def put_job(self, job: dict[str, Any]) -> bool:
+        """Replace the job's record whole; False when it was deleted meanwhile (the
+        record is not written again)."""
+        ...
+
+    def delete_job(self, job_id: str) -> None: ...
+
+    def sweep_expired_jobs(self) -> int:
+        """Remove the records of finished jobs past their ``expires_at``; how many."""
         ...
 
     def get_job(self, job_id: str) -> dict[str, Any]: ...

@@ -25,6 +25,7 @@ What keeps it safe:
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import logging
@@ -254,9 +255,25 @@ class IndexedStore:
             log.warning("dataset %s is deleted; its file is left to the sweeper", dataset_id)
 
     # -- jobs (plain JSON: nothing in a job is ever unpickled) ------------------------
-    def put_job(self, job: dict[str, Any]) -> None:
-        check_job_id(job["id"])
-        self.db.put_job(job)
+    def add_job(self, job: dict[str, Any]) -> None:
+        if not self.db.add_job({**job, "id": check_job_id(job["id"])}):
+            raise StoreUnavailable(f"Job id {job['id']} already exists.")
+
+    def put_job(self, job: dict[str, Any]) -> bool:
+        return self.db.put_job({**job, "id": check_job_id(job["id"])})
+
+    def delete_job(self, job_id: str) -> None:
+        if not self.db.delete_job(check_job_id(job_id)):
+            raise NotFound(f"No job with id {job_id!r}.")
+
+    def sweep_expired_jobs(self) -> int:
+        """Remove the records of jobs past their ``expires_at``, a chunk at a time."""
+        removed = 0
+        while True:
+            done = self.db.delete_expired_jobs(dt.datetime.now(dt.UTC))
+            removed += done
+            if done < 1000:
+                return removed
 
     def _job(self, job_id: str, document: str) -> dict[str, Any]:
         try:
@@ -353,10 +370,7 @@ class IndexedStore:
     def _import(self, record: LegacyRecord) -> bool:
         if record.kind == "job":
             job = self._job(check_job_id(record.id), record.raw.decode())
-            if self.db.job_document(record.id) is not None:
-                return False
-            self.db.put_job(job)
-            return True
+            return self.db.add_job(job)
         if record.kind == "dataset":
             dataset_id = check_dataset_id(record.id)
             meta = self._signer.verify_meta(record.raw, "dataset", dataset_id)

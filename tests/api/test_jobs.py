@@ -199,11 +199,11 @@ def test_queued_running_with_rising_progress_then_cancelled_stores_nothing(
     assert isinstance(later["progress"]["lower_bound"], float)
 
     # A queued job is cancelled at once: 200, it never starts.
-    r = jobs_client.delete(second.headers["location"])
+    r = jobs_client.post(second.headers["location"] + "/cancel")
     assert r.status_code == 200
     assert r.json()["status"] == "cancelled" and r.json()["started_at"] is None
     # A running one is asked to stop: 202, then it stops at its next iteration.
-    r = jobs_client.delete(url)
+    r = jobs_client.post(f"{url}/cancel")
     assert r.status_code == 202, r.json()
     assert r.json()["cancel_requested"] is True
     job = wait_for(jobs_client, url, {"cancelled"}, timeout=10)
@@ -211,8 +211,12 @@ def test_queued_running_with_rising_progress_then_cancelled_stores_nothing(
     assert job["progress"]["done"] < 10_000
     assert jobs_client.get("/v1/models").json()["total"] == before
     # Cancelling a finished job changes nothing: 200 and the resource as it was.
-    r = jobs_client.delete(url)
+    r = jobs_client.post(f"{url}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    # DELETE removes the record: then it is gone.
+    assert jobs_client.delete(url).status_code == 204
+    assert jobs_client.get(url).status_code == 404
+    assert jobs_client.delete(url).status_code == 404
 
 
 def test_job_ids_unknown_or_malformed_are_404(jobs_client: TestClient) -> None:
@@ -310,7 +314,7 @@ def test_a_comparison_job_can_be_cancelled(jobs_client: TestClient) -> None:
     }
     r = jobs_client.post("/v1/comparisons", json=body)
     wait_for(jobs_client, r.headers["location"], {"running"})
-    assert jobs_client.delete(r.headers["location"]).status_code in (200, 202)
+    assert jobs_client.post(r.headers["location"] + "/cancel").status_code in (200, 202)
     job = wait_for(jobs_client, r.headers["location"], {"cancelled"}, timeout=10)
     assert job["result"] is None
 
@@ -352,3 +356,79 @@ def test_a_plain_fit_of_100000_by_8_points_answers_201_with_the_model(
     r = jobs_client.post("/v1/models", json=body)
     assert r.status_code == 201, r.text
     assert len(r.json()["labels"]) == 100_000
+
+
+# -- records: bounded in size and in time ----------------------------------------------
+def _comparison_job(client: TestClient) -> str:
+    body = {
+        "data": {"generator": SEED_BLOBS},
+        "algorithms": [{"algorithm": "kmeans", "params": {"n_clusters": 4, "random_state": 0}}],
+        "wait": False,
+    }
+    r = client.post("/v1/comparisons", json=body)
+    assert r.status_code == 202, r.text
+    url: str = r.headers["location"]
+    wait_for(client, url, {"succeeded"})
+    return url
+
+
+def test_listed_jobs_carry_no_results_and_finished_ones_say_when_they_expire(
+    jobs_client: TestClient,
+) -> None:
+    url = _comparison_job(jobs_client)
+    job = jobs_client.get(url).json()
+    assert job["result"]["results"] and job["expires_at"] > job["finished_at"]
+    [item] = jobs_client.get("/v1/jobs").json()["items"]
+    assert item["id"] == job["id"] and "result" not in item
+    assert item["expires_at"] == job["expires_at"]
+
+
+def test_finished_jobs_are_removed_after_the_retention(tmp_path: Path) -> None:
+    settings = Settings(
+        store_dir=tmp_path / "store",
+        secret_key="k",
+        job_retention_seconds=1,
+        sweep_interval_seconds=0.2,
+    )
+    with TestClient(create_app(settings)) as client:
+        url = _comparison_job(client)
+        deadline = time.monotonic() + 20
+        while client.get(url).status_code == 200:
+            assert time.monotonic() < deadline, "the finished job was never removed"
+            time.sleep(0.1)
+        assert client.get(url).status_code == 404
+        assert client.get("/v1/jobs").json()["total"] == 0
+
+
+def test_deleting_a_running_job_stops_it_and_it_never_comes_back(
+    jobs_client: TestClient,
+) -> None:
+    before = jobs_client.get("/v1/models").json()["total"]
+    body = {
+        "algorithm": "gaussian_mixture",
+        "params": {"n_components": 4, "max_iter": 10_000, "tol": 0.0, "random_state": 0},
+        "data": {"generator": {**SEED_BLOBS, "n_samples": 20_000}},
+        "wait": False,
+    }
+    r = jobs_client.post("/v1/models", json=body)
+    url = r.headers["location"]
+    wait_for(jobs_client, url, {"running"})
+    assert jobs_client.delete(url).status_code == 204
+    for _ in range(10):  # its next progress writes find no record and write none
+        assert jobs_client.get(url).status_code == 404
+        time.sleep(0.1)
+    assert jobs_client.get("/v1/models").json()["total"] == before
+
+
+def test_an_edited_job_record_is_refused_as_damage(jobs_client: TestClient, tmp_path: Path) -> None:
+    import json
+
+    from tests.helpers_store import read_row, write_row
+
+    url = _comparison_job(jobs_client)
+    job_id = url.rsplit("/", 1)[-1]
+    record = json.loads(read_row(tmp_path / "store", "job", job_id))
+    write_row(tmp_path / "store", "job", job_id, json.dumps({**record, "progress": "x"}).encode())
+    r = jobs_client.get(url)
+    assert r.status_code == 500 and r.json()["type"].endswith("artifact-integrity"), r.text
+    assert jobs_client.get("/v1/jobs").json()["items"] == []

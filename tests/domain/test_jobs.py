@@ -20,9 +20,21 @@ class MemoryJobs:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
 
-    def put_job(self, job: dict[str, Any]) -> None:
+    def add_job(self, job: dict[str, Any]) -> None:
         with self.lock:
             self.jobs[job["id"]] = dict(job)
+
+    def put_job(self, job: dict[str, Any]) -> bool:
+        with self.lock:
+            if job["id"] not in self.jobs:
+                return False
+            self.jobs[job["id"]] = dict(job)
+            return True
+
+    def delete_job(self, job_id: str) -> None:
+        with self.lock:
+            if self.jobs.pop(job_id, None) is None:
+                raise NotFound(f"No job with id {job_id!r}.")
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         with self.lock:
@@ -134,9 +146,9 @@ def test_cancel_through_the_store_reaches_the_running_job(manager: JobManager) -
 
 def test_recover_fails_jobs_of_dead_owners() -> None:
     store = MemoryJobs()
-    store.put_job({"id": "f", "status": "running", "owner": "1-dead", "progress": {}})
-    store.put_job({"id": "g", "status": "succeeded", "owner": "1-dead"})
-    store.put_job({"id": "h", "status": "queued", "owner": "2-alive"})
+    store.add_job({"id": "f", "status": "running", "owner": "1-dead", "progress": {}})
+    store.add_job({"id": "g", "status": "succeeded", "owner": "1-dead"})
+    store.add_job({"id": "h", "status": "queued", "owner": "2-alive"})
     m = JobManager(store, workers=1)
     try:
         assert m.recover(lambda job: job["owner"] == "2-alive") == 1
@@ -159,7 +171,7 @@ def test_jobs_of_another_host_are_judged_by_their_heartbeat() -> None:
     """Replicas on other machines share the store: their pids mean nothing here."""
     store = MemoryJobs()
     for job_id, age in (("fresh", 5.0), ("stale", 300.0)):
-        store.put_job(
+        store.add_job(
             {
                 "id": job_id,
                 "status": "running",
@@ -179,8 +191,8 @@ def test_jobs_of_another_host_are_judged_by_their_heartbeat() -> None:
 
 def test_reading_a_job_whose_owner_stopped_beating_fails_it() -> None:
     store = MemoryJobs()
-    store.put_job({"id": "q", "status": "queued", "owner": "h/9-x", "heartbeat_at": _stamp(120.0)})
-    store.put_job({"id": "r", "status": "running", "owner": "h/9-y", "heartbeat_at": _stamp(1)})
+    store.add_job({"id": "q", "status": "queued", "owner": "h/9-x", "heartbeat_at": _stamp(120.0)})
+    store.add_job({"id": "r", "status": "running", "owner": "h/9-y", "heartbeat_at": _stamp(1)})
     m = JobManager(store, workers=1, stale_seconds=60)
     try:
         job = m.get("q")

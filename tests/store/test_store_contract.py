@@ -589,7 +589,7 @@ def test_jobs_put_get_replace_and_list(backend: Backend) -> None:
     a, b = backend.new_store(), backend.new_store()
     ids = [new_job_id() for _ in range(5)]
     for job_id in ids:
-        a.put_job({"id": job_id, "status": "queued"})
+        a.add_job({"id": job_id, "status": "queued"})
     a.put_job({"id": ids[0], "status": "running"})
     assert b.get_job(ids[0])["status"] == "running"
     assert b.count_jobs() == 5
@@ -599,13 +599,24 @@ def test_jobs_put_get_replace_and_list(backend: Backend) -> None:
     assert _ids(page) == ids[::-1][2:] and cursor is None
     with pytest.raises(NotFound):
         b.get_job(new_job_id())
+    # A record deleted is never written back by a late update; expired ones are swept.
+    b.delete_job(ids[1])
+    assert a.put_job({"id": ids[1], "status": "running"}) is False
+    with pytest.raises(NotFound):
+        a.get_job(ids[1])
+    with pytest.raises(NotFound):
+        a.delete_job(ids[1])
+    a.put_job({"id": ids[2], "status": "succeeded", "expires_at": "2000-01-01T00:00:00.000Z"})
+    a.put_job({"id": ids[3], "status": "succeeded", "expires_at": "2999-01-01T00:00:00.000Z"})
+    assert b.sweep_expired_jobs() == 1
+    assert _ids(b.list_jobs(limit=10, cursor=None)[0]) == [ids[4], ids[3], ids[0]]
 
 
 def test_damaged_jobs_are_integrity_errors_and_skipped(backend: Backend) -> None:
     store = backend.new_store()
     good, bad = new_job_id(), new_job_id()
-    store.put_job({"id": good})
-    store.put_job({"id": bad})
+    store.add_job({"id": good})
+    store.add_job({"id": bad})
     backend.write_row("jobs", bad, b"{not json")
     with pytest.raises(ArtifactIntegrityError):
         store.get_job(bad)
@@ -618,8 +629,8 @@ def test_jobs_in_progress_are_settled_once_whichever_store_asks(backend: Backend
     stores = [backend.new_store() for _ in range(4)]
     ids = [new_job_id() for _ in range(40)]
     for job_id in ids:
-        stores[0].put_job({"id": job_id, "status": "running"})
-    stores[0].put_job({"id": new_job_id(), "status": "succeeded"})
+        stores[0].add_job({"id": job_id, "status": "running"})
+    stores[0].add_job({"id": new_job_id(), "status": "succeeded"})
     seen: list[str] = []
     lock = threading.Lock()
 
@@ -699,7 +710,7 @@ def test_a_store_from_before_the_database_keeps_every_model(backend: Backend) ->
     writer.put(with_points, _kmeans(), {"resource": {"name": "p"}}, dataset_id=dataset["id"])
     forged = _put(writer)
     job_id = new_job_id()
-    writer.put_job({"id": job_id, "status": "succeeded"})
+    writer.add_job({"id": job_id, "status": "succeeded"})
     # Turn it into the old layout: each row as a file beside its artifact, no rows.
     backend.write(backend.read_row("models", model_id), "models", model_id, "meta.json")
     backend.write(backend.read_row("models", with_points), "models", with_points, "meta.json")

@@ -67,7 +67,8 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "list_jobs": ("GET", "/v1/jobs"),
     "get_job": ("GET", "/v1/jobs/{job_id}"),
     "get_job_result": ("GET", "/v1/jobs/{job_id}/result"),
-    "cancel_job": ("DELETE", "/v1/jobs/{job_id}"),
+    "cancel_job": ("POST", "/v1/jobs/{job_id}/cancel"),
+    "delete_job": ("DELETE", "/v1/jobs/{job_id}"),
 }
 
 JSON = dict[str, Any]
@@ -733,6 +734,11 @@ class _Base:
     def cancel_job(self, job_id: str) -> _Step[JSON]:
         """Ask a job to stop at its next step; returns the job as it stands."""
         return (yield from self._json(_Call("cancel_job", {"job_id": job_id})))
+
+    @operation
+    def delete_job(self, job_id: str) -> _Step[None]:
+        """Cancel the job if it still runs and remove its record."""
+        yield _Call("delete_job", {"job_id": job_id})
 
     @operation
     def wait_job(

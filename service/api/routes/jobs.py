@@ -1,4 +1,4 @@
-"""``/v1/jobs``: long work followed, listed and cancelled."""
+"""``/v1/jobs``: long work followed, listed, cancelled and deleted."""
 
 from __future__ import annotations
 
@@ -100,8 +100,8 @@ def get_job_result(job_id: JobId, training: TrainingDep) -> Response:
     return NumpyJSONResponse(training.job_result(job_id))
 
 
-@router.delete(
-    "/{job_id}",
+@router.post(
+    "/{job_id}/cancel",
     response_model=Job,
     summary="Cancel a job",
     responses={
@@ -119,8 +119,22 @@ def cancel_job(job_id: JobId, jobs: JobsDep) -> Response:
     is true; a fit stops at its next EM iteration, k-means init or mini-batch step,
     a grid between cells or inside a cell's fit) and **200** once it is finished: a
     queued job is cancelled at once, and a job that had already ended is answered
-    unchanged. The job stays readable; it is not deleted.
+    unchanged. The record stays (`cancelled`) until it expires or is deleted.
     """
     job = jobs.cancel(job_id)
     status = 200 if job["status"] in ("succeeded", "failed", "cancelled") else 202
     return NumpyJSONResponse(job, status_code=status)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    summary="Delete a job",
+    responses=responses(404, 422, 500),
+)
+def delete_job(job_id: JobId, jobs: JobsDep) -> Response:
+    """Cancel the job if it still runs (nothing it would have stored is stored) and
+    remove its record: afterwards `GET /v1/jobs/{id}` answers 404. A model the job
+    already stored stays."""
+    jobs.delete(job_id)
+    return Response(status_code=204)

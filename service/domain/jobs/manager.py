@@ -27,6 +27,7 @@ unfinished jobs ``failed`` itself.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -112,12 +113,19 @@ def job_alive(job: dict[str, Any], mine: str, stale_seconds: float) -> bool:
     return _age_seconds(job.get("heartbeat_at") or job.get("created_at")) < stale_seconds
 
 
-def _orphaned(job: dict[str, Any]) -> dict[str, Any]:
+def expires_after(seconds: float) -> str:
+    """The ``expires_at`` of a record kept ``seconds`` from now, as records write times."""
+    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _orphaned(job: dict[str, Any], retention_seconds: float) -> dict[str, Any]:
     """The job as ``failed``: the process running it stopped."""
     return {
         **job,
         "status": "failed",
         "finished_at": now(),
+        "expires_at": expires_after(retention_seconds),
         "error": _interrupted(
             job["status"], "The service process running this job stopped (crash or restart)"
         ),
@@ -216,8 +224,11 @@ class JobManager:
         immediate_workers: int = 1,
         persist_interval: float = 0.5,
         stale_seconds: float = 60.0,
+        retention_seconds: float = 7 * 86400.0,
     ) -> None:
         self.store = store
+        #: How long a finished job's record is kept (its ``expires_at``).
+        self.retention_seconds = retention_seconds
         self.persist_interval = persist_interval
         self.stale_seconds = stale_seconds
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gmm-job")
@@ -228,6 +239,8 @@ class JobManager:
         self._live: dict[str, dict[str, Any]] = {}
         self._cancel: dict[str, threading.Event] = {}
         self._checked: dict[str, float] = {}
+        #: Jobs deleted while they still run here (until they stop): never served again.
+        self._deleted: set[str] = set()
         self._lock = threading.Lock()
         self._owner = f"{HOST}/{os.getpid()}-{secrets.token_hex(4)}"
         self._closing = False
@@ -248,7 +261,7 @@ class JobManager:
 
         def settle(job: dict[str, Any]) -> dict[str, Any] | None:
             alive = is_alive(job) if is_alive else job_alive(job, self._owner, self.stale_seconds)
-            return None if alive else _orphaned(job)
+            return None if alive else _orphaned(job, self.retention_seconds)
 
         return self.store.settle_jobs(UNFINISHED, settle)
 
@@ -325,7 +338,7 @@ class JobManager:
                 self._waiters[job_id] = _Waiter(threading.Event())
         accepted = dict(job)  # as accepted: the pool may start it at once
         try:
-            self.store.put_job(job)
+            self.store.add_job(job)
             pool = self._immediate if immediate else self._pool
             pool.submit(self._run, job_id, work, on_done)
         except BaseException:
@@ -358,13 +371,15 @@ class JobManager:
 
     def get(self, job_id: str) -> dict[str, Any]:
         with self._lock:
+            if job_id in self._deleted:
+                raise NotFound(f"No job with id {job_id!r}.")
             live = self._live.get(job_id)
             if live is not None:
                 return dict(live)
         job = self.store.get_job(job_id)
         if job["status"] not in TERMINAL and not self._heartbeat_fresh(job):
             # Its owner (any process, any host) stopped refreshing it: it died.
-            job = _orphaned(job)
+            job = _orphaned(job, self.retention_seconds)
             self.store.put_job(job)
         return job
 
@@ -401,6 +416,17 @@ class JobManager:
             job["cancel_requested"] = True
             self.store.put_job(job)
         return job
+
+    def delete(self, job_id: str) -> None:
+        """Cancel the job if it still runs, then remove its record (``NotFound`` when
+        there is none). A running job finds its record gone at its next write and
+        stops without writing it back."""
+        with contextlib.suppress(NotFound):
+            self.cancel(job_id)
+        with self._lock:
+            if job_id in self._live:  # running here: its live copy is not served again
+                self._deleted.add(job_id)
+        self.store.delete_job(job_id)
 
     def cancel_requested(self, job_id: str) -> bool:
         with self._lock:
@@ -439,7 +465,11 @@ class JobManager:
                     snapshot["cancel_requested"] = True
             except ServiceError:
                 pass
-            self.store.put_job(snapshot)
+            if not self.store.put_job(snapshot):  # deleted: stop, and never write it back
+                with self._lock:
+                    event = self._cancel.get(job_id)
+                if event is not None:
+                    event.set()
 
     def _report(self, job_id: str, snapshot: dict[str, Any]) -> None:
         progress = {k: snapshot[k] for k in ("fraction", "done", "total", "unit")}
@@ -504,8 +534,10 @@ class JobManager:
         return answer, None
 
     def _finish(self, job_id: str, **changes: Any) -> None:
-        self._update(job_id, finished_at=now(), **changes)
+        expires_at = expires_after(self.retention_seconds)
+        self._update(job_id, finished_at=now(), expires_at=expires_at, **changes)
         with self._lock:
             self._live.pop(job_id, None)
             self._cancel.pop(job_id, None)
             self._checked.pop(job_id, None)
+            self._deleted.discard(job_id)

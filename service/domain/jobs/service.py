@@ -20,15 +20,34 @@ waits in their bounded queue, and is answered 429 when that is full.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from service.domain.jobs.manager import JobContext, JobManager, public
 from service.domain.records import Page, jsonable
 from service.domain.runtime.executor import FitSlots
+from service.errors import ArtifactIntegrityError
 from service.ids import check_job_id, new_job_id
+from service.schemas.jobs import Job
 from service.store.base import JobStore
+
+log = logging.getLogger("service.jobs")
+
+
+def _checked(job: dict[str, Any]) -> dict[str, Any]:
+    """The job if its record is a job resource: a record edited behind the service's
+    back (``"progress": "x"``) is damage, answered as a damaged artifact is."""
+    try:
+        Job.model_validate(job)
+    except ValidationError:
+        raise ArtifactIntegrityError(
+            f"The record of job {job.get('id')} is damaged and was not served."
+        ) from None
+    return job
 
 
 @dataclass(frozen=True)
@@ -70,6 +89,7 @@ class Jobs:
         workers: int,
         persist_interval: float = 0.5,
         stale_seconds: float = 60.0,
+        retention_seconds: float = 7 * 86400.0,
     ) -> None:
         self._store = store
         self._slots = slots
@@ -79,6 +99,7 @@ class Jobs:
             immediate_workers=slots.size,
             persist_interval=persist_interval,
             stale_seconds=stale_seconds,
+            retention_seconds=retention_seconds,
         )
 
     def close(self) -> None:
@@ -151,15 +172,30 @@ class Jobs:
         return public(job)
 
     def get(self, job_id: str) -> dict[str, Any]:
-        return public(self._manager.get(check_job_id(job_id)))
+        return _checked(public(self._manager.get(check_job_id(job_id))))
 
     def list(self, *, limit: int, cursor: str | None) -> Page:
+        """A page of jobs without their results (a comparison's may weigh megabytes);
+        a damaged record is skipped loudly, and reading it by id answers the problem."""
         items, next_cursor = self._manager.list(limit=limit, cursor=cursor)
+        summaries = []
+        for job in items:
+            try:
+                summary = _checked(public(job))
+            except ArtifactIntegrityError as exc:
+                log.error("listing skipped a damaged job: %s", exc.detail)
+                continue
+            summary.pop("result", None)
+            summaries.append(summary)
         return {
-            "items": [public(job) for job in items],
+            "items": summaries,
             "next_cursor": next_cursor,
             "total": self._store.count_jobs(),
         }
+
+    def delete(self, job_id: str) -> None:
+        """Cancel the job if it still runs, and remove its record."""
+        self._manager.delete(check_job_id(job_id))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Ask a job to stop: a queued one never starts, a running fit stops at its next

@@ -334,16 +334,38 @@ class CatalogueDB:
             "document": json.dumps(job, allow_nan=False),
         }
 
-    def put_job(self, job: dict[str, Any]) -> None:
-        """Write the job whole, replacing the previous version."""
-        values = self._job_values(job)
+    def add_job(self, job: dict[str, Any]) -> bool:
+        """Insert a new job's record unless its id is taken; whether it inserted."""
         statement = (
             self._insert(jobs)
-            .values(id=job["id"], **values)
-            .on_conflict_do_update(index_elements=[jobs.c.id], set_=values)
+            .values(id=job["id"], **self._job_values(job))
+            .on_conflict_do_nothing()
         )
         with self._write("write the job") as conn:
-            conn.execute(statement)
+            return bool(conn.execute(statement).rowcount)
+
+    def put_job(self, job: dict[str, Any]) -> bool:
+        """Replace a job's record whole; False when there is none (it was deleted: a
+        running job never brings its record back)."""
+        statement = jobs.update().where(jobs.c.id == job["id"]).values(**self._job_values(job))
+        with self._write("write the job") as conn:
+            return bool(conn.execute(statement).rowcount)
+
+    def delete_job(self, job_id: str) -> bool:
+        with self._write("delete the job") as conn:
+            return bool(conn.execute(jobs.delete().where(jobs.c.id == job_id)).rowcount)
+
+    def delete_expired_jobs(self, now: dt.datetime, *, limit: int = _CHUNK) -> int:
+        """Remove up to ``limit`` jobs whose ``expires_at`` has passed; each replica
+        sweeping at once takes other rows (``SKIP LOCKED`` on PostgreSQL)."""
+        expired = (
+            sa.select(jobs.c.id).where(jobs.c.expires_at <= now).order_by(jobs.c.id).limit(limit)
+        )
+        with self._write("remove expired jobs") as conn:
+            ids = list(conn.execute(self._for_update(expired, skip_locked=True)).scalars())
+            if ids:
+                conn.execute(jobs.delete().where(jobs.c.id.in_(ids)))
+            return len(ids)
 
     def job_document(self, job_id: str) -> str | None:
         with self._read("read the job") as conn:

@@ -184,7 +184,7 @@ async function cancelJob() {
   if (!job) return;
   $("cancel").disabled = true;
   try {
-    showJob(await request("DELETE", `v1/jobs/${job.id}`));
+    showJob(await request("POST", `v1/jobs/${job.id}/cancel`));
   } catch (err) {
     showProblem(err);
   }
