@@ -79,9 +79,13 @@ class Settings(BaseSettings):
         ),
     )
     sweep_interval_seconds: float = Field(
-        600.0,
+        30.0,
         ge=0.1,
-        description="How often each worker looks for orphan artifacts to remove.",
+        description=(
+            "How often each worker deletes the models and job records past their "
+            "`expires_at` (so they go at most this late), and at most how often it looks "
+            "for orphan artifacts (every quarter of orphan_grace_seconds at most)."
+        ),
     )
     s3_endpoint_url: str | None = Field(
         None,
@@ -196,6 +200,15 @@ class Settings(BaseSettings):
         description=(
             "How long the record of a finished job (succeeded, failed or cancelled) is "
             "kept after it finished: its `expires_at`; then it is removed, as by DELETE."
+        ),
+    )
+    idempotency_seconds: float = Field(
+        86400.0,
+        ge=1,
+        description=(
+            "How long an `Idempotency-Key` of POST /v1/models, /v1/model-selection or "
+            "/v1/comparisons is remembered: a retry within it answers the first request's "
+            "job or result instead of starting the work again."
         ),
     )
     job_workers: int = Field(

@@ -92,6 +92,7 @@ def build_services(settings: Settings) -> Services:
         workers=settings.job_workers,
         stale_seconds=settings.job_stale_seconds,
         retention_seconds=settings.job_retention_seconds,
+        idempotency_seconds=settings.idempotency_seconds,
     )
     training = Training(
         catalogue=catalogue,
@@ -101,12 +102,19 @@ def build_services(settings: Settings) -> Services:
         cluster=cluster,
         limits=limits,
     )
+    every = settings.sweep_interval_seconds
     housekeeping = Housekeeping(
-        settings.sweep_interval_seconds,
         [
-            ("orphan artifacts", lambda: store.sweep_orphans(settings.orphan_grace_seconds)),
-            ("expired jobs", store.sweep_expired_jobs),
-        ],
+            ("expired models", store.sweep_expired_models, every),
+            ("expired jobs", store.sweep_expired_jobs, every),
+            ("expired idempotency keys", store.sweep_expired_keys, every),
+            # Listing every artifact costs more; orphans are rare and need not go fast.
+            (
+                "orphan artifacts",
+                lambda: store.sweep_orphans(settings.orphan_grace_seconds),
+                max(every, settings.orphan_grace_seconds / 4),
+            ),
+        ]
     )
     housekeeping.start()
     return Services(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import run
+from bench import catalogue, run
 
 pytestmark = pytest.mark.slow
 
@@ -51,3 +51,45 @@ def test_bench_runs_end_to_end_at_toy_sizes(
     table = capsys.readouterr().out
     assert "ratio service/minimal" in table
     assert "kernel=" in table
+
+
+def test_catalogue_bench_runs_at_toy_sizes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench/catalogue.py at 60 and 300 models: SQLite, and PostgreSQL when its server
+    programs are installed; the version before the database in a worktree of its own."""
+    output = tmp_path / "catalogue.json"
+    worktree = tmp_path / "old"
+    argv = [
+        *("--quick", "--sizes", "60,300", "--requests", "5", "--warmup", "1"),
+        *("--creates", "4", "--block", "2", "--rounds", "1", "--sql-repeats", "2"),
+        *("--old-worktree", str(worktree), "--json", str(output)),
+    ]
+
+    catalogue.main(argv)
+
+    results = json.loads(output.read_text())
+    assert "sqlite" in results["databases"]
+    for figures in results["databases"].values():
+        for size in (60, 300):
+            row = figures["sizes"][str(size)]
+            # The filters find exactly the models the bench made for them.
+            expected = {
+                "unfiltered": size,
+                "name": sum(1 for i in range(size) if i % 1000 == 7),
+                "tag": sum(1 for i in range(size) if i % 20 == 3),
+                "algorithm": sum(1 for i in range(size) if i % 3 == 1),
+            }
+            for name, total in expected.items():
+                lists = row["lists"][name]
+                assert lists["total"] == total
+                assert lists["p99_ms"] >= lists["p50_ms"] > 0
+                assert row["sql"][name]["statements"], "the plans must be on record"
+            assert row["startup"]["readyz_median_seconds"] > 0
+    servers = results["create"]["servers"]
+    assert servers["this, sqlite, empty"]["median_ms"] > 0
+    if "old" not in results["skipped"]:  # a checkout without git history has no old version
+        assert any(name.startswith("before") for name in servers)
+    assert not worktree.exists(), "the old version's worktree must be removed"
+    assert results["goals"]
+    assert "Goals" in capsys.readouterr().out

@@ -1,13 +1,35 @@
-"""How long a request that starts work waits for it: the body's ``wait``, else RFC 7240's
-``Prefer`` header, else ``GMM_SYNC_WAIT_SECONDS``."""
+"""How a request that starts work wants it started: how long it waits (the body's
+``wait``, else RFC 7240's ``Prefer`` header, else ``GMM_SYNC_WAIT_SECONDS``), and the
+``Idempotency-Key`` that makes a retry answer the first request's work."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
-from fastapi import Header
+import orjson
+from fastapi import Header, Request
+from pydantic import BaseModel
 
-from service.domain.jobs.service import Waiting
+from service.domain.jobs.service import Idempotency, Waiting
+
+#: Printable ASCII, as the IETF draft's examples and common clients (Stripe's) send.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description=(
+            "Makes a retry safe: a request with the same key and the same body, within "
+            "GMM_IDEMPOTENCY_SECONDS, answers the first request's job or result instead of "
+            "starting the work again; the same key with another body is a 422. Keys are "
+            "per API key and per route. 1-255 printable ASCII characters (a UUID, say)."
+        ),
+        examples=["9f1c0a52-7c1e-4c52-8f2e-0b1d8a3e6f10"],
+    ),
+]
 
 #: The longest ``Prefer: wait=N`` honoured (the bound of ``GMM_SYNC_WAIT_SECONDS``).
 MAX_PREFER_WAIT = 3600.0
@@ -45,3 +67,22 @@ def waiting_of(wait: bool | None, prefer: str | None, default_seconds: float) ->
             except ValueError:
                 continue
     return Waiting.within(seconds)
+
+
+def idempotency_of(request: Request, body: BaseModel, key: str | None) -> Idempotency | None:
+    """The request's idempotency, scoped to its route and caller (a digest of the API
+    key it presented, so that two clients' keys never meet), fingerprinted by the
+    sha256 of its body as validated (whitespace and key order do not matter)."""
+    if key is None:
+        return None
+    presented = "\n".join(request.headers.get(name, "") for name in ("x-api-key", "authorization"))
+    caller = hashlib.sha256(presented.encode()).hexdigest()[:16]
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    dumped = orjson.dumps(
+        body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
+    )
+    return Idempotency(
+        scope=f"{route} {caller}",
+        key=key,
+        fingerprint=hashlib.sha256(dumped).hexdigest(),
+    )

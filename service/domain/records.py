@@ -83,6 +83,12 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def expires_after(seconds: float) -> str:
+    """The ``expires_at`` of a record kept ``seconds`` from now, stamped as ``now``."""
+    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def versions() -> dict[str, str]:
     """What a stored thing was made with, so a reader can tell why numbers differ."""
     return {

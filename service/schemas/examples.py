@@ -73,6 +73,7 @@ SEED_MODEL: dict[str, Any] = {
         [[2.0746, -0.1189], [-0.1189, 1.7128]],
     ],
     "created_at": "2026-11-29T08:10:45.139Z",
+    "expires_at": None,
     "dataset_id": "859944d816869058dd1f7cf173b7e0c66cfd31d1382c6e23bc317e742994cbfd",
     "fit_seconds": 0.2037,
     "id": "01a2265b4413fa62e44ad9b4a6f8",

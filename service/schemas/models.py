@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, Strict, WithJsonSchema
 
 from service.ids import MODEL_ID_PATTERN
 from service.schemas.common import (
@@ -103,9 +103,21 @@ EffectiveWeightThreshold = Annotated[
 ]
 
 
+#: Ten years: a time to live is for models that should go, not a way to keep one.
+MAX_TTL_SECONDS = 10 * 365 * 86400
+TtlSeconds = Annotated[int, Strict(), Field(ge=1, le=MAX_TTL_SECONDS)]
+
+
 class _FitRequestBase(StrictModel):
     data: DataSpec
     name: Name | None = Field(None, description="A free label for people; not unique.")
+    ttl_seconds: TtlSeconds | None = Field(
+        None,
+        description=(
+            "Delete the model this many seconds after it is stored (its `expires_at`), "
+            "as if `DELETE` had been called. Unset: kept until deleted."
+        ),
+    )
     tags: Tags = Field(
         default_factory=dict,
         description=f"Labels to find the model by (`GET /v1/models?tag=key:value`). "
@@ -258,6 +270,10 @@ class _ModelBase(BaseModel):
         description="Labels set at creation or by `PATCH /v1/models/{id}`; `{}` when none.",
     )
     created_at: str = Field(description="ISO 8601, UTC.")
+    expires_at: str | None = Field(
+        None,
+        description="When the service deletes the model (`ttl_seconds`); null: never.",
+    )
     n_samples: int | None = Field(
         description="Training points; null for an imported model whose source did not say."
     )
@@ -416,6 +432,13 @@ class ModelPatch(StrictModel):
             "not named stay. `null` for the whole field removes every tag. "
             + _TAGS_DESCRIPTION
             + " The limit applies to the tags after the merge."
+        ),
+    )
+    ttl_seconds: TtlSeconds | None = Field(
+        None,
+        description=(
+            "The model is deleted this many seconds from now (`expires_at`); null keeps "
+            "it until deleted; absent leaves `expires_at` as it is."
         ),
     )
 

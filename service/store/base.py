@@ -170,6 +170,10 @@ class ModelStore(Protocol):
         """Raise ``StoreUnavailable`` unless a write round-trip succeeds."""
         ...
 
+    def sweep_expired_models(self) -> int:
+        """Delete the models past their ``expires_at``; how many."""
+        ...
+
 
 class DatasetStore(Protocol):
     """Datasets: content-addressed float64 arrays."""
@@ -217,6 +221,21 @@ class JobStore(Protocol):
 
     def sweep_expired_jobs(self) -> int:
         """Remove the records of finished jobs past their ``expires_at``; how many."""
+        ...
+
+    def claim_key(
+        self,
+        scope: str,
+        key: str,
+        *,
+        request_sha256: str,
+        resource: str,
+        resource_id: str,
+        ttl_seconds: float,
+    ) -> dict[str, Any]:
+        """Record an idempotency key for ``resource_id`` unless a live row holds it
+        (one row per scope and key, however many replicas race): the row that holds
+        it, this one or the first request's."""
         ...
 
     def get_job(self, job_id: str) -> dict[str, Any]: ...

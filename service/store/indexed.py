@@ -266,6 +266,42 @@ class IndexedStore:
         if not self.db.delete_job(check_job_id(job_id)):
             raise NotFound(f"No job with id {job_id!r}.")
 
+    def sweep_expired_models(self) -> int:
+        """Delete the models past their ``expires_at``, as ``delete`` does: rows first."""
+        removed = 0
+        while True:
+            ids = self.db.take_expired_models(dt.datetime.now(dt.UTC))
+            for model_id in ids:
+                try:
+                    self.artifacts.delete_model(model_id)
+                except StoreUnavailable:
+                    log.warning("model %s expired; its artifact is left to the sweeper", model_id)
+            removed += len(ids)
+            if len(ids) < 1000:
+                return removed
+
+    def claim_key(
+        self,
+        scope: str,
+        key: str,
+        *,
+        request_sha256: str,
+        resource: str,
+        resource_id: str,
+        ttl_seconds: float,
+    ) -> dict[str, Any]:
+        return self.db.claim_key(
+            scope,
+            key,
+            request_sha256=request_sha256,
+            resource=resource,
+            resource_id=resource_id,
+            ttl_seconds=ttl_seconds,
+        )
+
+    def sweep_expired_keys(self) -> int:
+        return self.db.forget_expired_keys()
+
     def sweep_expired_jobs(self) -> int:
         """Remove the records of jobs past their ``expires_at``, a chunk at a time."""
         removed = 0

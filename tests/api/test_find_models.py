@@ -8,6 +8,7 @@ merge semantics, the documented limits and the content types a merge patch may u
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
@@ -473,3 +474,39 @@ def test_creation_time_filters_bound_the_listing(client: TestClient) -> None:
 def test_creation_times_need_a_date_a_time_and_a_zone(client: TestClient, value: str) -> None:
     r = client.get("/v1/models", params={"created_after": value})
     _problem(r, 422, ["query", "created_after"])
+
+
+def test_a_model_with_a_ttl_is_deleted_when_it_expires(tmp_path: Path) -> None:
+    settings = Settings(store_dir=tmp_path / "store", secret_key="k", sweep_interval_seconds=0.1)
+    body = {
+        "algorithm": "kmeans",
+        "params": {"n_clusters": 2, "n_init": 1},
+        "data": {"points": POINTS},
+        "ttl_seconds": 1,
+    }
+    with TestClient(create_app(settings)) as client:
+        doomed = client.post("/v1/models", json=body).json()
+        kept = client.post("/v1/models", json={**body, "ttl_seconds": None}).json()
+        assert doomed["expires_at"] > doomed["created_at"] and kept["expires_at"] is None
+        # A patch may set a ttl, or clear one: this model was to go, and now stays.
+        saved = client.post("/v1/models", json=body).json()
+        r = _patch(client, saved["id"], {"ttl_seconds": None})
+        assert r.status_code == 200 and r.json()["expires_at"] is None
+        r = _patch(client, kept["id"], {"ttl_seconds": 3600})
+        assert r.json()["expires_at"] > kept["created_at"]
+        deadline = time.monotonic() + 20
+        while client.get(f"/v1/models/{doomed['id']}").status_code != 404:
+            assert time.monotonic() < deadline, "the expired model was never deleted"
+            time.sleep(0.05)
+        listed = {m["id"] for m in client.get("/v1/models").json()["items"]}
+        assert listed == {kept["id"], saved["id"]}
+        assert not (tmp_path / "store" / "models" / doomed["id"]).exists()
+
+
+@pytest.mark.parametrize("ttl", [0, -1, "60", 1.5, 10 * 365 * 86400 + 1])
+def test_a_ttl_is_a_positive_integer_of_seconds(client: TestClient, ttl: Any) -> None:
+    body = {"algorithm": "kmeans", "params": {"n_clusters": 2}, "data": {"points": POINTS}}
+    r = client.post("/v1/models", json={**body, "ttl_seconds": ttl})
+    assert r.status_code == 422 and any(
+        e["loc"][-1] == "ttl_seconds" for e in r.json()["errors"]
+    ), r.text

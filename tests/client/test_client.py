@@ -535,3 +535,10 @@ def test_list_models_by_creation_time(gmm: Any) -> None:
 
 
 _POINTS_FOR_TIME = [[0.0, 0.0], [0.0, 1.0], [10.0, 10.0], [10.0, 11.0]]
+
+
+def test_a_model_fitted_with_a_ttl_says_when_it_goes(gmm: Any) -> None:
+    made = gmm.create_model("kmeans", _POINTS_FOR_TIME, {"n_clusters": 2}, ttl_seconds=3600)
+    assert made["expires_at"] > made["created_at"]
+    assert gmm.update_model(made["id"], ttl_seconds=None)["expires_at"] is None
+    gmm.delete_model(made["id"])

@@ -759,3 +759,23 @@ def test_idempotency_keys_hold_one_request_per_key(store: IndexedStore) -> None:
     assert len({row["resource_id"] for row in rows}) == 1
     assert claim("k2", "b", "other")["resource_id"] == "other"
     assert claim("k1", "c", "late")["request_sha256"] == "a" * 64
+
+
+def test_expired_models_are_swept_once_whichever_stores_sweep(backend: Backend) -> None:
+    stores = [backend.new_store() for _ in range(3)]
+
+    def put(expires_at: str | None) -> str:
+        model_id = new_model_id()
+        resource = {"name": "m", "algorithm": "kmeans", "expires_at": expires_at}
+        stores[0].put(model_id, _kmeans(), {"resource": resource})
+        return model_id
+
+    expired = [put("2000-01-01T00:00:00.000Z") for _ in range(12)]
+    alive = [put("2999-01-01T00:00:00.000Z"), put(None)]
+    with ThreadPoolExecutor(3) as pool:
+        removed = list(pool.map(lambda s: s.sweep_expired_models(), stores))
+    assert sum(removed) == 12
+    assert sorted(_ids(stores[1].list(ALL, limit=50, cursor=None)[0])) == sorted(alive)
+    assert backend.artifact_names("models") == set(alive)
+    for model_id in expired:
+        assert not stores[2].exists(model_id)

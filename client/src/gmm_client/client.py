@@ -390,11 +390,13 @@ class _Base:
         tags: Mapping[str, str] | None = None,
         include: list[str] | None = None,
         align_to: str | None = None,
+        ttl_seconds: int | None = None,
         wait: bool = True,
         progress: bool | Callable[[JSON], None] = False,
         extra: Mapping[str, Any] | None = None,
     ) -> _Step[JSON]:
-        """Fit ``algorithm`` on ``data`` and return the stored model resource.
+        """Fit ``algorithm`` on ``data`` and return the stored model resource (deleted
+        by the service ``ttl_seconds`` after it is stored, when given).
 
         ``data`` is an array (uploaded as ``.npy`` when large), a ``Dataset``, or a
         data object (``{"generator": ...}``). A fit the service runs as a job (asked
@@ -415,6 +417,8 @@ class _Base:
             body["tags"] = dict(tags)
         if align_to is not None:
             body["align_to"] = align_to
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
         body.update(extra or {})
         return (yield from self._submit("create_model", body, wait, progress))
 
@@ -457,15 +461,19 @@ class _Base:
         *,
         name: str | _Unset | None = UNSET,
         tags: Mapping[str, str | None] | _Unset | None = UNSET,
+        ttl_seconds: int | _Unset | None = UNSET,
     ) -> _Step[JSON]:
         """Rename a model or change its tags (a JSON merge patch): ``name=None``
         removes the name; in ``tags`` a string sets a tag and None removes it; tags not
-        named are kept (``tags=None`` removes them all)."""
+        named are kept (``tags=None`` removes them all). ``ttl_seconds`` has the model
+        deleted that long from now (None: kept until deleted)."""
         body: JSON = {}
         if not isinstance(name, _Unset):
             body["name"] = name
         if not isinstance(tags, _Unset):
             body["tags"] = dict(tags) if tags is not None else None
+        if not isinstance(ttl_seconds, _Unset):
+            body["ttl_seconds"] = ttl_seconds
         return (
             yield from self._json(
                 _Call(

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Request, Response
 
 from service.api.deps import AnalysisDep, SettingsDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
 from service.api.routing import FastJSONRoute
-from service.api.waiting import PreferHeader, waiting_of
+from service.api.waiting import (
+    IdempotencyKeyHeader,
+    PreferHeader,
+    idempotency_of,
+    waiting_of,
+)
 from service.schemas.comparisons import COMPARISON_EXAMPLES, ComparisonRequest, ComparisonResult
 
 router = APIRouter(prefix="/v1/comparisons", tags=["analysis"], route_class=FastJSONRoute)
@@ -27,7 +32,9 @@ def compare_algorithms(
     request: Annotated[ComparisonRequest, Body(openapi_examples=COMPARISON_EXAMPLES)],
     analysis: AnalysisDep,
     settings: SettingsDep,
+    http: Request,
     prefer: PreferHeader = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Fit each of `algorithms` on `data` (in parallel, at most `GMM_MAX_PARALLEL_FITS`
     at once) and answer, in order, its training `labels` and scores under sklearn's
@@ -51,6 +58,8 @@ def compare_algorithms(
         true_labels=request.true_labels,
         sample_size=request.silhouette.sample_size,
         random_state=request.silhouette.random_state,
-        waiting=waiting_of(request.wait, prefer, settings.sync_wait_seconds),
+        waiting=waiting_of(request.wait, prefer, settings.sync_wait_seconds).keyed(
+            idempotency_of(http, request, idempotency_key)
+        ),
     )
     return NumpyJSONResponse(body) if kind == "done" else job_accepted(body)

@@ -33,7 +33,12 @@ from service.api.offload import answer_points
 from service.api.problems import responses
 from service.api.responses import MODEL_CREATED_DOC, NumpyJSONResponse, model_created
 from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
-from service.api.waiting import PreferHeader, waiting_of
+from service.api.waiting import (
+    IdempotencyKeyHeader,
+    PreferHeader,
+    idempotency_of,
+    waiting_of,
+)
 from service.domain.inference.service import Inference
 from service.errors import Busy, ServiceError
 from service.ids import MODEL_ID_PATTERN
@@ -76,7 +81,9 @@ def create_model(
     training: TrainingDep,
     metrics: MetricsDep,
     settings: SettingsDep,
+    http: Request,
     prefer: PreferHeader = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Fit `algorithm` with `params` on `data`, exactly as scikit-learn does in-process.
 
@@ -99,12 +106,15 @@ def create_model(
             data=request.data,
             name=request.name,
             tags=request.tags,
+            ttl_seconds=request.ttl_seconds,
             include=request.include,
             align_to=request.align_to,
             extra={
                 "effective_weight_threshold": getattr(request, "effective_weight_threshold", None)
             },
-            waiting=waiting_of(request.wait, prefer, settings.sync_wait_seconds),
+            waiting=waiting_of(request.wait, prefer, settings.sync_wait_seconds).keyed(
+                idempotency_of(http, request, idempotency_key)
+            ),
             # Only the k-means requests have the field; a mixture's is refused by its schema.
             sample_weight=getattr(request, "sample_weight", None),
             engine=request.engine,
@@ -240,13 +250,18 @@ def update_model(
 ) -> Response:
     """A JSON merge patch (RFC 7396): `name` sets the name (null removes it); `tags`
     sets the tags it names, removes those it gives null, keeps the others (`"tags":
-    null` removes them all). Fields not in the body stay as they are.
+    null` removes them all); `ttl_seconds` sets `expires_at` that far from now (null
+    clears it). Fields not in the body stay as they are.
 
     Only the model's metadata changes (signed again, written atomically); the fitted
     model is untouched. Concurrent patches never lose one another's change; a patch
     racing a delete answers 404 or 200, and the model stays deleted."""
     resource = catalogue.update(
-        model_id, name=patch.name, tags=patch.tags, fields=patch.model_fields_set
+        model_id,
+        name=patch.name,
+        tags=patch.tags,
+        ttl_seconds=patch.ttl_seconds,
+        fields=patch.model_fields_set,
     )
     return NumpyJSONResponse(resource)
 

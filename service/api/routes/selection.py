@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from service.api.deps import AnalysisDep, SettingsDep
 from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
 from service.api.routing import FastJSONRoute
-from service.api.waiting import PreferHeader, waiting_of
+from service.api.waiting import (
+    IdempotencyKeyHeader,
+    PreferHeader,
+    idempotency_of,
+    waiting_of,
+)
 from service.domain.analysis import plotting, selection
 from service.domain.jobs.service import Waiting
 from service.errors import InvalidInput
@@ -36,7 +41,9 @@ def select_model(
     request: Annotated[SelectionRequest, Body(openapi_examples=SELECTION_EXAMPLES)],
     analysis: AnalysisDep,
     settings: SettingsDep,
+    http: Request,
     prefer: PreferHeader = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Fit `GaussianMixture(**params, n_components=k, covariance_type=c)` on `data` for
     every cell of `grid`, in parallel (at most `GMM_MAX_PARALLEL_FITS` at once), and
@@ -60,7 +67,9 @@ def select_model(
         params=request.params.model_dump(),
         store_best=request.store_best,
         name=request.name,
-        waiting=waiting_of(request.wait, prefer, settings.sync_wait_seconds),
+        waiting=waiting_of(request.wait, prefer, settings.sync_wait_seconds).keyed(
+            idempotency_of(http, request, idempotency_key)
+        ),
     )
     return NumpyJSONResponse(body) if kind == "done" else job_accepted(body)
 

@@ -14,7 +14,15 @@ from typing import Any, cast
 
 from service.domain.catalogue.loaded import LoadedModel, LoadedModels
 from service.domain.limits import Limits
-from service.domain.records import Bundle, ModelMetadata, ModelResource, Page, jsonable, now
+from service.domain.records import (
+    Bundle,
+    ModelMetadata,
+    ModelResource,
+    Page,
+    expires_after,
+    jsonable,
+    now,
+)
 from service.domain.records import versions as library_versions
 from service.errors import InvalidInput, NotFound
 from service.ids import check_id, new_model_id
@@ -152,6 +160,7 @@ class Catalogue:
         imported_from: dict[str, Any] | None = None,
         dataset_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        ttl_seconds: int | None = None,
     ) -> ModelResource:
         """Give a model its id and creation time, store it, and answer its resource.
 
@@ -160,8 +169,10 @@ class Catalogue:
         its training ``dataset_id``, ``labels`` and sorted ``train_log_likelihood``
         (None each for an import). ``dataset_id`` names the stored dataset of the
         training points: the store gives the model its own reference to them
-        (``NotFound`` when the dataset is gone). ``name`` and ``tags`` are the only
-        fields that change afterwards (``update``).
+        (``NotFound`` when the dataset is gone). With ``ttl_seconds`` the resource
+        carries ``expires_at`` and the housekeeping deletes the model then. ``name``,
+        ``tags`` and ``expires_at`` are the only fields that change afterwards
+        (``update``).
         """
         resource: dict[str, Any] = {
             "id": new_model_id(),
@@ -170,6 +181,7 @@ class Catalogue:
             "algorithm": algorithm,
             "params": params,
             "created_at": now(),
+            "expires_at": None if ttl_seconds is None else expires_after(ttl_seconds),
             "n_samples": n_samples,
             "n_features": n_features,
             "fit_seconds": fit_seconds,
@@ -191,6 +203,7 @@ class Catalogue:
         *,
         name: str | None = None,
         tags: Mapping[str, str | None] | None = None,
+        ttl_seconds: int | None = None,
         fields: set[str],
     ) -> ModelResource:
         """Rename a model and/or merge-patch its tags (RFC 7396); answers the resource.
@@ -219,6 +232,8 @@ class Catalogue:
                         "too_many_tags",
                     )
                 updated["tags"] = merged
+            if "ttl_seconds" in fields:
+                updated["expires_at"] = None if ttl_seconds is None else expires_after(ttl_seconds)
             if updated == resource:
                 return None  # nothing to write: the file and its signature stay
             return {**meta, "resource": updated}

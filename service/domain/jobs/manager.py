@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from service.domain.records import now
+from service.domain.records import expires_after, now
 from service.domain.training.progress import FitCancelled, FitProgress
 from service.errors import NotFound, ServiceError
 from service.store.base import JobStore
@@ -111,12 +111,6 @@ def job_alive(job: dict[str, Any], mine: str, stale_seconds: float) -> bool:
     if owner_host(owner) == HOST:
         return owner_alive(owner, mine)
     return _age_seconds(job.get("heartbeat_at") or job.get("created_at")) < stale_seconds
-
-
-def expires_after(seconds: float) -> str:
-    """The ``expires_at`` of a record kept ``seconds`` from now, as records write times."""
-    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _orphaned(job: dict[str, Any], retention_seconds: float) -> dict[str, Any]:

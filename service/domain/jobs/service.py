@@ -12,6 +12,12 @@ Every request that starts work (a fit, a model selection, a comparison) goes thr
   ends in time the answer is the full result, as ``now`` gives it; if not, 202 and the
   job, which goes on running whether or not the client stays.
 
+With an ``Idempotency`` (the ``Idempotency-Key`` header), the key is claimed in the
+catalogue, with the job's id, before the work starts: a retry with the same key and
+request answers that job (the route turns a finished one into its result) instead
+of starting another, and the same key with another request is a 422. Such work always
+runs as a job (``now`` waits for it without bound), so that a retry finds it.
+
 ``now`` and ``within`` hold one of the fit slots (``GMM_MAX_CONCURRENT_FITS``) for
 the whole work, from before it starts until it ends: a request that finds none free
 waits in their bounded queue, and is answered 429 when that is full.
@@ -20,6 +26,7 @@ waits in their bounded queue, and is answered 429 when that is full.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +37,7 @@ from pydantic import ValidationError
 from service.domain.jobs.manager import JobContext, JobManager, public
 from service.domain.records import Page, jsonable
 from service.domain.runtime.executor import FitSlots
-from service.errors import ArtifactIntegrityError
+from service.errors import ArtifactIntegrityError, InvalidInput, NotFound, from_problem
 from service.ids import check_job_id, new_job_id
 from service.schemas.jobs import Job
 from service.store.base import JobStore
@@ -51,11 +58,26 @@ def _checked(job: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Idempotency:
+    """A request's ``Idempotency-Key``: ``scope`` says whose and on which route,
+    ``fingerprint`` is the sha256 of the request's canonical JSON."""
+
+    scope: str
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
 class Waiting:
-    """How long a request waits for the work it starts (see the module's docstring)."""
+    """How long a request waits for the work it starts (see the module's docstring),
+    and the idempotency key it was sent with."""
 
     mode: Literal["now", "later", "within"]
-    seconds: float = 0.0
+    seconds: float | None = 0.0
+    idempotency: Idempotency | None = None
+
+    def keyed(self, idempotency: Idempotency | None) -> Waiting:
+        return dataclasses.replace(self, idempotency=idempotency)
 
     @classmethod
     def now(cls) -> Waiting:
@@ -66,8 +88,9 @@ class Waiting:
         return cls("later")
 
     @classmethod
-    def within(cls, seconds: float) -> Waiting:
-        return cls("within", max(0.0, seconds))
+    def within(cls, seconds: float | None) -> Waiting:
+        """Wait up to ``seconds`` for the job; None waits without bound."""
+        return cls("within", None if seconds is None else max(0.0, seconds))
 
 
 #: ``("done", answer)``: the work ended in time; ``("job", job)``: it goes on as a job.
@@ -90,9 +113,12 @@ class Jobs:
         persist_interval: float = 0.5,
         stale_seconds: float = 60.0,
         retention_seconds: float = 7 * 86400.0,
+        idempotency_seconds: float = 86400.0,
     ) -> None:
         self._store = store
         self._slots = slots
+        #: How long an ``Idempotency-Key`` is remembered.
+        self.idempotency_seconds = idempotency_seconds
         self._manager = JobManager(
             store,
             workers=workers,
@@ -120,11 +146,20 @@ class Jobs:
         request: dict[str, Any] | None = None,
     ) -> Started:
         """Run ``work`` as ``waiting`` says; see the module's docstring."""
+        job_id = new_job_id()
+        if waiting.idempotency is not None:
+            earlier = self._claim(waiting.idempotency, job_id)
+            if earlier is not None:
+                return self._replay(earlier)
+            if waiting.mode == "now":
+                waiting = Waiting.within(None)
         if waiting.mode == "now":
             with self.fitting():
                 return "done", work(None)["answer"]
         if waiting.mode == "later":
-            return "job", self._submit(kind, work, total=total, unit=unit, request=request)
+            return "job", self._submit(
+                kind, work, total=total, unit=unit, request=request, job_id=job_id
+            )
         self._slots.acquire()
         job = self._submit(
             kind,
@@ -134,6 +169,7 @@ class Jobs:
             request=request,
             immediate=True,
             on_done=self._slots.release,
+            job_id=job_id,
         )
         done, answer = self._manager.wait(job["id"], waiting.seconds)
         if done:
@@ -150,6 +186,7 @@ class Jobs:
         request: dict[str, Any] | None,
         immediate: bool = False,
         on_done: Callable[[], None] | None = None,
+        job_id: str,
     ) -> dict[str, Any]:
         def run(ctx: JobContext) -> dict[str, Any]:
             outcome = work(ctx)
@@ -163,13 +200,53 @@ class Jobs:
             run,
             total=total,
             unit=unit,
-            job_id=new_job_id(),
+            job_id=job_id,
             request=request,
             immediate=immediate,
             waited=immediate,
             on_done=on_done,
         )
         return public(job)
+
+    @staticmethod
+    def _replay(job: dict[str, Any]) -> Started:
+        """The answer to a retry of the request that started ``job``: its result once
+        it ended (a fit's is the caller's to compute from the stored model), else the
+        job, as the first request was answered."""
+        if job["status"] == "failed" and job.get("error"):
+            raise from_problem(job["error"])
+        if job["status"] == "succeeded" and job["kind"] != "fit":
+            return "done", job["result"]
+        return "job", job
+
+    def _claim(self, idempotency: Idempotency, job_id: str) -> dict[str, Any] | None:
+        """Claim the key for ``job_id``; None when it is ours, else the job of the
+        request that claimed it first (``InvalidInput`` when that request differs)."""
+        row = self._store.claim_key(
+            idempotency.scope,
+            idempotency.key,
+            request_sha256=idempotency.fingerprint,
+            resource="job",
+            resource_id=job_id,
+            ttl_seconds=self.idempotency_seconds,
+        )
+        if row["resource_id"] == job_id:
+            return None
+        if row["request_sha256"] != idempotency.fingerprint:
+            raise InvalidInput.at(
+                ["header", "Idempotency-Key"],
+                "This Idempotency-Key was used with another request body; a retry must "
+                "send the same body, or another key for another request.",
+                "idempotency_key_reused",
+            )
+        try:
+            return self.get(row["resource_id"])
+        except NotFound:
+            raise InvalidInput.at(
+                ["header", "Idempotency-Key"],
+                "The job this Idempotency-Key started has been deleted; send a new key.",
+                "idempotency_key_spent",
+            ) from None
 
     def get(self, job_id: str) -> dict[str, Any]:
         return _checked(public(self._manager.get(check_job_id(job_id))))

@@ -1,24 +1,25 @@
 """Chores that keep the store tidy, run on one daemon thread per worker process.
 
-A chore is a callable answering how many things it removed; one that fails is
-logged and tried again at the next round, never the end of the thread. Rounds start
-at once (a store left untidy by a crash is tidied without waiting a whole interval)
-and then every ``interval`` seconds; ``close`` stops the thread between chores.
+A chore is a callable answering how many things it removed, run every so many
+seconds of its own; one that fails is logged and tried again at its next turn, never
+the end of the thread. Each runs at once first (a store left untidy by a crash is
+tidied without waiting a whole interval); ``close`` stops the thread between chores.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 log = logging.getLogger("service.housekeeping")
 
 
 class Housekeeping:
-    def __init__(self, interval: float, chores: Sequence[tuple[str, Callable[[], int]]]) -> None:
-        self.interval = interval
+    def __init__(self, chores: Sequence[tuple[str, Callable[[], int], float]]) -> None:
         self.chores = list(chores)
+        self._due = {name: 0.0 for name, _, _ in self.chores}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gmm-housekeeping", daemon=True)
 
@@ -26,27 +27,31 @@ class Housekeeping:
         self._thread.start()
 
     def run_once(self) -> dict[str, int]:
-        """One round of every chore: what each removed (-1 where it failed)."""
-        done: dict[str, int] = {}
-        for name, chore in self.chores:
-            if self._stop.is_set():
-                break
-            try:
-                done[name] = chore()
-            except Exception:
-                log.warning(
-                    "housekeeping chore %s failed; it runs again next round", name, exc_info=True
-                )
-                done[name] = -1
-            else:
-                if done[name]:
-                    log.info("housekeeping: %s removed %d", name, done[name])
-        return done
+        """Every chore once, now: what each removed (-1 where it failed)."""
+        return {name: self._run_chore(name, chore) for name, chore, _ in self.chores}
+
+    def _run_chore(self, name: str, chore: Callable[[], int]) -> int:
+        try:
+            removed = chore()
+        except Exception:
+            log.warning(
+                "housekeeping chore %s failed; it runs again next turn", name, exc_info=True
+            )
+            return -1
+        if removed:
+            log.info("housekeeping: %s removed %d", name, removed)
+        return removed
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.run_once()
-            self._stop.wait(self.interval)
+            now = time.monotonic()
+            due = [c for c in self.chores if self._due[c[0]] <= now]
+            for name, chore, every in due:
+                if self._stop.is_set():
+                    return
+                self._run_chore(name, chore)
+                self._due[name] = time.monotonic() + every
+            self._stop.wait(max(0.05, min(self._due.values()) - time.monotonic()))
 
     def close(self) -> None:
         self._stop.set()

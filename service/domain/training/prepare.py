@@ -30,6 +30,8 @@ class PreparedFit:
     dataset: Dataset
     name: str | None
     tags: dict[str, str]
+    #: Seconds the stored model lives (its ``expires_at``); None: until deleted.
+    ttl_seconds: int | None
     #: The per-point arrays to answer (``include``, or the algorithm's default).
     wanted: set[str]
     #: Of ``wanted``, those left out for their size (see ``omitted_by_default``).
@@ -84,6 +86,7 @@ def prepare_fit(
     data: DataSpec,
     name: str | None,
     tags: dict[str, str],
+    ttl_seconds: int | None = None,
     include: list[str] | None,
     align_to: str | None,
     extra: dict[str, Any] | None,
@@ -127,6 +130,7 @@ def prepare_fit(
         dataset=dataset,
         name=name,
         tags=tags,
+        ttl_seconds=ttl_seconds,
         wanted=wanted,
         omitted=omitted,
         alignment=(align_to, reference) if align_to and reference is not None else None,

@@ -102,6 +102,7 @@ class Training:
         align_to: str | None = None,
         extra: dict[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
+        ttl_seconds: int | None = None,
         sample_weight: list[float] | None = None,
         engine: Literal["local", "dask"] = "local",
     ) -> Started:
@@ -122,6 +123,7 @@ class Training:
             data=data,
             name=name,
             tags=dict(tags or {}),
+            ttl_seconds=ttl_seconds,
             include=include,
             align_to=align_to,
             extra=extra,
@@ -156,9 +158,12 @@ class Training:
             **({"weighted": True} if prepared.sample_weight is not None else {}),
             **({"engine": "dask"} if prepared.rows is not None else {}),
         }
-        return self._jobs.start(
+        kind, body = self._jobs.start(
             "fit", work, waiting=waiting, total=total, unit=unit, request=request
         )
+        if kind == "job" and body["status"] == "succeeded":  # a retry (Idempotency-Key)
+            return "done", self.job_result(body["id"])
+        return kind, body
 
     def _run_fit(self, prepared: PreparedFit, progress: FitProgress | None) -> estimators.Fitted:
         if prepared.rows is None:
@@ -188,6 +193,7 @@ class Training:
             fitted=fitted,
             name=prepared.name,
             tags=prepared.tags,
+            ttl_seconds=prepared.ttl_seconds,
             include=include,
             alignment=prepared.alignment,
             generator=prepared.data.generator,
@@ -265,6 +271,7 @@ class Training:
         fitted: estimators.Fitted,
         name: str | None = None,
         tags: Mapping[str, str] | None = None,
+        ttl_seconds: int | None = None,
         include: set[str] | None = None,
         alignment: tuple[str, np.ndarray] | None = None,
         generator: GeneratorSpec | None = None,
@@ -298,6 +305,7 @@ class Training:
                     params=params,
                     name=name,
                     tags=tags,
+                    ttl_seconds=ttl_seconds,
                     n_samples=int(n_samples),
                     n_features=int(n_features),
                     fit_seconds=fitted.fit_seconds,

@@ -205,6 +205,22 @@ class CatalogueDB:
         with self._write("delete the model") as conn:
             return bool(conn.execute(models.delete().where(models.c.id == model_id)).rowcount)
 
+    def take_expired_models(self, now: dt.datetime, *, limit: int = _CHUNK) -> list[str]:
+        """Remove the rows of up to ``limit`` models past their ``expires_at`` and answer
+        their ids (their artifacts are the caller's to remove, after the commit). Replicas
+        sweeping at once take different rows (``SKIP LOCKED`` on PostgreSQL)."""
+        expired = (
+            sa.select(models.c.id)
+            .where(models.c.expires_at <= now)
+            .order_by(models.c.expires_at)
+            .limit(limit)
+        )
+        with self._write("remove expired models") as conn:
+            ids = list(conn.execute(self._for_update(expired, skip_locked=True)).scalars())
+            if ids:
+                conn.execute(models.delete().where(models.c.id.in_(ids)))
+            return ids
+
     def _model_where(self, query: ModelQuery) -> list[sa.ColumnElement[bool]]:
         where: list[sa.ColumnElement[bool]] = []
         if query.name is not None:
