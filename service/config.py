@@ -137,6 +137,16 @@ class Settings(BaseSettings):
     max_components: int = Field(
         256, ge=1, description="Largest n_components / n_clusters accepted."
     )
+    max_model_parameters: int = Field(
+        1_000_000,
+        ge=1,
+        description=(
+            "Most numbers a fitted model may hold in its weights, means and covariances "
+            "(a full mixture: n_components x n_features^2 for the covariances alone), "
+            "checked before fitting: each is stored, loaded into memory and answered by "
+            "GET, so this bounds a model's size, not only its fit."
+        ),
+    )
     max_iter: int = Field(10_000, ge=1, description="Largest max_iter accepted.")
     max_n_init: int = Field(100, ge=1, description="Largest n_init accepted.")
     max_grid_cells: int = Field(

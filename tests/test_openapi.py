@@ -468,7 +468,7 @@ def test_response_examples_are_what_the_seed_model_answers(client: TestClient) -
     points = {"points": examples.SEED_POINTS}
     answers = {
         "model": (examples.SEED_MODEL, client.get(model)),
-        "list": (examples.SEED_MODEL, client.get("/v1/models")),
+        "list": (examples.SEED_SUMMARY, client.get("/v1/models")),
         "predict": (examples.SEED_PREDICTION, client.post(f"{model}/predict", json=points)),
         "score": (examples.SEED_SCORE, client.post(f"{model}/score", json=points)),
         "sample": (

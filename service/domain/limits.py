@@ -24,6 +24,8 @@ class Limits:
     """Most numbers (rows x features) in one request's data."""
     max_components: int
     """Largest ``n_components`` / ``n_clusters``."""
+    max_model_parameters: int
+    """Most numbers in a fitted model's weights, means and covariances."""
     max_iter: int
     """Largest ``max_iter``."""
     max_n_init: int

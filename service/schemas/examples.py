@@ -109,6 +109,10 @@ SEED_MODEL: dict[str, Any] = {
     "warnings": [],
     "weights": [0.2494, 0.2549, 0.2506, 0.2451],
 }
+#: The seed model as ``GET /v1/models`` lists it (``models.LIST_OMITS`` left out).
+SEED_SUMMARY: dict[str, Any] = {
+    k: v for k, v in SEED_MODEL.items() if k not in ("covariances", "precisions", "lower_bounds")
+}
 
 #: ``POST /v1/models`` with the seed example: the resource plus per-point arrays.
 SEED_FITTED: dict[str, Any] = {

@@ -26,6 +26,7 @@ from service.schemas.examples import (
     SEED_SAMPLE,
     SEED_SAMPLE_REQUEST,
     SEED_SCORE,
+    SEED_SUMMARY,
 )
 from service.schemas.params import (
     BayesianGaussianMixtureItem,
@@ -296,13 +297,21 @@ class _ModelBase(BaseModel):
     )
 
 
-class _MixtureModel(_ModelBase):
+#: What a listing leaves out of each model: its arrays of n_components x n_features^2
+#: numbers and its convergence trace. ``GET /v1/models/{id}`` answers them.
+LIST_OMITS = ("covariances", "precisions", "lower_bounds")
+
+
+class _MixtureSummary(_ModelBase):
     covariance_type: CovarianceType
     weights: list[float] = Field(description="(n_components,)")
-    covariances: Covariances = Field(description="Shape as sklearn's covariance_type gives.")
-    precisions: Covariances = Field(description="Inverse covariances, same shape.")
     converged: bool
     lower_bound: float | None = Field(description="null when not finite (max_iter=0).")
+
+
+class _MixtureArrays(BaseModel):
+    covariances: Covariances = Field(description="Shape as sklearn's covariance_type gives.")
+    precisions: Covariances = Field(description="Inverse covariances, same shape.")
     lower_bounds: list[float | None] = Field(
         default_factory=list,
         description=(
@@ -313,16 +322,18 @@ class _MixtureModel(_ModelBase):
     )
 
 
-class GaussianMixtureModel(_MixtureModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [SEED_MODEL]})
-
+class GaussianMixtureSummary(_MixtureSummary):
     algorithm: Literal["gaussian_mixture"]
     params: GaussianMixtureParams
     bic: float | None
     aic: float | None
 
 
-class BayesianGaussianMixtureModel(_MixtureModel):
+class GaussianMixtureModel(GaussianMixtureSummary, _MixtureArrays):
+    model_config = ConfigDict(json_schema_extra={"examples": [SEED_MODEL]})
+
+
+class BayesianGaussianMixtureSummary(_MixtureSummary):
     algorithm: Literal["bayesian_gaussian_mixture"]
     params: BayesianGaussianMixtureParams
     weight_concentration: list[float] | list[list[float]] = Field(
@@ -334,6 +345,10 @@ class BayesianGaussianMixtureModel(_MixtureModel):
     )
     effective_n_components: int
     effective_weight_threshold: float
+
+
+class BayesianGaussianMixtureModel(BayesianGaussianMixtureSummary, _MixtureArrays):
+    pass
 
 
 _WEIGHTED_DESCRIPTION = (
@@ -359,6 +374,11 @@ class MiniBatchKMeansModel(_ModelBase):
 
 ModelResource = Annotated[
     GaussianMixtureModel | BayesianGaussianMixtureModel | KMeansModel | MiniBatchKMeansModel,
+    Field(discriminator="algorithm"),
+]
+#: A model as ``GET /v1/models`` lists it: the resource without ``LIST_OMITS``.
+ModelSummary = Annotated[
+    GaussianMixtureSummary | BayesianGaussianMixtureSummary | KMeansModel | MiniBatchKMeansModel,
     Field(discriminator="algorithm"),
 ]
 
@@ -405,10 +425,15 @@ FittedModel = Annotated[
 
 class ModelList(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"items": [SEED_MODEL], "next_cursor": None, "total": 1}]}
+        json_schema_extra={"examples": [{"items": [SEED_SUMMARY], "next_cursor": None, "total": 1}]}
     )
 
-    items: list[ModelResource]
+    items: list[ModelSummary] = Field(
+        description=(
+            "Each model's resource without its covariances, precisions and lower_bounds "
+            "(`GET /v1/models/{id}` has them)."
+        )
+    )
     next_cursor: str | None = Field(
         None, description="Pass as `cursor` for the next page; null on the last page."
     )

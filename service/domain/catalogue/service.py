@@ -26,7 +26,7 @@ from service.domain.records import (
 from service.domain.records import versions as library_versions
 from service.errors import InvalidInput, NotFound
 from service.ids import check_id, new_model_id
-from service.schemas.models import MAX_TAGS
+from service.schemas.models import LIST_OMITS, MAX_TAGS
 from service.store.base import ALL_MODELS, ModelQuery, ModelStore
 
 
@@ -37,6 +37,12 @@ def _resource(meta: Mapping[str, Any]) -> ModelResource:
     if "tags" not in resource:
         resource = cast(ModelResource, {**resource, "tags": {}})
     return resource
+
+
+def _summary(resource: ModelResource) -> ModelResource:
+    """The resource as a listing shows it: without ``LIST_OMITS``, the arrays whose size
+    grows as n_components x n_features^2 (a page of such models would weigh gigabytes)."""
+    return cast(ModelResource, {k: v for k, v in resource.items() if k not in LIST_OMITS})
 
 
 def merge_patch(current: dict[str, str], patch: Mapping[str, str | None] | None) -> dict[str, str]:
@@ -138,7 +144,7 @@ class Catalogue:
         )
         items, next_cursor = self._store.list(query, limit=limit, cursor=cursor)
         return {
-            "items": [_resource(m) for m in items],
+            "items": [_summary(_resource(m)) for m in items],
             "next_cursor": next_cursor,
             "total": self._store.count(query),
         }

@@ -108,6 +108,23 @@ def _kmeans_init_message(k: int, n_features: int, got: tuple[int, ...] | None) -
     )
 
 
+def model_parameters(algorithm: str, params: dict[str, Any], n_features: int) -> int:
+    """How many numbers the fitted model's weights, means (centers) and covariances
+    hold: what storing it, loading it and answering GET cost, before it exists."""
+    algo = ALGORITHMS[algorithm]
+    k = int(params[algo.k_param])
+    if algo.family != "mixture":
+        return k * n_features
+    d = n_features
+    covariances = {
+        "full": k * d * d,
+        "tied": d * d,
+        "diag": k * d,
+        "spherical": k,
+    }[params.get("covariance_type") or "full"]
+    return k + k * d + covariances
+
+
 def check_params(
     algorithm: str, params: dict[str, Any], n_samples: int, n_features: int, limits: Limits
 ) -> None:
@@ -119,6 +136,21 @@ def check_params(
             [*PARAMS_LOC, algo.k_param],
             f"{algo.k_param}={k} exceeds the limit of {limits.max_components} "
             "(GMM_MAX_COMPONENTS).",
+        )
+    size = model_parameters(algorithm, params, n_features)
+    if size > limits.max_model_parameters:
+        raise PayloadTooLarge.at(
+            [*PARAMS_LOC, algo.k_param],
+            f"The fitted model would hold {size} numbers ({algo.k_param}={k}, "
+            f"{n_features} features"
+            + (
+                f", covariance_type={params.get('covariance_type', 'full')!r}"
+                if algo.family == "mixture"
+                else ""
+            )
+            + f"), more than the limit of {limits.max_model_parameters} "
+            "(GMM_MAX_MODEL_PARAMETERS). Use fewer components or features, or a "
+            "covariance_type with fewer numbers (diag, spherical).",
         )
     for name, limit, env in (
         ("max_iter", limits.max_iter, "GMM_MAX_ITER"),

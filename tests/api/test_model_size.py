@@ -1,0 +1,79 @@
+"""A model's size is bounded before it is fitted (GMM_MAX_MODEL_PARAMETERS), and a list
+of models never carries the arrays that grow as n_components x n_features^2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.config import Settings
+from service.main import create_app
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(store_dir=tmp_path / "store", secret_key="k", max_model_parameters=100)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def _points(n: int, d: int) -> list[list[float]]:
+    return np.random.default_rng(0).normal(size=(n, d)).tolist()
+
+
+def _fit(client: TestClient, covariance_type: str, d: int = 10) -> Any:
+    body = {
+        "algorithm": "gaussian_mixture",
+        "params": {"n_components": 2, "covariance_type": covariance_type, "random_state": 0},
+        "data": {"points": _points(20, d)},
+    }
+    return client.post("/v1/models", json=body)
+
+
+def test_a_model_too_large_is_refused_before_it_is_fitted(small: TestClient) -> None:
+    r = _fit(small, "full")  # 2 + 2*10 + 2*10*10 = 222 numbers
+    assert r.status_code == 413, r.text
+    problem = r.json()
+    assert problem["errors"][0]["loc"] == ["body", "params", "n_components"]
+    assert "GMM_MAX_MODEL_PARAMETERS" in problem["detail"] and "222" in problem["detail"]
+    assert _fit(small, "diag").status_code == 201  # 2 + 20 + 20 = 42
+    assert small.get("/v1/models").json()["total"] == 1
+
+
+def test_the_reviewers_request_is_refused_at_the_default_limit(client: TestClient) -> None:
+    """k=16, d=1000 full: 16 million numbers, a gigabyte stored. Refused without a fit."""
+    body = {
+        "algorithm": "gaussian_mixture",
+        "params": {"n_components": 16},
+        "data": {"generator": {"kind": "blobs", "n_samples": 32, "n_features": 1000}},
+    }
+    r = client.post("/v1/models", json=body)
+    assert r.status_code == 413, r.text
+    assert "GMM_MAX_MODEL_PARAMETERS" in r.json()["detail"]
+    assert client.get("/v1/models").json()["total"] == 0
+
+
+def test_model_selection_cells_are_bounded_too(small: TestClient) -> None:
+    body = {
+        "data": {"points": _points(20, 10)},
+        "grid": {"n_components": [1, 2], "covariance_type": ["diag", "full"]},
+    }
+    r = small.post("/v1/model-selection", json=body)
+    assert r.status_code == 413, r.text
+    assert "GMM_MAX_MODEL_PARAMETERS" in r.json()["detail"]
+
+
+def test_a_listing_leaves_out_the_large_arrays_and_get_has_them(client: TestClient) -> None:
+    model = _fit(client, "full").json()
+    [item] = client.get("/v1/models").json()["items"]
+    for key in ("covariances", "precisions", "lower_bounds"):
+        assert key not in item and key in model
+    assert item["means"] == model["means"] and item["weights"] == model["weights"]
+    got = client.get(f"/v1/models/{model['id']}").json()
+    assert got["covariances"] == model["covariances"]
+    assert got["lower_bounds"] == model["lower_bounds"]
