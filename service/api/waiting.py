@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Annotated
 
 import orjson
@@ -78,9 +79,11 @@ def idempotency_of(request: Request, body: BaseModel, key: str | None) -> Idempo
     presented = "\n".join(request.headers.get(name, "") for name in ("x-api-key", "authorization"))
     caller = hashlib.sha256(presented.encode()).hexdigest()[:16]
     route = getattr(request.scope.get("route"), "path", request.url.path)
-    dumped = orjson.dumps(
-        body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
-    )
+    content = body.model_dump(mode="json")
+    try:
+        dumped = orjson.dumps(content, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:  # an integer past 64 bits, which the domain refuses later with a 422
+        dumped = json.dumps(content, sort_keys=True, default=str).encode()
     return Idempotency(
         scope=f"{route} {caller}",
         key=key,

@@ -106,3 +106,15 @@ def test_a_key_is_printable_ascii(client: TestClient, bad: bytes) -> None:
     r = client.post("/v1/models", json=FIT, headers=[(b"Idempotency-Key", bad)])
     assert r.status_code == 422, r.text
     assert _models(client) == 0
+
+
+def test_a_body_with_integers_past_64_bits_is_still_refused_by_its_checks(
+    client: TestClient,
+) -> None:
+    """The fingerprint must not fail (500) where the request's own checks answer 4xx."""
+    body = {
+        "data": {"generator": {**SEED_BLOBS, "n_samples": 2**70}},
+        "algorithms": [{"algorithm": "kmeans"}],
+    }
+    r = client.post("/v1/comparisons", json=body, headers={"Idempotency-Key": "big"})
+    assert r.status_code == 413 and "GMM_MAX_POINTS" in r.text, r.text
