@@ -17,7 +17,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import BinaryIO
+import tokenize
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -57,11 +58,12 @@ def to_float64(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=np.dtype("<f8"))
 
 
-def read_npy(fp: BinaryIO, limits: Limits) -> np.ndarray:
-    """A ``.npy`` file (n_samples, n_features) of integers or floats -> float64.
+def _read_npy_header(fp: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """``(shape, fortran_order, dtype)`` as the header says them, nothing checked yet.
 
-    The header's shape is checked against ``limits`` before the data is read, and the
-    data's length against the header, so a truncated file is named as one.
+    numpy evaluates the header with ``ast.literal_eval`` (and retries a Python 2 header
+    through ``tokenize``): a hostile header text reaches the parser's every failure,
+    not only the ``ValueError`` numpy documents. They all mean the same: no header.
     """
     head = fp.read(6)
     if head != b"\x93NUMPY":
@@ -72,18 +74,41 @@ def read_npy(fp: BinaryIO, limits: Limits) -> np.ndarray:
         )
     fp.seek(fp.tell() - 6)
     try:
-        version = np.lib.format.read_magic(fp)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp, MAX_NPY_HEADER)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, MAX_NPY_HEADER)
-        else:
-            raise ValueError(
-                f"format version {version[0]}.{version[1]} is only needed for structured "
-                "dtypes; save a plain numeric array"
-            )
-    except (ValueError, EOFError, OSError, SyntaxError) as exc:
-        raise _invalid(f"the .npy header is unreadable: {exc}", kind="npy_format") from None
+        # numpy warns when it had to parse a Python 2 header; that is not the log's.
+        with capture_warnings():
+            version = np.lib.format.read_magic(fp)
+            if version == (1, 0):
+                return np.lib.format.read_array_header_1_0(fp, MAX_NPY_HEADER)
+            if version == (2, 0):
+                return np.lib.format.read_array_header_2_0(fp, MAX_NPY_HEADER)
+        raise ValueError(
+            f"format version {version[0]}.{version[1]} is only needed for structured "
+            "dtypes; save a plain numeric array"
+        )
+    except (
+        ValueError,
+        EOFError,
+        OSError,
+        SyntaxError,
+        TypeError,  # an unhashable dict key: {[1]: 2}
+        RecursionError,  # deep nesting: "-" * 4000 + "1"
+        MemoryError,  # the parser's own stack, on a header of at most MAX_NPY_HEADER bytes
+        tokenize.TokenError,  # the Python 2 retry of an unclosed bracket
+    ) as exc:
+        # numpy quotes the whole header (up to MAX_NPY_HEADER bytes) in its messages.
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        if len(reason) > 200:
+            reason = reason[:200] + "..."
+        raise _invalid(f"the .npy header is unreadable: {reason}", kind="npy_format") from None
+
+
+def read_npy(fp: BinaryIO, limits: Limits) -> np.ndarray:
+    """A ``.npy`` file (n_samples, n_features) of integers or floats -> float64.
+
+    The header's shape is checked against ``limits`` before the data is read, and the
+    data's length against the header, so a truncated file is named as one.
+    """
+    shape, fortran, dtype = _read_npy_header(fp)
     if dtype.hasobject:
         # numpy would unpickle this payload; it is refused unread (allow_pickle=False).
         raise _invalid(
@@ -104,6 +129,14 @@ def read_npy(fp: BinaryIO, limits: Limits) -> np.ndarray:
             kind="npy_shape",
         )
     n_samples, n_features = (int(n) for n in shape)
+    if n_samples < 0 or n_features < 0:
+        # numpy's header parser takes any int; a negative one would pass the length
+        # check below (two negatives multiply to a positive) and fail in reshape.
+        raise _invalid(
+            f"the .npy header gives the shape {tuple(shape)}, with a negative dimension; "
+            "dimensions are the number of rows and columns, 0 or more.",
+            kind="npy_shape",
+        )
     if n_samples == 0 or n_features == 0:
         raise _invalid(
             f"the array has shape {tuple(shape)}; it needs at least one row and one column.",
