@@ -245,3 +245,50 @@ def test_npy_bodies_numpy_writes_are_accepted(client: TestClient, model_id: str)
             for url in npy_targets(model_id):
                 r = client.post(url, content=buf.getvalue(), headers={"Content-Type": NPY})
                 assert r.status_code < 300, (dtype, order, url, r.text)
+
+
+# -- finding 2: bodies the JSON decoders fail on in ways other than a syntax error -----
+def _npy_body() -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((3, WIDTH)))
+    return buf.getvalue()
+
+
+#: Each body, and what the answer must say about it.
+NOT_JSON: dict[str, tuple[bytes, str]] = {
+    # orjson stops at 1024 levels; the standard decoder then ran out of stack.
+    "nested-10000-deep": (b"[" * 10_000 + b"]" * 10_000, "nest"),
+    "invalid-utf8-in-a-string": (b'{"name": "caf\xe9\xff"}', "UTF-8"),
+    # int("1" * 4301) is refused by Python's int_max_str_digits.
+    "integer-of-4301-digits": (b'{"points": [[1, ' + b"7" * 4301 + b"]]}", "digits"),
+    "npy-sent-as-json": (_npy_body(), "application/x-npy"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_JSON))
+def test_bodies_that_break_the_json_decoder_are_malformed_json(
+    client: TestClient, model_id: str, case: str
+) -> None:
+    """They answered FastAPI's generic ``about:blank`` 400 ("There was an error
+    parsing the body"); now the ``malformed-json`` problem every other bad JSON
+    gets, naming the body and what is wrong with it, and under ``/v2`` the
+    protocol's own ``{"error"}`` 400."""
+    body, says = NOT_JSON[case]
+    headers = {"Content-Type": "application/json"}
+    for method, url in [
+        ("POST", "/v1/models"),
+        ("POST", "/v1/datasets"),
+        ("POST", f"/v1/models/{model_id}/predict"),
+        ("PATCH", f"/v1/models/{model_id}"),
+    ]:
+        r = client.request(method, url, content=body, headers=headers)
+        problem = assert_problem(r, 400)
+        assert problem["type"].endswith("malformed-json"), (method, url, problem)
+        assert problem["errors"] and all(e["loc"][0] == "body" for e in problem["errors"])
+        assert all(e["type"] == "json_invalid" for e in problem["errors"]), problem
+        assert says in problem["detail"], (method, url, problem)
+    r = client.post(f"/v2/models/{model_id}/infer", content=body, headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    assert set(r.json()) == {"error"} and "not valid JSON" in r.json()["error"], r.json()
+    assert "sys." not in r.json()["error"], r.json()  # no advice for the server's Python
