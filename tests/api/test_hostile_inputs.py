@@ -292,3 +292,33 @@ def test_bodies_that_break_the_json_decoder_are_malformed_json(
     assert r.headers["content-type"].startswith("application/json"), r.headers
     assert set(r.json()) == {"error"} and "not valid JSON" in r.json()["error"], r.json()
     assert "sys." not in r.json()["error"], r.json()  # no advice for the server's Python
+
+
+# -- finding 3: a first CSV line with one non-numeric cell was taken for a header ---------
+@pytest.mark.parametrize(
+    ("text", "loc"),
+    [
+        ('"1,5",2\n3,4\n', ["body", 0, 0]),  # a decimal comma, quoted
+        ("0x1p3,2\n3,4\n", ["body", 0, 0]),  # float.fromhex's notation, not float's
+        ('1,2"3\n3,4\n', ["body", 0, 1]),  # a stray quote
+        ("label,1\n3,4\n", ["body", 0, 0]),  # a header with a number in it
+    ],
+    ids=["decimal-comma", "hex-float", "stray-quote", "numbered-header"],
+)
+def test_csv_first_line_with_a_number_is_data_not_a_header(
+    client: TestClient, text: str, loc: list[str | int]
+) -> None:
+    """Each of these first lines was dropped as a header, with a 201 for the rest.
+    A first line is a header only when none of its cells is a number; anything else
+    that does not parse is a 422 naming the row and column."""
+    r = client.post("/v1/datasets", content=text, headers={"Content-Type": "text/csv"})
+    problem = assert_problem(r, 422, loc)
+    assert "header=present" in problem["detail"], problem  # says how to send a header
+    assert client.get("/v1/datasets").json()["total"] == 0
+    # A header of names only is still a header, and header=present still says so.
+    r = client.post("/v1/datasets", content="a,b\n3,4\n", headers={"Content-Type": "text/csv"})
+    assert r.status_code == 201 and r.json()["n_samples"] == 1, r.text
+    r = client.post(
+        "/v1/datasets", content=text, headers={"Content-Type": "text/csv; header=present"}
+    )
+    assert r.status_code in (200, 201) and r.json()["n_samples"] == 1, r.text

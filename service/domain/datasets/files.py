@@ -160,18 +160,32 @@ def read_npy(fp: BinaryIO, limits: Limits) -> np.ndarray:
     return X
 
 
-def _parse_row(cells: list[str], row: int) -> list[float]:
+def _number(cell: str) -> float | None:
+    """The cell's value, or None when it is not a number: one rule for the header
+    check and for the rows, so that what is a number in one is a number in the other."""
+    try:
+        return float(cell.strip())
+    except ValueError:
+        return None
+
+
+def _parse_row(cells: list[str], row: int, header: bool) -> list[float]:
     values = []
     for col, cell in enumerate(cells):
-        try:
-            value = float(cell.strip())
-        except ValueError:
+        value = _number(cell)
+        if value is None:
+            hint = ""
+            if row == 0 and not header:
+                hint = (
+                    " A first line is a header only when none of its cells is a number; "
+                    "send Content-Type: text/csv; header=present to skip it anyway."
+                )
             raise _invalid(
                 f"row {row}, column {col}: {cell.strip()[:40]!r} is not a number; a CSV "
-                "body holds numbers only (and an optional header row).",
+                f"body holds numbers only (and an optional header row).{hint}",
                 ["body", row, col],
                 "float_parsing",
-            ) from None
+            )
         if not math.isfinite(value):
             raise _invalid(
                 f"row {row}, column {col} is {cell.strip()!r}: every value must be a finite "
@@ -184,12 +198,10 @@ def _parse_row(cells: list[str], row: int) -> list[float]:
 
 
 def _looks_like_header(cells: list[str]) -> bool:
-    for cell in cells:
-        try:
-            float(cell.strip())
-        except ValueError:
-            return True
-    return False
+    """A header names its columns: a line with any number in it is data. (Taking a line
+    with one cell that is not a number for a header dropped rows such as ``"1,5",2``,
+    whose decimal comma is no number, without a word.)"""
+    return all(_number(cell) is None for cell in cells)
 
 
 def _first_line(text: io.TextIOBase) -> tuple[int, list[str] | None]:
@@ -217,7 +229,7 @@ def _read_csv_slowly(text: io.TextIOBase, skip: int, limits: Limits) -> np.ndarr
                 "ragged_rows",
             )
         check_size(row + 1, width, limits, ["body"])
-        rows.append(_parse_row(cells, row))
+        rows.append(_parse_row(cells, row, header=skip > 0))
     if not rows or width is None:
         raise _invalid("the CSV body holds no rows of numbers.", kind="csv_empty")
     return np.array(rows, dtype=np.float64)
@@ -227,7 +239,7 @@ def read_csv(fp: BinaryIO, limits: Limits, *, header: bool | None = None) -> np.
     """Comma-separated numbers, one row per line -> float64 (n_samples, n_features).
 
     ``header`` True skips the first line, False parses it, None (the default) skips it
-    exactly when one of its cells is not a number. Blank lines are ignored. Rows are
+    exactly when none of its cells is a number. Blank lines are ignored. Rows are
     counted from 0 after the header, as ``errors[].loc`` names them.
 
     numpy's C parser reads the body; only when it refuses it does a Python pass run
