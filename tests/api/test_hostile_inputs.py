@@ -8,8 +8,12 @@ place and whose ``detail`` says what is wrong.
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import shutil
 import struct
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +21,9 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+from service.config import Settings
+from service.main import create_app
 
 NPY = "application/x-npy"
 PROBLEM = "application/problem+json"
@@ -322,3 +329,82 @@ def test_csv_first_line_with_a_number_is_data_not_a_header(
         "/v1/datasets", content=text, headers={"Content-Type": "text/csv; header=present"}
     )
     assert r.status_code in (200, 201) and r.json()["n_samples"] == 1, r.text
+
+
+# -- finding 4: a full disk while a dataset is written -----------------------------------
+def _no_space(with_strerror: str) -> OSError:
+    if with_strerror == "errno-and-strerror-and-path":
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/srv/gmm/store/tmp/1-ab-cd")
+    if with_strerror == "errno-only":
+        return OSError(errno.ENOSPC)  # .errno and .strerror are None: only args hold it
+    exc = OSError()
+    exc.errno = errno.ENOSPC  # as some wrappers raise it: the attribute, no strerror
+    return exc
+
+
+@pytest.mark.parametrize(
+    "with_strerror", ["errno-and-strerror-and-path", "errno-only", "errno-attribute"]
+)
+def test_full_disk_while_writing_a_dataset_names_the_cause(
+    client: TestClient,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    with_strerror: str,
+) -> None:
+    """The 503 said "Could not write the dataset: None." when the error had no
+    strerror. It names the cause now, and never a path of the server's disk."""
+    write_array = np.lib.format.write_array
+
+    def full_disk(fp: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(fp, io.BytesIO):  # answers and hashing: memory, not the disk
+            write_array(fp, *args, **kwargs)
+            return
+        raise _no_space(with_strerror)
+
+    monkeypatch.setattr(np.lib.format, "write_array", full_disk)
+    r = client.post("/v1/datasets", content="1,2\n3,4\n", headers={"Content-Type": "text/csv"})
+    problem = assert_problem(r, 503)
+    assert problem["type"].endswith("store-unavailable"), problem
+    assert "No space left on device" in problem["detail"], problem
+    assert "None" not in problem["detail"], problem
+    assert "/" not in problem["detail"].replace("/v1", ""), problem  # no path of the disk
+    assert str(settings.store_dir) not in r.text
+    monkeypatch.undo()
+    assert client.get("/v1/datasets").json()["total"] == 0
+    assert os.listdir(Path(settings.store_dir) / "tmp") == []
+
+
+def test_full_disk_while_copying_s3_points_to_local_disk_names_the_cause(
+    moto_url: str, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The S3 store's one write to local disk, its copy of a dataset's points, let a
+    full disk through as a 500; it is the store's 503 naming the cause, as above."""
+    settings = Settings(
+        store_dir=tmp_path / "local",
+        store_url=f"s3://{s3_bucket}/gmm",
+        s3_endpoint_url=moto_url,
+        secret_key="k",
+    )
+    copy = shutil.copyfileobj
+
+    def full_disk(source: Any, target: Any, *args: Any) -> None:
+        if str(getattr(target, "name", "")).endswith(".part"):  # the points' local copy
+            raise OSError(errno.ENOSPC)
+        copy(source, target, *args)
+
+    with TestClient(create_app(settings)) as c:
+        points = [[float(i % 5), float(i % 3)] for i in range(20)]
+        dataset = c.post("/v1/datasets", json={"points": points}).json()
+        monkeypatch.setattr(shutil, "copyfileobj", full_disk)
+        r = c.post(
+            "/v1/models",
+            json={
+                "algorithm": "kmeans",
+                "params": {"n_clusters": 2, "n_init": 1},
+                "data": {"dataset_id": dataset["id"]},
+            },
+        )
+        problem = assert_problem(r, 503)
+        assert problem["type"].endswith("store-unavailable"), problem
+        assert "No space left on device" in problem["detail"], problem
+        assert str(tmp_path) not in r.text
