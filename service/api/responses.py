@@ -191,7 +191,7 @@ PROBLEM_EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
     },
     503: {
         "store-unavailable": _example(
-            StoreUnavailable("Could not write the model: No space left on device."),
+            StoreUnavailable("Could not write the model: No space left on device (ENOSPC)."),
             "The model store is unavailable",
         )
     },

@@ -4,8 +4,9 @@ A 100,000 x 8 body is ~16 MB of JSON: the standard library takes over a second t
 decode it, on the event loop, where it stalls every other request (``/healthz``
 included). orjson decodes it several times faster, and in a worker thread. orjson
 refuses ``NaN`` and ``Infinity`` literals; for those bodies (and any other it
-refuses) the standard decoder runs instead, so that a NaN is reported by the
-schema at its exact location rather than as a generic syntax error.
+refuses) the standard decoder runs instead (``service.api.json_fallback``), so that
+a NaN is reported by the schema at its exact location rather than as a generic
+syntax error.
 
 Points then skip pydantic's walk over every number: each known points list
 (top-level ``points``, ``data.points``) becomes a float64 array in C when numpy can
@@ -23,7 +24,6 @@ than the parse itself.
 from __future__ import annotations
 
 import gc
-import json
 import re
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from service.api.json_fallback import standard_decode
 from service.errors import UnsupportedMediaType
 from service.schemas.common import is_points_array
 
@@ -270,10 +271,10 @@ def decode_json(body: bytes) -> Any:
     with gc_paused() if len(body) >= _THREAD_THRESHOLD else nullcontext():
         try:
             document = orjson.loads(body)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as refused:
             # NaN literals, numbers past float64's range; real syntax errors raise here.
             # The schema reports these by location, so the lists stay lists.
-            return json.loads(body)
+            return standard_decode(body, refused)
         _arrays_for_points(document, body)
         return document
 

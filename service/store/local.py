@@ -43,6 +43,7 @@ from service.caching import LockedLRU
 from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
 from service.ids import check_dataset_id, check_id
 from service.store.base import LegacyRecord, StoredItem, array_sha256
+from service.store.os_errors import os_error_reason
 from service.store.signing import (
     ARTIFACT,
     DATA,
@@ -184,7 +185,9 @@ class LocalArtifacts:
             if not os.access(self.models_dir, os.W_OK | os.X_OK):
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
         except OSError as exc:
-            raise StoreUnavailable(f"The model store is not writable: {exc.strerror}.") from exc
+            raise StoreUnavailable(
+                f"The model store is not writable: {os_error_reason(exc)}."
+            ) from exc
 
     # -- models -------------------------------------------------------------------
     def put_model(self, model_id: str, blob: bytes, points: tuple[str, str] | None) -> None:
@@ -205,7 +208,7 @@ class LocalArtifacts:
             shutil.rmtree(tmp, ignore_errors=True)
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 raise StoreUnavailable(f"Model id {model_id} already exists.") from exc
-            raise StoreUnavailable(f"Could not write the model: {exc.strerror}.") from exc
+            raise StoreUnavailable(f"Could not write the model: {os_error_reason(exc)}.") from exc
         except NotFound:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -232,7 +235,7 @@ class LocalArtifacts:
                 f"The artifact of model {model_id} is not a file and was not loaded."
             ) from None
         except OSError as exc:
-            raise StoreUnavailable(f"Could not read the model: {exc.strerror}.") from exc
+            raise StoreUnavailable(f"Could not read the model: {os_error_reason(exc)}.") from exc
 
     def model_points(self, model_id: str, sha256: str, shape: list[int]) -> np.ndarray:
         return self._open_points(
@@ -251,7 +254,7 @@ class LocalArtifacts:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise StoreUnavailable(f"Could not delete the model: {exc.strerror}.") from exc
+            raise StoreUnavailable(f"Could not delete the model: {os_error_reason(exc)}.") from exc
         shutil.rmtree(trash, ignore_errors=True)
         with contextlib.suppress(OSError):
             _fsync_dir(self.models_dir)
@@ -268,7 +271,9 @@ class LocalArtifacts:
         except FileNotFoundError:
             raise NotFound(f"No {what}.") from None
         except OSError as exc:
-            raise ArtifactIntegrityError(f"The points of {what} are unreadable: {exc}.") from None
+            raise ArtifactIntegrityError(
+                f"The points of {what} are unreadable: {os_error_reason(exc)}."
+            ) from None
         X = open_npy(path, shape, what)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, sha256)
         if key not in self._verified:
@@ -301,7 +306,7 @@ class LocalArtifacts:
             _fsync_dir(folder)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise StoreUnavailable(f"Could not write the dataset: {exc.strerror}.") from exc
+            raise StoreUnavailable(f"Could not write the dataset: {os_error_reason(exc)}.") from exc
         st = os.stat(folder / name)  # written and hashed just now
         self._verified.put((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, dataset_id), True)
         return name
@@ -331,7 +336,9 @@ class LocalArtifacts:
         try:
             (folder / _file_name(file)).unlink(missing_ok=True)
         except OSError as exc:
-            raise StoreUnavailable(f"Could not delete the dataset: {exc.strerror}.") from exc
+            raise StoreUnavailable(
+                f"Could not delete the dataset: {os_error_reason(exc)}."
+            ) from exc
         with contextlib.suppress(OSError):  # not empty: another upload's file is there
             (folder / META).unlink(missing_ok=True)
             folder.rmdir()

@@ -44,6 +44,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
 from service.ids import check_dataset_id, check_id
 from service.store.base import LegacyRecord, StoredItem, array_sha256
+from service.store.os_errors import os_error_reason
 from service.store.signing import (
     ARTIFACT,
     DATA,
@@ -244,6 +245,10 @@ class S3Artifacts:
                     )
                 del X
                 os.replace(part, path)
+            except OSError as exc:  # the local disk: full, say, or not writable
+                raise StoreUnavailable(
+                    f"Could not copy {what} to local disk: {os_error_reason(exc)}."
+                ) from exc
             finally:
                 part.unlink(missing_ok=True)
         return open_npy(path, shape, what)

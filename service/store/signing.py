@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from service.errors import ArtifactIntegrityError, NotFound
+from service.store.os_errors import os_error_reason
 
 #: Names of a model's (or dataset's) parts, the same in every store.
 ARTIFACT = "model.joblib"
@@ -103,13 +104,17 @@ def open_npy(path: Path, shape: list[int], what: str) -> np.ndarray:
     except FileNotFoundError:
         raise NotFound(f"No {what}.") from None
     except OSError as exc:
-        raise ArtifactIntegrityError(f"The points of {what} are unreadable: {exc}.") from None
+        raise ArtifactIntegrityError(
+            f"The points of {what} are unreadable: {os_error_reason(exc)}."
+        ) from None
     if magic != NPY_MAGIC:
         raise ArtifactIntegrityError(f"The points of {what} are not a .npy file.")
     try:
         X = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise ArtifactIntegrityError(f"The points of {what} are unreadable: {exc}.") from None
+        # An OSError's own text ends with the file's path: the server's, not the client's.
+        reason = os_error_reason(exc) if isinstance(exc, OSError) else exc
+        raise ArtifactIntegrityError(f"The points of {what} are unreadable: {reason}.") from None
     if (
         not isinstance(X, np.memmap)
         or X.dtype != np.dtype("<f8")

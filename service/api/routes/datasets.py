@@ -119,6 +119,10 @@ def create_dataset(
     optional header row; `text/csv; header=present|absent` says which), or JSON
     `{"points"}` / `{"generator"}`. Everything is stored as float64.
 
+    Without `header=`, a CSV's first line is a header only when none of its cells
+    is a number; a first line with a number in it is data, and a cell of it that is
+    not a number is a 422 naming its row and column.
+
     The id is the sha256 of the float64 array and its shape: the same array sent again
     answers 200 with the stored resource instead of 201. `.npy` and CSV bodies may be
     up to `GMM_MAX_UPLOAD_BYTES`, JSON ones up to `GMM_MAX_BODY_BYTES`; the points

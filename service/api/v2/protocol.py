@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service.api.json_fallback import standard_decode
 from service.domain.training import estimators
 from service.errors import InvalidInferenceRequest
 
@@ -129,12 +130,11 @@ def _load_json(header: bytes) -> Any:
         raise _fail("The inference request is empty: send a JSON object with `inputs`.")
     try:
         return orjson.loads(header)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(header)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise _fail(f"The inference request is not valid JSON: {exc}.") from None
+    except orjson.JSONDecodeError as refused:
+        try:
+            return standard_decode(header, refused)
+        except json.JSONDecodeError as exc:
+            raise _fail(f"The inference request is not valid JSON: {exc}.") from None
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:

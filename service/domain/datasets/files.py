@@ -17,7 +17,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import BinaryIO
+import tokenize
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -57,11 +58,12 @@ def to_float64(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=np.dtype("<f8"))
 
 
-def read_npy(fp: BinaryIO, limits: Limits) -> np.ndarray:
-    """A ``.npy`` file (n_samples, n_features) of integers or floats -> float64.
+def _read_npy_header(fp: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """``(shape, fortran_order, dtype)`` as the header says them, nothing checked yet.
 
-    The header's shape is checked against ``limits`` before the data is read, and the
-    data's length against the header, so a truncated file is named as one.
+    numpy evaluates the header with ``ast.literal_eval`` (and retries a Python 2 header
+    through ``tokenize``): a hostile header text reaches the parser's every failure,
+    not only the ``ValueError`` numpy documents. They all mean the same: no header.
     """
     head = fp.read(6)
     if head != b"\x93NUMPY":
@@ -72,18 +74,41 @@ def read_npy(fp: BinaryIO, limits: Limits) -> np.ndarray:
         )
     fp.seek(fp.tell() - 6)
     try:
-        version = np.lib.format.read_magic(fp)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp, MAX_NPY_HEADER)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, MAX_NPY_HEADER)
-        else:
-            raise ValueError(
-                f"format version {version[0]}.{version[1]} is only needed for structured "
-                "dtypes; save a plain numeric array"
-            )
-    except (ValueError, EOFError, OSError, SyntaxError) as exc:
-        raise _invalid(f"the .npy header is unreadable: {exc}", kind="npy_format") from None
+        # numpy warns when it had to parse a Python 2 header; that is not the log's.
+        with capture_warnings():
+            version = np.lib.format.read_magic(fp)
+            if version == (1, 0):
+                return np.lib.format.read_array_header_1_0(fp, MAX_NPY_HEADER)
+            if version == (2, 0):
+                return np.lib.format.read_array_header_2_0(fp, MAX_NPY_HEADER)
+        raise ValueError(
+            f"format version {version[0]}.{version[1]} is only needed for structured "
+            "dtypes; save a plain numeric array"
+        )
+    except (
+        ValueError,
+        EOFError,
+        OSError,
+        SyntaxError,
+        TypeError,  # an unhashable dict key: {[1]: 2}
+        RecursionError,  # deep nesting: "-" * 4000 + "1"
+        MemoryError,  # the parser's own stack, on a header of at most MAX_NPY_HEADER bytes
+        tokenize.TokenError,  # the Python 2 retry of an unclosed bracket
+    ) as exc:
+        # numpy quotes the whole header (up to MAX_NPY_HEADER bytes) in its messages.
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        if len(reason) > 200:
+            reason = reason[:200] + "..."
+        raise _invalid(f"the .npy header is unreadable: {reason}", kind="npy_format") from None
+
+
+def read_npy(fp: BinaryIO, limits: Limits) -> np.ndarray:
+    """A ``.npy`` file (n_samples, n_features) of integers or floats -> float64.
+
+    The header's shape is checked against ``limits`` before the data is read, and the
+    data's length against the header, so a truncated file is named as one.
+    """
+    shape, fortran, dtype = _read_npy_header(fp)
     if dtype.hasobject:
         # numpy would unpickle this payload; it is refused unread (allow_pickle=False).
         raise _invalid(
@@ -104,6 +129,14 @@ def read_npy(fp: BinaryIO, limits: Limits) -> np.ndarray:
             kind="npy_shape",
         )
     n_samples, n_features = (int(n) for n in shape)
+    if n_samples < 0 or n_features < 0:
+        # numpy's header parser takes any int; a negative one would pass the length
+        # check below (two negatives multiply to a positive) and fail in reshape.
+        raise _invalid(
+            f"the .npy header gives the shape {tuple(shape)}, with a negative dimension; "
+            "dimensions are the number of rows and columns, 0 or more.",
+            kind="npy_shape",
+        )
     if n_samples == 0 or n_features == 0:
         raise _invalid(
             f"the array has shape {tuple(shape)}; it needs at least one row and one column.",
@@ -127,18 +160,32 @@ def read_npy(fp: BinaryIO, limits: Limits) -> np.ndarray:
     return X
 
 
-def _parse_row(cells: list[str], row: int) -> list[float]:
+def _number(cell: str) -> float | None:
+    """The cell's value, or None when it is not a number: one rule for the header
+    check and for the rows, so that what is a number in one is a number in the other."""
+    try:
+        return float(cell.strip())
+    except ValueError:
+        return None
+
+
+def _parse_row(cells: list[str], row: int, header: bool) -> list[float]:
     values = []
     for col, cell in enumerate(cells):
-        try:
-            value = float(cell.strip())
-        except ValueError:
+        value = _number(cell)
+        if value is None:
+            hint = ""
+            if row == 0 and not header:
+                hint = (
+                    " A first line is a header only when none of its cells is a number; "
+                    "send Content-Type: text/csv; header=present to skip it anyway."
+                )
             raise _invalid(
                 f"row {row}, column {col}: {cell.strip()[:40]!r} is not a number; a CSV "
-                "body holds numbers only (and an optional header row).",
+                f"body holds numbers only (and an optional header row).{hint}",
                 ["body", row, col],
                 "float_parsing",
-            ) from None
+            )
         if not math.isfinite(value):
             raise _invalid(
                 f"row {row}, column {col} is {cell.strip()!r}: every value must be a finite "
@@ -151,12 +198,10 @@ def _parse_row(cells: list[str], row: int) -> list[float]:
 
 
 def _looks_like_header(cells: list[str]) -> bool:
-    for cell in cells:
-        try:
-            float(cell.strip())
-        except ValueError:
-            return True
-    return False
+    """A header names its columns: a line with any number in it is data. (Taking a line
+    with one cell that is not a number for a header dropped rows such as ``"1,5",2``,
+    whose decimal comma is no number, without a word.)"""
+    return all(_number(cell) is None for cell in cells)
 
 
 def _first_line(text: io.TextIOBase) -> tuple[int, list[str] | None]:
@@ -184,7 +229,7 @@ def _read_csv_slowly(text: io.TextIOBase, skip: int, limits: Limits) -> np.ndarr
                 "ragged_rows",
             )
         check_size(row + 1, width, limits, ["body"])
-        rows.append(_parse_row(cells, row))
+        rows.append(_parse_row(cells, row, header=skip > 0))
     if not rows or width is None:
         raise _invalid("the CSV body holds no rows of numbers.", kind="csv_empty")
     return np.array(rows, dtype=np.float64)
@@ -194,7 +239,7 @@ def read_csv(fp: BinaryIO, limits: Limits, *, header: bool | None = None) -> np.
     """Comma-separated numbers, one row per line -> float64 (n_samples, n_features).
 
     ``header`` True skips the first line, False parses it, None (the default) skips it
-    exactly when one of its cells is not a number. Blank lines are ignored. Rows are
+    exactly when none of its cells is a number. Blank lines are ignored. Rows are
     counted from 0 after the header, as ``errors[].loc`` names them.
 
     numpy's C parser reads the body; only when it refuses it does a Python pass run

@@ -125,7 +125,8 @@ function parseCsv(source) {
     .map((line) => line.split(",").map((cell) => cell.trim().replace(/^"(.*)"$/, "$1").trim()))
     .filter((cells) => cells.some((cell) => cell !== ""));
   const number = (cell) => (cell === "" ? NaN : Number(cell));
-  const header = rows.length > 0 && rows[0].some((cell) => Number.isNaN(number(cell)));
+  // The service's rule: a first line is a header only when none of its cells is a number.
+  const header = rows.length > 0 && rows[0].every((cell) => Number.isNaN(number(cell)));
   return { header, points: (header ? rows.slice(1) : rows).map((cells) => cells.map(number)) };
 }
 
