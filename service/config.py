@@ -50,6 +50,15 @@ class Settings(BaseSettings):
             "shared config, instance role). Unset: the local store."
         ),
     )
+    store_min_free_bytes: int = Field(
+        50_000_000,
+        ge=0,
+        description=(
+            "/readyz answers 503 while the local disk of the store (its artifacts, or its "
+            "SQLite catalogue) has less free space than this: a replica whose writes "
+            "would fail is not ready. 0: no check."
+        ),
+    )
     database_url: SecretStr | None = Field(
         None,
         description=(
@@ -219,6 +228,16 @@ class Settings(BaseSettings):
             "How long an `Idempotency-Key` of POST /v1/models, /v1/model-selection or "
             "/v1/comparisons is remembered: a retry within it answers the first request's "
             "job or result instead of starting the work again."
+        ),
+    )
+    job_queue_length: int = Field(
+        64,
+        ge=0,
+        le=100_000,
+        description=(
+            "Most jobs (wait=false work) waiting for a job worker per worker process; "
+            "past it, such requests answer 429 with Retry-After. A queued fit holds its "
+            "points as a stored dataset, read when it starts, not in memory."
         ),
     )
     job_workers: int = Field(

@@ -61,6 +61,7 @@ def build_services(settings: Settings) -> Services:
         secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
         s3_endpoint_url=settings.s3_endpoint_url,
         database_pool_size=settings.database_pool_size,
+        min_free_bytes=settings.store_min_free_bytes,
     )
     limits = limits_from(settings)
     cluster = DaskCluster(settings.dask_scheduler) if settings.dask_scheduler else None
@@ -93,6 +94,7 @@ def build_services(settings: Settings) -> Services:
         stale_seconds=settings.job_stale_seconds,
         retention_seconds=settings.job_retention_seconds,
         idempotency_seconds=settings.idempotency_seconds,
+        queue_length=settings.job_queue_length,
     )
     training = Training(
         catalogue=catalogue,

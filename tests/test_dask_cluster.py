@@ -199,7 +199,10 @@ def test_a_cluster_with_no_worker_left_fails_the_job_with_the_reason(tmp_path: P
                 },
             )
             job = wait_job(api, accepted.json()["id"], 60)
-            assert api.get("/readyz").json()["dask"]["workers"] == 0
+            # Not ready: every fit would wait for a worker and fail.
+            ready = api.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            assert "no workers" in ready.json()["detail"]
     assert job["status"] == "failed"
     assert job["error"]["status"] == 503
     assert "no worker" in job["error"]["detail"]

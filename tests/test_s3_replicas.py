@@ -108,3 +108,27 @@ def test_a_delete_on_b_is_a_404_on_a_at_once_despite_as_cache(
     assert a.get(f"/v1/models/{model_id}").status_code == 404
     assert a.post(f"/v1/models/{model_id}/predict", json={"points": POINTS}).status_code == 404
     assert a.get("/v1/models").json()["items"] == []
+
+
+def test_an_unreachable_bucket_is_a_503_that_names_no_endpoint_nor_key(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client is told the store is unavailable and why in a word; the endpoint, the
+    bucket and the object keys go to the log only."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    settings = Settings(
+        store_url="s3://secret-bucket-name/secret-prefix",
+        s3_endpoint_url="http://127.0.0.1:9",  # nothing listens on the discard port
+        secret_key=SECRET,
+        store_dir=tmp_path / "local",
+    )
+    with TestClient(create_app(settings)) as client:
+        for r in (
+            client.post("/v1/datasets", json={"points": POINTS}),
+            client.get("/readyz"),
+        ):
+            assert r.status_code == 503, r.text
+            for secret in ("127.0.0.1", ":9", "secret-bucket-name", "secret-prefix", "datasets/"):
+                assert secret not in r.text, r.text

@@ -4,8 +4,10 @@ PostgreSQL); ``open_store`` builds one from plain values."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+from service.errors import StoreUnavailable
 from service.store.base import Artifacts, Store
 from service.store.db.catalogue import CatalogueDB
 from service.store.db.engine import sqlite_url
@@ -22,6 +24,7 @@ def open_store(
     secret_key: str | None = None,
     s3_endpoint_url: str | None = None,
     database_pool_size: int = 5,
+    min_free_bytes: int = 0,
 ) -> IndexedStore:
     """The store: artifacts under ``store_dir`` unless ``store_url``
     (``s3://bucket/prefix``) names a bucket, and metadata in ``database_url`` or else
@@ -46,8 +49,20 @@ def open_store(
         key = secret_key.encode()
         Path(store_dir).mkdir(parents=True, exist_ok=True)
     db = CatalogueDB(database_url or sqlite_url(store_dir), pool_size=database_pool_size)
-    store = IndexedStore(artifacts, db, Signer(key))
-    store.import_legacy()
+    on_local_disk = store_url is None or database_url is None
+    store = IndexedStore(
+        artifacts,
+        db,
+        Signer(key),
+        local_dir=Path(store_dir) if on_local_disk else None,
+        min_free_bytes=min_free_bytes,
+    )
+    try:
+        store.import_legacy()
+    except StoreUnavailable:  # a bucket not reachable yet is /readyz's to report
+        logging.getLogger("service.store").exception(
+            "could not import the records of an older store; the next start tries again"
+        )
     return store
 
 

@@ -29,8 +29,10 @@ import datetime as dt
 import io
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import joblib
@@ -51,6 +53,8 @@ from service.store.signing import DATA, Signer, StoredRows, canonical_json
 
 log = logging.getLogger("service.store")
 
+#: Rounds an upload makes while deletes of the same array keep removing its row.
+_DATASET_ROUNDS = 8
 #: ``store_state`` row set once the files of a store from before the database are rows.
 LEGACY_IMPORTED = "legacy_import"
 
@@ -63,10 +67,21 @@ def dataset_sort_key(created_ns: int, dataset_id: str) -> str:
 class IndexedStore:
     """Models, datasets and jobs: bytes in ``artifacts``, metadata in ``db``."""
 
-    def __init__(self, artifacts: Artifacts, db: CatalogueDB, signer: Signer) -> None:
+    def __init__(
+        self,
+        artifacts: Artifacts,
+        db: CatalogueDB,
+        signer: Signer,
+        *,
+        local_dir: Path | None = None,
+        min_free_bytes: int = 0,
+    ) -> None:
         self.artifacts = artifacts
         self.db = db
         self._signer = signer
+        #: The local folder whose disk the store writes (artifacts or SQLite), if any.
+        self.local_dir = local_dir
+        self.min_free_bytes = min_free_bytes
         #: ``exists`` is one indexed read; on the event loop only when it is local.
         self.local_io = artifacts.local_io and db.dialect == "sqlite"
 
@@ -188,6 +203,19 @@ class IndexedStore:
         return self.db.total_artifact_bytes()
 
     def check_writable(self) -> None:
+        """Readiness: a write round trip to the database and the object store, and room
+        on the local disk for a typical write (a store that answers every write 503 is
+        not ready, however well it reads)."""
+        if self.local_dir is not None and self.min_free_bytes:
+            try:
+                free = shutil.disk_usage(self.local_dir).free
+            except OSError as exc:
+                raise StoreUnavailable(f"The store's disk cannot be read: {exc.strerror}.") from exc
+            if free < self.min_free_bytes:
+                raise StoreUnavailable(
+                    f"The store's disk has {free} bytes free, under GMM_STORE_MIN_FREE_BYTES "
+                    f"({self.min_free_bytes}): writes would fail."
+                )
         self.db.check()
         self.artifacts.check_writable()
 
@@ -195,31 +223,36 @@ class IndexedStore:
     def put_dataset(self, X: np.ndarray, metadata: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         X = np.ascontiguousarray(X, dtype=np.dtype("<f8"))
         dataset_id = array_sha256(X)
-        document = self.db.dataset_document(dataset_id)
-        if document is not None:
-            return self._signer.verify_meta(document, "dataset", dataset_id), False
-        file = self.artifacts.put_dataset(dataset_id, X)  # this upload's own file, first
-        created_ns = time.time_ns()
-        meta = dict(metadata)
-        meta.update(
-            id=dataset_id,
-            shape=[int(n) for n in X.shape],
-            dtype="float64",
-            file=file,
-            created_ns=created_ns,
+        # A delete of the same array may remove the row this upload would answer with,
+        # between any two steps: then the upload goes round again (a few times at most,
+        # as each round is a delete that just ran), and never answers 404 or 5xx.
+        for _ in range(_DATASET_ROUNDS):
+            document = self.db.dataset_document(dataset_id)
+            if document is not None:
+                return self._signer.verify_meta(document, "dataset", dataset_id), False
+            file = self.artifacts.put_dataset(dataset_id, X)  # this upload's own file, first
+            created_ns = time.time_ns()
+            meta = dict(metadata)
+            meta.update(
+                id=dataset_id,
+                shape=[int(n) for n in X.shape],
+                dtype="float64",
+                file=file,
+                created_ns=created_ns,
+            )
+            sealed = self._signer.seal(meta)
+            if self.db.insert_dataset(
+                dataset_id,
+                sort_key=dataset_sort_key(created_ns, dataset_id),
+                shape=X.shape,
+                file=file,
+                document=canonical_json(sealed),
+            ):
+                return {k: v for k, v in sealed.items() if k != "signature"}, True
+            self.artifacts.delete_dataset(dataset_id, file)  # the same array won meanwhile
+        raise StoreUnavailable(
+            f"Dataset {dataset_id} is being deleted and stored in a loop; retry."
         )
-        sealed = self._signer.seal(meta)
-        inserted = self.db.insert_dataset(
-            dataset_id,
-            sort_key=dataset_sort_key(created_ns, dataset_id),
-            shape=X.shape,
-            file=file,
-            document=canonical_json(sealed),
-        )
-        if not inserted:  # the same array, uploaded at the same time, won
-            self.artifacts.delete_dataset(dataset_id, file)
-            return self.get_dataset_metadata(dataset_id), False
-        return {k: v for k, v in sealed.items() if k != "signature"}, True
 
     def get_dataset_metadata(self, dataset_id: str) -> dict[str, Any]:
         document = self.db.dataset_document(check_dataset_id(dataset_id))

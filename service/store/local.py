@@ -178,7 +178,6 @@ class LocalArtifacts:
         probe = self._tmp_path()
         try:
             _write_file(probe, b"ok")
-            probe.unlink()
             # A model is published by a rename into models/: that must be a writable folder.
             with os.scandir(self.models_dir):
                 pass
@@ -188,6 +187,9 @@ class LocalArtifacts:
             raise StoreUnavailable(
                 f"The model store is not writable: {os_error_reason(exc)}."
             ) from exc
+        finally:  # a probe that failed midway (a full disk) leaves nothing behind
+            with contextlib.suppress(OSError):
+                probe.unlink(missing_ok=True)
 
     # -- models -------------------------------------------------------------------
     def put_model(self, model_id: str, blob: bytes, points: tuple[str, str] | None) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import secrets
 import shutil
@@ -55,11 +56,22 @@ from service.store.signing import (
     open_npy,
 )
 
+log = logging.getLogger("service.store")
+
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _unavailable(what: str, exc: BaseException) -> StoreUnavailable:
+    """A 503 that says what failed and the error's code or kind, never its text: boto's
+    messages quote the endpoint URL, the bucket and object keys, which are the
+    operator's to read (in the log), not a client's."""
+    reason = _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+    log.warning("%s: %s", what, exc)
+    return StoreUnavailable(f"{what}: {reason or type(exc).__name__}.")
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -119,9 +131,9 @@ class S3Artifacts:
         try:
             yield
         except ClientError as exc:
-            raise StoreUnavailable(f"Could not {doing}: {_code(exc) or exc}.") from exc
+            raise _unavailable(f"Could not {doing}", exc) from exc
         except BotoCoreError as exc:
-            raise StoreUnavailable(f"Could not {doing}: {exc}.") from exc
+            raise _unavailable(f"Could not {doing}", exc) from exc
 
     def _get(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such object."""
@@ -160,7 +172,7 @@ class S3Artifacts:
             self._put(key, b"ok")
             self._s3.delete_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
-            raise StoreUnavailable(f"The model store is not writable: {exc}.") from exc
+            raise _unavailable("The model store is not writable", exc) from exc
 
     # -- models --------------------------------------------------------------------------
     def put_model(self, model_id: str, blob: bytes, points: tuple[str, str] | None) -> None:
@@ -186,8 +198,7 @@ class S3Artifacts:
             self._put(parts[0], blob)
         except (ClientError, BotoCoreError) as exc:
             self._discard(parts)
-            reason = _code(exc) if isinstance(exc, ClientError) else exc
-            raise StoreUnavailable(f"Could not write the model: {reason or exc}.") from exc
+            raise _unavailable("Could not write the model", exc) from exc
         except NotFound:
             self._discard(parts)
             raise
@@ -283,7 +294,7 @@ class S3Artifacts:
         except ClientError as exc:
             if _code(exc) in _MISSING:
                 raise NotFound(f"No dataset with id {dataset_id!r}.") from None
-            raise StoreUnavailable(f"Could not read the dataset: {_code(exc) or exc}.") from exc
+            raise _unavailable("Could not read the dataset", exc) from exc
         rows.offset = npy_data_offset(head, shape, f"dataset {dataset_id}")
         return rows
 

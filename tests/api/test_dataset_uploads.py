@@ -546,3 +546,38 @@ def test_tampered_points_are_refused(settings: Settings, X: np.ndarray) -> None:
         )
         problem = assert_problem(r, 500)
         assert problem["type"].endswith("artifact-integrity")
+
+
+def test_uploading_and_deleting_one_dataset_at_once_is_never_a_5xx(client: TestClient) -> None:
+    """Each upload writes a data file of its own and each delete removes its row's file,
+    so an upload racing a delete answers 201 or 200 and a delete 204 or 404."""
+    X = np.random.default_rng(3).normal(size=(200, 3))
+    body = npy_bytes(X)
+    dataset_id = upload(client, body, NPY).json()["id"]
+    statuses: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def race(kind: str) -> None:
+        for _ in range(25):
+            if kind == "post":
+                r = upload(client, body, NPY)
+            else:
+                r = client.delete(f"/v1/datasets/{dataset_id}")
+            with lock:
+                statuses.append((kind, r.status_code))
+
+    threads = [threading.Thread(target=race, args=(k,)) for k in ("post", "post", "delete")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {s for k, s in statuses if k == "post"} <= {200, 201}, statuses
+    assert {s for k, s in statuses if k == "delete"} <= {204, 404}, statuses
+    # Whatever won last, the store is consistent: a listed dataset loads.
+    if client.get(f"/v1/datasets/{dataset_id}").status_code == 200:
+        fit = {
+            "algorithm": "kmeans",
+            "params": {"n_clusters": 2},
+            "data": {"dataset_id": dataset_id},
+        }
+        assert client.post("/v1/models", json=fit).status_code == 201

@@ -432,3 +432,44 @@ def test_an_edited_job_record_is_refused_as_damage(jobs_client: TestClient, tmp_
     r = jobs_client.get(url)
     assert r.status_code == 500 and r.json()["type"].endswith("artifact-integrity"), r.text
     assert jobs_client.get("/v1/jobs").json()["items"] == []
+
+
+def test_the_job_queue_is_bounded_and_queued_fits_hold_a_stored_dataset(tmp_path: Path) -> None:
+    settings = Settings(
+        store_dir=tmp_path / "store", secret_key="k", job_workers=1, job_queue_length=2
+    )
+    slow = {
+        "algorithm": "gaussian_mixture",
+        "params": {"n_components": 4, "max_iter": 10_000, "tol": 0.0, "random_state": 0},
+        "data": {"generator": {**SEED_BLOBS, "n_samples": 20_000}},
+        "wait": False,
+    }
+    with TestClient(create_app(settings)) as client:
+        running = client.post("/v1/models", json=slow).headers["location"]
+        wait_for(client, running, {"running"})
+        queued = []
+        for seed in range(2):
+            points = np.random.default_rng(seed).normal(size=(50, 2)).tolist()
+            body = {**FIT_SMALL, "data": {"points": points}, "wait": False}
+            r = client.post("/v1/models", json=body)
+            assert r.status_code == 202, r.text
+            queued.append(r.headers["location"])
+        # Each fit's points were stored when it was accepted (the running one's too), not
+        # when it runs: a queued job holds a dataset id, not the array.
+        assert client.get("/v1/datasets").json()["total"] == 3
+        full = client.post("/v1/models", json={**FIT_SMALL, "wait": False})
+        assert full.status_code == 429, full.text
+        assert "GMM_JOB_QUEUE_LENGTH" in full.json()["detail"]
+        assert int(full.headers["retry-after"]) > 0
+        client.post(f"{running}/cancel")
+        for url in queued:
+            job = wait_for(client, url, {"succeeded"})
+            model = client.get(f"/v1/models/{job['model_id']}").json()
+            assert model["dataset_id"] is not None
+
+
+FIT_SMALL = {
+    "algorithm": "kmeans",
+    "params": {"n_clusters": 2, "n_init": 1, "random_state": 0},
+    "data": {"points": [[0.0, 0.0], [0.0, 1.0], [10.0, 10.0], [10.0, 11.0]]},
+}

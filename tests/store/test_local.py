@@ -748,3 +748,33 @@ def test_readyz_is_503_when_models_cannot_be_published(
         aside.rename(models)
     assert client.get("/readyz").status_code == 200
     assert client.get(f"/v1/models/{model_id}").status_code == 200
+
+
+def test_readyz_is_503_while_the_disk_is_nearly_full(tmp_path: Path) -> None:
+    settings = Settings(
+        store_dir=tmp_path / "store", secret_key="k", store_min_free_bytes=2**62
+    )  # more than any disk has: the store is "nearly full"
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/readyz")
+        assert r.status_code == 503, r.text
+        assert "GMM_STORE_MIN_FREE_BYTES" in r.json()["detail"]
+        assert client.get("/v1/models").status_code == 200  # reads go on
+        assert _tmp_entries(settings.store_dir) == []
+
+
+def test_a_probe_that_fails_midway_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.store.local as local
+
+    store = local_store(tmp_path / "store", secret_key="k")
+
+    def half_written(path: Path, data: bytes) -> None:
+        path.write_bytes(data[:1])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(local, "_write_file", half_written)
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable, match="No space left"):
+            store.check_writable()
+    assert _tmp_entries(tmp_path / "store") == []

@@ -3,6 +3,7 @@ against the limits and stored once by content."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from typing import Any, BinaryIO
 
@@ -83,6 +84,15 @@ class Datasets:
         return replace(dataset, X=shape_only, dataset_id=dataset_id), rows
 
     # -- stored datasets ----------------------------------------------------------
+    def kept(self, dataset: arrays.Dataset) -> arrays.Dataset:
+        """The same points stored, and read back as a read-only memory map: what work
+        that waits in a queue holds instead of the array (no memory of its own)."""
+        if dataset.dataset_id is not None:
+            return dataset
+        meta, _ = self.create(dataset.X)
+        X = self._store.load_dataset(meta["id"])
+        return dataclasses.replace(dataset, X=X, dataset_id=meta["id"])
+
     def create(self, X: np.ndarray, *, name: str | None = None) -> tuple[DatasetResource, bool]:
         """Store ``X`` (n_samples, n_features) as float64 unless the same array is
         stored already; answers the dataset resource and whether it is new. A repeat

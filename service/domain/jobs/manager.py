@@ -43,13 +43,15 @@ from typing import Any
 
 from service.domain.records import expires_after, now
 from service.domain.training.progress import FitCancelled, FitProgress
-from service.errors import NotFound, ServiceError
+from service.errors import Busy, NotFound, ServiceError
 from service.store.base import JobStore
 
 log = logging.getLogger("service.jobs")
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 UNFINISHED = ("queued", "running")
+#: Seconds a client refused for a full job queue is told to wait.
+_RETRY_AFTER = 5
 #: Fields kept in the store for the service's own use, not shown to clients.
 INTERNAL = frozenset({"owner", "heartbeat_at"})
 #: This machine, as owners name it (a container's hostname is its id).
@@ -219,8 +221,11 @@ class JobManager:
         persist_interval: float = 0.5,
         stale_seconds: float = 60.0,
         retention_seconds: float = 7 * 86400.0,
+        queue_length: int = 64,
     ) -> None:
         self.store = store
+        #: Most jobs of the pool waiting for a worker (``GMM_JOB_QUEUE_LENGTH``).
+        self.queue_length = queue_length
         #: How long a finished job's record is kept (its ``expires_at``).
         self.retention_seconds = retention_seconds
         self.persist_interval = persist_interval
@@ -308,6 +313,8 @@ class JobManager:
 
         ``waited``: a request will ``wait`` for it, and takes its answer in memory.
         ``on_done`` runs when the job ends, however it ends (a fit slot's release).
+        ``Busy`` (429 with ``Retry-After``) when ``queue_length`` jobs already wait for
+        the pool: each holds its request until it runs.
         """
         job: dict[str, Any] = {
             "id": job_id,
@@ -326,6 +333,14 @@ class JobManager:
         if request is not None:
             job["request"] = request
         with self._lock:
+            if not immediate:
+                queued = sum(1 for j in self._live.values() if j["status"] == "queued")
+                if queued >= self.queue_length:
+                    raise Busy(
+                        f"{queued} jobs are already waiting for a worker "
+                        f"(GMM_JOB_QUEUE_LENGTH); retry in {_RETRY_AFTER} s.",
+                        headers={"Retry-After": str(_RETRY_AFTER)},
+                    )
             self._live[job_id] = job
             self._cancel[job_id] = threading.Event()
             if waited:

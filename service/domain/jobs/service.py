@@ -114,6 +114,7 @@ class Jobs:
         stale_seconds: float = 60.0,
         retention_seconds: float = 7 * 86400.0,
         idempotency_seconds: float = 86400.0,
+        queue_length: int = 64,
     ) -> None:
         self._store = store
         self._slots = slots
@@ -126,6 +127,7 @@ class Jobs:
             persist_interval=persist_interval,
             stale_seconds=stale_seconds,
             retention_seconds=retention_seconds,
+            queue_length=queue_length,
         )
 
     def close(self) -> None:

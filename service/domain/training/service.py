@@ -6,6 +6,7 @@ the fit runner, the Dask cluster and the one path into the catalogue have one ow
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ from service.domain.jobs.service import Jobs, Started, Waiting
 from service.domain.limits import Limits
 from service.domain.outofcore import chunked
 from service.domain.records import ModelResource
-from service.domain.runtime.cluster import DaskCluster
+from service.domain.runtime.cluster import ClusterUnavailable, DaskCluster
 from service.domain.runtime.executor import FitRunner
 from service.domain.training import estimators
 from service.domain.training.prepare import PreparedFit, prepare_fit
@@ -86,8 +87,17 @@ class Training:
 
     def cluster_status(self) -> dict[str, Any] | None:
         """The Dask scheduler's address and its workers and threads now; None without a
-        cluster. ``ClusterUnavailable`` (503) when the scheduler does not answer."""
-        return None if self._cluster is None else self._cluster.status()
+        cluster. ``ClusterUnavailable`` (503) when the scheduler does not answer, or has
+        no worker: every fit would wait for one and fail."""
+        if self._cluster is None:
+            return None
+        status = self._cluster.status()
+        if not status["workers"]:
+            raise ClusterUnavailable(
+                f"The Dask scheduler at {self._cluster.address} has no workers: fits sent "
+                "to it would wait and fail."
+            )
+        return status
 
     # -- a fit request ----------------------------------------------------------------
     def create_model(
@@ -131,6 +141,14 @@ class Training:
             engine=engine,
             has_cluster=self._cluster is not None,
         )
+        if waiting.mode == "later" and prepared.rows is None:
+            # It may wait in the job queue: hold the points as a stored dataset (a
+            # memory map, read when the fit starts), not as the request's array.
+            prepared = dataclasses.replace(
+                prepared,
+                dataset=self._datasets.kept(prepared.dataset),
+                data=prepared.data.model_copy(update={"points": None}),
+            )
         total, unit = progress_plan(estimators.build(algorithm, params))
         # Nobody waits for the answer of a job answered 202 at once: its per-point
         # arrays are read later, from the job's result.
