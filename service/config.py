@@ -50,6 +50,15 @@ class Settings(BaseSettings):
             "shared config, instance role). Unset: the local store."
         ),
     )
+    store_max_bytes: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "Quota of the store: the bytes of models' artifacts and datasets' points "
+            "together. A write that would pass it answers 507 problem+json; reads, "
+            "predictions and deletes go on. Unset: no quota."
+        ),
+    )
     store_min_free_bytes: int = Field(
         50_000_000,
         ge=0,

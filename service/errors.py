@@ -86,6 +86,14 @@ class StoreUnavailable(ServiceError):
     title = "Model store unavailable"
 
 
+class StoreFull(ServiceError):
+    """The store holds GMM_STORE_MAX_BYTES: writes are refused, reads go on."""
+
+    status = 507
+    slug = "insufficient-storage"
+    title = "The store is full"
+
+
 class ArtifactIntegrityError(ServiceError):
     """A stored artifact failed its signature or checksum: it is never unpickled."""
 

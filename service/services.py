@@ -62,6 +62,7 @@ def build_services(settings: Settings) -> Services:
         s3_endpoint_url=settings.s3_endpoint_url,
         database_pool_size=settings.database_pool_size,
         min_free_bytes=settings.store_min_free_bytes,
+        max_bytes=settings.store_max_bytes,
     )
     limits = limits_from(settings)
     cluster = DaskCluster(settings.dask_scheduler) if settings.dask_scheduler else None

@@ -251,6 +251,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "Invalid input, named by `errors[].loc`.",
         500: "Server fault, such as a stored artifact failing its integrity check.",
         503: "The model store is unavailable.",
+        507: "The store holds GMM_STORE_MAX_BYTES: nothing more is written until space is freed.",
     }
     return {
         # ``service.api.openapi`` files these under application/problem+json in the spec.

@@ -21,6 +21,7 @@ from service.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceError,
+    StoreFull,
     StoreUnavailable,
     UnsupportedMediaType,
 )
@@ -193,6 +194,15 @@ PROBLEM_EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
         "store-unavailable": _example(
             StoreUnavailable("Could not write the model: No space left on device (ENOSPC)."),
             "The model store is unavailable",
+        )
+    },
+    507: {
+        "insufficient-storage": _example(
+            StoreFull(
+                "The store holds 9999623 bytes; 48211 more would pass GMM_STORE_MAX_BYTES "
+                "(10000000). Delete models or datasets (reads and predictions go on)."
+            ),
+            "The store is full",
         )
     },
 }

@@ -25,6 +25,7 @@ def open_store(
     s3_endpoint_url: str | None = None,
     database_pool_size: int = 5,
     min_free_bytes: int = 0,
+    max_bytes: int | None = None,
 ) -> IndexedStore:
     """The store: artifacts under ``store_dir`` unless ``store_url``
     (``s3://bucket/prefix``) names a bucket, and metadata in ``database_url`` or else
@@ -56,6 +57,7 @@ def open_store(
         Signer(key),
         local_dir=Path(store_dir) if on_local_disk else None,
         min_free_bytes=min_free_bytes,
+        max_bytes=max_bytes,
     )
     try:
         store.import_legacy()

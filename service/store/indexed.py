@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,8 +38,9 @@ from typing import Any
 
 import joblib
 import numpy as np
+from cachetools import TTLCache
 
-from service.errors import ArtifactIntegrityError, NotFound, StoreUnavailable
+from service.errors import ArtifactIntegrityError, NotFound, StoreFull, StoreUnavailable
 from service.ids import check_dataset_id, check_id, check_job_id
 from service.store.base import (
     ALL_MODELS,
@@ -75,6 +77,7 @@ class IndexedStore:
         *,
         local_dir: Path | None = None,
         min_free_bytes: int = 0,
+        max_bytes: int | None = None,
     ) -> None:
         self.artifacts = artifacts
         self.db = db
@@ -82,6 +85,13 @@ class IndexedStore:
         #: The local folder whose disk the store writes (artifacts or SQLite), if any.
         self.local_dir = local_dir
         self.min_free_bytes = min_free_bytes
+        #: The quota (``GMM_STORE_MAX_BYTES``) of artifacts and datasets together.
+        self.max_bytes = max_bytes
+        # The bytes in use, summed in SQL at most once a second: a write checks the
+        # quota without a full-table sum each time (a replica may overshoot it by what
+        # the others wrote within that second).
+        self._used: TTLCache[str, int] = TTLCache(maxsize=1, ttl=1.0)
+        self._used_lock = threading.Lock()
         #: ``exists`` is one indexed read; on the event loop only when it is local.
         self.local_io = artifacts.local_io and db.dialect == "sqlite"
 
@@ -110,6 +120,7 @@ class IndexedStore:
             points = (dataset_id, str(dataset["file"]))
             meta["points"] = {"file": DATA, "sha256": dataset_id, "shape": dataset["shape"]}
         meta = self._signer.seal(meta)
+        self._check_quota(len(blob))
         self.artifacts.put_model(model_id, blob, points)  # first: a row never lacks it
         try:
             self.db.insert_model(model_id, canonical_json(meta), meta)
@@ -119,6 +130,22 @@ class IndexedStore:
             self._discard(model_id)
             raise
         return meta
+
+    def _check_quota(self, adding: int) -> None:
+        if self.max_bytes is None:
+            return
+        with self._used_lock:
+            used = self._used.get("bytes")
+            if used is None:
+                used = self.db.total_artifact_bytes() + self.db.total_dataset_bytes()
+                self._used["bytes"] = used
+            if used + adding > self.max_bytes:
+                raise StoreFull(
+                    f"The store holds {used} bytes; {adding} more would pass "
+                    f"GMM_STORE_MAX_BYTES ({self.max_bytes}). Delete models or datasets "
+                    "(reads and predictions go on)."
+                )
+            self._used["bytes"] = used + adding
 
     def _discard(self, model_id: str) -> None:
         """Best effort after a failed publish: the sweeper removes what this cannot."""
@@ -230,6 +257,7 @@ class IndexedStore:
             document = self.db.dataset_document(dataset_id)
             if document is not None:
                 return self._signer.verify_meta(document, "dataset", dataset_id), False
+            self._check_quota(X.nbytes)
             file = self.artifacts.put_dataset(dataset_id, X)  # this upload's own file, first
             created_ns = time.time_ns()
             meta = dict(metadata)

@@ -77,3 +77,28 @@ def test_a_listing_leaves_out_the_large_arrays_and_get_has_them(client: TestClie
     got = client.get(f"/v1/models/{model['id']}").json()
     assert got["covariances"] == model["covariances"]
     assert got["lower_bounds"] == model["lower_bounds"]
+
+
+def test_past_the_store_quota_writes_are_507_and_reads_go_on(tmp_path: Path) -> None:
+    settings = Settings(store_dir=tmp_path / "store", secret_key="k", store_max_bytes=14_000)
+    X = _points(100, 3)  # 2,400 bytes as a dataset
+    with TestClient(create_app(settings)) as client:
+        body = {"algorithm": "kmeans", "params": {"n_clusters": 2}, "data": {"points": X}}
+        model = client.post("/v1/models", json=body)
+        assert model.status_code == 201, model.text
+        other = {**body, "data": {"points": _points(300, 3)}}  # 7,200 bytes, and its model
+        r = client.post("/v1/models", json=other)
+        assert r.status_code == 507, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert "GMM_STORE_MAX_BYTES" in r.json()["detail"]
+        url = f"/v1/models/{model.json()['id']}"
+        assert client.post(f"{url}/predict", json={"points": X[:2]}).status_code == 200
+        assert client.get("/v1/models").json()["total"] == 1
+        # Deleting frees the space (the quota's sum is at most a second old).
+        assert client.delete(url).status_code == 204
+        dataset = model.json()["dataset_id"]
+        assert client.delete(f"/v1/datasets/{dataset}").status_code == 204
+        import time
+
+        time.sleep(1.1)
+        assert client.post("/v1/models", json=other).status_code == 201

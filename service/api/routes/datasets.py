@@ -95,7 +95,7 @@ _DATASET_DOC = {
             **_DATASET_DOC,
         },
         201: {"description": "Stored.", **_DATASET_DOC},
-        **responses(400, 413, 422, 500, 503),
+        **responses(400, 413, 422, 500, 503, 507),
     },
     openapi_extra=binary_request_doc(NPY, CSV),
 )

@@ -73,7 +73,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"], route_class=BinaryBodyR
     responses={
         201: MODEL_CREATED_DOC,
         **JOB_ACCEPTED_DOC,
-        **responses(400, 413, 422, 500, 503),
+        **responses(400, 413, 422, 500, 503, 507),
     },
 )
 def create_model(

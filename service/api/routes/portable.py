@@ -41,7 +41,7 @@ def export_model(model_id: ModelId, catalogue: CatalogueDep) -> Response:
     summary="Import a model from a portable JSON document",
     responses={
         201: MODEL_CREATED_DOC,
-        **responses(400, 413, 422, 500, 503),
+        **responses(400, 413, 422, 500, 503, 507),
     },
 )
 def import_model(

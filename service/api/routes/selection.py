@@ -35,7 +35,7 @@ router = APIRouter(prefix="/v1/model-selection", tags=["analysis"], route_class=
     "",
     response_model=SelectionResult,
     summary="Fit a grid of mixtures and rank them by BIC or AIC",
-    responses={**JOB_ACCEPTED_DOC, **responses(400, 413, 422, 500, 503)},
+    responses={**JOB_ACCEPTED_DOC, **responses(400, 413, 422, 500, 503, 507)},
 )
 def select_model(
     request: Annotated[SelectionRequest, Body(openapi_examples=SELECTION_EXAMPLES)],

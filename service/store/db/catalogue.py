@@ -265,6 +265,11 @@ class CatalogueDB:
         with self._read("count the models' bytes") as conn:
             return int(conn.execute(select).scalar_one())
 
+    def total_dataset_bytes(self) -> int:
+        size = sa.func.coalesce(sa.func.sum(datasets.c.n_samples * datasets.c.n_features * 8), 0)
+        with self._read("count the datasets' bytes") as conn:
+            return int(conn.execute(sa.select(size)).scalar_one())
+
     def known(self, table: str, ids: Iterable[str]) -> set[str]:
         """Which of ``ids`` have a row in ``models`` or ``datasets`` (the sweeper's
         question about the artifacts it found)."""
