@@ -67,3 +67,14 @@ def test_replicas_starting_together_migrate_a_new_database_once(database_url: st
             assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     finally:
         db.close()
+
+
+def test_the_head_the_service_skips_alembic_for_is_alembics_head() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from service.store.db.engine import HEAD_REVISION
+
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "service/store/db/migrations"))
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD_REVISION]

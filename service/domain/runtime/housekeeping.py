@@ -2,8 +2,10 @@
 
 A chore is a callable answering how many things it removed, run every so many
 seconds of its own; one that fails is logged and tried again at its next turn, never
-the end of the thread. Each runs at once first (a store left untidy by a crash is
-tidied without waiting a whole interval); ``close`` stops the thread between chores.
+the end of the thread. Each first runs after a delay of its own: expiries at once (a
+store left untidy by a restart is tidied without waiting a whole interval), a chore
+that walks the whole store after the start is over (it would hold the GIL while the
+service opens); ``close`` stops the thread between chores.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ log = logging.getLogger("service.housekeeping")
 
 
 class Housekeeping:
-    def __init__(self, chores: Sequence[tuple[str, Callable[[], int], float]]) -> None:
+    def __init__(
+        self,
+        chores: Sequence[tuple[str, Callable[[], int], float]],
+        *,
+        first_delays: dict[str, float] | None = None,
+    ) -> None:
         self.chores = list(chores)
-        self._due = {name: 0.0 for name, _, _ in self.chores}
+        start = time.monotonic()
+        self._due = {name: start + (first_delays or {}).get(name, 0.0) for name, _, _ in chores}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gmm-housekeeping", daemon=True)
 
