@@ -155,7 +155,12 @@ async def _on_service_error(
 ) -> ProblemResponse | NumpyJSONResponse:
     if exc.status >= 500:
         log.error("service error on %s %s: %s", request.method, request.url.path, exc.detail)
-    if is_protocol_path(request.url.path):
+    return service_error_response(request.url.path, exc)
+
+
+def service_error_response(path: str, exc: ServiceError) -> ProblemResponse | NumpyJSONResponse:
+    """``exc`` as the answer at ``path``; also for ASGI layers that answer before routing."""
+    if is_protocol_path(path):
         detail = exc.detail
         if exc.errors and len(exc.errors) == 1 and exc.errors[0].get("loc"):
             detail = f"{_where(exc.errors[0]['loc'])}: {detail}"
