@@ -1,5 +1,6 @@
 """What a real server does at its edge (issue 16): before any route runs, a request
-without a key is refused without its body being read.
+without a key is refused without its body being read, and a 500 keeps its headers
+and its connection.
 
 Only a real uvicorn shows these: a TestClient hands the app a body it already holds,
 and has neither sockets nor timeouts.
@@ -7,6 +8,8 @@ and has neither sockets nor timeouts.
 
 from __future__ import annotations
 
+import os
+import textwrap
 from collections.abc import Iterator
 
 import pytest
@@ -18,13 +21,40 @@ pytestmark = pytest.mark.slow
 
 PROBLEM = "application/problem+json"
 ADMIN = {"X-API-Key": "admin-key"}
+#: ``GET /v1/models?name=`` this raises RuntimeError inside the server (see ``_FAULT``).
+FAULT_NAME = "raise-an-unexpected-error"
+
+#: Imported by the server's interpreter at start-up (``sitecustomize`` on PYTHONPATH):
+#: one listing fails as a bug would, so that a real process answers a 500.
+_FAULT = f"""
+from service.domain.catalogue.service import Catalogue
+
+_list = Catalogue.list
+
+
+def _failing_list(self, **kwargs):
+    if kwargs.get("name") == {FAULT_NAME!r}:
+        raise RuntimeError("an unexpected failure, injected by tests/test_edge_server.py")
+    return _list(self, **kwargs)
+
+
+Catalogue.list = _failing_list
+"""
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Keys on."""
+    """Keys on, and the injected fault."""
     cwd = tmp_path_factory.mktemp("edge")
-    env = {"GMM_STORE_DIR": str(cwd / "store"), "GMM_API_KEYS": "admin-key,reader-key:read"}
+    hooks = cwd / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(textwrap.dedent(_FAULT))
+    pythonpath = os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH")) if p)
+    env = {
+        "GMM_STORE_DIR": str(cwd / "store"),
+        "GMM_API_KEYS": "admin-key,reader-key:read",
+        "PYTHONPATH": pythonpath,
+    }
     with running_server(env, cwd=cwd) as srv:
         yield srv
 
@@ -96,3 +126,22 @@ def test_a_key_still_opens_everything(server: ServerProcess) -> None:
         r = conn.request("POST", "/v1/models", fit, {**ADMIN, "Content-Type": "application/json"})
         assert r.status == 201, r.body
         assert conn.request("GET", "/healthz").status == 200  # open, and the same connection
+
+
+# -- 2. a 500 keeps its headers and its connection ------------------------------------------
+
+
+def test_a_500_carries_its_headers_and_keeps_the_connection(server: ServerProcess) -> None:
+    with raw_connection(server.port) as conn:
+        r = conn.request(
+            "GET", f"/v1/models?name={FAULT_NAME}", headers={**ADMIN, "X-Request-ID": "trace-500"}
+        )
+        assert r.status == 500, r.body
+        assert r.headers["content-type"] == PROBLEM
+        assert r.headers["x-request-id"] == "trace-500"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.json()["type"] == "urn:gmm-service:problem:internal-error"
+        assert r.headers.get("connection") != "close"
+        # The same connection serves the next request.
+        assert conn.request("GET", "/healthz").status == 200
+    assert "RuntimeError: an unexpected failure" in server.log()

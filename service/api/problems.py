@@ -224,10 +224,16 @@ async def _on_http_error(
 
 
 async def _on_unhandled(request: Request, exc: Exception) -> ProblemResponse | NumpyJSONResponse:
+    return internal_error(request.method, request.url.path, exc)
+
+
+def internal_error(method: str, path: str, exc: Exception) -> ProblemResponse | NumpyJSONResponse:
+    """The 500 of a bug: its traceback logged under an id the answer quotes, and nothing
+    of the exception in the answer itself."""
     error_id = uuid.uuid4().hex
-    log.exception("unhandled error %s on %s %s", error_id, request.method, request.url.path)
+    log.error("unhandled error %s on %s %s", error_id, method, path, exc_info=exc)
     detail = f"The server failed to handle this request; quote error id {error_id}."
-    if is_protocol_path(request.url.path):
+    if is_protocol_path(path):
         return protocol_error(500, detail)
     return problem(
         500,
@@ -242,6 +248,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
     app.add_exception_handler(ServiceError, _on_service_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
+    # RequestContextMiddleware answers the app's unexpected errors itself, with the
+    # request's headers; this (Starlette's outermost layer) is left with its own.
     app.add_exception_handler(Exception, _on_unhandled)
 
 
