@@ -140,6 +140,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         max_body_bytes=settings.max_body_bytes,
         uploads=datasets.UPLOAD_ROUTES,
         max_upload_bytes=settings.max_upload_bytes,
+        read_timeout=settings.request_read_timeout_seconds,
+        min_bytes_per_second=settings.request_min_bytes_per_second,
     )
     if app.state.keyring.enabled:
         # Outside the body limit, so that no byte of a body is read (nor a 413 or 400

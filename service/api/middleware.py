@@ -36,6 +36,22 @@ _API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'n
 access_log = logging.getLogger("gmm.access")
 
 
+def request_id_of(scope: Scope) -> str:
+    """The client's ``X-Request-ID`` when it is a sane one, else a new id."""
+    incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+    return incoming if _ID_OK.fullmatch(incoming) else uuid.uuid4().hex
+
+
+def with_context_headers(
+    headers: list[tuple[bytes, bytes]], request_id: str
+) -> list[tuple[bytes, bytes]]:
+    """A response's ``headers`` plus the request id and the security headers."""
+    headers = [*headers, (b"x-request-id", request_id.encode()), *_SECURITY_HEADERS]
+    if not any(name.lower() == _API_CSP[0] for name, _ in headers):
+        headers.append(_API_CSP)
+    return headers
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: what log shippers parse without configuration."""
 
@@ -113,8 +129,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _ID_OK.fullmatch(incoming) else uuid.uuid4().hex
+        request_id = request_id_of(scope)
         token = request_id_var.set(request_id)
         path: str = scope.get("path", "")
         status = 500
@@ -124,11 +139,7 @@ class RequestContextMiddleware:
             nonlocal status, status_sent
             if message["type"] == "http.response.start":
                 status, status_sent = message["status"], True
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                headers.extend(_SECURITY_HEADERS)
-                if not any(name.lower() == _API_CSP[0] for name, _ in headers):
-                    headers.append(_API_CSP)
+                headers = with_context_headers(message.get("headers", []), request_id)
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -66,6 +66,20 @@ def protocol_error(
     )
 
 
+#: Sent with an answer after which the connection cannot serve another request (the
+#: rest of a request's body was not read): uvicorn then closes it.
+CLOSE = {"Connection": "close"}
+
+
+def body_timeout(path: str, detail: str) -> ProblemResponse | NumpyJSONResponse:
+    """The 408 of a request body that arrived too slowly (``service.api.limits``)."""
+    if is_protocol_path(path):
+        return protocol_error(408, detail, CLOSE)
+    return problem(
+        408, detail, type_=PROBLEM_BASE + "request-timeout", title="Request timeout", headers=CLOSE
+    )
+
+
 def _where(loc: list[Any]) -> str:
     """``["inputs", 0, "data", 3]`` as ``inputs[0].data[3]``."""
     text = ""
@@ -214,6 +228,8 @@ async def _on_http_error(
         detail = f"{request.method} is not allowed on {request.url.path}."
         if resources := _resources_at(request):
             return _method_not_allowed(request, resources)
+    if exc.status_code == 408:
+        return body_timeout(request.url.path, detail)
     if is_protocol_path(request.url.path):
         return protocol_error(exc.status_code, detail, getattr(exc, "headers", None))
     if exc.status_code == 413:
