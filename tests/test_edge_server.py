@@ -202,6 +202,31 @@ def test_a_connection_that_sends_nothing_is_closed(server: ServerProcess) -> Non
     assert time.monotonic() - start < 4 * READ_TIMEOUT
 
 
+def test_the_rest_of_a_body_answered_early_gets_the_timeout_too(server: ServerProcess) -> None:
+    """A 401 goes out before the body is read; the rest of the body must then end in
+    time as well, or a client without a key could trickle it for ever after its 401."""
+    with raw_connection(server.port, timeout=8 * READ_TIMEOUT) as conn:
+        conn.send_head(
+            "POST", "/v1/models", {"Content-Type": "application/json", "Content-Length": "1000"}
+        )
+        assert conn.read_response().status == 401
+        sender = threading.Thread(target=conn.trickle, args=(b" " * 1000, 0.2, 6 * READ_TIMEOUT))
+        start = time.monotonic()
+        sender.start()
+        try:
+            assert conn.closed_by_server()
+            took = time.monotonic() - start
+        finally:
+            sender.join()
+    assert took < 4 * READ_TIMEOUT, f"closed after {took:.1f} s"
+    # A body that ends in time leaves the connection serving the next request.
+    with raw_connection(server.port) as conn:
+        r = conn.request("POST", "/v1/models", b"{" * 5000, {"Content-Type": "application/json"})
+        assert r.status == 401
+        time.sleep(2 * READ_TIMEOUT)
+        assert conn.request("GET", "/healthz").status == 200
+
+
 def test_a_prompt_request_is_unaffected_by_the_timeout(server: ServerProcess) -> None:
     """Keep-alive idleness is not a slow request: a connection that waits longer than
     the read timeout between two requests still serves the second."""

@@ -1,5 +1,5 @@
 """The HTTP/1.1 connections of ``python -m service``: uvicorn's httptools protocol with
-a deadline for request headers and a problem+json answer past the connection cap.
+deadlines for request headers and a problem+json answer past the connection cap.
 
 uvicorn has no timeout for reading a request's headers. ``timeout_keep_alive`` runs
 only between requests (the first byte of the next one stops it), and a new
@@ -8,15 +8,18 @@ or nothing, held its connection open for ever (issue 16). Here a connection must
 complete its request line and headers within ``GMM_REQUEST_READ_TIMEOUT_SECONDS`` of
 connecting, or of the first byte of a request on a kept-alive connection; past it the
 connection is closed, with nothing sent (no request was read to answer). The body's
-own deadline is an ASGI layer's (``service.api.limits``), which every server runs.
+own deadline is an ASGI layer's (``service.api.limits``), which every server runs; but
+once the app has answered before the body ended (a 401 decided from the headers), what
+is left of it is uvicorn's to discard, and gets the same deadline here.
 
 uvicorn's ``limit_concurrency`` (``GMM_MAX_CONNECTIONS``) answers a request past it
 with a text/plain 503; this protocol applies the same cap but answers problem+json
 naming the setting, with the request id and security headers every answer has.
 
 The hooks are uvicorn's httptools parser callbacks (``on_message_begin``,
-``on_headers_complete``) and ``_start_asgi_task``; ``tests/test_edge_server.py`` runs
-them in a real server, so an upgrade of uvicorn that moves them fails there.
+``on_headers_complete``, ``on_message_complete``), ``on_response_complete`` and
+``_start_asgi_task``; ``tests/test_edge_server.py`` runs them in a real server, so an
+upgrade of uvicorn that moves them fails there.
 uvicorn[standard] always brings httptools, so its protocol is the one to extend.
 """
 
@@ -70,7 +73,7 @@ async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> N
 
 
 class EdgeHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with a header deadline and a problem+json cap."""
+    """uvicorn's httptools protocol, with read deadlines and a problem+json cap."""
 
     def __init__(
         self,
@@ -83,49 +86,75 @@ class EdgeHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn's own check would answer text/plain first: this class checks instead.
         self.max_connections = self.limit_concurrency
         self.limit_concurrency = None
-        self.header_timeout = _header_timeout()
-        self.header_timer: asyncio.TimerHandle | None = None
-        self.header_bytes_seen = False
+        self.read_timeout = _header_timeout()
+        self.deadline: asyncio.TimerHandle | None = None
+        #: What the deadline waits for: "a request" (a new connection), "headers", or
+        #: "the rest of a body" that the app answered before it ended.
+        self.awaiting = ""
 
-    def _arm_header_timer(self) -> None:
-        if self.header_timer is None:
-            self.header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+    def _start_deadline(self, awaiting: str) -> None:
+        """Close the connection unless ``_stop_deadline`` comes first; a deadline that
+        already runs keeps running (the first byte started it, not the latest)."""
+        if self.deadline is None:
+            self.awaiting = awaiting
+            self.deadline = self.loop.call_later(self.read_timeout, self._deadline_passed)
 
-    def _disarm_header_timer(self) -> None:
-        if self.header_timer is not None:
-            self.header_timer.cancel()
-            self.header_timer = None
+    def _stop_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
 
-    def _headers_late(self) -> None:
-        self.header_timer = None
+    def _deadline_passed(self) -> None:
+        self.deadline = None
         # A connection upgraded to another protocol is that protocol's to close.
         if self.transport.is_closing() or self.transport.get_protocol() is not self:
             return
-        if self.header_bytes_seen:
+        if self.awaiting != "a request":  # an idle connection is no news
             self.logger.warning(
-                "Closed a connection whose request headers took longer than %g s "
+                "Closed a connection still sending %s after %g s "
                 "(GMM_REQUEST_READ_TIMEOUT_SECONDS).",
-                self.header_timeout,
+                self.awaiting,
+                self.read_timeout,
             )
         self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_timer()
+        self._start_deadline("a request")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_timer()
+        self._stop_deadline()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.header_bytes_seen = True
-        self._arm_header_timer()
+        self._start_deadline("headers")
 
     def on_headers_complete(self) -> None:
-        self._disarm_header_timer()
-        self.header_bytes_seen = False
+        self._stop_deadline()
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # The app answered before the body ended (a 401 from the headers alone, a 413):
+        # uvicorn discards the rest as it comes, with no deadline, so a client could
+        # trickle it for ever after its answer. The rest gets the read timeout.
+        cycle = self.cycle
+        answered_early = cycle is not None and cycle.response_complete and cycle.more_body
+        if answered_early and not self.transport.is_closing():
+            self._start_deadline("the rest of a body")
+
+    def on_message_complete(self) -> None:
+        draining = self.cycle is not None and self.cycle.response_complete
+        super().on_message_complete()
+        if draining and self.awaiting == "the rest of a body":
+            self._stop_deadline()
+            # uvicorn's keep-alive timer, armed when the answer went out, was stopped
+            # by the body's bytes: idle from now on, as after any request.
+            if self.timeout_keep_alive_task is None and not self.transport.is_closing():
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGIApp) -> None:  # type: ignore[override]
         # The cycle's own connection is among self.connections: one more than the cap
