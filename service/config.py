@@ -43,9 +43,10 @@ class Settings(BaseSettings):
             "Longest a client may take to send a request's headers (from connecting, or "
             "from the first byte of a request on a kept-alive connection): past it the "
             "connection is closed. Also the longest pause while it sends a body: past it "
-            "the request is answered 408 `request-timeout` and the connection closed. The "
-            "header deadline holds under `python -m service` (not under the uvicorn "
-            "command, which has none)."
+            "the request is answered 408 `request-timeout` and the connection closed; and "
+            "the longest the rest of a body answered before it ended (a 401) may take. "
+            "The deadlines on headers and on such a rest hold under `python -m service` "
+            "(not under the uvicorn command, which has none)."
         ),
     )
     request_min_bytes_per_second: int = Field(
