@@ -43,6 +43,11 @@ def main() -> None:
         workers=settings.workers,
         log_level=settings.log_level,
         timeout_keep_alive=settings.timeout_keep_alive,
+        # Request headers get a deadline, and the connection cap a problem+json 503.
+        # Named, not imported: uvicorn imports it when it loads the app, after
+        # _share_metrics, which must run before anything imports prometheus-client.
+        http="service.api.connections:EdgeHttpToolsProtocol",
+        limit_concurrency=settings.max_connections,
         # The service logs each request itself, as one JSON line (api/middleware.py).
         access_log=False,
     )

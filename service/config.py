@@ -35,6 +35,41 @@ class Settings(BaseSettings):
         ),
     )
 
+    request_read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Longest a client may take to send a request's headers (from connecting, or "
+            "from the first byte of a request on a kept-alive connection): past it the "
+            "connection is closed. Also the longest pause while it sends a body: past it "
+            "the request is answered 408 `request-timeout` and the connection closed; and "
+            "the longest the rest of a body answered before it ended (a 401) may take. "
+            "The deadlines on headers and on such a rest hold under `python -m service` "
+            "(not under the uvicorn command, which has none)."
+        ),
+    )
+    request_min_bytes_per_second: int = Field(
+        1024,
+        ge=0,
+        description=(
+            "Slowest a request body may arrive on average, in bytes per second, after a "
+            "grace of request_read_timeout_seconds: a body that falls further behind is "
+            "answered 408 `request-timeout`, so that a byte every few seconds cannot hold "
+            "a connection open. 0: only pauses are limited."
+        ),
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description=(
+            "Connections each worker serves at once (uvicorn's limit_concurrency; also "
+            "the most requests it runs at once). A request on one more connection is "
+            "answered 503 `too-many-connections` with Retry-After, and that connection "
+            "closed."
+        ),
+    )
+
     store_dir: Path = Field(
         Path("gmm-store"),
         description="Embedded local model store; created on first start if missing.",

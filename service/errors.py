@@ -150,3 +150,22 @@ def from_problem(problem: dict[str, Any]) -> ServiceError:
     error.title = str(problem.get("title", ServiceError.title))
     error.slug = str(problem.get("type", "")).removeprefix(PROBLEM_BASE) or ServiceError.slug
     return error
+
+
+class Unauthorized(ServiceError):
+    """No API key, or one the service does not know (``service.api.security``)."""
+
+    status = 401
+    slug = "unauthorized"
+    title = "Missing or invalid API key"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="gmm-service"'})
+
+
+class Forbidden(ServiceError):
+    """A read-only key asked for an operation that writes."""
+
+    status = 403
+    slug = "forbidden"
+    title = "This API key may not do that"

@@ -34,7 +34,7 @@ from service.api.routes import (
     selection,
 )
 from service.api.routing import route_methods
-from service.api.security import AuthDep, load_keyring
+from service.api.security import ApiKeyMiddleware, AuthDep, load_keyring
 from service.api.v2 import routes as v2
 from service.config import Settings
 from service.services import Services, build_services
@@ -120,21 +120,38 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     docs.install(app)
     explorer.install(app)
     app.include_router(health.router)
-    app.include_router(models.router, dependencies=[AuthDep])
-    app.include_router(datasets.router, dependencies=[AuthDep])
-    app.include_router(plots.router, dependencies=[AuthDep])
-    app.include_router(portable.router, dependencies=[AuthDep])
-    app.include_router(selection.router, dependencies=[AuthDep])
-    app.include_router(comparisons.router, dependencies=[AuthDep])
-    app.include_router(jobs.router, dependencies=[AuthDep])
+    v1 = [
+        models.router,
+        datasets.router,
+        plots.router,
+        portable.router,
+        selection.router,
+        comparisons.router,
+        jobs.router,
+    ]
+    for router in v1:
+        app.include_router(router, dependencies=[AuthDep])
     app.include_router(v2.server_router)
     app.include_router(v2.router, dependencies=[AuthDep])
+    # Every route of these needs a key when keys are configured (ApiKeyMiddleware).
+    guarded = [*v1, v2.router]
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         uploads=datasets.UPLOAD_ROUTES,
         max_upload_bytes=settings.max_upload_bytes,
+        read_timeout=settings.request_read_timeout_seconds,
+        min_bytes_per_second=settings.request_min_bytes_per_second,
     )
+    if app.state.keyring.enabled:
+        # Outside the body limit, so that no byte of a body is read (nor a 413 or 400
+        # answered) before the key is checked; inside CORS, so that a browser can read
+        # the 401.
+        app.add_middleware(
+            ApiKeyMiddleware,
+            keyring=app.state.keyring,
+            routes=[route for router in guarded for route in router.routes],
+        )
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

@@ -1,4 +1,4 @@
-"""Refuse oversized bodies while they stream in, before anything parses them.
+"""Refuse oversized or slow bodies while they stream in, before anything parses them.
 
 ``Content-Length`` alone is not enough: a chunked upload has none, so the byte
 count is enforced on the stream itself.
@@ -6,16 +6,23 @@ count is enforced on the stream itself.
 Uploads (``POST /v1/datasets``) may be larger: their route is let through up to
 ``GMM_MAX_UPLOAD_BYTES`` here, and holds each media type to its own limit while it
 reads the body (``service.api.binary``).
+
+A body must also keep arriving: no pause longer than ``GMM_REQUEST_READ_TIMEOUT_SECONDS``,
+and after that grace at least ``GMM_REQUEST_MIN_BYTES_PER_SECOND`` on average, else the
+request is answered 408 and its connection closed. Only the time spent waiting for the
+client counts, not the time the app takes between two reads. Headers are uvicorn's to
+read, before any ASGI app runs: their deadline is ``service.api.connections``'.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.problems import is_protocol_path, problem, protocol_error
+from service.api.problems import CLOSE, body_timeout, is_protocol_path, problem, protocol_error
 from service.errors import PROBLEM_BASE
 
 
@@ -25,6 +32,13 @@ class _TooLarge(HTTPException):
 
     def __init__(self, limit: int, setting: str) -> None:
         super().__init__(413, _detail(limit, setting))
+
+
+class _ReadTimeout(HTTPException):
+    """Raised from ``receive`` as ``_TooLarge`` is; the app's handler answers 408."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(408, detail, headers=CLOSE)
 
 
 def _detail(limit: int, setting: str) -> str:
@@ -39,12 +53,17 @@ class BodyLimitMiddleware:
         *,
         uploads: frozenset[tuple[str, str]] = frozenset(),
         max_upload_bytes: int = 0,
+        read_timeout: float | None = None,
+        min_bytes_per_second: int = 0,
     ) -> None:
-        """``uploads`` are the ``(method, path)`` pairs allowed ``max_upload_bytes``."""
+        """``uploads`` are the ``(method, path)`` pairs allowed ``max_upload_bytes``;
+        ``read_timeout`` (seconds) None: bodies may arrive as slowly as they like."""
         self.app = app
         self.limit = max_body_bytes
         self.uploads = uploads
         self.max_upload_bytes = max_upload_bytes
+        self.read_timeout = read_timeout
+        self.min_bytes_per_second = min_bytes_per_second
 
     def _limit_for(self, scope: Scope) -> tuple[int, str]:
         upload = (scope.get("method", ""), scope.get("path", "")) in self.uploads
@@ -62,6 +81,24 @@ class BodyLimitMiddleware:
             title="Payload too large",
         )
 
+    def _budget(self, seen: int, waited: float) -> float:
+        """Seconds the next read may wait, after ``waited`` s spent waiting for ``seen``
+        bytes: at most the timeout, and what is left of the timeout plus the time the
+        minimum rate allows for the bytes already received."""
+        assert self.read_timeout is not None
+        if not self.min_bytes_per_second:
+            return self.read_timeout
+        allowed = self.read_timeout + seen / self.min_bytes_per_second - waited
+        return min(self.read_timeout, max(allowed, 0.0))
+
+    def _timeout_detail(self) -> str:
+        return (
+            "The request body arrived too slowly: a pause longer than "
+            f"{self.read_timeout:g} s (GMM_REQUEST_READ_TIMEOUT_SECONDS), or less than "
+            f"{self.min_bytes_per_second} bytes per second on average after that "
+            "(GMM_REQUEST_MIN_BYTES_PER_SECOND)."
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -77,11 +114,27 @@ class BodyLimitMiddleware:
                     await self._reply(scope, limit, setting)(scope, receive, send)
                     return
         seen = 0
+        waited = 0.0
+        body_done = self.read_timeout is None
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, waited, body_done
+            if body_done:
+                # Past the body, receive() waits for a disconnect as long as a response
+                # streams (or a request waits for its job): no deadline there.
+                message = await receive()
+            else:
+                loop = asyncio.get_running_loop()
+                began = loop.time()
+                try:
+                    async with asyncio.timeout(self._budget(seen, waited)):
+                        message = await receive()
+                except TimeoutError:
+                    raise _ReadTimeout(self._timeout_detail()) from None
+                finally:
+                    waited += loop.time() - began
+                body_done = message["type"] != "http.request" or not message.get("more_body")
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
@@ -99,3 +152,6 @@ class BodyLimitMiddleware:
         except _TooLarge:
             if not started:
                 await self._reply(scope, limit, setting)(scope, receive, send)
+        except _ReadTimeout as exc:
+            if not started:
+                await body_timeout(scope.get("path", ""), exc.detail)(scope, receive, send)

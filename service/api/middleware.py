@@ -1,5 +1,5 @@
 """Per-request plumbing in one pure ASGI middleware: request id, access log line,
-metrics and security headers.
+metrics, security headers, and the 500 of an unexpected error.
 
 One middleware rather than four so that every request is timed once and its log
 line, metrics sample and response headers agree on route, status and id.
@@ -18,6 +18,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.metrics import Metrics
+from service.api.problems import internal_error
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -33,6 +34,22 @@ _SECURITY_HEADERS = [
 _API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 
 access_log = logging.getLogger("gmm.access")
+
+
+def request_id_of(scope: Scope) -> str:
+    """The client's ``X-Request-ID`` when it is a sane one, else a new id."""
+    incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+    return incoming if _ID_OK.fullmatch(incoming) else uuid.uuid4().hex
+
+
+def with_context_headers(
+    headers: list[tuple[bytes, bytes]], request_id: str
+) -> list[tuple[bytes, bytes]]:
+    """A response's ``headers`` plus the request id and the security headers."""
+    headers = [*headers, (b"x-request-id", request_id.encode()), *_SECURITY_HEADERS]
+    if not any(name.lower() == _API_CSP[0] for name, _ in headers):
+        headers.append(_API_CSP)
+    return headers
 
 
 class JsonFormatter(logging.Formatter):
@@ -91,6 +108,18 @@ def configure_logging(json_lines: bool) -> None:
 
 
 class RequestContextMiddleware:
+    """The outermost of the service's layers: every answer passes through it.
+
+    It also answers the app's unexpected exceptions (a 500 problem, through the same
+    ``send`` as any answer, so with the request id and the security headers). Left to
+    Starlette's ServerErrorMiddleware, outside every user middleware, a 500 had
+    neither, and the exception it re-raised made uvicorn close the connection without
+    ``Connection: close``, so a client's next request on it was reset. Here the
+    exception ends with the answer and the connection stays open for the next request.
+    An exception after the response has started is re-raised: uvicorn then closes the
+    connection, the only way to tell the client the answer is cut short.
+    """
+
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
@@ -100,26 +129,29 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _ID_OK.fullmatch(incoming) else uuid.uuid4().hex
+        request_id = request_id_of(scope)
         token = request_id_var.set(request_id)
         path: str = scope.get("path", "")
         status = 500
+        status_sent = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_sent
             if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                headers.extend(_SECURITY_HEADERS)
-                if not any(name.lower() == _API_CSP[0] for name, _ in headers):
-                    headers.append(_API_CSP)
+                status, status_sent = message["status"], True
+                headers = with_context_headers(message.get("headers", []), request_id)
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            try:
+                await self.app(scope, receive, send_wrapper)
+            except Exception as exc:
+                if status_sent:
+                    raise  # part of the answer is out: closing the connection ends it
+                await internal_error(scope.get("method", ""), path, exc)(
+                    scope, receive, send_wrapper
+                )
         finally:
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "<unmatched>"

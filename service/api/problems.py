@@ -66,6 +66,20 @@ def protocol_error(
     )
 
 
+#: Sent with an answer after which the connection cannot serve another request (the
+#: rest of a request's body was not read): uvicorn then closes it.
+CLOSE = {"Connection": "close"}
+
+
+def body_timeout(path: str, detail: str) -> ProblemResponse | NumpyJSONResponse:
+    """The 408 of a request body that arrived too slowly (``service.api.limits``)."""
+    if is_protocol_path(path):
+        return protocol_error(408, detail, CLOSE)
+    return problem(
+        408, detail, type_=PROBLEM_BASE + "request-timeout", title="Request timeout", headers=CLOSE
+    )
+
+
 def _where(loc: list[Any]) -> str:
     """``["inputs", 0, "data", 3]`` as ``inputs[0].data[3]``."""
     text = ""
@@ -155,7 +169,12 @@ async def _on_service_error(
 ) -> ProblemResponse | NumpyJSONResponse:
     if exc.status >= 500:
         log.error("service error on %s %s: %s", request.method, request.url.path, exc.detail)
-    if is_protocol_path(request.url.path):
+    return service_error_response(request.url.path, exc)
+
+
+def service_error_response(path: str, exc: ServiceError) -> ProblemResponse | NumpyJSONResponse:
+    """``exc`` as the answer at ``path``; also for ASGI layers that answer before routing."""
+    if is_protocol_path(path):
         detail = exc.detail
         if exc.errors and len(exc.errors) == 1 and exc.errors[0].get("loc"):
             detail = f"{_where(exc.errors[0]['loc'])}: {detail}"
@@ -209,6 +228,8 @@ async def _on_http_error(
         detail = f"{request.method} is not allowed on {request.url.path}."
         if resources := _resources_at(request):
             return _method_not_allowed(request, resources)
+    if exc.status_code == 408:
+        return body_timeout(request.url.path, detail)
     if is_protocol_path(request.url.path):
         return protocol_error(exc.status_code, detail, getattr(exc, "headers", None))
     if exc.status_code == 413:
@@ -219,10 +240,16 @@ async def _on_http_error(
 
 
 async def _on_unhandled(request: Request, exc: Exception) -> ProblemResponse | NumpyJSONResponse:
+    return internal_error(request.method, request.url.path, exc)
+
+
+def internal_error(method: str, path: str, exc: Exception) -> ProblemResponse | NumpyJSONResponse:
+    """The 500 of a bug: its traceback logged under an id the answer quotes, and nothing
+    of the exception in the answer itself."""
     error_id = uuid.uuid4().hex
-    log.exception("unhandled error %s on %s %s", error_id, request.method, request.url.path)
+    log.error("unhandled error %s on %s %s", error_id, method, path, exc_info=exc)
     detail = f"The server failed to handle this request; quote error id {error_id}."
-    if is_protocol_path(request.url.path):
+    if is_protocol_path(path):
         return protocol_error(500, detail)
     return problem(
         500,
@@ -237,6 +264,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
     app.add_exception_handler(ServiceError, _on_service_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
+    # RequestContextMiddleware answers the app's unexpected errors itself, with the
+    # request's headers; this (Starlette's outermost layer) is left with its own.
     app.add_exception_handler(Exception, _on_unhandled)
 
 

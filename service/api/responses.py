@@ -12,17 +12,18 @@ import numpy as np
 import orjson
 from starlette.responses import Response
 
-from service.api.security import Forbidden, Unauthorized
 from service.errors import (
     ArtifactIntegrityError,
     Busy,
     Conflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
     ServiceError,
     StoreFull,
     StoreUnavailable,
+    Unauthorized,
     UnsupportedMediaType,
 )
 

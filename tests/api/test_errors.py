@@ -748,3 +748,33 @@ def test_initial_values_sklearn_refuses_are_named(client: TestClient) -> None:
         r = client.post("/v1/models", json={**base, "params": params})
         problem = assert_problem(r, 422, ["body", "params", field])
         assert field in problem["detail"]
+
+
+# -- an unexpected exception ----------------------------------------------------------
+
+
+def test_an_unexpected_error_is_a_500_problem_with_every_header(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug answers like every other error: problem+json with the request's id and
+    the security headers, and an id to quote that the log line carries (issue 16)."""
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        catalogue = app.state.services.catalogue
+
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("injected by the test")
+
+        monkeypatch.setattr(catalogue, "list", fail)
+        r = c.get("/v1/models", headers={"X-Request-ID": "trace-500"})
+        problem = assert_problem(r, 500)
+        assert problem["type"] == "urn:gmm-service:problem:internal-error"
+        assert problem["instance"].startswith("urn:gmm-service:error:")
+        assert "RuntimeError" not in r.text  # the cause is in the log, not the answer
+        assert r.headers["x-request-id"] == "trace-500"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert "default-src 'none'" in r.headers["content-security-policy"]
+        # The metrics count it under its route, as any answer.
+        text = c.get("/metrics").text
+        assert 'route="/v1/models",status="500"} 1.0' in text

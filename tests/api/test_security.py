@@ -191,3 +191,63 @@ def test_metrics_report_fits_iterations_store_and_cache(client: TestClient) -> N
         'gmm_http_requests_total{method="POST",route="/v1/models/{model_id}/predict",'
         'status="200"} 2.0' in text
     )
+
+
+def test_without_a_key_any_body_is_401_never_a_body_error(tmp_path: Path) -> None:
+    """The key is checked before the body is read (issue 16): a body that would be a
+    400 (malformed JSON), 413 (too large) or 415 (unknown media type) is a 401 without a
+    key, with the same problem a body-less request gets."""
+    with app_with(tmp_path, api_keys="admin-key,reader-key:read", max_body_bytes=4096) as c:
+        expected = c.get("/v1/models").json()
+        bodies = [
+            ("/v1/models", b'{"algorithm": ', "application/json"),
+            ("/v1/models", b"{" + b" " * 10_000 + b"}", "application/json"),
+            ("/v1/datasets", b"\x93NUMPY garbage", "application/x-npy"),
+            ("/v1/datasets", b"<points/>", "application/xml"),
+        ]
+        for path, body, media_type in bodies:
+            r = c.post(path, content=body, headers={"Content-Type": media_type})
+            assert r.status_code == 401, (path, media_type, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.headers["www-authenticate"] == 'Bearer realm="gmm-service"'
+            assert r.json() == expected
+            r = c.post(
+                path, content=body, headers={"X-API-Key": "wrong", "Content-Type": media_type}
+            )
+            assert r.status_code == 401 and r.json()["detail"] == "The API key is not valid."
+        # A read-only key that may not write is refused before its body is read, too.
+        r = c.post("/v1/models", content=b"{", headers={"X-API-Key": "reader-key"})
+        assert r.status_code == 403, r.text
+        assert r.json()["detail"] == "A read-only key may not call create_model."
+        # ... and may still send a body where it may: its errors are the body's own.
+        r = c.post(
+            "/v1/models/" + "0" * 28 + "/predict",
+            content=b"{",
+            headers={"X-API-Key": "reader-key", "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+        r = c.post(
+            "/v1/models",
+            content=b"{",
+            headers={"X-API-Key": "admin-key", "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+
+
+def test_keys_leave_open_paths_and_unknown_routes_as_they_were(tmp_path: Path) -> None:
+    """Docs, the explorer's files, /v2's health and unknown routes answer without a key
+    as they do with none configured; a wrong key on an open path changes nothing."""
+    with app_with(tmp_path) as open_app, app_with(tmp_path, api_keys="admin-key") as keyed:
+        for method, path in [
+            ("GET", "/docs"),
+            ("GET", "/explorer"),
+            ("GET", "/explorer/assets/explorer.js"),
+            ("GET", "/v2/health/live"),
+            ("GET", "/v1/nothing-here"),
+            ("PUT", "/v1/models"),
+            ("OPTIONS", "/v1/models"),
+        ]:
+            want = open_app.request(method, path)
+            got = keyed.request(method, path, headers={"X-API-Key": "wrong"})
+            assert got.status_code == want.status_code, (method, path, got.text)
+        assert keyed.get("/v2/models/x").status_code == 401
