@@ -212,9 +212,10 @@ class JobStore(Protocol):
         """Store a new job's record."""
         ...
 
-    def put_job(self, job: dict[str, Any]) -> bool:
-        """Replace the job's record whole; False when it was deleted meanwhile (the
-        record is not written again)."""
+    def put_job(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        """Replace the job's record whole, keeping a ``cancel_requested`` written
+        meanwhile by another process; the record as written, or None when it was
+        deleted meanwhile (the record is not written again)."""
         ...
 
     def delete_job(self, job_id: str) -> None: ...

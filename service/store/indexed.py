@@ -320,7 +320,7 @@ class IndexedStore:
         if not self.db.add_job({**job, "id": check_job_id(job["id"])}):
             raise StoreUnavailable(f"Job id {job['id']} already exists.")
 
-    def put_job(self, job: dict[str, Any]) -> bool:
+    def put_job(self, job: dict[str, Any]) -> dict[str, Any] | None:
         return self.db.put_job({**job, "id": check_job_id(job["id"])})
 
     def delete_job(self, job_id: str) -> None:

@@ -24,12 +24,14 @@ class MemoryJobs:
         with self.lock:
             self.jobs[job["id"]] = dict(job)
 
-    def put_job(self, job: dict[str, Any]) -> bool:
+    def put_job(self, job: dict[str, Any]) -> dict[str, Any] | None:
         with self.lock:
             if job["id"] not in self.jobs:
-                return False
+                return None
+            if self.jobs[job["id"]].get("cancel_requested"):
+                job = {**job, "cancel_requested": True}
             self.jobs[job["id"]] = dict(job)
-            return True
+            return dict(job)
 
     def delete_job(self, job_id: str) -> None:
         with self.lock:

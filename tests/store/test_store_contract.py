@@ -601,7 +601,7 @@ def test_jobs_put_get_replace_and_list(backend: Backend) -> None:
         b.get_job(new_job_id())
     # A record deleted is never written back by a late update; expired ones are swept.
     b.delete_job(ids[1])
-    assert a.put_job({"id": ids[1], "status": "running"}) is False
+    assert a.put_job({"id": ids[1], "status": "running"}) is None
     with pytest.raises(NotFound):
         a.get_job(ids[1])
     with pytest.raises(NotFound):

@@ -468,15 +468,15 @@ class JobManager:
             job.update(changes, heartbeat_at=now())
             snapshot = dict(job)
         if persist:
-            # Keep a cancel that reached the store through another process.
-            try:
-                if self.store.get_job(job_id).get("cancel_requested"):
-                    snapshot["cancel_requested"] = True
-            except ServiceError:
-                pass
-            if not self.store.put_job(snapshot):  # deleted: stop, and never write it back
+            # The store keeps a cancel that reached it through another process, and
+            # says so; a deleted record is not written back, and the job stops.
+            stored = self.store.put_job(snapshot)
+            if stored is None or stored.get("cancel_requested"):
                 with self._lock:
                     event = self._cancel.get(job_id)
+                    live = self._live.get(job_id)
+                    if stored is not None and live is not None:
+                        live["cancel_requested"] = True
                 if event is not None:
                     event.set()
 

@@ -45,6 +45,13 @@ def parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
 
 
+def _cancel_requested(document: str) -> bool:
+    try:
+        return bool(json.loads(document).get("cancel_requested"))
+    except (ValueError, AttributeError):
+        return False
+
+
 def model_columns(meta: dict[str, Any]) -> dict[str, Any]:
     """The indexed columns of a model's row, copied from its (verified) metadata."""
     resource = meta.get("resource") or {}
@@ -381,12 +388,22 @@ class CatalogueDB:
         with self._write("write the job") as conn:
             return bool(conn.execute(statement).rowcount)
 
-    def put_job(self, job: dict[str, Any]) -> bool:
-        """Replace a job's record whole; False when there is none (it was deleted: a
-        running job never brings its record back)."""
-        statement = jobs.update().where(jobs.c.id == job["id"]).values(**self._job_values(job))
+    def put_job(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        """Replace a job's record whole, keeping a ``cancel_requested`` another process
+        wrote meanwhile; answers the record as written, or None when there is none (it
+        was deleted: a running job never brings its record back). One transaction: the
+        owner's progress writes cost one round trip each, cancel check included."""
         with self._write("write the job") as conn:
-            return bool(conn.execute(statement).rowcount)
+            select = sa.select(jobs.c.document).where(jobs.c.id == job["id"])
+            current = conn.execute(self._for_update(select)).scalar()
+            if current is None:
+                return None
+            if not job.get("cancel_requested") and _cancel_requested(current):
+                job = {**job, "cancel_requested": True}
+            conn.execute(
+                jobs.update().where(jobs.c.id == job["id"]).values(**self._job_values(job))
+            )
+            return job
 
     def delete_job(self, job_id: str) -> bool:
         with self._write("delete the job") as conn:
