@@ -118,3 +118,12 @@ def test_a_body_with_integers_past_64_bits_is_still_refused_by_its_checks(
     }
     r = client.post("/v1/comparisons", json=body, headers={"Idempotency-Key": "big"})
     assert r.status_code == 413 and "GMM_MAX_POINTS" in r.text, r.text
+
+
+def test_a_retry_after_its_model_was_deleted_is_a_422(client: TestClient) -> None:
+    key = {"Idempotency-Key": "gone"}
+    model = client.post("/v1/models", json=FIT, headers=key).json()
+    assert client.delete(f"/v1/models/{model['id']}").status_code == 204
+    r = client.post("/v1/models", json=FIT, headers=key)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]

@@ -18,6 +18,7 @@ LIMITS = Limits(
     max_features=10,
     max_values=150,
     max_components=5,
+    max_model_parameters=1000,
     max_iter=50,
     max_n_init=5,
     max_grid_cells=5,

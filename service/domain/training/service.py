@@ -26,7 +26,7 @@ from service.domain.training import estimators
 from service.domain.training.prepare import PreparedFit, prepare_fit
 from service.domain.training.progress import FitProgress, progress_plan
 from service.domain.training.results import PerPoint, describe_fit, omission_note
-from service.errors import Conflict, NotFound, from_problem
+from service.errors import Conflict, InvalidInput, NotFound, from_problem
 from service.schemas.data import DataSpec, GeneratorSpec
 
 
@@ -180,7 +180,15 @@ class Training:
             "fit", work, waiting=waiting, total=total, unit=unit, request=request
         )
         if kind == "job" and body["status"] == "succeeded":  # a retry (Idempotency-Key)
-            return "done", self.job_result(body["id"])
+            try:
+                return "done", self.job_result(body["id"])
+            except NotFound:
+                raise InvalidInput.at(
+                    ["header", "Idempotency-Key"],
+                    "The model this Idempotency-Key created has been deleted since; send a "
+                    "new key to fit it again.",
+                    "idempotency_key_spent",
+                ) from None
         return kind, body
 
     def _run_fit(self, prepared: PreparedFit, progress: FitProgress | None) -> estimators.Fitted:
