@@ -6,7 +6,7 @@ For each database and each size N (grown in place: 1,000, then 9,000 more, ...):
 1. **Populate** N models in bulk. Each row is exactly what ``IndexedStore.put`` writes:
    metadata shaped like a real 2-component, 2-feature fit's (templates made by the
    service itself, one fit per algorithm, through an in-process ``TestClient``), with
-   its own id (``new_model_id``), name ``sensor-{i % 1000}``, algorithm (a third each
+   its own id (``new_model_id``), name ``sensor-{i}`` (unique), algorithm (a third each
    of ``gaussian_mixture``, ``kmeans``, ``bayesian_gaussian_mixture``), tags
    ``team:t{i % 20}`` and ``site:...`` (one of 7), ``created_at`` five minutes apart
    and jittered means; sealed by ``Signer`` with the store's key, columns from
@@ -207,7 +207,7 @@ class Populator:
         jitter = self.rng.uniform(-0.5, 0.5)
         resource.update(
             id=model_id,
-            name=f"sensor-{i % 1000}",
+            name=f"sensor-{i}",  # unique, as the issue's `?name=m7`: the same page at every N
             tags={"team": f"t{i % 20}", "site": SITES[i % len(SITES)]},
             created_at=created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             means=[[v + jitter for v in row] for row in resource["means"]],

@@ -76,7 +76,7 @@ def test_catalogue_bench_runs_at_toy_sizes(
             # The filters find exactly the models the bench made for them.
             expected = {
                 "unfiltered": size,
-                "name": sum(1 for i in range(size) if i % 1000 == 7),
+                "name": 1 if size > 7 else 0,  # unique names: sensor-7 is one model
                 "tag": sum(1 for i in range(size) if i % 20 == 3),
                 "algorithm": sum(1 for i in range(size) if i % 3 == 1),
             }

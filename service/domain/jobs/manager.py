@@ -343,6 +343,9 @@ class JobManager:
                     )
             self._live[job_id] = job
             self._cancel[job_id] = threading.Event()
+            # Its record was just written here: a cancel through another process is read
+            # from the store from one persist_interval on, not before its first step.
+            self._checked[job_id] = time.monotonic()
             if waited:
                 self._waiters[job_id] = _Waiter(threading.Event())
         accepted = dict(job)  # as accepted: the pool may start it at once
