@@ -183,7 +183,9 @@ class Tally:
     predicted: set[str] = field(default_factory=set)  # models predicted with
     alive: set[str] = field(default_factory=set)  # models created, no delete sent
     alive_datasets: set[str] = field(default_factory=set)  # uploaded, no delete sent
-    kept_jobs: list[str] = field(default_factory=list)  # cancelled, never deleted
+    deleted: set[str] = field(default_factory=set)  # models their owner deleted
+    #: Jobs cancelled and never deleted, with the status their cancel answered.
+    kept_jobs: dict[str, str] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # last name a model's owner set
 
     @property
@@ -320,6 +322,7 @@ async def _delete(http: httpx.AsyncClient, c: Client, pool: list[str], tally: Ta
         return
     model_id = c.models.pop(c.rng.randrange(len(c.models)))
     tally.alive.discard(model_id)  # from here on a 404 for it is expected
+    tally.deleted.add(model_id)
     tally.names.pop(model_id, None)
     await _send(
         http, tally, "delete", "DELETE", f"/v1/models/{model_id}", alive=("model", model_id)
@@ -422,14 +425,16 @@ async def _fit_async(http: httpx.AsyncClient, c: Client, pool: list[str], tally:
     job_id: str = r.json()["id"]
     url = f"/v1/jobs/{job_id}"
     r = await _send(http, tally, "cancel", "POST", f"{url}/cancel", alive=("job", job_id))
+    answered = "?"
     if r is not None and r.status_code in (200, 202):
         job = r.json()
-        if job.get("status") == "succeeded" and job.get("model_id"):
+        answered = job.get("status", "?")
+        if answered == "succeeded" and job.get("model_id"):
             c.own_model(job["model_id"], tally)
     if c.rng.random() < 0.5:
         await _send(http, tally, "job-delete", "DELETE", url, alive=("job", job_id))
     else:
-        tally.kept_jobs.append(job_id)
+        tally.kept_jobs[job_id] = answered
 
 
 OPS: dict[str, Op] = {
@@ -497,8 +502,10 @@ async def _cache_counts(http: httpx.AsyncClient) -> dict[str, int]:
 
 async def _final_checks(http: httpx.AsyncClient, tally: Tally, clients: int) -> Counter[str]:
     """Every model and dataset never deleted must still be there (a model with the last
-    name its owner gave it), and every job never deleted must still answer; the
-    jobs' final statuses, counted."""
+    name its owner gave it), and every job never deleted must still answer; counted
+    as ``<status its cancel answered>-><status now>``. A job that succeeded although
+    its cancel found it running (its fit had done its last step) must have stored its
+    model."""
     check = asyncio.Semaphore(clients)
     jobs_final: Counter[str] = Counter()
 
@@ -533,7 +540,11 @@ async def _final_checks(http: httpx.AsyncClient, tally: Tally, clients: int) -> 
         elif r.status_code != 200:
             tally.error("final job get", f"{r.status_code} {r.text[:300]}")
         else:
-            jobs_final[r.json()["status"]] += 1
+            job = r.json()
+            jobs_final[f"{tally.kept_jobs[job_id]}->{job['status']}"] += 1
+            model_id = job.get("model_id")
+            if model_id and model_id not in tally.alive and model_id not in tally.deleted:
+                await model(model_id)
 
     await asyncio.gather(
         *(model(m) for m in sorted(tally.alive)),
