@@ -88,6 +88,10 @@ class Server:
                 raise RuntimeError(f"{self.argv} not ready after {timeout} s")
             time.sleep(0.1)
 
+    def log_text(self) -> str:
+        """What the server wrote so far: its tracebacks, read before ``stop`` removes them."""
+        return self._log.read_text(errors="replace")
+
     def stop(self) -> None:
         """Terminate, then kill if it lingers; safe to call on a process already gone."""
         if self.proc.poll() is None:
