@@ -110,6 +110,7 @@ def build_services(settings: Settings) -> Services:
     housekeeping = Housekeeping(
         [
             ("expired models", store.sweep_expired_models, every),
+            ("expired datasets", store.sweep_expired_datasets, every),
             ("expired jobs", store.sweep_expired_jobs, every),
             ("expired idempotency keys", store.sweep_expired_keys, every),
             # Listing every artifact costs more; orphans are rare and need not go fast.

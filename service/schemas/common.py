@@ -48,6 +48,10 @@ Instant = Annotated[
     AfterValidator(_instant),
 ]
 
+#: Ten years: a time to live is for things that should go, not a way to keep one.
+MAX_TTL_SECONDS = 10 * 365 * 86400
+TtlSeconds = Annotated[int, Strict(), Field(ge=1, le=MAX_TTL_SECONDS)]
+
 #: A point: at least one coordinate (the document says so, not only the domain code).
 Row = Annotated[list[FiniteFloat], Field(min_length=1)]
 Matrix = Annotated[list[Row], Field(min_length=1)]

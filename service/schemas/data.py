@@ -15,6 +15,7 @@ from service.schemas.common import (
     StrictBool,
     StrictInt,
     StrictModel,
+    TtlSeconds,
 )
 from service.schemas.examples import SEED_GENERATED
 
@@ -128,6 +129,13 @@ class DatasetCreate(StrictModel):
     name: (
         Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] | None
     ) = Field(None, description="A free label for people; not unique, not part of the id.")
+    ttl_seconds: TtlSeconds | None = Field(
+        None,
+        description=(
+            "Delete the dataset this many seconds after it is stored (`expires_at`). An "
+            "array stored already is answered as it is, its own expiry kept."
+        ),
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DatasetCreate:
@@ -152,6 +160,13 @@ class DatasetResource(StrictModel):
         )
     )
     created_at: str = Field(description="ISO 8601, UTC.")
+    expires_at: str | None = Field(
+        None,
+        description=(
+            "When the service deletes the dataset (`ttl_seconds`); null: never. Models "
+            "fitted on it keep their own copy of its points."
+        ),
+    )
 
 
 class DatasetList(StrictModel):

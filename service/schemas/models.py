@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from service.ids import MODEL_ID_PATTERN
 from service.schemas.common import (
@@ -13,6 +13,7 @@ from service.schemas.common import (
     Seed,
     StrictInt,
     StrictModel,
+    TtlSeconds,
     Wait,
     WarningItem,
 )
@@ -102,11 +103,6 @@ EffectiveWeightThreshold = Annotated[
     FiniteFloat,
     Field(ge=0, le=1, description="Components with a weight above this count as effective."),
 ]
-
-
-#: Ten years: a time to live is for models that should go, not a way to keep one.
-MAX_TTL_SECONDS = 10 * 365 * 86400
-TtlSeconds = Annotated[int, Strict(), Field(ge=1, le=MAX_TTL_SECONDS)]
 
 
 class _FitRequestBase(StrictModel):

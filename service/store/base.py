@@ -204,6 +204,10 @@ class DatasetStore(Protocol):
 
     def delete_dataset(self, dataset_id: str) -> None: ...
 
+    def sweep_expired_datasets(self) -> int:
+        """Delete the datasets past their ``expires_at``; how many."""
+        ...
+
 
 class JobStore(Protocol):
     """Job resources of long work (``service.domain.jobs.manager``)."""

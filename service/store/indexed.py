@@ -50,7 +50,7 @@ from service.store.base import (
     ModelQuery,
     array_sha256,
 )
-from service.store.db.catalogue import CatalogueDB
+from service.store.db.catalogue import CatalogueDB, parse_time
 from service.store.signing import DATA, Signer, StoredRows, canonical_json
 
 log = logging.getLogger("service.store")
@@ -275,6 +275,7 @@ class IndexedStore:
                 shape=X.shape,
                 file=file,
                 document=canonical_json(sealed),
+                expires_at=parse_time(meta.get("expires_at")),
             ):
                 return {k: v for k, v in sealed.items() if k != "signature"}, True
             self.artifacts.delete_dataset(dataset_id, file)  # the same array won meanwhile
@@ -362,6 +363,21 @@ class IndexedStore:
 
     def sweep_expired_keys(self) -> int:
         return self.db.forget_expired_keys()
+
+    def sweep_expired_datasets(self) -> int:
+        """Delete the datasets past their ``expires_at``, rows first; models fitted on
+        them keep their own copy of the points."""
+        removed = 0
+        while True:
+            rows = self.db.take_expired_datasets(dt.datetime.now(dt.UTC))
+            for dataset_id, file in rows:
+                try:
+                    self.artifacts.delete_dataset(dataset_id, file)
+                except (StoreUnavailable, ArtifactIntegrityError):
+                    log.warning("dataset %s expired; its file is left to the sweeper", dataset_id)
+            removed += len(rows)
+            if len(rows) < 1000:
+                return removed
 
     def sweep_expired_jobs(self) -> int:
         """Remove the records of jobs past their ``expires_at``, a chunk at a time."""

@@ -204,3 +204,47 @@ def test_over_the_limit_is_413_from_the_spec(small: TestClient, spec: dict[str, 
     problem = assert_problem(small.post(URL, json=spec), 413, ["body"])
     assert "GMM_MAX_POINTS" in problem["detail"]
     assert generated(small, {"kind": "moons", "n_samples": 50})["labels"]
+
+
+def test_a_dataset_with_a_ttl_is_deleted_when_it_expires(tmp_path: Path) -> None:
+    """JSON bodies carry ``ttl_seconds``, .npy and CSV uploads the query parameter; a
+    model fitted on the dataset keeps working after the dataset is gone."""
+    import io
+    import time
+
+    import numpy as np
+
+    settings = Settings(store_dir=tmp_path / "store", secret_key="k", sweep_interval_seconds=0.1)
+    points = [[0.0, 0.0], [0.0, 1.0], [10.0, 10.0], [10.0, 11.0]]
+    with TestClient(create_app(settings)) as client:
+        doomed = client.post("/v1/datasets", json={"points": points, "ttl_seconds": 1}).json()
+        assert doomed["expires_at"] > doomed["created_at"]
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(points) + 1.0)
+        uploaded = client.post(
+            "/v1/datasets",
+            params={"ttl_seconds": 1},
+            content=buffer.getvalue(),
+            headers={"Content-Type": "application/x-npy"},
+        ).json()
+        kept = client.post("/v1/datasets", json={"points": [[1.0, 2.0], [3.0, 4.0]]}).json()
+        assert kept["expires_at"] is None and uploaded["expires_at"] is not None
+        fit = {
+            "algorithm": "kmeans",
+            "params": {"n_clusters": 2, "n_init": 1},
+            "data": {"dataset_id": doomed["id"]},
+        }
+        model = client.post("/v1/models", json=fit).json()
+        deadline = time.monotonic() + 20
+        while any(
+            client.get(f"/v1/datasets/{d['id']}").status_code != 404 for d in (doomed, uploaded)
+        ):
+            assert time.monotonic() < deadline, "the expired datasets were never deleted"
+            time.sleep(0.05)
+        assert client.get(f"/v1/datasets/{kept['id']}").status_code == 200
+        predicted = client.post(f"/v1/models/{model['id']}/predict", json={"points": points})
+        assert predicted.status_code == 200
+        assert (
+            client.get(f"/v1/models/{model['id']}/plot", params={"format": "svg"}).status_code
+            == 200
+        )

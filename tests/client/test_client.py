@@ -542,3 +542,10 @@ def test_a_model_fitted_with_a_ttl_says_when_it_goes(gmm: Any) -> None:
     assert made["expires_at"] > made["created_at"]
     assert gmm.update_model(made["id"], ttl_seconds=None)["expires_at"] is None
     gmm.delete_model(made["id"])
+
+
+def test_a_dataset_stored_with_a_ttl_says_when_it_goes(gmm: Any) -> None:
+    X = np.random.default_rng(11).normal(size=(30, 2))
+    dataset = gmm.create_dataset(X, ttl_seconds=3600)
+    assert dataset["expires_at"] > dataset["created_at"]
+    gmm.delete_dataset(dataset["id"])

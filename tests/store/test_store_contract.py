@@ -779,3 +779,18 @@ def test_expired_models_are_swept_once_whichever_stores_sweep(backend: Backend) 
     assert backend.artifact_names("models") == set(alive)
     for model_id in expired:
         assert not stores[2].exists(model_id)
+
+
+def test_expired_datasets_are_swept_and_models_keep_their_points(backend: Backend) -> None:
+    store = backend.new_store()
+    X = _points()
+    doomed, _ = store.put_dataset(X, {"expires_at": "2000-01-01T00:00:00.000Z"})
+    kept, _ = store.put_dataset(X + 1.0, {"expires_at": None})
+    model_id = new_model_id()
+    store.put(model_id, _kmeans(), {"resource": {}}, dataset_id=doomed["id"])
+    assert backend.new_store().sweep_expired_datasets() == 1
+    with pytest.raises(NotFound):
+        store.get_dataset_metadata(doomed["id"])
+    assert store.get_dataset_metadata(kept["id"])["id"] == kept["id"]
+    np.testing.assert_array_equal(store.load_points(model_id), X)
+    assert backend.artifact_names("datasets") == {f"{kept['id']}/{kept['file']}"}

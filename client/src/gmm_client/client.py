@@ -264,10 +264,12 @@ class _Base:
             return {"dataset_id": dataset["id"]}
         return {"points": X.tolist()}
 
-    def _upload(self, X: np.ndarray, name: str | None) -> _Step[JSON]:
+    def _upload(
+        self, X: np.ndarray, name: str | None, ttl_seconds: int | None = None
+    ) -> _Step[JSON]:
         response = yield _Call(
             "create_dataset",
-            params={"name": name} if name else None,
+            params=_present(name=name, ttl_seconds=ttl_seconds) or None,
             content=to_npy(X),
             headers={"Content-Type": NPY},
         )
@@ -568,8 +570,10 @@ class _Base:
         *,
         name: str | None = None,
         content_type: str | None = None,
+        ttl_seconds: int | None = None,
     ) -> _Step[JSON]:
-        """Store points once, by content, and return the dataset resource.
+        """Store points once, by content, and return the dataset resource (deleted by
+        the service ``ttl_seconds`` after it is stored, when given).
 
         ``data`` is an array (sent as ``.npy``), the ``bytes`` or a binary file object
         (streamed, never read into memory) of a ``.npy`` or CSV file (say which with
@@ -577,12 +581,16 @@ class _Base:
         ``"; header=absent"`` to say whether its first row is a header), or a
         ``{"generator": ...}`` object."""
         if isinstance(data, bytes) or _is_file(data):
-            resource, _ = yield from self._post_file(data, content_type or NPY, name)
+            resource, _ = yield from self._post_file(data, content_type or NPY, name, ttl_seconds)
             return resource
         if isinstance(data, Mapping):
-            body = {**data, **({"name": name} if name else {})}
+            body = {
+                **data,
+                **({"name": name} if name else {}),
+                **({"ttl_seconds": ttl_seconds} if ttl_seconds is not None else {}),
+            }
             return (yield from self._json(_Call("create_dataset", json=body)))
-        return (yield from self._upload(as_points(data), name))
+        return (yield from self._upload(as_points(data), name, ttl_seconds))
 
     @operation
     def upload_dataset(
@@ -594,11 +602,15 @@ class _Base:
         return (yield from self._post_file(file, content_type, name))
 
     def _post_file(
-        self, file: bytes | IO[bytes], content_type: str, name: str | None
+        self,
+        file: bytes | IO[bytes],
+        content_type: str,
+        name: str | None,
+        ttl_seconds: int | None = None,
     ) -> _Step[tuple[JSON, bool]]:
         response = yield _Call(
             "create_dataset",
-            params={"name": name} if name else None,
+            params=_present(name=name, ttl_seconds=ttl_seconds) or None,
             content=file,
             headers={"Content-Type": content_type},
         )

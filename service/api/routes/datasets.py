@@ -21,6 +21,7 @@ from service.api.problems import responses
 from service.api.responses import NumpyJSONResponse
 from service.domain.datasets.files import csv_header_param
 from service.ids import DATASET_CURSOR_PATTERN
+from service.schemas.common import MAX_TTL_SECONDS
 from service.schemas.data import (
     DatasetCreate,
     DatasetList,
@@ -113,6 +114,17 @@ def create_dataset(
             description="A label for a .npy or CSV upload (JSON bodies carry `name`).",
         ),
     ] = None,
+    ttl_seconds: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_TTL_SECONDS,
+            description=(
+                "For a .npy or CSV upload (JSON bodies carry `ttl_seconds`): delete the "
+                "dataset this many seconds after it is stored."
+            ),
+        ),
+    ] = None,
 ) -> Response:
     """Store points once, by content: `Content-Type: application/x-npy` (a `.npy`
     file, never unpickled: integers or floats, 2-D), `text/csv` (numbers only, an
@@ -136,12 +148,15 @@ def create_dataset(
             body.file,
             csv_header=csv_header_param(body.content_type),
             name=name,
+            ttl_seconds=ttl_seconds,
         )
     elif spec is None:
         raise missing_body()
     else:
         data = DataSpec(points=spec.points, generator=spec.generator)
-        resource, created = datasets.create_from_spec(data, name=spec.name or name)
+        resource, created = datasets.create_from_spec(
+            data, name=spec.name or name, ttl_seconds=spec.ttl_seconds or ttl_seconds
+        )
     return NumpyJSONResponse(
         resource,
         status_code=201 if created else 200,

@@ -11,7 +11,7 @@ import numpy as np
 
 from service.domain.datasets import arrays, files
 from service.domain.limits import Limits
-from service.domain.records import DatasetResource, Page, now, versions
+from service.domain.records import DatasetResource, Page, expires_after, now, versions
 from service.errors import InvalidInput, NotFound
 from service.schemas.data import DataSpec, GeneratorSpec
 from service.store.base import DatasetStore
@@ -28,6 +28,7 @@ def _resource(meta: dict[str, Any]) -> DatasetResource:
         "dtype": meta["dtype"],
         "sha256": meta["id"],
         "created_at": meta["created_at"],
+        "expires_at": meta.get("expires_at"),
     }
 
 
@@ -93,30 +94,42 @@ class Datasets:
         X = self._store.load_dataset(meta["id"])
         return dataclasses.replace(dataset, X=X, dataset_id=meta["id"])
 
-    def create(self, X: np.ndarray, *, name: str | None = None) -> tuple[DatasetResource, bool]:
+    def create(
+        self, X: np.ndarray, *, name: str | None = None, ttl_seconds: int | None = None
+    ) -> tuple[DatasetResource, bool]:
         """Store ``X`` (n_samples, n_features) as float64 unless the same array is
         stored already; answers the dataset resource and whether it is new. A repeat
-        keeps the first upload's ``name`` and ``created_at``."""
+        keeps the first upload's ``name``, ``created_at`` and ``expires_at``."""
         X = files.to_float64(X)
         files.require_finite(X)
+        expires_at = None if ttl_seconds is None else expires_after(ttl_seconds)
         meta, created = self._store.put_dataset(
-            X, {"name": name, "created_at": now(), "versions": versions()}
+            X,
+            {"name": name, "created_at": now(), "expires_at": expires_at, "versions": versions()},
         )
         return _resource(meta), created
 
     def upload(
-        self, media_type: str, body: BinaryIO, *, csv_header: bool | None = None, name: str | None
+        self,
+        media_type: str,
+        body: BinaryIO,
+        *,
+        csv_header: bool | None = None,
+        name: str | None,
+        ttl_seconds: int | None = None,
     ) -> tuple[DatasetResource, bool]:
         """A ``.npy`` or CSV body (a file object) parsed and stored: see ``create``."""
         if media_type == files.NPY_MEDIA_TYPE:
             X = files.read_npy(body, self.limits)
         else:
             X = files.read_csv(body, self.limits, header=csv_header)
-        return self.create(X, name=name)
+        return self.create(X, name=name, ttl_seconds=ttl_seconds)
 
-    def create_from_spec(self, data: DataSpec, *, name: str | None) -> tuple[DatasetResource, bool]:
+    def create_from_spec(
+        self, data: DataSpec, *, name: str | None, ttl_seconds: int | None = None
+    ) -> tuple[DatasetResource, bool]:
         """JSON ``points`` or a ``generator`` stored as a dataset (labels are not kept)."""
-        return self.create(self.resolve(data, ("body",)).X, name=name)
+        return self.create(self.resolve(data, ("body",)).X, name=name, ttl_seconds=ttl_seconds)
 
     def get(self, dataset_id: str) -> DatasetResource:
         return _resource(self._store.get_dataset_metadata(dataset_id))

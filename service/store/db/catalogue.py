@@ -307,7 +307,14 @@ class CatalogueDB:
 
     # -- datasets -----------------------------------------------------------------
     def insert_dataset(
-        self, dataset_id: str, *, sort_key: str, shape: Sequence[int], file: str, document: bytes
+        self,
+        dataset_id: str,
+        *,
+        sort_key: str,
+        shape: Sequence[int],
+        file: str,
+        document: bytes,
+        expires_at: dt.datetime | None = None,
     ) -> bool:
         """Publish a dataset's row unless one is there (the same array, uploaded at the
         same time, won); whether this call inserted it."""
@@ -319,12 +326,33 @@ class CatalogueDB:
                 n_samples=int(shape[0]),
                 n_features=int(shape[1]),
                 file=file,
+                expires_at=expires_at,
                 document=document.decode(),
             )
             .on_conflict_do_nothing()
         )
         with self._write("publish the dataset") as conn:
             return bool(conn.execute(statement).rowcount)
+
+    def take_expired_datasets(
+        self, now: dt.datetime, *, limit: int = _CHUNK
+    ) -> list[tuple[str, str]]:
+        """Remove the rows of up to ``limit`` datasets past their ``expires_at``; their
+        ids and data files, for the caller to remove after the commit (SKIP LOCKED on
+        PostgreSQL, as for models)."""
+        expired = (
+            sa.select(datasets.c.id, datasets.c.file)
+            .where(datasets.c.expires_at <= now)
+            .order_by(datasets.c.expires_at)
+            .limit(limit)
+        )
+        with self._write("remove expired datasets") as conn:
+            rows = [
+                (r.id, r.file) for r in conn.execute(self._for_update(expired, skip_locked=True))
+            ]
+            if rows:
+                conn.execute(datasets.delete().where(datasets.c.id.in_([r[0] for r in rows])))
+            return rows
 
     def dataset_document(self, dataset_id: str) -> bytes | None:
         select = sa.select(datasets.c.document).where(datasets.c.id == dataset_id)
