@@ -50,7 +50,7 @@ from service.store.base import (
     ModelQuery,
     array_sha256,
 )
-from service.store.db.catalogue import CatalogueDB, parse_time
+from service.store.db.catalogue import EXPIRED_CHUNK, CatalogueDB, parse_time
 from service.store.signing import DATA, Signer, StoredRows, canonical_json
 
 log = logging.getLogger("service.store")
@@ -328,20 +328,6 @@ class IndexedStore:
         if not self.db.delete_job(check_job_id(job_id)):
             raise NotFound(f"No job with id {job_id!r}.")
 
-    def sweep_expired_models(self) -> int:
-        """Delete the models past their ``expires_at``, as ``delete`` does: rows first."""
-        removed = 0
-        while True:
-            ids = self.db.take_expired_models(dt.datetime.now(dt.UTC))
-            for model_id in ids:
-                try:
-                    self.artifacts.delete_model(model_id)
-                except StoreUnavailable:
-                    log.warning("model %s expired; its artifact is left to the sweeper", model_id)
-            removed += len(ids)
-            if len(ids) < 1000:
-                return removed
-
     def claim_key(
         self,
         scope: str,
@@ -364,28 +350,34 @@ class IndexedStore:
     def sweep_expired_keys(self) -> int:
         return self.db.forget_expired_keys()
 
+    def sweep_expired_models(self) -> int:
+        """Delete the models past their ``expires_at``, as ``delete`` does: rows first."""
+        return self._sweep_expired("models", lambda row: self.artifacts.delete_model(row.id))
+
     def sweep_expired_datasets(self) -> int:
         """Delete the datasets past their ``expires_at``, rows first; models fitted on
         them keep their own copy of the points."""
-        removed = 0
-        while True:
-            rows = self.db.take_expired_datasets(dt.datetime.now(dt.UTC))
-            for dataset_id, file in rows:
-                try:
-                    self.artifacts.delete_dataset(dataset_id, file)
-                except (StoreUnavailable, ArtifactIntegrityError):
-                    log.warning("dataset %s expired; its file is left to the sweeper", dataset_id)
-            removed += len(rows)
-            if len(rows) < 1000:
-                return removed
+        return self._sweep_expired(
+            "datasets", lambda row: self.artifacts.delete_dataset(row.id, row.file)
+        )
 
     def sweep_expired_jobs(self) -> int:
-        """Remove the records of jobs past their ``expires_at``, a chunk at a time."""
+        """Remove the records of jobs past their ``expires_at`` (they have no artifact)."""
+        return self._sweep_expired("jobs", None)
+
+    def _sweep_expired(self, kind: str, remove: Callable[[Any], None] | None) -> int:
+        """Take expired rows a chunk at a time, then remove each one's artifact; one
+        that cannot be removed now is left to the orphan sweeper."""
         removed = 0
         while True:
-            done = self.db.delete_expired_jobs(dt.datetime.now(dt.UTC))
-            removed += done
-            if done < 1000:
+            rows = self.db.take_expired(kind, dt.datetime.now(dt.UTC))
+            for row in rows if remove is not None else ():
+                try:
+                    remove(row)
+                except (StoreUnavailable, ArtifactIntegrityError):
+                    log.warning("%s %s expired; its artifact is left to the sweeper", kind, row.id)
+            removed += len(rows)
+            if len(rows) < EXPIRED_CHUNK:
                 return removed
 
     def _job(self, job_id: str, document: str) -> dict[str, Any]:
@@ -448,7 +440,10 @@ class IndexedStore:
                 if item.id in have and (kind == "models" or have[item.id] == item.file):
                     continue
                 try:
-                    self.artifacts.delete_orphan(kind, item)
+                    if kind == "models":
+                        self.artifacts.delete_model(item.id)
+                    else:
+                        self.artifacts.delete_dataset(item.id, item.file)
                     removed += 1
                 except (StoreUnavailable, ArtifactIntegrityError):
                     log.warning("could not remove orphan %s %s", kind, item.id)

@@ -361,12 +361,6 @@ class LocalArtifacts:
                     if file.name.endswith(".npy"):
                         yield StoredItem(dataset_id, file.name, now - file.stat().st_mtime)
 
-    def delete_orphan(self, kind: str, item: StoredItem) -> None:
-        if kind == "models":
-            self.delete_model(item.id)
-        else:
-            self.delete_dataset(item.id, item.file)
-
     def legacy_records(self) -> Iterator[LegacyRecord]:
         for kind, folder in (("model", self.models_dir), ("dataset", self.datasets_dir)):
             for entry in os.scandir(folder):

@@ -323,12 +323,6 @@ class S3Artifacts:
                 with contextlib.suppress(NotFound):
                     yield StoredItem(check_dataset_id(folder), name, age)
 
-    def delete_orphan(self, kind: str, item: StoredItem) -> None:
-        if kind == "models":
-            self.delete_model(item.id)
-        else:
-            self.delete_dataset(item.id, item.file)
-
     def legacy_records(self) -> Iterator[LegacyRecord]:
         for kind, folder in (("model", "models"), ("dataset", "datasets")):
             for obj in self._objects(folder):

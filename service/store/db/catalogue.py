@@ -34,6 +34,10 @@ from service.store.db.schema import (
 )
 
 _EXISTS = "SELECT 1 FROM models WHERE id = ?"
+#: Expired rows removed per transaction by ``take_expired``.
+EXPIRED_CHUNK = 1000
+#: The tables whose rows carry an ``expires_at`` that the sweeps honour.
+_EXPIRING = {"models": models, "datasets": datasets, "jobs": jobs}
 #: Rows of a bulk read (sweeps, imports) fetched per round trip.
 _CHUNK = 1000
 
@@ -212,22 +216,6 @@ class CatalogueDB:
         with self._write("delete the model") as conn:
             return bool(conn.execute(models.delete().where(models.c.id == model_id)).rowcount)
 
-    def take_expired_models(self, now: dt.datetime, *, limit: int = _CHUNK) -> list[str]:
-        """Remove the rows of up to ``limit`` models past their ``expires_at`` and answer
-        their ids (their artifacts are the caller's to remove, after the commit). Replicas
-        sweeping at once take different rows (``SKIP LOCKED`` on PostgreSQL)."""
-        expired = (
-            sa.select(models.c.id)
-            .where(models.c.expires_at <= now)
-            .order_by(models.c.expires_at)
-            .limit(limit)
-        )
-        with self._write("remove expired models") as conn:
-            ids = list(conn.execute(self._for_update(expired, skip_locked=True)).scalars())
-            if ids:
-                conn.execute(models.delete().where(models.c.id.in_(ids)))
-            return ids
-
     def _models_matching(
         self, query: ModelQuery, *columns: Any
     ) -> tuple[sa.Select[Any], sa.ColumnElement[Any]]:
@@ -270,13 +258,21 @@ class CatalogueDB:
         """A page of documents, newest first, after ``cursor`` (an id), and the next
         page's cursor: keyset pagination, so a page costs the same at any depth."""
         select, id_column = self._models_matching(query, models.c.id, models.c.document)
+        rows, next_cursor = self._page(select, id_column, limit, cursor, "list the models")
+        return [row.document.encode() for row in rows], next_cursor
+
+    def _page(
+        self, select: sa.Select[Any], key: Any, limit: int, cursor: str | None, doing: str
+    ) -> tuple[list[Any], str | None]:
+        """Keyset pagination, newest first by ``key``: the rows after ``cursor`` and the
+        next page's cursor (the last row's key, the select's first column), or None on
+        the last page. One row more than the page tells whether another follows."""
         if cursor is not None:
-            select = select.where(id_column < cursor)
-        select = select.order_by(id_column.desc()).limit(limit + 1)
-        with self._read("list the models") as conn:
+            select = select.where(key < cursor)
+        select = select.order_by(key.desc()).limit(limit + 1)
+        with self._read(doing) as conn:
             rows = conn.execute(select).all()
-        next_cursor = rows[limit - 1].id if len(rows) > limit else None
-        return [row.document.encode() for row in rows[:limit]], next_cursor
+        return rows[:limit], (rows[limit - 1][0] if len(rows) > limit else None)
 
     def count_models(self, query: ModelQuery = ALL_MODELS) -> int:
         select, _ = self._models_matching(query)
@@ -334,26 +330,6 @@ class CatalogueDB:
         with self._write("publish the dataset") as conn:
             return bool(conn.execute(statement).rowcount)
 
-    def take_expired_datasets(
-        self, now: dt.datetime, *, limit: int = _CHUNK
-    ) -> list[tuple[str, str]]:
-        """Remove the rows of up to ``limit`` datasets past their ``expires_at``; their
-        ids and data files, for the caller to remove after the commit (SKIP LOCKED on
-        PostgreSQL, as for models)."""
-        expired = (
-            sa.select(datasets.c.id, datasets.c.file)
-            .where(datasets.c.expires_at <= now)
-            .order_by(datasets.c.expires_at)
-            .limit(limit)
-        )
-        with self._write("remove expired datasets") as conn:
-            rows = [
-                (r.id, r.file) for r in conn.execute(self._for_update(expired, skip_locked=True))
-            ]
-            if rows:
-                conn.execute(datasets.delete().where(datasets.c.id.in_([r[0] for r in rows])))
-            return rows
-
     def dataset_document(self, dataset_id: str) -> bytes | None:
         select = sa.select(datasets.c.document).where(datasets.c.id == dataset_id)
         with self._read("read the dataset") as conn:
@@ -362,13 +338,10 @@ class CatalogueDB:
 
     def list_datasets(self, *, limit: int, cursor: str | None) -> tuple[list[bytes], str | None]:
         select = sa.select(datasets.c.sort_key, datasets.c.document)
-        if cursor is not None:
-            select = select.where(datasets.c.sort_key < cursor)
-        select = select.order_by(datasets.c.sort_key.desc()).limit(limit + 1)
-        with self._read("list the datasets") as conn:
-            rows = conn.execute(select).all()
-        next_cursor = rows[limit - 1].sort_key if len(rows) > limit else None
-        return [row.document.encode() for row in rows[:limit]], next_cursor
+        rows, next_cursor = self._page(
+            select, datasets.c.sort_key, limit, cursor, "list the datasets"
+        )
+        return [row.document.encode() for row in rows], next_cursor
 
     def count_datasets(self) -> int:
         with self._read("count the datasets") as conn:
@@ -437,31 +410,14 @@ class CatalogueDB:
         with self._write("delete the job") as conn:
             return bool(conn.execute(jobs.delete().where(jobs.c.id == job_id)).rowcount)
 
-    def delete_expired_jobs(self, now: dt.datetime, *, limit: int = _CHUNK) -> int:
-        """Remove up to ``limit`` jobs whose ``expires_at`` has passed; each replica
-        sweeping at once takes other rows (``SKIP LOCKED`` on PostgreSQL)."""
-        expired = (
-            sa.select(jobs.c.id).where(jobs.c.expires_at <= now).order_by(jobs.c.id).limit(limit)
-        )
-        with self._write("remove expired jobs") as conn:
-            ids = list(conn.execute(self._for_update(expired, skip_locked=True)).scalars())
-            if ids:
-                conn.execute(jobs.delete().where(jobs.c.id.in_(ids)))
-            return len(ids)
-
     def job_document(self, job_id: str) -> str | None:
         with self._read("read the job") as conn:
             return conn.execute(sa.select(jobs.c.document).where(jobs.c.id == job_id)).scalar()
 
     def list_jobs(self, *, limit: int, cursor: str | None) -> tuple[list[str], str | None]:
         select = sa.select(jobs.c.id, jobs.c.document)
-        if cursor is not None:
-            select = select.where(jobs.c.id < cursor)
-        select = select.order_by(jobs.c.id.desc()).limit(limit + 1)
-        with self._read("list the jobs") as conn:
-            rows = conn.execute(select).all()
-        next_cursor = rows[limit - 1].id if len(rows) > limit else None
-        return [row.document for row in rows[:limit]], next_cursor
+        rows, next_cursor = self._page(select, jobs.c.id, limit, cursor, "list the jobs")
+        return [row.document for row in rows], next_cursor
 
     def count_jobs(self) -> int:
         with self._read("count the jobs") as conn:
@@ -487,6 +443,26 @@ class CatalogueDB:
                 )
                 changed += 1
         return changed
+
+    # -- expiry ---------------------------------------------------------------------
+    def take_expired(self, kind: str, now: dt.datetime, *, limit: int = EXPIRED_CHUNK) -> list[Any]:
+        """Remove the rows of up to ``limit`` models, datasets or jobs (``kind``) past their
+        ``expires_at``, and answer them: ``(id,)``, and ``(id, file)`` for datasets, whose
+        artifacts are the caller's to remove after the commit. Replicas sweeping at once
+        take different rows (``SKIP LOCKED`` on PostgreSQL)."""
+        table = _EXPIRING[kind]
+        columns = [table.c.id, table.c.file] if table is datasets else [table.c.id]
+        expired = (
+            sa.select(*columns)
+            .where(table.c.expires_at <= now)
+            .order_by(table.c.expires_at)
+            .limit(limit)
+        )
+        with self._write(f"remove expired {kind}") as conn:
+            rows = list(conn.execute(self._for_update(expired, skip_locked=True)))
+            if rows:
+                conn.execute(table.delete().where(table.c.id.in_([row.id for row in rows])))
+            return rows
 
     # -- idempotency keys ---------------------------------------------------------
     def claim_key(
