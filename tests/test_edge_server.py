@@ -181,18 +181,24 @@ def test_a_body_that_stops_is_408(server: ServerProcess) -> None:
         assert_problem(conn.read_response(), 408)
 
 
+def _closed_while_trickling(conn: RawConnection, data: bytes) -> None:
+    """Send ``data`` a byte every 0.2 s: the server must close the connection within
+    a few read timeouts, long before the data would have ended."""
+    sender = threading.Thread(target=conn.trickle, args=(data, 0.2, 6 * READ_TIMEOUT))
+    start = time.monotonic()
+    sender.start()
+    try:
+        assert conn.closed_by_server()
+        took = time.monotonic() - start
+    finally:
+        sender.join()
+    assert took < 4 * READ_TIMEOUT, f"closed after {took:.1f} s"
+
+
 def test_headers_sent_too_slowly_close_the_connection(server: ServerProcess) -> None:
     head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"x" * 100 + b"\r\n\r\n"
     with raw_connection(server.port, timeout=8 * READ_TIMEOUT) as conn:
-        sender = threading.Thread(target=conn.trickle, args=(head, 0.2, 6 * READ_TIMEOUT))
-        start = time.monotonic()
-        sender.start()
-        try:
-            assert conn.closed_by_server()
-            took = time.monotonic() - start
-        finally:
-            sender.join()
-    assert took < 4 * READ_TIMEOUT, f"closed after {took:.1f} s"
+        _closed_while_trickling(conn, head)
 
 
 def test_a_connection_that_sends_nothing_is_closed(server: ServerProcess) -> None:
@@ -210,15 +216,7 @@ def test_the_rest_of_a_body_answered_early_gets_the_timeout_too(server: ServerPr
             "POST", "/v1/models", {"Content-Type": "application/json", "Content-Length": "1000"}
         )
         assert conn.read_response().status == 401
-        sender = threading.Thread(target=conn.trickle, args=(b" " * 1000, 0.2, 6 * READ_TIMEOUT))
-        start = time.monotonic()
-        sender.start()
-        try:
-            assert conn.closed_by_server()
-            took = time.monotonic() - start
-        finally:
-            sender.join()
-    assert took < 4 * READ_TIMEOUT, f"closed after {took:.1f} s"
+        _closed_while_trickling(conn, b" " * 1000)
     # A body that ends in time leaves the connection serving the next request.
     with raw_connection(server.port) as conn:
         r = conn.request("POST", "/v1/models", b"{" * 5000, {"Content-Type": "application/json"})
