@@ -1,16 +1,22 @@
 """How a request that starts work wants it started: how long it waits (the body's
 ``wait``, else RFC 7240's ``Prefer`` header, else ``GMM_SYNC_WAIT_SECONDS``), and the
-``Idempotency-Key`` that makes a retry answer the first request's work."""
+``Idempotency-Key`` that makes a retry answer the first request's work; and
+``run_waiting``, which runs it and stops work waited for ``now`` when its client
+goes away."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from typing import Annotated
+import threading
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import orjson
 from fastapi import Header, Request
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from service.domain.jobs.service import Idempotency, Waiting
 
@@ -89,3 +95,52 @@ def idempotency_of(request: Request, body: BaseModel, key: str | None) -> Idempo
         key=key,
         fingerprint=hashlib.sha256(dumped).hexdigest(),
     )
+
+
+T = TypeVar("T")
+
+#: How often a request waiting ``now`` asks whether its client is still there: a fit
+#: abandoned by its client stops within this (plus one EM step) and frees its slot.
+DISCONNECT_POLL_SECONDS = 0.25
+
+
+async def run_waiting(
+    http: Request,
+    body: BaseModel,
+    waiting: Waiting,
+    idempotency_key: str | None,
+    call: Callable[[Waiting], T],
+) -> T:
+    """``call(waiting)`` in the threadpool, keyed by ``idempotency_key`` (the body's
+    fingerprint is computed there too: a body of points takes milliseconds).
+
+    Work waited for ``now`` (``"wait": true``) runs inside this request, holding a fit
+    slot for as long as it takes: when the client disconnects, nobody will receive its
+    result, so it is told to stop (``Waiting.until``) and stores nothing, instead of
+    keeping the slot from everyone else and leaving a model that a retry would
+    duplicate. Other waiting needs no watch: its work is a job, which goes on and is
+    listed when the client leaves.
+
+    uvicorn answers ``receive()`` with ``http.disconnect`` once the connection is lost
+    (the body was read before the route ran); ``is_disconnected`` asks without waiting.
+    """
+
+    def keyed(waiting: Waiting) -> T:
+        return call(waiting.keyed(idempotency_of(http, body, idempotency_key)))
+
+    if waiting.mode != "now":
+        return await run_in_threadpool(keyed, waiting)
+    gone = threading.Event()
+
+    async def watch() -> None:
+        while not await http.is_disconnected():
+            await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+        gone.set()
+
+    # A bare task, not a task group: the work's errors must reach the handlers as
+    # they are, not wrapped in an ExceptionGroup.
+    watcher = asyncio.create_task(watch())
+    try:
+        return await run_in_threadpool(keyed, waiting.until(gone))
+    finally:
+        watcher.cancel()

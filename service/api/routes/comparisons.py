@@ -14,9 +14,10 @@ from service.api.routing import FastJSONRoute
 from service.api.waiting import (
     IdempotencyKeyHeader,
     PreferHeader,
-    idempotency_of,
+    run_waiting,
     waiting_of,
 )
+from service.domain.jobs.service import Waiting
 from service.schemas.comparisons import COMPARISON_EXAMPLES, ComparisonRequest, ComparisonResult
 
 router = APIRouter(prefix="/v1/comparisons", tags=["analysis"], route_class=FastJSONRoute)
@@ -28,7 +29,7 @@ router = APIRouter(prefix="/v1/comparisons", tags=["analysis"], route_class=Fast
     summary="Compare clusterings of the same data",
     responses={**JOB_ACCEPTED_DOC, **responses(400, 413, 422, 500, 503)},
 )
-def compare_algorithms(
+async def compare_algorithms(
     request: Annotated[ComparisonRequest, Body(openapi_examples=COMPARISON_EXAMPLES)],
     analysis: AnalysisDep,
     settings: SettingsDep,
@@ -52,14 +53,17 @@ def compare_algorithms(
     job (progress in algorithms, this answer as its `result`). `wait: false` or
     `Prefer: respond-async` answers 202 at once; `wait: true` waits without bound.
     """
-    kind, body = analysis.compare(
-        data=request.data,
-        algorithms=[(item.algorithm, item.params.model_dump()) for item in request.algorithms],
-        true_labels=request.true_labels,
-        sample_size=request.silhouette.sample_size,
-        random_state=request.silhouette.random_state,
-        waiting=waiting_of(request.wait, prefer, settings.sync_wait_seconds).keyed(
-            idempotency_of(http, request, idempotency_key)
-        ),
-    )
-    return NumpyJSONResponse(body) if kind == "done" else job_accepted(body)
+
+    def run(waiting: Waiting) -> Response:
+        kind, body = analysis.compare(
+            data=request.data,
+            algorithms=[(item.algorithm, item.params.model_dump()) for item in request.algorithms],
+            true_labels=request.true_labels,
+            sample_size=request.silhouette.sample_size,
+            random_state=request.silhouette.random_state,
+            waiting=waiting,
+        )
+        return NumpyJSONResponse(body) if kind == "done" else job_accepted(body)
+
+    waiting = waiting_of(request.wait, prefer, settings.sync_wait_seconds)
+    return await run_waiting(http, request, waiting, idempotency_key, run)

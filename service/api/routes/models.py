@@ -36,10 +36,11 @@ from service.api.routes.jobs import JOB_ACCEPTED_DOC, job_accepted
 from service.api.waiting import (
     IdempotencyKeyHeader,
     PreferHeader,
-    idempotency_of,
+    run_waiting,
     waiting_of,
 )
 from service.domain.inference.service import Inference
+from service.domain.jobs.service import Waiting
 from service.errors import Busy, ServiceError
 from service.ids import MODEL_ID_PATTERN
 from service.schemas.common import Instant, Problem
@@ -76,7 +77,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"], route_class=BinaryBodyR
         **responses(400, 413, 422, 500, 503, 507),
     },
 )
-def create_model(
+async def create_model(
     request: Annotated[FitRequest, Body(openapi_examples=FIT_EXAMPLES)],
     training: TrainingDep,
     metrics: MetricsDep,
@@ -97,42 +98,48 @@ def create_model(
     `Prefer: respond-async` answers 202 at once; `wait: true` waits without bound.
     Everything is checked before the job starts. When every fit slot is busy the
     request waits in a bounded queue; 429 with `Retry-After` when the queue is full.
+    A client that disconnects from a `wait: true` fit stops it: nothing is stored.
     """
-    metrics.fits_in_flight.inc()
-    try:
-        kind, body = training.create_model(
-            algorithm=request.algorithm,
-            params=request.params.model_dump(),
-            data=request.data,
-            name=request.name,
-            tags=request.tags,
-            ttl_seconds=request.ttl_seconds,
-            include=request.include,
-            align_to=request.align_to,
-            extra={
-                "effective_weight_threshold": getattr(request, "effective_weight_threshold", None)
-            },
-            waiting=waiting_of(request.wait, prefer, settings.sync_wait_seconds).keyed(
-                idempotency_of(http, request, idempotency_key)
-            ),
-            # Only the k-means requests have the field; a mixture's is refused by its schema.
-            sample_weight=getattr(request, "sample_weight", None),
-            engine=request.engine,
-        )
-    except Busy:
-        metrics.fits_rejected_busy.inc()
-        raise
-    except ServiceError:
-        metrics.fits.labels(request.algorithm, "rejected").inc()
-        raise
-    finally:
-        metrics.fits_in_flight.dec()
-    if kind == "job":
-        return job_accepted(body)
-    metrics.fits.labels(request.algorithm, "stored").inc()
-    metrics.fit_seconds.labels(request.algorithm).observe(body["fit_seconds"])
-    metrics.fit_iterations.labels(request.algorithm).observe(body["n_iter"])
-    return model_created(body)
+
+    def fit(waiting: Waiting) -> Response:
+        metrics.fits_in_flight.inc()
+        try:
+            kind, body = training.create_model(
+                algorithm=request.algorithm,
+                params=request.params.model_dump(),
+                data=request.data,
+                name=request.name,
+                tags=request.tags,
+                ttl_seconds=request.ttl_seconds,
+                include=request.include,
+                align_to=request.align_to,
+                extra={
+                    "effective_weight_threshold": getattr(
+                        request, "effective_weight_threshold", None
+                    )
+                },
+                waiting=waiting,
+                # Only the k-means requests have the field; a mixture's is refused by its schema.
+                sample_weight=getattr(request, "sample_weight", None),
+                engine=request.engine,
+            )
+        except Busy:
+            metrics.fits_rejected_busy.inc()
+            raise
+        except ServiceError:
+            metrics.fits.labels(request.algorithm, "rejected").inc()
+            raise
+        finally:
+            metrics.fits_in_flight.dec()
+        if kind == "job":
+            return job_accepted(body)
+        metrics.fits.labels(request.algorithm, "stored").inc()
+        metrics.fit_seconds.labels(request.algorithm).observe(body["fit_seconds"])
+        metrics.fit_iterations.labels(request.algorithm).observe(body["n_iter"])
+        return model_created(body)
+
+    waiting = waiting_of(request.wait, prefer, settings.sync_wait_seconds)
+    return await run_waiting(http, request, waiting, idempotency_key, fit)
 
 
 #: ``?tag=key:value``, repeatable.

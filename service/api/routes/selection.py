@@ -14,7 +14,7 @@ from service.api.routing import FastJSONRoute
 from service.api.waiting import (
     IdempotencyKeyHeader,
     PreferHeader,
-    idempotency_of,
+    run_waiting,
     waiting_of,
 )
 from service.domain.analysis import plotting, selection
@@ -37,7 +37,7 @@ router = APIRouter(prefix="/v1/model-selection", tags=["analysis"], route_class=
     summary="Fit a grid of mixtures and rank them by BIC or AIC",
     responses={**JOB_ACCEPTED_DOC, **responses(400, 413, 422, 500, 503, 507)},
 )
-def select_model(
+async def select_model(
     request: Annotated[SelectionRequest, Body(openapi_examples=SELECTION_EXAMPLES)],
     analysis: AnalysisDep,
     settings: SettingsDep,
@@ -60,18 +60,21 @@ def select_model(
     `store_best`). `wait: false` or `Prefer: respond-async` answers 202 at once;
     `wait: true` waits without bound.
     """
-    kind, body = analysis.select(
-        data=request.data,
-        grid=request.grid,
-        criterion=request.criterion,
-        params=request.params.model_dump(),
-        store_best=request.store_best,
-        name=request.name,
-        waiting=waiting_of(request.wait, prefer, settings.sync_wait_seconds).keyed(
-            idempotency_of(http, request, idempotency_key)
-        ),
-    )
-    return NumpyJSONResponse(body) if kind == "done" else job_accepted(body)
+
+    def run(waiting: Waiting) -> Response:
+        kind, body = analysis.select(
+            data=request.data,
+            grid=request.grid,
+            criterion=request.criterion,
+            params=request.params.model_dump(),
+            store_best=request.store_best,
+            name=request.name,
+            waiting=waiting,
+        )
+        return NumpyJSONResponse(body) if kind == "done" else job_accepted(body)
+
+    waiting = waiting_of(request.wait, prefer, settings.sync_wait_seconds)
+    return await run_waiting(http, request, waiting, idempotency_key, run)
 
 
 @router.post(
@@ -86,17 +89,19 @@ def select_model(
         **responses(400, 413, 422, 500, 503),
     },
 )
-def plot_model_selection(
+async def plot_model_selection(
     request: Annotated[SelectionRequest, Body(openapi_examples=PLOT_EXAMPLES)],
     options: Annotated[PlotOptions, Query()],
     analysis: AnalysisDep,
+    http: Request,
 ) -> Response:
     """The same body and fits as `POST /v1/model-selection`, answered as a picture: the
     criterion against `n_components`, one line per covariance type, the best cell
     starred. What a person choosing k wants to see. `format`, `width`, `height` (pixels)
     and `dpi` mean what they mean for every plot.
 
-    `store_best` is refused here (422): a picture should not leave a model behind.
+    `store_best` is refused here (422): a picture should not leave a model behind. A
+    client that disconnects stops the fits.
     """
     if request.store_best:
         raise InvalidInput.at(
@@ -110,13 +115,17 @@ def plot_model_selection(
             "a plot is drawn while you wait; for a job, call POST /v1/model-selection "
             'with "wait": false and plot its result.',
         )
-    _, result = analysis.select(
-        data=request.data,
-        grid=request.grid,
-        criterion=request.criterion,
-        params=request.params.model_dump(),
-        waiting=Waiting.now(),
-    )
-    size = plotting.FigureSize(width=options.width, height=options.height, dpi=options.dpi)
-    image = selection.plot(result, fmt=options.format, size=size)
-    return Response(image, media_type=plotting.MEDIA_TYPES[options.format])
+
+    def draw(waiting: Waiting) -> Response:
+        _, result = analysis.select(
+            data=request.data,
+            grid=request.grid,
+            criterion=request.criterion,
+            params=request.params.model_dump(),
+            waiting=waiting,
+        )
+        size = plotting.FigureSize(width=options.width, height=options.height, dpi=options.dpi)
+        image = selection.plot(result, fmt=options.format, size=size)
+        return Response(image, media_type=plotting.MEDIA_TYPES[options.format])
+
+    return await run_waiting(http, request, Waiting.now(), None, draw)

@@ -169,32 +169,52 @@ def problem_of(exc: BaseException) -> dict[str, Any]:
 
 
 class JobContext:
-    """What running work sees of its job: a progress counter that also carries cancel."""
+    """What running work sees of whoever waits for it: a progress counter that also
+    carries cancel. A job's reports its progress to the job and stops when the job is
+    cancelled (``of_job``); work run inside its request (``"wait": true``) reports
+    nowhere and stops when the request's client goes away (``of_request``), since
+    nobody would receive what it stores."""
 
-    def __init__(self, manager: JobManager, job_id: str) -> None:
-        self._manager = manager
-        self.job_id = job_id
+    def __init__(
+        self,
+        should_stop: Callable[[], bool],
+        report: Callable[[FitProgress], None] | None = None,
+        interval: float = 0.25,
+    ) -> None:
+        self._should_stop = should_stop
+        self._report = report
+        self._interval = interval
+
+    @classmethod
+    def of_job(cls, manager: JobManager, job_id: str) -> JobContext:
+        return cls(
+            lambda: manager.cancel_requested(job_id),
+            lambda p: manager._report(job_id, p.snapshot()),
+            manager.persist_interval,
+        )
+
+    @classmethod
+    def of_request(cls, gone: threading.Event) -> JobContext:
+        return cls(gone.is_set)
 
     def progress(self, total: int, unit: str) -> FitProgress:
         return FitProgress(
             total,
             unit,
-            on_change=lambda p: self._manager._report(self.job_id, p.snapshot()),
-            should_stop=lambda: self._manager.cancel_requested(self.job_id),
-            interval=self._manager.persist_interval,
+            on_change=self._report,
+            should_stop=self._should_stop,
+            interval=self._interval,
         )
 
     def stopper(self) -> FitProgress:
         """A progress that only carries cancel: for a fit inside a larger job (a grid
         cell), whose own steps are not the job's unit but must stop when it is
         cancelled."""
-        return FitProgress(
-            1, "steps", should_stop=lambda: self._manager.cancel_requested(self.job_id)
-        )
+        return FitProgress(1, "steps", should_stop=self._should_stop)
 
     def check(self) -> None:
         """Stop here if the job was cancelled (between cells of a grid, say)."""
-        if self._manager.cancel_requested(self.job_id):
+        if self._should_stop():
             raise FitCancelled("The job was cancelled; nothing was stored.")
 
 
@@ -523,7 +543,7 @@ class JobManager:
             if self.cancel_requested(job_id):
                 raise FitCancelled("The job was cancelled before it started.")
             self._update(job_id)
-            outcome = work(JobContext(self, job_id))
+            outcome = work(JobContext.of_job(self, job_id))
         except FitCancelled:
             with self._lock:
                 shut_down = self._closing and not self._live[job_id].get("cancel_requested")

@@ -4,7 +4,9 @@ Every request that starts work (a fit, a model selection, a comparison) goes thr
 ``Jobs.start`` with a ``Waiting`` that says how its client wants to be answered:
 
 - ``Waiting.now()`` (``"wait": true``): the work runs in the request and the answer
-  is the result, however long it takes. No job exists.
+  is the result, however long it takes. No job exists. Given the event its request
+  sets when the client goes away (``until``), the work stops at its next step then,
+  and stores nothing: nobody would receive it, and it holds a fit slot.
 - ``Waiting.later()`` (``"wait": false``, ``Prefer: respond-async``): a job on the
   job pool, answered 202 at once.
 - ``Waiting.within(s)`` (the default, ``GMM_SYNC_WAIT_SECONDS`` or ``Prefer: wait=N``):
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -75,9 +78,16 @@ class Waiting:
     mode: Literal["now", "later", "within"]
     seconds: float | None = 0.0
     idempotency: Idempotency | None = None
+    #: Set when the client waiting ``now`` has gone away (``until``).
+    gone: threading.Event | None = None
 
     def keyed(self, idempotency: Idempotency | None) -> Waiting:
         return dataclasses.replace(self, idempotency=idempotency)
+
+    def until(self, gone: threading.Event) -> Waiting:
+        """Work run ``now`` stops when ``gone`` is set; other modes ignore it, as their
+        work is a job that goes on (and is listed) without its client."""
+        return dataclasses.replace(self, gone=gone)
 
     @classmethod
     def now(cls) -> Waiting:
@@ -156,8 +166,9 @@ class Jobs:
             if waiting.mode == "now":
                 waiting = Waiting.within(None)
         if waiting.mode == "now":
+            ctx = None if waiting.gone is None else JobContext.of_request(waiting.gone)
             with self.fitting():
-                return "done", work(None)["answer"]
+                return "done", work(ctx)["answer"]
         if waiting.mode == "later":
             return "job", self._submit(
                 kind, work, total=total, unit=unit, request=request, job_id=job_id
