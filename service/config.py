@@ -127,7 +127,9 @@ class Settings(BaseSettings):
         ge=1,
         description=(
             "Artifacts without a row in the catalogue (left by a write or delete that "
-            "crashed midway) are removed once they are this old; a write in flight on "
+            "crashed midway) are removed once they are this old, and so are datasets a "
+            "fit stored from the points in its body that nothing refers to (those are "
+            "otherwise deleted with their last model or job); a write in flight on "
             "another replica is never this old."
         ),
     )

@@ -176,9 +176,14 @@ class ModelStore(Protocol):
 class DatasetStore(Protocol):
     """Datasets: content-addressed float64 arrays."""
 
-    def put_dataset(self, X: np.ndarray, metadata: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def put_dataset(
+        self, X: np.ndarray, metadata: dict[str, Any], *, inline: bool = False
+    ) -> tuple[dict[str, Any], bool]:
         """Store ``X`` (float64, 2-D) under its ``array_sha256`` unless it is stored
-        already; returns the stored metadata and whether this call created it."""
+        already; returns the stored metadata and whether this call created it.
+        ``inline``: a fit stores the points of its body, and the dataset goes once no
+        model or unfinished job refers to it; an upload (not ``inline``) of an array
+        stored inline keeps it for good."""
         ...
 
     def get_dataset_metadata(self, dataset_id: str) -> dict[str, Any]: ...

@@ -32,7 +32,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -155,12 +155,36 @@ class IndexedStore:
             log.warning("could not remove the artifact of unpublished model %s", model_id)
 
     def delete(self, model_id: str) -> None:
-        if not self.db.delete_model(check_id(model_id)):  # first: gone for every process
+        found, dataset_id = self.db.delete_model(check_id(model_id))  # first: gone for all
+        if not found:
             raise NotFound(f"No model with id {model_id!r}.")
+        self._remove_model(model_id, dataset_id)
+
+    def _remove_model(self, model_id: str, dataset_id: str | None) -> None:
+        """After its row: the model's artifact, and the inline dataset it was fitted on
+        if nothing else refers to it now. What cannot go now is left to the sweeper."""
         try:
             self.artifacts.delete_model(model_id)
+            self.release_datasets([dataset_id])
         except StoreUnavailable:
             log.warning("model %s is deleted; its artifact is left to the sweeper", model_id)
+
+    def release_datasets(
+        self, dataset_ids: Iterable[str | None] = (), *, older_than: float | None = None
+    ) -> int:
+        """Delete the inline datasets (stored by fits from the points in their body) that
+        nothing refers to any more: those among ``dataset_ids``, or with ``older_than``
+        (seconds) every such one of that age (see ``CatalogueDB.release_datasets``)."""
+        created_before = None
+        if older_than is not None:
+            created_before = dataset_sort_key(time.time_ns() - int(older_than * 1e9), "")
+        rows = self.db.release_datasets(dataset_ids, created_before=created_before)
+        for row in rows:
+            try:
+                self.artifacts.delete_dataset(row.id, row.file)
+            except (StoreUnavailable, ArtifactIntegrityError):
+                log.warning("dataset %s is deleted; its file is left to the sweeper", row.id)
+        return len(rows)
 
     def update_metadata(self, model_id: str, change: MetadataChange) -> dict[str, Any]:
         check_id(model_id)
@@ -247,7 +271,9 @@ class IndexedStore:
         self.artifacts.check_writable()
 
     # -- datasets -------------------------------------------------------------------
-    def put_dataset(self, X: np.ndarray, metadata: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def put_dataset(
+        self, X: np.ndarray, metadata: dict[str, Any], *, inline: bool = False
+    ) -> tuple[dict[str, Any], bool]:
         X = np.ascontiguousarray(X, dtype=np.dtype("<f8"))
         dataset_id = array_sha256(X)
         # A delete of the same array may remove the row this upload would answer with,
@@ -256,6 +282,8 @@ class IndexedStore:
         for _ in range(_DATASET_ROUNDS):
             document = self.db.dataset_document(dataset_id)
             if document is not None:
+                if not inline:
+                    self.db.adopt_dataset(dataset_id)
                 return self._signer.verify_meta(document, "dataset", dataset_id), False
             self._check_quota(X.nbytes)
             file = self.artifacts.put_dataset(dataset_id, X)  # this upload's own file, first
@@ -276,6 +304,7 @@ class IndexedStore:
                 file=file,
                 document=canonical_json(sealed),
                 expires_at=parse_time(meta.get("expires_at")),
+                inline=inline,
             ):
                 return {k: v for k, v in sealed.items() if k != "signature"}, True
             self.artifacts.delete_dataset(dataset_id, file)  # the same array won meanwhile
@@ -322,7 +351,10 @@ class IndexedStore:
             raise StoreUnavailable(f"Job id {job['id']} already exists.")
 
     def put_job(self, job: dict[str, Any]) -> dict[str, Any] | None:
-        return self.db.put_job({**job, "id": check_job_id(job["id"])})
+        written = self.db.put_job({**job, "id": check_job_id(job["id"])})
+        if job.get("status") in ("succeeded", "failed", "cancelled"):
+            self.release_datasets([(job.get("request") or {}).get("dataset_id")])
+        return written
 
     def delete_job(self, job_id: str) -> None:
         if not self.db.delete_job(check_job_id(job_id)):
@@ -352,7 +384,7 @@ class IndexedStore:
 
     def sweep_expired_models(self) -> int:
         """Delete the models past their ``expires_at``, as ``delete`` does: rows first."""
-        return self._sweep_expired("models", lambda row: self.artifacts.delete_model(row.id))
+        return self._sweep_expired("models", lambda row: self._remove_model(row.id, row.dataset_id))
 
     def sweep_expired_datasets(self) -> int:
         """Delete the datasets past their ``expires_at``, rows first; models fitted on
@@ -447,7 +479,9 @@ class IndexedStore:
                     removed += 1
                 except (StoreUnavailable, ArtifactIntegrityError):
                     log.warning("could not remove orphan %s %s", kind, item.id)
-        return removed
+        # Inline datasets let go of by a crash (a fit that died between storing its
+        # points and its model, a job settled at start-up) have a row, but no referrer.
+        return removed + self.release_datasets(older_than=grace_seconds)
 
     def _model_rows(self, ids: list[str]) -> dict[str, str]:
         return dict.fromkeys(self.db.known("models", ids), "")

@@ -7,6 +7,7 @@ covariance is ``["body", "components", 0, "cov"]`` here, not under ``data.genera
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -248,3 +249,36 @@ def test_a_dataset_with_a_ttl_is_deleted_when_it_expires(tmp_path: Path) -> None
             client.get(f"/v1/models/{model['id']}/plot", params={"format": "svg"}).status_code
             == 200
         )
+
+
+def test_a_dataset_a_fit_stored_from_its_points_goes_with_its_last_model(
+    client: TestClient,
+) -> None:
+    """Every fit stores its points as a dataset (the model's ``dataset_id``); when they
+    came in the body, nobody uploaded them, and they go once nothing refers to them,
+    unless someone uploads the same array meanwhile."""
+    points = [[float(i % 4), float(i % 7)] for i in range(30)]
+    fit = {"algorithm": "kmeans", "params": {"n_clusters": 2, "n_init": 1}, "include": []}
+    first = client.post("/v1/models", json={**fit, "data": {"points": points}}).json()
+    queued = client.post("/v1/models", json={**fit, "data": {"points": points}, "wait": False})
+    assert queued.status_code == 202, queued.text
+    job = queued.json()
+    for _ in range(400):
+        if job["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+        job = client.get(f"/v1/jobs/{job['id']}").json()
+    assert job["status"] == "succeeded", job
+    dataset_id = first["dataset_id"]
+    assert client.get(f"/v1/models/{job['model_id']}").json()["dataset_id"] == dataset_id
+    assert client.get(f"/v1/datasets/{dataset_id}").status_code == 200
+    assert client.delete(f"/v1/models/{first['id']}").status_code == 204
+    assert client.get(f"/v1/datasets/{dataset_id}").status_code == 200  # the second refers
+    assert client.delete(f"/v1/models/{job['model_id']}").status_code == 204
+    assert client.get(f"/v1/datasets/{dataset_id}").status_code == 404
+    # The same points uploaded are the uploader's: they stay after the model goes.
+    again = client.post("/v1/models", json={**fit, "data": {"points": points}}).json()
+    uploaded = client.post("/v1/datasets", json={"points": points})
+    assert uploaded.json()["id"] == again["dataset_id"] == dataset_id
+    assert client.delete(f"/v1/models/{again['id']}").status_code == 204
+    assert client.get(f"/v1/datasets/{dataset_id}").status_code == 200

@@ -78,3 +78,34 @@ def test_the_head_the_service_skips_alembic_for_is_alembics_head() -> None:
     config = Config()
     config.set_main_option("script_location", str(ROOT / "service/store/db/migrations"))
     assert ScriptDirectory.from_config(config).get_heads() == [HEAD_REVISION]
+
+
+def test_a_catalogue_of_the_first_revision_is_upgraded_with_its_rows(database_url: str) -> None:
+    """0002 adds columns to tables that hold rows (on SQLite by copying the table)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "service/store/db/migrations"))
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(
+            sa.text(
+                "INSERT INTO datasets (id, sort_key, n_samples, n_features, file, document) "
+                "VALUES ('d', 'k', 3, 2, 'data.npy', '{}')"
+            )
+        )
+        conn.execute(
+            sa.text("INSERT INTO jobs (id, status, document) VALUES ('j', 'queued', '{}')")
+        )
+    engine.dispose()
+    db = CatalogueDB(database_url)
+    try:
+        with db.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+            assert conn.execute(sa.text("SELECT id, inline FROM datasets")).all() == [("d", False)]
+            assert conn.execute(sa.text("SELECT id, dataset_id FROM jobs")).all() == [("j", None)]
+    finally:
+        db.close()

@@ -794,3 +794,65 @@ def test_expired_datasets_are_swept_and_models_keep_their_points(backend: Backen
     assert store.get_dataset_metadata(kept["id"])["id"] == kept["id"]
     np.testing.assert_array_equal(store.load_points(model_id), X)
     assert backend.artifact_names("datasets") == {f"{kept['id']}/{kept['file']}"}
+
+
+# -- inline datasets: stored by fits from the points in their body (issue 16, finding 9) ---
+def test_an_inline_dataset_goes_once_no_model_or_unfinished_job_refers_to_it(
+    backend: Backend,
+) -> None:
+    store, other = backend.new_store(), backend.new_store()
+    X = _points()
+    inline, _ = store.put_dataset(X, {}, inline=True)
+    first, second = new_model_id(), new_model_id()
+    for model_id in (first, second):
+        store.put(model_id, _kmeans(), {"resource": {}}, dataset_id=inline["id"])
+    other.delete(first)
+    assert store.get_dataset_metadata(inline["id"])["id"] == inline["id"]  # second refers
+    job_id = new_job_id()
+    store.add_job({"id": job_id, "status": "queued", "request": {"dataset_id": inline["id"]}})
+    other.delete(second)
+    assert store.get_dataset_metadata(inline["id"])["id"] == inline["id"]  # the job does
+    other.put_job({"id": job_id, "status": "cancelled", "request": {"dataset_id": inline["id"]}})
+    with pytest.raises(NotFound):
+        store.get_dataset_metadata(inline["id"])
+    assert backend.artifact_names("datasets") == set()
+    np.testing.assert_array_equal(store.put_dataset(X, {}, inline=True)[0]["shape"], [30, 3])
+
+
+def test_an_upload_of_an_inline_dataset_keeps_it_and_an_upload_is_never_released(
+    backend: Backend,
+) -> None:
+    store = backend.new_store()
+    X = _points()
+    store.put_dataset(X, {}, inline=True)
+    adopted, created = store.put_dataset(X, {"name": "mine"})  # the same array, uploaded
+    uploaded, _ = store.put_dataset(X + 1.0, {})
+    again, created_again = store.put_dataset(X + 1.0, {}, inline=True)  # a fit of an upload
+    assert not created and not created_again and again["id"] == uploaded["id"]
+    model_ids = []
+    for dataset in (adopted, uploaded):
+        model_id = new_model_id()
+        store.put(model_id, _kmeans(), {"resource": {}}, dataset_id=dataset["id"])
+        model_ids.append(model_id)
+    for model_id in model_ids:
+        store.delete(model_id)
+    assert store.release_datasets(older_than=-1) == 0
+    assert store.count_datasets() == 2
+
+
+def test_inline_datasets_of_expired_models_and_crashes_are_swept(backend: Backend) -> None:
+    store = backend.new_store()
+    X = _points()
+    expiring, _ = store.put_dataset(X, {}, inline=True)
+    model_id = new_model_id()
+    resource = {"name": "m", "algorithm": "kmeans", "expires_at": "2000-01-01T00:00:00.000Z"}
+    store.put(model_id, _kmeans(), {"resource": resource}, dataset_id=expiring["id"])
+    # A fit that crashed between storing its points and its model left this one.
+    crashed, _ = store.put_dataset(X + 1.0, {}, inline=True)
+    assert store.sweep_expired_models() == 1
+    with pytest.raises(NotFound):
+        store.get_dataset_metadata(expiring["id"])
+    assert store.sweep_orphans(grace_seconds=3600) == 0  # a fit may be storing it still
+    assert store.get_dataset_metadata(crashed["id"])["id"] == crashed["id"]
+    assert store.sweep_orphans(grace_seconds=-1) == 1
+    assert store.count_datasets() == 0 and backend.artifact_names("datasets") == set()

@@ -65,7 +65,7 @@ class Datasets:
         """
         if data.dataset_id is None:
             dataset = self.resolve(data)
-            dataset_id = self.create(dataset.X)[0]["id"]
+            dataset_id = self.create(dataset.X, inline=True)[0]["id"]
         else:
             dataset = arrays.Dataset(np.empty((0, 0)), dataset_id=data.dataset_id)
             dataset_id = data.dataset_id
@@ -90,22 +90,30 @@ class Datasets:
         that waits in a queue holds instead of the array (no memory of its own)."""
         if dataset.dataset_id is not None:
             return dataset
-        meta, _ = self.create(dataset.X)
+        meta, _ = self.create(dataset.X, inline=True)
         X = self._store.load_dataset(meta["id"])
         return dataclasses.replace(dataset, X=X, dataset_id=meta["id"])
 
     def create(
-        self, X: np.ndarray, *, name: str | None = None, ttl_seconds: int | None = None
+        self,
+        X: np.ndarray,
+        *,
+        name: str | None = None,
+        ttl_seconds: int | None = None,
+        inline: bool = False,
     ) -> tuple[DatasetResource, bool]:
         """Store ``X`` (n_samples, n_features) as float64 unless the same array is
         stored already; answers the dataset resource and whether it is new. A repeat
-        keeps the first upload's ``name``, ``created_at`` and ``expires_at``."""
+        keeps the first upload's ``name``, ``created_at`` and ``expires_at``.
+        ``inline``: the points came in a fit's body, and are deleted once no model or
+        job refers to them (``DatasetStore.put_dataset``)."""
         X = files.to_float64(X)
         files.require_finite(X)
         expires_at = None if ttl_seconds is None else expires_after(ttl_seconds)
         meta, created = self._store.put_dataset(
             X,
             {"name": name, "created_at": now(), "expires_at": expires_at, "versions": versions()},
+            inline=inline,
         )
         return _resource(meta), created
 

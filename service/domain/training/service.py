@@ -175,6 +175,8 @@ class Training:
             # The weights themselves are not kept: a job's record stays small.
             **({"weighted": True} if prepared.sample_weight is not None else {}),
             **({"engine": "dask"} if prepared.rows is not None else {}),
+            # The stored points it fits: kept while the job has yet to read them.
+            **({"dataset_id": prepared.dataset.dataset_id} if prepared.dataset.dataset_id else {}),
         }
         kind, body = self._jobs.start(
             "fit", work, waiting=waiting, total=total, unit=unit, request=request
@@ -323,7 +325,7 @@ class Training:
         dataset_id = dataset.dataset_id
         for attempt in (1, 2):
             if dataset_id is None:
-                dataset_id = self._datasets.create(dataset.X)[0]["id"]
+                dataset_id = self._datasets.create(dataset.X, inline=True)[0]["id"]
             record.bundle["dataset_id"] = dataset_id
             try:
                 resource = self._catalogue.save(

@@ -38,6 +38,8 @@ _EXISTS = "SELECT 1 FROM models WHERE id = ?"
 EXPIRED_CHUNK = 1000
 #: The tables whose rows carry an ``expires_at`` that the sweeps honour.
 _EXPIRING = {"models": models, "datasets": datasets, "jobs": jobs}
+#: Job statuses whose job still reads its dataset.
+_UNFINISHED = ("queued", "running")
 #: Rows of a bulk read (sweeps, imports) fetched per round trip.
 _CHUNK = 1000
 
@@ -69,7 +71,8 @@ def model_columns(meta: dict[str, Any]) -> dict[str, Any]:
         "artifact_bytes": int(artifact.get("bytes", 0)),
         "artifact_sha256": str(artifact.get("sha256", "")),
         "artifact_signature": str(artifact.get("signature", "")),
-        "dataset_id": resource.get("dataset_id"),
+        # The dataset whose points the model links to (``IndexedStore.put``).
+        "dataset_id": resource.get("dataset_id") or (meta.get("points") or {}).get("sha256"),
     }
 
 
@@ -209,12 +212,18 @@ class CatalogueDB:
                 conn.execute(model_tags.insert(), [{"model_id": model_id, "tag": t} for t in tags])
             return document
 
-    def delete_model(self, model_id: str) -> bool:
-        """Remove the row; whether there was one. Its tags go by ``ON DELETE CASCADE``,
-        after the model's row is locked: the order an update takes them in, so a
-        delete racing an update never deadlocks."""
+    def delete_model(self, model_id: str) -> tuple[bool, str | None]:
+        """Remove the row: whether there was one, and the dataset it was fitted on (for
+        ``release_datasets``). Its tags go by ``ON DELETE CASCADE``, after the model's
+        row is locked: the order an update takes them in, so a delete racing an update
+        never deadlocks."""
         with self._write("delete the model") as conn:
-            return bool(conn.execute(models.delete().where(models.c.id == model_id)).rowcount)
+            select = sa.select(models.c.dataset_id).where(models.c.id == model_id)
+            found = conn.execute(self._for_update(select)).first()
+            if found is None:
+                return False, None
+            conn.execute(models.delete().where(models.c.id == model_id))
+            return True, found.dataset_id
 
     def _models_matching(
         self, query: ModelQuery, *columns: Any
@@ -311,9 +320,11 @@ class CatalogueDB:
         file: str,
         document: bytes,
         expires_at: dt.datetime | None = None,
+        inline: bool = False,
     ) -> bool:
         """Publish a dataset's row unless one is there (the same array, uploaded at the
-        same time, won); whether this call inserted it."""
+        same time, won); whether this call inserted it. ``inline``: a fit stored it
+        from the points of its body (see ``release_datasets``)."""
         statement = (
             self._insert(datasets)
             .values(
@@ -324,6 +335,7 @@ class CatalogueDB:
                 file=file,
                 expires_at=expires_at,
                 document=document.decode(),
+                inline=inline,
             )
             .on_conflict_do_nothing()
         )
@@ -357,6 +369,46 @@ class CatalogueDB:
             conn.execute(datasets.delete().where(datasets.c.id == dataset_id))
             return str(file)
 
+    def adopt_dataset(self, dataset_id: str) -> None:
+        """An upload of an array a fit stored inline: it is the uploader's now, and
+        stays until they delete it (or it expires)."""
+        with self._write("keep the dataset") as conn:
+            conn.execute(
+                datasets.update()
+                .where(datasets.c.id == dataset_id, datasets.c.inline)
+                .values(inline=False)
+            )
+
+    def release_datasets(
+        self, dataset_ids: Iterable[str | None] = (), *, created_before: str | None = None
+    ) -> list[Any]:
+        """Remove the rows of inline datasets that no model and no unfinished job refers
+        to any more, and answer them ``(id, file)`` (their files are the caller's to
+        remove after the commit): those among ``dataset_ids`` (what a delete or a job's
+        end just let go of), or with ``created_before`` (a ``sort_key``) every such one
+        older than that (what a crash let go of without telling anyone).
+
+        A fit storing a model on an inline dataset that goes meanwhile finds it gone
+        and stores the points again (``Training.store_fitted``): nothing is lost."""
+        unreferenced = sa.and_(
+            datasets.c.inline,
+            ~sa.exists().where(models.c.dataset_id == datasets.c.id),
+            ~sa.exists().where(jobs.c.dataset_id == datasets.c.id, jobs.c.status.in_(_UNFINISHED)),
+        )
+        if created_before is not None:
+            which = datasets.c.sort_key < created_before
+        else:
+            wanted = sorted({i for i in dataset_ids if i is not None})
+            if not wanted:
+                return []
+            which = datasets.c.id.in_(wanted)
+        select = sa.select(datasets.c.id, datasets.c.file).where(which, unreferenced)
+        with self._write("release the datasets") as conn:
+            rows = list(conn.execute(self._for_update(select, skip_locked=True)))
+            if rows:
+                conn.execute(datasets.delete().where(datasets.c.id.in_([r.id for r in rows])))
+            return rows
+
     def dataset_files(self, dataset_ids: Iterable[str]) -> dict[str, str]:
         """``{id: file}`` of those of ``dataset_ids`` that have a row."""
         wanted = list(dataset_ids)
@@ -377,6 +429,7 @@ class CatalogueDB:
             "heartbeat_at": job.get("heartbeat_at"),
             "expires_at": parse_time(job.get("expires_at")),
             "document": json.dumps(job, allow_nan=False),
+            "dataset_id": (job.get("request") or {}).get("dataset_id"),
         }
 
     def add_job(self, job: dict[str, Any]) -> bool:
@@ -447,11 +500,16 @@ class CatalogueDB:
     # -- expiry ---------------------------------------------------------------------
     def take_expired(self, kind: str, now: dt.datetime, *, limit: int = EXPIRED_CHUNK) -> list[Any]:
         """Remove the rows of up to ``limit`` models, datasets or jobs (``kind``) past their
-        ``expires_at``, and answer them: ``(id,)``, and ``(id, file)`` for datasets, whose
-        artifacts are the caller's to remove after the commit. Replicas sweeping at once
+        ``expires_at``, and answer them: ``(id,)``, ``(id, file)`` for datasets, whose
+        artifacts are the caller's to remove after the commit, and ``(id, dataset_id)``
+        for models. Replicas sweeping at once
         take different rows (``SKIP LOCKED`` on PostgreSQL)."""
         table = _EXPIRING[kind]
-        columns = [table.c.id, table.c.file] if table is datasets else [table.c.id]
+        columns = [table.c.id]
+        if table is datasets:
+            columns.append(datasets.c.file)
+        elif table is models:
+            columns.append(models.c.dataset_id)
         expired = (
             sa.select(*columns)
             .where(table.c.expires_at <= now)

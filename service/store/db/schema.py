@@ -56,7 +56,9 @@ model_tags = sa.Table(
 #: Datasets, content-addressed by the sha256 of their canonical bytes. ``sort_key`` is
 #: creation time (ms, 12 hex digits) then id: the listing's order and its cursor.
 #: ``file`` names this upload's own data file, so a delete racing a new upload of the
-#: same array removes only the file of the row it deleted.
+#: same array removes only the file of the row it deleted. ``inline``: a fit stored it
+#: from points in its body (nobody uploaded it), so it is deleted once no model and no
+#: unfinished job refers to it; an upload of the same array makes it an upload.
 datasets = sa.Table(
     "datasets",
     metadata,
@@ -67,10 +69,12 @@ datasets = sa.Table(
     sa.Column("file", sa.String(100), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("document", sa.Text, nullable=False),
+    sa.Column("inline", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 #: Jobs (plain JSON: nothing in a job is ever unpickled). ``status``, ``owner`` and
-#: ``heartbeat_at`` are copied out so that recovery reads only unfinished jobs.
+#: ``heartbeat_at`` are copied out so that recovery reads only unfinished jobs;
+#: ``dataset_id``, the stored points a job fits, so that they outlive it.
 jobs = sa.Table(
     "jobs",
     metadata,
@@ -80,8 +84,10 @@ jobs = sa.Table(
     sa.Column("heartbeat_at", sa.String(40), nullable=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("document", sa.Text, nullable=False),
+    sa.Column("dataset_id", sa.String(64), nullable=True),
     sa.Index("ix_jobs_status", "status"),
     sa.Index("ix_jobs_expires_at", "expires_at"),
+    sa.Index("ix_jobs_dataset_id", "dataset_id"),
 )
 
 #: Idempotency keys of requests that start work: one row per (scope, key), so two
