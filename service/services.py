@@ -77,7 +77,7 @@ def build_services(settings: Settings) -> Services:
         LoadedModels(
             store,
             size=settings.cache_size,
-            read_resource=lambda model_id: catalogue.get(model_id),
+            read_resource=lambda model_id: catalogue.stored(model_id),
             compile=compile_estimator,
         ),
         limits,

@@ -202,7 +202,7 @@ def test_a_store_outage_while_reading_align_to_is_a_503_not_the_clients_fault(
     def outage(model_id: str) -> None:
         raise StoreUnavailable("The model store is not reachable.")
 
-    monkeypatch.setattr(catalogue, "get", outage)
+    monkeypatch.setattr(catalogue, "stored", outage)
     r = client.post("/v1/models", json={**fit, "align_to": reference})
     assert r.status_code == 503, r.text
     assert r.json()["type"].endswith("store-unavailable")

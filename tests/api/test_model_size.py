@@ -3,6 +3,7 @@ of models never carries the arrays that grow as n_components x n_features^2."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,38 @@ def test_a_listing_leaves_out_the_large_arrays_and_get_has_them(client: TestClie
     assert got["lower_bounds"] == model["lower_bounds"]
 
 
+@pytest.mark.parametrize("algorithm", ["gaussian_mixture", "bayesian_gaussian_mixture"])
+def test_the_large_arrays_stay_out_of_the_catalogue_row(tmp_path: Path, algorithm: str) -> None:
+    """The row holds the summary only, whatever the model's size; GET, PATCH and a new
+    worker (no cache) answer the arrays from the artifact, as sklearn has them."""
+    from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+
+    from tests.helpers_store import read_row
+
+    points = _points(60, 12)
+    params = {"n_components": 3, "covariance_type": "full", "random_state": 0}
+    settings = Settings(store_dir=tmp_path / "store", secret_key="k")
+    with TestClient(create_app(settings)) as client:
+        body = {"algorithm": algorithm, "params": params, "data": {"points": points}}
+        made = client.post("/v1/models", json={**body, "include": []}).json()
+        row = read_row(tmp_path / "store", "model", made["id"])
+        patched = client.patch(f"/v1/models/{made['id']}", json={"name": "big"}).json()
+    assert not {"covariances", "precisions", "lower_bounds"} & set(json.loads(row)["resource"])
+    assert len(row) < 4_000  # 3 x 12 x 12 covariances alone print to ~8 KB
+    with TestClient(create_app(settings)) as fresh:
+        got = fresh.get(f"/v1/models/{made['id']}").json()
+    Estimator = GaussianMixture if algorithm == "gaussian_mixture" else BayesianGaussianMixture
+    est = Estimator(**params).fit(np.asarray(points))
+    for resource in (made, patched, got):
+        np.testing.assert_array_equal(resource["covariances"], est.covariances_)
+        np.testing.assert_array_equal(resource["precisions"], est.precisions_)
+        assert len(resource["lower_bounds"]) == est.n_iter_
+    assert patched["name"] == got["name"] == "big"
+    assert {k: v for k, v in got.items() if k != "name"} == {
+        k: v for k, v in made.items() if k != "name"
+    }
+
+
 def test_past_the_store_quota_writes_are_507_and_reads_go_on(tmp_path: Path) -> None:
     settings = Settings(store_dir=tmp_path / "store", secret_key="k", store_max_bytes=14_000)
     X = _points(100, 3)  # 2,400 bytes as a dataset
@@ -94,10 +127,10 @@ def test_past_the_store_quota_writes_are_507_and_reads_go_on(tmp_path: Path) -> 
         url = f"/v1/models/{model.json()['id']}"
         assert client.post(f"{url}/predict", json={"points": X[:2]}).status_code == 200
         assert client.get("/v1/models").json()["total"] == 1
-        # Deleting frees the space (the quota's sum is at most a second old).
+        # Deleting frees the space (the quota's sum is at most a second old): the
+        # model, and the dataset its fit stored from the body's points with it.
         assert client.delete(url).status_code == 204
-        dataset = model.json()["dataset_id"]
-        assert client.delete(f"/v1/datasets/{dataset}").status_code == 204
+        assert client.get(f"/v1/datasets/{model.json()['dataset_id']}").status_code == 404
         import time
 
         time.sleep(1.1)

@@ -24,10 +24,15 @@ from service.domain.records import (
     now,
 )
 from service.domain.records import versions as library_versions
+from service.domain.training.estimators import large_attributes
 from service.errors import InvalidInput, NotFound
 from service.ids import check_id, new_model_id
 from service.schemas.models import LIST_OMITS, MAX_TAGS
 from service.store.base import ALL_MODELS, ModelQuery, ModelStore
+
+#: A stored model's metadata says so when its resource's ``LIST_OMITS`` arrays are read
+#: from its estimator rather than from the row (see ``Catalogue.get``).
+ARRAYS_IN_ARTIFACT = "arrays_in_artifact"
 
 
 def _resource(meta: Mapping[str, Any]) -> ModelResource:
@@ -74,7 +79,24 @@ class Catalogue:
         return cast(ModelMetadata, self._store.get_metadata(check_id(model_id)))
 
     def get(self, model_id: str) -> ModelResource:
+        """The whole resource. A mixture's ``LIST_OMITS`` arrays are read from its
+        fitted estimator (this worker's cache of loaded models, else the artifact),
+        where models stored since they left the catalogue row keep them."""
+        meta = self.get_metadata(model_id)
+        return self._whole(model_id, meta)
+
+    def stored(self, model_id: str) -> ModelResource:
+        """The resource as the catalogue row holds it: without the ``LIST_OMITS``
+        arrays of a mixture (``estimators.large_attributes``), so reading it loads no
+        artifact. What the hot paths need (``n_features``, ``algorithm``, ``means``)."""
         return _resource(self.get_metadata(model_id))
+
+    def _whole(self, model_id: str, meta: Mapping[str, Any]) -> ModelResource:
+        resource = _resource(meta)
+        if not meta.get(ARRAYS_IN_ARTIFACT):
+            return resource  # a k-means, or stored before the arrays left the row
+        estimator = self._loaded.get(model_id).bundle["estimator"]
+        return cast(ModelResource, {**resource, **jsonable(large_attributes(estimator))})
 
     def loaded(self, model_id: str) -> LoadedModel:
         """The model as prediction uses it, from this worker's cache when it can be."""
@@ -114,7 +136,7 @@ class Catalogue:
             if hit is not None:
                 return hit.resource
             with contextlib.suppress(NotFound):  # a name may look like an id
-                return self.get(ref)
+                return self.stored(ref)
         items, _ = self._store.list(ModelQuery(name=ref), limit=1, cursor=None)
         if not items:
             raise NotFound(f"No model with id or name {ref!r}.")
@@ -197,7 +219,10 @@ class Catalogue:
             **attributes,
         }
         resource = jsonable(resource)
-        metadata: dict[str, Any] = {"resource": resource, "versions": library_versions()}
+        # The row keeps the summary; the arrays stay in the artifact's estimator.
+        metadata: dict[str, Any] = {"resource": _summary(resource), "versions": library_versions()}
+        if any(key in resource for key in LIST_OMITS):
+            metadata[ARRAYS_IN_ARTIFACT] = True
         if imported_from is not None:
             metadata["imported_from"] = imported_from
         self._store.put(resource["id"], bundle, metadata, dataset_id=dataset_id)
@@ -244,9 +269,9 @@ class Catalogue:
                 return None  # nothing to write: the file and its signature stay
             return {**meta, "resource": updated}
 
-        resource = _resource(self._store.update_metadata(check_id(model_id), change))
-        self._loaded.renamed(model_id, resource)
-        return resource
+        meta = self._store.update_metadata(check_id(model_id), change)
+        self._loaded.renamed(model_id, _resource(meta))
+        return self._whole(model_id, meta)
 
     def delete(self, model_id: str) -> None:
         self._store.delete(check_id(model_id))

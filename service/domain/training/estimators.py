@@ -393,6 +393,20 @@ def information_criteria(est: Any, X: np.ndarray, log_likelihood: np.ndarray) ->
     }
 
 
+def large_attributes(est: Any) -> dict[str, Any]:
+    """A fitted mixture's attributes of up to n_components x n_features^2 numbers, and
+    its convergence trace (``schemas.models.LIST_OMITS``). They are part of its
+    resource, but a stored model keeps them in its artifact only (the estimator holds
+    them anyway): its catalogue row stays small whatever the model's size, and GET of
+    one model reads them back from here (``Catalogue.get``)."""
+    return {
+        "covariances": est.covariances_,
+        "precisions": est.precisions_,
+        # The convergence trace of the best init, as sklearn's lower_bounds_.
+        "lower_bounds": [finite_or_none(v) for v in getattr(est, "lower_bounds_", [])],
+    }
+
+
 def describe(
     algorithm: str, est: Any, X: np.ndarray | None, log_likelihood: np.ndarray | None = None
 ) -> dict[str, Any]:
@@ -407,13 +421,10 @@ def describe(
             "covariance_type": est.covariance_type,
             "means": est.means_,
             "weights": est.weights_,
-            "covariances": est.covariances_,
-            "precisions": est.precisions_,
             "converged": bool(est.converged_),
             "n_iter": int(est.n_iter_),
             "lower_bound": finite_or_none(est.lower_bound_),
-            # The convergence trace of the best init, as sklearn's lower_bounds_.
-            "lower_bounds": [finite_or_none(v) for v in getattr(est, "lower_bounds_", [])],
+            **large_attributes(est),
         }
         if algorithm == "gaussian_mixture":
             if X is None:

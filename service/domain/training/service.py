@@ -127,7 +127,7 @@ class Training:
         """
         prepared = prepare_fit(
             self._datasets,
-            self._catalogue.get,
+            self._catalogue.stored,
             algorithm=algorithm,
             params=params,
             data=data,
