@@ -322,7 +322,10 @@ class LocalArtifacts:
                         raise
             _fsync_dir(folder)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            # On a read-only file system even unlinking a file that was never created
+            # fails (EROFS, not ENOENT): that must not turn the 503 into a 500.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise StoreUnavailable(f"Could not write the dataset: {os_error_reason(exc)}.") from exc
         st = os.stat(folder / name)  # written and hashed just now
         self._verified.put((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, dataset_id), True)
