@@ -149,6 +149,18 @@ class Settings(BaseSettings):
             "unset: AWS_ENDPOINT_URL if set, else AWS S3."
         ),
     )
+    s3_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description=(
+            "Longest the S3 store waits to connect to its endpoint, and then for each "
+            "part of an answer, on each attempt (boto's standard retries make 3): an "
+            "endpoint that takes a request and never answers fails it with a 503 after "
+            "about 3 times this plus back-off, and /readyz turns 503 as soon, instead of "
+            "holding a request and its thread for boto's default of 60 s an attempt."
+        ),
+    )
     dask_scheduler: str | None = Field(
         None,
         pattern=r"^(tcp|tls|inproc|ws|wss)://\S+$",

@@ -60,6 +60,7 @@ def build_services(settings: Settings) -> Services:
         database_url=settings.database_url.get_secret_value() if settings.database_url else None,
         secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
         s3_endpoint_url=settings.s3_endpoint_url,
+        s3_timeout_seconds=settings.s3_timeout_seconds,
         database_pool_size=settings.database_pool_size,
         min_free_bytes=settings.store_min_free_bytes,
         max_bytes=settings.store_max_bytes,

@@ -23,6 +23,7 @@ def open_store(
     database_url: str | None = None,
     secret_key: str | None = None,
     s3_endpoint_url: str | None = None,
+    s3_timeout_seconds: float = 10.0,
     database_pool_size: int = 5,
     min_free_bytes: int = 0,
     max_bytes: int | None = None,
@@ -46,7 +47,9 @@ def open_store(
                 "The S3 store needs a signing key shared by every replica: set GMM_SECRET_KEY."
             )
         bucket, prefix = parse_s3_url(store_url)
-        artifacts = S3Artifacts(bucket, prefix, endpoint_url=s3_endpoint_url)
+        artifacts = S3Artifacts(
+            bucket, prefix, endpoint_url=s3_endpoint_url, timeout_seconds=s3_timeout_seconds
+        )
         key = secret_key.encode()
         Path(store_dir).mkdir(parents=True, exist_ok=True)
     db = CatalogueDB(database_url or sqlite_url(store_dir), pool_size=database_pool_size)

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -74,6 +75,20 @@ def _write_file(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+class _Stream:
+    """A file as numpy sees any stream: something with ``write`` and no ``fileno``.
+
+    Given a real file, ``np.lib.format.write_array`` writes the points with
+    ``ndarray.tofile``, which reports a full disk as ``OSError("N requested and 0
+    written")``: no errno, so the 503 said "an I/O error" where it should say "No
+    space left on device". Through this, numpy writes 16 MiB chunks with the file's
+    own ``write``, whose errors carry their errno.
+    """
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.write = fh.write
 
 
 def _pid_alive(pid: int) -> bool:
@@ -294,7 +309,7 @@ class LocalArtifacts:
         tmp = self._tmp_path()
         try:
             with open(tmp, "wb") as fh:
-                np.lib.format.write_array(fh, X, version=(1, 0), allow_pickle=False)
+                np.lib.format.write_array(_Stream(fh), X, version=(1, 0), allow_pickle=False)
                 fh.flush()
                 os.fsync(fh.fileno())
             for _ in range(10):  # a delete of the last file may remove the folder meanwhile
@@ -307,7 +322,10 @@ class LocalArtifacts:
                         raise
             _fsync_dir(folder)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            # On a read-only file system even unlinking a file that was never created
+            # fails (EROFS, not ENOENT): that must not turn the 503 into a 500.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise StoreUnavailable(f"Could not write the dataset: {os_error_reason(exc)}.") from exc
         st = os.stat(folder / name)  # written and hashed just now
         self._verified.put((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, dataset_id), True)

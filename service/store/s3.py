@@ -96,16 +96,24 @@ class S3Artifacts:
         prefix: str = "",
         *,
         endpoint_url: str | None = None,
+        timeout_seconds: float = 10.0,
         points_cache_dir: Path | None = None,
         client: Any = None,
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         # endpoint_url None: boto3 reads AWS_ENDPOINT_URL itself, then AWS's endpoint.
+        # The timeouts bound each attempt: boto's own (60 s) let an endpoint that never
+        # answers hold a request for three minutes (GMM_S3_TIMEOUT_SECONDS).
         self._s3 = client or boto3.session.Session().client(
             "s3",
             endpoint_url=endpoint_url,
-            config=Config(max_pool_connections=64, retries={"mode": "standard"}),
+            config=Config(
+                max_pool_connections=64,
+                retries={"mode": "standard"},
+                connect_timeout=timeout_seconds,
+                read_timeout=timeout_seconds,
+            ),
         )
         if points_cache_dir is None:
             points_cache_dir = Path(tempfile.mkdtemp(prefix="gmm-s3-points-"))
