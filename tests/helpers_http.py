@@ -3,7 +3,9 @@
 httpx always finishes the request it starts. A test of how the server treats a body
 that never ends, headers sent a byte at a time or a second request on the connection
 a 500 went out on needs to hold the socket itself: this writes bytes as given and
-reads back one response, framed by its ``Content-Length``.
+reads back one response, framed by its ``Content-Length``. Also what the tests of such
+clients share: a byte at a time in the background (``trickling``), and the checks every
+error answer must pass, whichever layer sent it (``assert_problem``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,19 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from tests.helpers_server import HOST
+
+PROBLEM = "application/problem+json"
+#: How often a trickling client sends its next byte, in seconds.
+TRICKLE_INTERVAL = 0.2
 
 
 @dataclass
@@ -113,3 +122,57 @@ def raw_connection(port: int, timeout: float = 10.0) -> Iterator[RawConnection]:
         yield conn
     finally:
         conn.close()
+
+
+def assert_problem(r: RawResponse | httpx.Response, status: int) -> dict[str, Any]:
+    """The answer every error must be, whoever sent it (a route, an ASGI layer, the
+    connection protocol): problem+json with a ``type`` of the service's own, the request
+    id and the security headers (``nosniff`` stands for them). Answers the problem."""
+    code = r.status if isinstance(r, RawResponse) else r.status_code
+    body_text = r.body if isinstance(r, RawResponse) else r.content
+    assert code == status, (code, body_text)
+    assert r.headers["content-type"] == PROBLEM, r.headers
+    assert len(r.headers["x-request-id"]) == 32, r.headers
+    assert r.headers["x-content-type-options"] == "nosniff", r.headers
+    problem: dict[str, Any] = r.json()
+    assert problem["status"] == status, problem
+    assert str(problem["type"]).startswith("urn:gmm-service:problem:"), problem
+    return problem
+
+
+@contextlib.contextmanager
+def trickling(conn: RawConnection, data: bytes, read_timeout: float) -> Iterator[float]:
+    """Send ``data`` a byte every ``TRICKLE_INTERVAL`` s in the background (for six read
+    timeouts at most, or until the server stops listening) while the block runs;
+    yields the time it began, by ``time.monotonic``."""
+    sender = threading.Thread(target=conn.trickle, args=(data, TRICKLE_INTERVAL, 6 * read_timeout))
+    start = time.monotonic()
+    sender.start()
+    try:
+        yield start
+    finally:
+        sender.join()
+
+
+def closed_while_trickling(conn: RawConnection, data: bytes, read_timeout: float) -> None:
+    """Trickle ``data``: the server must close the connection within a few read
+    timeouts, long before the data would have ended."""
+    with trickling(conn, data, read_timeout) as start:
+        assert conn.closed_by_server()
+        took = time.monotonic() - start
+    assert took < 4 * read_timeout, f"closed after {took:.1f} s"
+
+
+def slow_body(
+    port: int, path: str, headers: dict[str, str], body: bytes, read_timeout: float
+) -> RawResponse:
+    """POST ``headers`` at once, then trickle ``body``: the server must answer within a
+    few read timeouts, and close the connection."""
+    with raw_connection(port, timeout=8 * read_timeout) as conn:
+        conn.send_head("POST", path, headers)
+        with trickling(conn, body, read_timeout) as start:
+            r = conn.read_response()
+            took = time.monotonic() - start
+            assert conn.closed_by_server(), "the connection of a timed-out body stays open"
+    assert took < 4 * read_timeout, f"answered after {took:.1f} s"
+    return r

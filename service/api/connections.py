@@ -18,8 +18,8 @@ naming the setting, with the request id and security headers every answer has.
 
 The hooks are uvicorn's httptools parser callbacks (``on_message_begin``,
 ``on_headers_complete``, ``on_message_complete``), ``on_response_complete`` and
-``_start_asgi_task``; ``tests/test_edge_server.py`` runs them in a real server, so an
-upgrade of uvicorn that moves them fails there.
+``_start_asgi_task``; ``tests/test_edge_server.py`` and ``tests/test_hostile_client.py``
+run them in a real server, so an upgrade of uvicorn that moves them fails there.
 uvicorn[standard] always brings httptools, so its protocol is the one to extend.
 """
 
