@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -187,6 +187,13 @@ class DatasetStore(Protocol):
         ...
 
     def get_dataset_metadata(self, dataset_id: str) -> dict[str, Any]: ...
+
+    def release_datasets(
+        self, dataset_ids: Iterable[str | None] = (), *, older_than: float | None = None
+    ) -> int:
+        """Delete the ``inline`` datasets among ``dataset_ids`` (or, with ``older_than``
+        seconds, every one that old) that no model or unfinished job refers to."""
+        ...
 
     def load_dataset(self, dataset_id: str) -> np.ndarray:
         """A read-only memory map of the points, verified against the id."""

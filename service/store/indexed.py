@@ -87,10 +87,14 @@ class IndexedStore:
         self.min_free_bytes = min_free_bytes
         #: The quota (``GMM_STORE_MAX_BYTES``) of artifacts and datasets together.
         self.max_bytes = max_bytes
-        # The bytes in use, summed in SQL at most once a second: a write checks the
-        # quota without a full-table sum each time (a replica may overshoot it by what
-        # the others wrote within that second).
+        # The bytes in use, summed in SQL at most once a second, plus what this store
+        # wrote since: a write checks the quota without a full-table sum each time (a
+        # replica may overshoot it by what the others wrote within that second). The
+        # sum expires a second after it was read, however many writes came since, and
+        # at once when this store deletes something (``_freed``): another replica's
+        # deletes count within a second.
         self._used: TTLCache[str, int] = TTLCache(maxsize=1, ttl=1.0)
+        self._written_since = 0
         self._used_lock = threading.Lock()
         #: ``exists`` is one indexed read; on the event loop only when it is local.
         self.local_io = artifacts.local_io and db.dialect == "sqlite"
@@ -135,17 +139,24 @@ class IndexedStore:
         if self.max_bytes is None:
             return
         with self._used_lock:
-            used = self._used.get("bytes")
-            if used is None:
-                used = self.db.total_artifact_bytes() + self.db.total_dataset_bytes()
-                self._used["bytes"] = used
+            summed = self._used.get("bytes")
+            if summed is None:
+                summed = self.db.total_artifact_bytes() + self.db.total_dataset_bytes()
+                self._used["bytes"] = summed
+                self._written_since = 0
+            used = summed + self._written_since
             if used + adding > self.max_bytes:
                 raise StoreFull(
                     f"The store holds {used} bytes; {adding} more would pass "
                     f"GMM_STORE_MAX_BYTES ({self.max_bytes}). Delete models or datasets "
                     "(reads and predictions go on)."
                 )
-            self._used["bytes"] = used + adding
+            self._written_since += adding
+
+    def _freed(self) -> None:
+        """Something was deleted: the next write sums the bytes in use afresh."""
+        with self._used_lock:
+            self._used.clear()
 
     def _discard(self, model_id: str) -> None:
         """Best effort after a failed publish: the sweeper removes what this cannot."""
@@ -158,6 +169,7 @@ class IndexedStore:
         found, dataset_id = self.db.delete_model(check_id(model_id))  # first: gone for all
         if not found:
             raise NotFound(f"No model with id {model_id!r}.")
+        self._freed()
         self._remove_model(model_id, dataset_id)
 
     def _remove_model(self, model_id: str, dataset_id: str | None) -> None:
@@ -179,6 +191,8 @@ class IndexedStore:
         if older_than is not None:
             created_before = dataset_sort_key(time.time_ns() - int(older_than * 1e9), "")
         rows = self.db.release_datasets(dataset_ids, created_before=created_before)
+        if rows:
+            self._freed()
         for row in rows:
             try:
                 self.artifacts.delete_dataset(row.id, row.file)
@@ -340,6 +354,7 @@ class IndexedStore:
         file = self.db.delete_dataset(check_dataset_id(dataset_id))
         if file is None:
             raise NotFound(f"No dataset with id {dataset_id!r}.")
+        self._freed()
         try:
             self.artifacts.delete_dataset(dataset_id, file)
         except (StoreUnavailable, ArtifactIntegrityError):
@@ -403,6 +418,8 @@ class IndexedStore:
         removed = 0
         while True:
             rows = self.db.take_expired(kind, dt.datetime.now(dt.UTC))
+            if rows:
+                self._freed()
             for row in rows if remove is not None else ():
                 try:
                     remove(row)

@@ -313,7 +313,10 @@ class LocalArtifacts:
                 fh.flush()
                 os.fsync(fh.fileno())
             for _ in range(10):  # a delete of the last file may remove the folder meanwhile
-                folder.mkdir(exist_ok=True)
+                try:
+                    folder.mkdir(exist_ok=True)
+                except FileExistsError:  # there at mkdir, gone by its is_dir check: again
+                    continue
                 try:
                     os.rename(tmp, folder / name)
                     break

@@ -81,23 +81,28 @@ def test_a_listing_leaves_out_the_large_arrays_and_get_has_them(client: TestClie
 
 
 @pytest.mark.parametrize("algorithm", ["gaussian_mixture", "bayesian_gaussian_mixture"])
-def test_the_large_arrays_stay_out_of_the_catalogue_row(tmp_path: Path, algorithm: str) -> None:
-    """The row holds the summary only, whatever the model's size; GET, PATCH and a new
-    worker (no cache) answer the arrays from the artifact, as sklearn has them."""
+def test_large_arrays_stay_out_of_the_catalogue_row(tmp_path: Path, algorithm: str) -> None:
+    """Past ``ROW_ARRAYS_MAX_BYTES`` the row holds the summary only, whatever the model's
+    size; GET, PATCH and a new worker (no cache) answer the arrays from the artifact, as
+    sklearn has them. A small model's row holds them all (GET reads no artifact)."""
     from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 
+    from service.domain.catalogue.service import ROW_ARRAYS_MAX_BYTES
     from tests.helpers_store import read_row
 
-    points = _points(60, 12)
-    params = {"n_components": 3, "covariance_type": "full", "random_state": 0}
+    points = _points(200, 40)  # 4 x 40 x 40 covariances, twice: ~250 KB of JSON
+    params = {"n_components": 4, "covariance_type": "full", "random_state": 0}
     settings = Settings(store_dir=tmp_path / "store", secret_key="k")
     with TestClient(create_app(settings)) as client:
         body = {"algorithm": algorithm, "params": params, "data": {"points": points}}
         made = client.post("/v1/models", json={**body, "include": []}).json()
-        row = read_row(tmp_path / "store", "model", made["id"])
+        small = client.post("/v1/models", json={**body, "data": {"points": _points(20, 2)}})
+        rows = [read_row(tmp_path / "store", "model", m["id"]) for m in (made, small.json())]
         patched = client.patch(f"/v1/models/{made['id']}", json={"name": "big"}).json()
-    assert not {"covariances", "precisions", "lower_bounds"} & set(json.loads(row)["resource"])
-    assert len(row) < 4_000  # 3 x 12 x 12 covariances alone print to ~8 KB
+    large = {"covariances", "precisions", "lower_bounds"}
+    assert not large & set(json.loads(rows[0])["resource"])
+    assert len(rows[0]) < ROW_ARRAYS_MAX_BYTES / 4
+    assert large <= set(json.loads(rows[1])["resource"])
     with TestClient(create_app(settings)) as fresh:
         got = fresh.get(f"/v1/models/{made['id']}").json()
     Estimator = GaussianMixture if algorithm == "gaussian_mixture" else BayesianGaussianMixture

@@ -12,6 +12,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+import orjson
+
 from service.domain.catalogue.loaded import LoadedModel, LoadedModels
 from service.domain.limits import Limits
 from service.domain.records import (
@@ -33,6 +35,19 @@ from service.store.base import ALL_MODELS, ModelQuery, ModelStore
 #: A stored model's metadata says so when its resource's ``LIST_OMITS`` arrays are read
 #: from its estimator rather than from the row (see ``Catalogue.get``).
 ARRAYS_IN_ARTIFACT = "arrays_in_artifact"
+
+#: Past this many bytes of JSON, a model's ``LIST_OMITS`` arrays stay out of its
+#: catalogue row (``ARRAYS_IN_ARTIFACT``). Below it (most models: 4 x 2 x 2 full
+#: covariances are a few hundred bytes) the row holds the whole resource, so that GET
+#: of a model reads no artifact and goes on while the object store is down; above it,
+#: a row, and each listing page that reads rows, stays small whatever the model's size
+#: (16 x 1000 x 1000 covariances were 771 MB per page).
+ROW_ARRAYS_MAX_BYTES = 64 * 1024
+
+
+def _arrays_bytes(resource: Mapping[str, Any]) -> int:
+    arrays = {key: resource[key] for key in LIST_OMITS if key in resource}
+    return len(orjson.dumps(arrays)) if arrays else 0
 
 
 def _resource(meta: Mapping[str, Any]) -> ModelResource:
@@ -219,10 +234,10 @@ class Catalogue:
             **attributes,
         }
         resource = jsonable(resource)
-        # The row keeps the summary; the arrays stay in the artifact's estimator.
-        metadata: dict[str, Any] = {"resource": _summary(resource), "versions": library_versions()}
-        if any(key in resource for key in LIST_OMITS):
-            metadata[ARRAYS_IN_ARTIFACT] = True
+        metadata: dict[str, Any] = {"resource": resource, "versions": library_versions()}
+        if _arrays_bytes(resource) > ROW_ARRAYS_MAX_BYTES:
+            # The row keeps the summary; the arrays stay in the artifact's estimator.
+            metadata = {**metadata, "resource": _summary(resource), ARRAYS_IN_ARTIFACT: True}
         if imported_from is not None:
             metadata["imported_from"] = imported_from
         self._store.put(resource["id"], bundle, metadata, dataset_id=dataset_id)

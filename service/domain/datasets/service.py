@@ -94,6 +94,11 @@ class Datasets:
         X = self._store.load_dataset(meta["id"])
         return dataclasses.replace(dataset, X=X, dataset_id=meta["id"])
 
+    def release(self, dataset_id: str | None) -> None:
+        """Work that stored its body's points (``inline``) and then was refused or
+        failed: delete them, unless a model, a job or an upload holds them since."""
+        self._store.release_datasets([dataset_id])
+
     def create(
         self,
         X: np.ndarray,

@@ -178,9 +178,15 @@ class Training:
             # The stored points it fits: kept while the job has yet to read them.
             **({"dataset_id": prepared.dataset.dataset_id} if prepared.dataset.dataset_id else {}),
         }
-        kind, body = self._jobs.start(
-            "fit", work, waiting=waiting, total=total, unit=unit, request=request
-        )
+        try:
+            kind, body = self._jobs.start(
+                "fit", work, waiting=waiting, total=total, unit=unit, request=request
+            )
+        except Exception:
+            # Refused (a full queue: 429) or failed: the points this request stored for
+            # its job must not stay behind, or refused fits would fill the store.
+            self._datasets.release(prepared.dataset.dataset_id)
+            raise
         if kind == "job" and body["status"] == "succeeded":  # a retry (Idempotency-Key)
             try:
                 return "done", self.job_result(body["id"])
@@ -350,4 +356,8 @@ class Training:
                 if attempt == 2 or per_point is not None:
                     raise
                 dataset_id = None
+            except Exception:
+                if dataset.dataset_id is None:  # stored here, for a model that never was
+                    self._datasets.release(dataset_id)
+                raise
         raise AssertionError("unreachable")  # pragma: no cover
