@@ -341,6 +341,33 @@ class BayesianGaussianMixtureSummary(_MixtureSummary):
     )
     effective_n_components: int
     effective_weight_threshold: float
+    weight_concentration_prior: float | None = Field(
+        None,
+        description=(
+            "sklearn's weight_concentration_prior_: the prior as the fit resolved it "
+            "(1 / n_components when the parameter is null). Null for an imported model "
+            "and for models stored before the priors were kept; so are the four below."
+        ),
+    )
+    mean_precision_prior: float | None = Field(
+        None, description="sklearn's mean_precision_prior_ (1.0 when the parameter is null)."
+    )
+    mean_prior: list[float] | None = Field(
+        None,
+        description="sklearn's mean_prior_, (n_features,): the data's mean by default.",
+    )
+    degrees_of_freedom_prior: float | None = Field(
+        None,
+        description="sklearn's degrees_of_freedom_prior_: n_features by default.",
+    )
+    covariance_prior: float | list[float] | list[list[float]] | None = Field(
+        None,
+        description=(
+            "sklearn's covariance_prior_, by covariance_type: (n_features, n_features) "
+            "for full and tied, (n_features,) for diag, one number for spherical; the "
+            "data's covariance by default."
+        ),
+    )
 
 
 class BayesianGaussianMixtureModel(BayesianGaussianMixtureSummary, _MixtureArrays):

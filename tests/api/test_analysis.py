@@ -162,6 +162,35 @@ def test_bayesian_mixture_equals_sklearn(client: TestClient, prior_type: str) ->
     assert "bic" not in body
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_bayesian_mixture_answers_its_priors_as_sklearn_resolved_them(
+    client: TestClient, covariance_type: str
+) -> None:
+    """The defaults are computed from the data (its mean and covariance): a client with
+    only the resource (curl) sees them, in the listing too, to the last bit."""
+    params = {"n_components": 3, "covariance_type": covariance_type, "random_state": 0}
+    body = fit(
+        client,
+        {
+            "algorithm": "bayesian_gaussian_mixture",
+            "params": params,
+            "data": {"generator": SEED_BLOBS},
+            "include": [],
+        },
+    )
+    ref = BayesianGaussianMixture(**params).fit(seed_points())
+    listed = client.get("/v1/models", params={"limit": 1}).json()["items"][0]
+    for resource in (body, client.get(f"/v1/models/{body['id']}").json(), listed):
+        for name in (
+            "weight_concentration_prior",
+            "mean_precision_prior",
+            "mean_prior",
+            "degrees_of_freedom_prior",
+            "covariance_prior",
+        ):
+            np.testing.assert_array_equal(resource[name], getattr(ref, f"{name}_"), err_msg=name)
+
+
 def test_bayesian_prior_shapes_are_checked(client: TestClient) -> None:
     r = client.post(
         "/v1/models",

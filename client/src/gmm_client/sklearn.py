@@ -439,18 +439,27 @@ class RemoteBayesianGaussianMixture(_RemoteMixture):
             self.weight_concentration_ = wc
         self.mean_precision_ = np.asarray(resource["mean_precision"], dtype=np.float64)
         self.degrees_of_freedom_ = np.asarray(resource["degrees_of_freedom"], dtype=np.float64)
-        # The priors are plain functions of X and the parameters: scikit-learn's own
-        # code computes them here, so they are what an in-process fit holds.
-        local = BayesianGaussianMixture(**self._local_params())
-        local._check_parameters(X)
+        # The priors as the service's fit resolved them. A service older than the
+        # priors in the resource answers none: they are plain functions of X and the
+        # parameters then, and scikit-learn's own code computes them here.
+        local = None
         for name in (
-            "weight_concentration_prior_",
-            "mean_precision_prior_",
-            "mean_prior_",
-            "degrees_of_freedom_prior_",
-            "covariance_prior_",
+            "weight_concentration_prior",
+            "mean_precision_prior",
+            "mean_prior",
+            "degrees_of_freedom_prior",
+            "covariance_prior",
         ):
-            setattr(self, name, getattr(local, name))
+            value = resource.get(name)
+            if value is None:
+                if local is None:
+                    local = BayesianGaussianMixture(**self._local_params())
+                    local._check_parameters(X)
+                setattr(self, f"{name}_", getattr(local, f"{name}_"))
+            elif isinstance(value, list):
+                setattr(self, f"{name}_", np.asarray(value, dtype=np.float64))
+            else:
+                setattr(self, f"{name}_", float(value))
 
     def _local_params(self) -> dict[str, Any]:
         names = BayesianGaussianMixture().get_params()

@@ -407,6 +407,23 @@ def large_attributes(est: Any) -> dict[str, Any]:
     }
 
 
+#: sklearn's fitted ``*_prior_`` attributes of a Bayesian mixture, under the resource's
+#: names: the priors as the fit resolved them (a default is computed from the data).
+BAYESIAN_PRIORS = (
+    "weight_concentration_prior",
+    "mean_precision_prior",
+    "mean_prior",
+    "degrees_of_freedom_prior",
+    "covariance_prior",
+)
+
+
+def bayesian_priors(est: Any) -> dict[str, Any]:
+    """The priors a Bayesian mixture was fitted with, as sklearn resolved them; None
+    each for one that holds none (an import builds the posterior, not the prior)."""
+    return {name: getattr(est, f"{name}_", None) for name in BAYESIAN_PRIORS}
+
+
 def describe(
     algorithm: str, est: Any, X: np.ndarray | None, log_likelihood: np.ndarray | None = None
 ) -> dict[str, Any]:
@@ -437,6 +454,7 @@ def describe(
             out["weight_concentration"] = np.vstack(wc) if isinstance(wc, tuple) else wc
             out["mean_precision"] = est.mean_precision_
             out["degrees_of_freedom"] = est.degrees_of_freedom_
+            out.update(bayesian_priors(est))
         return out
     out = {
         "n_components": int(est.n_clusters),
