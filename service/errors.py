@@ -72,6 +72,17 @@ class PayloadTooLarge(ServiceError):
     title = "Payload too large"
 
 
+class LimitExceeded(ServiceError):
+    """A parameter asks for more work than a setting allows (``n_components`` past
+    GMM_MAX_COMPONENTS, a grid past GMM_MAX_GRID_CELLS, ...). The body may be tiny, so
+    it is no "payload too large" (413, kept for data and bodies past their size
+    limits): a 422 whose detail names the setting."""
+
+    status = 422
+    slug = "limit-exceeded"
+    title = "Over a limit of this service"
+
+
 class UnsupportedOperation(ServiceError):
     """The operation exists but not for this kind of model (for example sampling KMeans)."""
 

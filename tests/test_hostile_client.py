@@ -250,8 +250,9 @@ def _leftovers(edge: Edge) -> list[str]:
 
 def test_a_model_past_the_parameter_limit_is_refused_before_it_is_fitted(edge: Edge) -> None:
     """k=16, d=1000 stored a gigabyte. Here k=16, d=30 (16 + 480 + 14,400 numbers with
-    full covariances) against a limit of 10,000: a 413 that names the setting and the
-    count, and nothing stored, not even the points."""
+    full covariances) against a limit of 10,000: a 422 ``limit-exceeded`` (the body is
+    small: what it asks for is large) that names the setting and the count, and nothing
+    stored, not even the points."""
     k, d = 16, 30
     models, datasets = _total(edge.admin, "/v1/models"), _total(edge.admin, "/v1/datasets")
     points = np.random.default_rng(1).normal(size=(2 * k, d)).tolist()
@@ -260,8 +261,8 @@ def test_a_model_past_the_parameter_limit_is_refused_before_it_is_fitted(edge: E
         "params": {"n_components": k},
         "data": {"points": points},
     }
-    problem = assert_problem(edge.admin.post("/v1/models", json=body), 413)
-    assert problem["type"].endswith(":payload-too-large"), problem
+    problem = assert_problem(edge.admin.post("/v1/models", json=body), 422)
+    assert problem["type"].endswith(":limit-exceeded"), problem
     assert "GMM_MAX_MODEL_PARAMETERS" in problem["detail"], problem
     assert f"{k + k * d + k * d * d} numbers" in problem["detail"], problem
     assert _total(edge.admin, "/v1/models") == models

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from http import HTTPStatus
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +21,7 @@ from service.api.responses import NumpyJSONResponse, ProblemResponse
 from service.domain.training.estimators import ALGORITHMS
 from service.errors import PROBLEM_BASE, ServiceError
 from service.schemas.data import GENERATOR_KINDS
+from service.schemas.models import AlgorithmName
 
 log = logging.getLogger("service.errors")
 
@@ -111,6 +112,25 @@ def _clean_loc(loc: tuple[Any, ...] | list[Any], body: Any = None) -> list[str |
     return out
 
 
+#: The values each field that picks a body's schema may take: what a body without it
+#: is told (pydantic's own message, "Unable to extract tag using discriminator", names
+#: neither the field's being required nor its values).
+_TAGS: dict[str, tuple[str, ...]] = {
+    "algorithm": get_args(AlgorithmName),
+    "kind": GENERATOR_KINDS,
+}
+
+
+def _tag_message(kind: str, field: str, ctx: dict[str, Any]) -> str | None:
+    values = _TAGS.get(field)
+    if values is None:
+        return None
+    listed = ", ".join(repr(v) for v in values)
+    if kind == "union_tag_not_found":
+        return f"{field!r} is required: one of {listed}."
+    return f"{field} {ctx.get('tag')!r} is not known: use one of {listed}."
+
+
 def _validation_items(exc: RequestValidationError) -> list[dict[str, Any]]:
     items = []
     body = getattr(exc, "body", None)
@@ -124,6 +144,7 @@ def _validation_items(exc: RequestValidationError) -> list[dict[str, Any]]:
             field = str(ctx.get("discriminator", "")).strip("'\"")
             if field:
                 loc.append(field)
+            msg = _tag_message(kind, field, ctx) or msg
         if kind == "json_invalid" and ctx.get("error"):
             msg = f"{ctx['error']} at character {loc[-1]}"
         if kind == "extra_forbidden":

@@ -120,7 +120,7 @@ def test_sample_and_score_refused_for_kmeans_and_sample_limit(
         assert r.headers["content-type"] == "application/problem+json"
         assert "mixture" in r.json()["detail"]
     r = client.post(f"/v1/models/{gmm['id']}/sample", json={"n_samples": 10**9})
-    assert r.status_code == 413
+    assert r.status_code == 422 and r.json()["type"].endswith("limit-exceeded")
     assert "limit" in r.json()["detail"]
     r = client.post(f"/v1/models/{gmm['id']}/sample", json={"n_samples": 0})
     assert r.status_code == 422

@@ -341,7 +341,7 @@ KM = {"algorithm": "kmeans", "params": {"n_clusters": 2}}
         ),
         (
             {"algorithms": [KM, {"algorithm": "kmeans", "params": {"n_clusters": 100_000}}]},
-            413,
+            422,
             ["body", "algorithms", 1, "params", "n_clusters"],
         ),
         (
@@ -355,7 +355,7 @@ KM = {"algorithm": "kmeans", "params": {"n_clusters": 2}}
                     },
                 ]
             },
-            413,
+            422,
             ["body", "algorithms", 2, "params", "max_iter"],
         ),
         (

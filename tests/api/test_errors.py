@@ -668,13 +668,17 @@ def test_small_app_accepts_requests_within_its_limits(small: TestClient) -> None
         "n_init",
     ],
 )
-def test_limits_answer_413_naming_the_limit(
+def test_limits_answer_413_or_422_naming_the_limit(
     small: TestClient, body: dict[str, Any], loc: Loc | None, knob: str
 ) -> None:
-    """Generators are refused from their spec: 10**12 samples would never fit in memory,
-    so an answer at all proves nothing was generated."""
+    """Data past its size limits is a 413; a parameter asking for more work than a
+    setting allows (a tiny body) a 422 ``limit-exceeded``. Generators are refused from
+    their spec: 10**12 samples would never fit in memory, so an answer at all proves
+    nothing was generated."""
     before = listing(small)
-    problem = assert_problem(small.post("/v1/models", json=body), 413, loc)
+    work = knob in ("GMM_MAX_COMPONENTS", "GMM_MAX_ITER", "GMM_MAX_N_INIT")
+    problem = assert_problem(small.post("/v1/models", json=body), 422 if work else 413, loc)
+    assert problem["type"].endswith("limit-exceeded") == work
     assert knob in problem["detail"]
     assert listing(small) == before
 
@@ -778,3 +782,27 @@ def test_an_unexpected_error_is_a_500_problem_with_every_header(
         # The metrics count it under its route, as any answer.
         text = c.get("/metrics").text
         assert 'route="/v1/models",status="500"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "loc", "says"),
+    [
+        ("/v1/models", {"params": {}, "data": {"points": [[0.0]]}}, ["body", "algorithm"],
+         "'algorithm' is required: one of 'gaussian_mixture', 'bayesian_gaussian_mixture', "
+         "'kmeans', 'minibatch_kmeans'."),
+        ("/v1/models", {"algorithm": "gmm", "params": {}, "data": {"points": [[0.0]]}},
+         ["body", "algorithm"], "algorithm 'gmm' is not known: use one of 'gaussian_mixture'"),
+        ("/v1/comparisons", {"algorithms": [{"params": {}}], "data": {"points": [[0.0]]}},
+         ["body", "algorithms", 0, "algorithm"], "'algorithm' is required: one of"),
+        ("/v1/datasets/generate", {"n_samples": 10}, ["body", "kind"],
+         "'kind' is required: one of 'blobs', 'gaussian_mixture', 'moons', 'circles'."),
+    ],
+    ids=["no-algorithm", "unknown-algorithm", "comparison-item", "no-kind"],
+)  # fmt: skip
+def test_a_missing_or_unknown_discriminator_names_its_values(
+    client: TestClient, path: str, body: dict[str, Any], loc: Loc, says: str
+) -> None:
+    """pydantic says "Unable to extract tag using discriminator 'algorithm'"; a user needs
+    to hear that the field is required, and which values it takes."""
+    problem = assert_problem(client.post(path, json=body), 422, loc)
+    assert says in problem["detail"], problem

@@ -590,7 +590,7 @@ BAD_DOCUMENTS = [
         "full", _params_field("covariance_type", "diag"), 422, ["body", "params", "covariance_type"]
     ),
     pytest.param(
-        "full", _params_field("max_iter", 10**6), 413, ["body", "params", "max_iter"], id="max-iter"
+        "full", _params_field("max_iter", 10**6), 422, ["body", "params", "max_iter"], id="max-iter"
     ),
     pytest.param(
         "full",

@@ -268,16 +268,16 @@ BLOBS = {"generator": SEED_BLOBS}  # 200 samples, 2 features
             422,
             ["body", "grid", "n_components", "max"],
         ),
-        ({"grid": {"n_components": [2, 300]}}, 413, ["body", "grid", "n_components", 1]),
+        ({"grid": {"n_components": [2, 300]}}, 422, ["body", "grid", "n_components", 1]),
         (
             {"grid": {"n_components": {"min": 1, "max": 10_000_000}}},
-            413,
+            422,
             ["body", "grid", "n_components", "max"],
         ),
         ({"grid": {"n_components": [5, 201]}}, 422, ["body", "grid", "n_components", 1]),
         (
             {"grid": {"n_components": {"min": 150, "max": 250}}},
-            413,
+            422,
             ["body", "grid"],
         ),
         (
@@ -320,7 +320,7 @@ BLOBS = {"generator": SEED_BLOBS}  # 200 samples, 2 features
         ),
         (
             {"grid": {"n_components": [2]}, "params": {"max_iter": 10**9}},
-            413,
+            422,
             ["body", "params", "max_iter"],
         ),
         (
@@ -348,7 +348,7 @@ def test_the_cell_limit_is_a_setting(tmp_path: Path) -> None:
     settings = Settings(store_dir=tmp_path / "s", secret_key="k", max_grid_cells=5)
     body = {"data": BLOBS, "grid": {"n_components": [1, 2, 3], "covariance_type": ["full", "diag"]}}
     with TestClient(create_app(settings)) as client:
-        problem = assert_problem(post(client, body), 413, ["body", "grid"])
+        problem = assert_problem(post(client, body), 422, ["body", "grid"])
     assert "GMM_MAX_GRID_CELLS" in problem["detail"] and "6 cells" in problem["detail"]
 
 

@@ -27,7 +27,7 @@ from service.domain.training import estimators
 from service.domain.training.progress import FitProgress
 from service.domain.training.service import Training
 from service.domain.training.warnings_capture import capture_warnings
-from service.errors import FitFailed, InvalidInput, Loc, PayloadTooLarge, ServiceError
+from service.errors import FitFailed, InvalidInput, LimitExceeded, Loc, ServiceError
 from service.schemas.data import DataSpec
 from service.schemas.selection import ComponentsRange, Grid
 
@@ -144,7 +144,7 @@ def expand_grid(grid: Grid, limits: Limits) -> list[tuple[int, str, Loc]]:
                 [*where, "max"], f"max ({spec.max}) must be at least min ({spec.min})."
             )
         if spec.max > limits.max_components:
-            raise PayloadTooLarge.at(
+            raise LimitExceeded.at(
                 [*where, "max"],
                 f"n_components up to {spec.max} exceeds the limit of "
                 f"{limits.max_components} (GMM_MAX_COMPONENTS).",
@@ -164,7 +164,7 @@ def expand_grid(grid: Grid, limits: Limits) -> list[tuple[int, str, Loc]]:
                 )
             seen[k] = i
             if k > limits.max_components:
-                raise PayloadTooLarge.at(
+                raise LimitExceeded.at(
                     [*where, i],
                     f"n_components={k} exceeds the limit of {limits.max_components} "
                     "(GMM_MAX_COMPONENTS).",
@@ -182,7 +182,7 @@ def expand_grid(grid: Grid, limits: Limits) -> list[tuple[int, str, Loc]]:
         seen_types[cov] = i
     n_cells = len(ks) * len(grid.covariance_type)
     if n_cells > limits.max_grid_cells:
-        raise PayloadTooLarge.at(
+        raise LimitExceeded.at(
             list(GRID_LOC),
             f"the grid has {len(ks)} n_components x {len(grid.covariance_type)} "
             f"covariance_type = {n_cells} cells, over the limit of "

@@ -11,7 +11,7 @@ from service.domain.catalogue.service import Catalogue
 from service.domain.datasets.service import Datasets
 from service.domain.records import ModelResource
 from service.domain.training import estimators
-from service.errors import InvalidInput, Loc, PayloadTooLarge, UnsupportedOperation
+from service.errors import InvalidInput, LimitExceeded, Loc, UnsupportedOperation
 
 #: The most points one ``sample`` call draws.
 MAX_SAMPLE_POINTS = 1_000_000
@@ -120,7 +120,7 @@ class Inference:
         limits = self._datasets.limits
         limit = min(MAX_SAMPLE_POINTS, limits.max_points)
         if n_samples > limit or n_samples * resource["n_features"] > limits.max_values:
-            raise PayloadTooLarge.at(
+            raise LimitExceeded.at(
                 ["body", "n_samples"],
                 f"n_samples={n_samples} exceeds the limit of {limit} points "
                 f"(and {limits.max_values} values, GMM_MAX_VALUES).",

@@ -23,7 +23,7 @@ from service.domain.inference.compiled import kmeans_distances
 from service.domain.limits import Limits
 from service.domain.training.progress import FitProgress, fit_tracked, progress_plan
 from service.domain.training.warnings_capture import capture_warnings
-from service.errors import FitFailed, InvalidInput, PayloadTooLarge
+from service.errors import FitFailed, InvalidInput, LimitExceeded
 
 PARAMS_LOC: tuple[str, ...] = ("body", "params")
 SAMPLE_WEIGHT_LOC: tuple[str, ...] = ("body", "sample_weight")
@@ -132,14 +132,14 @@ def check_params(
     algo = ALGORITHMS[algorithm]
     k = params[algo.k_param]
     if k > limits.max_components:
-        raise PayloadTooLarge.at(
+        raise LimitExceeded.at(
             [*PARAMS_LOC, algo.k_param],
             f"{algo.k_param}={k} exceeds the limit of {limits.max_components} "
             "(GMM_MAX_COMPONENTS).",
         )
     size = model_parameters(algorithm, params, n_features)
     if size > limits.max_model_parameters:
-        raise PayloadTooLarge.at(
+        raise LimitExceeded.at(
             [*PARAMS_LOC, algo.k_param],
             f"The fitted model would hold {size} numbers ({algo.k_param}={k}, "
             f"{n_features} features"
@@ -158,7 +158,7 @@ def check_params(
     ):
         value = params.get(name)
         if isinstance(value, int) and value > limit:
-            raise PayloadTooLarge.at(
+            raise LimitExceeded.at(
                 [*PARAMS_LOC, name], f"{name}={value} exceeds the limit of {limit} ({env})."
             )
     needed = max(k, algo.min_samples)
