@@ -267,7 +267,7 @@ def mixture_progress_hooks(
     *,
     init_begun: Callable[[Any, int], None],
     lower_bound: Callable[[Any, Any], None],
-    iteration_done: Callable[[Any, int], None],
+    iteration_done: Callable[[Any, int, float], None],
 ) -> dict[str, Callable[..., Any]]:
     """Methods for a subclass of the mixture ``base`` that see its fit advance.
 
@@ -289,7 +289,7 @@ def mixture_progress_hooks(
 
     def _print_verbose_msg_iter_end(self: Any, n_iter: int, diff_ll: float) -> None:
         base._print_verbose_msg_iter_end(self, n_iter, diff_ll)
-        iteration_done(self, n_iter)
+        iteration_done(self, n_iter, diff_ll)
 
     return {
         "_print_verbose_msg_init_beg": _print_verbose_msg_init_beg,

@@ -30,6 +30,37 @@ class JobProgress(BaseModel):
     lower_bound: float | None = Field(
         None, description="Mixture fits: the latest EM lower bound (rises as EM converges)."
     )
+    init: int | None = Field(
+        None, description="Fits: which init runs (1-based), of `n_init`.", examples=[1]
+    )
+    n_init: int | None = Field(None, examples=[2])
+    stage: Literal["initializing", "iterating", "finished"] | None = Field(
+        None,
+        description=(
+            "Fits: `initializing` while a mixture's init computes its starting point "
+            "(`init_params`, k-means by default: seconds on large data, before any EM "
+            "iteration), `iterating` during EM (or k-means' compiled iterations), "
+            "`finished` at the end."
+        ),
+    )
+    iteration: int | None = Field(
+        None,
+        description=(
+            "Mixture fits: the EM iteration of the current init (the model's `n_iter` "
+            "once finished with one init); mini-batch k-means: the step."
+        ),
+        examples=[4],
+    )
+    max_iter: int | None = Field(None, examples=[100])
+    change: float | None = Field(
+        None,
+        description=(
+            "Mixture fits: how much the lower bound changed in the latest iteration; EM "
+            "stops (converged) once it is below `tol`."
+        ),
+        examples=[0.0004],
+    )
+    tol: float | None = Field(None, examples=[0.001])
 
 
 class JobSummary(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from typing import Any
 
@@ -67,3 +68,46 @@ def test_cancel_stops_the_fit_at_its_next_step() -> None:
     assert type(est) is GaussianMixture
     assert not hasattr(est, "means_") or len(steps) == 3
     assert len(steps) == 3
+
+
+def test_a_mixture_fit_says_its_init_stage_iteration_and_change_against_tol() -> None:
+    """The count alone jumped (an init converging at 4 of 100 reads 100 / 200) and ended
+    at "100 / 100" for a model that converged in 2 iterations."""
+    template = GaussianMixture(4, n_init=2, max_iter=100, tol=1e-3, random_state=0)
+    seen: list[dict[str, Any]] = []
+    total, unit = progress_plan(template)
+    progress = FitProgress(total, unit, on_change=lambda p: seen.append(p.snapshot()), interval=0)
+    fitted = fit_tracked(clone(template), X, progress)
+    assert seen[0]["stage"] == "initializing" and seen[0]["init"] == 1 and seen[0]["n_init"] == 2
+    assert seen[0]["iteration"] == 0 and seen[0]["max_iter"] == 100 and seen[0]["tol"] == 1e-3
+    iterating = [s for s in seen if s["stage"] == "iterating"]
+    assert {s["init"] for s in iterating} == {1, 2}
+    for before, after in itertools.pairwise(iterating):
+        if after["init"] == before["init"]:
+            assert after["iteration"] == before["iteration"] + 1
+    # EM stops at the first change under tol: every change seen before the last is not
+    # (the first iteration's is infinite, from no bound at all: null).
+    last_of_init = {s["init"]: s for s in iterating}
+    for snapshot in iterating:
+        if snapshot["iteration"] == 1:
+            assert snapshot["change"] is None
+        elif snapshot is not last_of_init[snapshot["init"]]:
+            assert snapshot["change"] >= template.tol
+    assert all(s["change"] < template.tol for s in last_of_init.values())
+    assert seen[-1]["stage"] == "finished" and seen[-1]["fraction"] == 1.0
+    one = fit_tracked(clone(template).set_params(n_init=1), X, progress := FitProgress(1, unit))
+    assert progress.snapshot()["iteration"] == one.n_iter_
+    assert (
+        fitted.n_iter_ == last_of_init[2]["iteration"]
+        or fitted.n_iter_ == last_of_init[1]["iteration"]
+    )
+
+
+def test_kmeans_says_which_init_runs() -> None:
+    seen: list[dict[str, Any]] = []
+    template = KMeans(4, n_init=3, random_state=0)
+    total, unit = progress_plan(template)
+    progress = FitProgress(total, unit, on_change=lambda p: seen.append(p.snapshot()), interval=0)
+    fit_tracked(clone(template), X, progress)
+    assert [s["init"] for s in seen if s["stage"] == "iterating"] == [1, 2, 3]
+    assert seen[-1]["stage"] == "finished" and seen[-1]["n_init"] == 3

@@ -43,11 +43,7 @@ class JobBar:
     def update(self, job: dict[str, Any]) -> None:
         progress = job.get("progress") or {}
         total = progress.get("total") or None
-        bound = progress.get("lower_bound")
-        fields = {
-            "unit": progress.get("unit", ""),
-            "bound": f"lower bound {bound:.6g}" if bound is not None else "",
-        }
+        fields = {"unit": progress.get("unit", ""), "bound": _detail(progress)}
         description = f"{job.get('kind', 'job')} {job.get('status', '')}"
         if self._task is None:
             self._task = self._progress.add_task(description, total=total, **fields)
@@ -61,3 +57,24 @@ class JobBar:
 
     def close(self) -> None:
         self._progress.stop()
+
+
+def _detail(progress: dict[str, Any]) -> str:
+    """Where a fit is, beyond its count (which jumps when an init converges early): the
+    init, the stage, the EM iteration, the lower bound and its change against tol."""
+    parts = []
+    n_init = progress.get("n_init")
+    if n_init is not None and n_init > 1:
+        parts.append(f"init {progress.get('init')}/{n_init}")
+    stage, iteration = progress.get("stage"), progress.get("iteration")
+    if stage == "initializing":
+        parts.append("computing the starting point")
+    elif iteration is not None and progress.get("unit") == "iterations":
+        parts.append(("after " if stage == "finished" else "") + f"EM iteration {iteration}")
+    bound = progress.get("lower_bound")
+    if bound is not None:
+        parts.append(f"lower bound {bound:.6g}")
+    change, tol = progress.get("change"), progress.get("tol")
+    if change is not None and tol is not None and stage == "iterating":
+        parts.append(f"change {change:.2g} (tol {tol:.2g})")
+    return ", ".join(parts)

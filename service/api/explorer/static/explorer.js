@@ -154,11 +154,38 @@ const uploadCsv = action(async (file) => {
 function showJob(job) {
   const p = job.progress;
   $("job-progress").value = p.fraction;
-  let status = `${job.kind} ${job.status}: ${p.done} / ${p.total} ${p.unit}`;
-  if (p.lower_bound != null) status += `, lower bound ${fmt(p.lower_bound)}`;
-  if (job.cancel_requested && !TERMINAL.has(job.status)) status += " (cancelling…)";
-  $("job-status").textContent = status;
+  $("job-status").textContent = jobLine(job);
   $("cancel").disabled = TERMINAL.has(job.status) || job.cancel_requested;
+}
+
+/** What is known of a job: a fit says its init, stage, EM iteration and the lower
+ * bound's change against tol (its count alone jumps when an init converges early, and
+ * ends at "100 / 100" for a model that converged in 2 iterations). */
+function jobLine(job) {
+  const p = job.progress;
+  let status = `${job.kind} ${job.status}`;
+  if (p.stage == null) {
+    status += `: ${p.done} / ${p.total} ${p.unit}`;
+  } else {
+    const parts = [];
+    if (p.n_init != null && p.n_init > 1) parts.push(`init ${p.init} of ${p.n_init}`);
+    if (p.stage === "initializing") parts.push("computing the starting point");
+    else if (p.iteration != null && p.unit === "steps") {
+      parts.push(`step ${p.iteration} of ${p.max_iter}`);
+    } else if (p.iteration != null && p.stage === "finished") {
+      parts.push(`after ${p.iteration} EM iterations`);
+    } else if (p.iteration != null) {
+      parts.push(`EM iteration ${p.iteration} (at most ${p.max_iter})`);
+    }
+    if (parts.length) status += `: ${parts.join(", ")}`;
+  }
+  if (p.lower_bound != null) status += `, lower bound ${fmt(p.lower_bound)}`;
+  if (p.change != null && p.stage === "iterating") {
+    // toPrecision: a change of 3e-7 is the news here, and fmt's 4 decimals print 0.
+    status += ` (change ${p.change.toPrecision(2)}, stops below tol ${p.tol.toPrecision(2)})`;
+  }
+  if (job.cancel_requested && !TERMINAL.has(job.status)) status += " (cancelling…)";
+  return status;
 }
 
 /** Polls a job until it ends; its final state (a failed job throws its problem). */
