@@ -322,12 +322,95 @@ def test_problems_are_shown_readably(page: Explorer) -> None:
         files=[{"name": "bad.csv", "mimeType": "text/csv", "buffer": bad}]
     )
     page.expect(problem.locator(".problem-title")).to_contain_text("(422)")
-    page.expect(problem.locator(".problem-errors li")).to_have_count(1)
-    assert problem.locator(".problem-errors li").inner_text().startswith("body.1.1: ")
-    assert "'oops' is not a number" in problem.inner_text()
+    page.expect(problem.locator(".problem-detail")).to_contain_text("body.1.1: ")
+    # Once, with its place: the detail and the one field error said the same thing.
+    assert problem.inner_text().count("'oops' is not a number") == 1
+    assert problem.locator(".problem-errors li").count() == 0
     page.screenshot("problem-bad-csv")
 
     # Good data clears the box.
     page.generate("seed-blobs")
     page.expect(problem).to_be_hidden()
+    page.assert_clean()
+
+
+def _open_url(page: Explorer, ref: str) -> None:
+    """Open ``/explorer?model=ref`` with the key already in the tab's session, as a
+    link followed from another page of the same browser would."""
+    page.tab.add_init_script(f"sessionStorage.setItem('gmm-explorer-api-key', {API_KEY!r})")
+    response = page.tab.goto(f"/explorer?model={ref}")
+    assert response is not None and response.status == 200
+
+
+def test_a_stored_model_opens_from_the_url_with_its_points_and_curve(
+    page: Explorer, server: ServerProcess
+) -> None:
+    """``/explorer?model=<id or name>``: a model stored by a model selection opens with
+    its training points, means, ellipses and the curve it won on."""
+    body = {
+        "data": {"generator": {"kind": "blobs", "n_samples": 200, "n_features": 2,
+                               "centers": 4, "cluster_std": 1.6, "random_state": 10}},
+        "grid": {"n_components": {"min": 1, "max": 6}},
+        "params": {"random_state": 0},
+        "store_best": True,
+        "name": "seed-best-of-six",
+        "wait": True,
+    }  # fmt: skip
+    r = server.client.post("/v1/model-selection", json=body, headers={"X-API-Key": API_KEY})
+    assert r.status_code == 200, r.text
+    model_id = r.json()["best"]["model_id"]
+    tab = page.tab
+    _open_url(page, "seed-best-of-six")
+    page.expect(tab.locator("#scatter circle.point")).to_have_count(200)
+    page.expect(tab.locator("#scatter ellipse.sigma")).to_have_count(12)
+    assert tab.locator("#scatter .mean").count() == 4
+    best = tab.locator("#criterion-curve circle.best")
+    page.expect(best).to_have_count(1)
+    assert best.get_attribute("data-k") == "4"
+    page.expect(tab.locator("#selection-status")).to_contain_text("won a model selection by BIC")
+    # The id stays on one line, cut if it must be, whole in its title.
+    ident = tab.locator("#model-summary dd.id").first
+    assert ident.get_attribute("title") == model_id
+    assert ident.evaluate("e => getComputedStyle(e).whiteSpace") == "nowrap"
+    line = float(ident.evaluate("e => parseFloat(getComputedStyle(e).lineHeight)"))
+    assert ident.bounding_box()["height"] < 1.5 * line
+    page.screenshot("stored-model-from-url")
+    # By id too, and the points match the model's.
+    _open_url(page, model_id)
+    page.expect(tab.locator("#scatter ellipse.sigma")).to_have_count(12)
+    page.expect(tab.locator("#data-status")).to_contain_text("200 points")
+    page.assert_clean()
+
+
+def test_ellipses_stay_visible_over_dense_points(page: Explorer) -> None:
+    """2,000 points hid the 1-sigma ellipses: the points are translucent now, and each
+    ellipse has a light halo, drawn over the points yet transparent to the pointer."""
+    tab = page.tab
+    page.open()
+    page.generate("notebook-ellipses")
+    tab.get_by_label("Algorithm").select_option("gaussian_mixture")
+    tab.get_by_label("random_state (empty: none)").fill("0")
+    page.fit()
+    page.expect(tab.locator("#scatter ellipse.sigma")).to_have_count(6)
+    assert tab.locator("#scatter ellipse.halo").count() == 6
+    # The job line says what the fit did, not "100 / 100 iterations".
+    n_iter = tab.locator("#model-summary dt:text-is('n_iter') + dd").inner_text()
+    page.expect(tab.locator("#job-status")).to_contain_text(f"after {n_iter} EM iterations")
+    order = tab.evaluate(
+        """() => [...document.querySelectorAll('#scatter circle.point, #scatter ellipse')]
+              .map((e) => e.classList[0])"""
+    )
+    assert order.index("halo") > max(i for i, kind in enumerate(order) if kind == "point")
+    for kind in ("halo", "sigma"):  # each halo right under its ellipse
+        assert order.count(kind) == 6
+    assert [k for k in order if k != "point"] == ["halo", "sigma"] * 6
+    point = tab.locator("#scatter circle.point").first
+    assert float(point.evaluate("e => getComputedStyle(e).fillOpacity")) < 1
+    box = point.bounding_box()
+    hit = tab.evaluate(
+        "([x, y]) => document.elementFromPoint(x, y).getAttribute('class')",
+        [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2],
+    )
+    assert hit == "point"  # ellipses and halos let the pointer through to the points
+    page.screenshot("dense-ellipses")
     page.assert_clean()

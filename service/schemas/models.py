@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
@@ -318,11 +318,24 @@ class _MixtureArrays(BaseModel):
     )
 
 
+class SelectionCurve(BaseModel):
+    """The model selection a model won (``store_best``): its criterion and every cell's
+    score, as ``POST /v1/model-selection`` answered them."""
+
+    criterion: Literal["bic", "aic"]
+    scores: list[dict[str, Any]] = Field(
+        description="The answer's `scores`: n_components, covariance_type, bic, aic."
+    )
+
+
 class GaussianMixtureSummary(_MixtureSummary):
     algorithm: Literal["gaussian_mixture"]
     params: GaussianMixtureParams
     bic: float | None
     aic: float | None
+    selection: SelectionCurve | None = Field(
+        None, description="Set when a model selection stored this model as its best."
+    )
 
 
 class GaussianMixtureModel(GaussianMixtureSummary, _MixtureArrays):

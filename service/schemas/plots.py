@@ -114,3 +114,13 @@ class EllipsesResult(BaseModel):
     n_sigmas: list[int] = Field(examples=[[1, 2, 3]])
     components: list[ComponentEllipses]
     pca: PcaBasis | None = Field(None, description="The projection basis when `pca`.")
+
+
+class TrainingPoints(BaseModel):
+    """A model's training points, thinned to at most ``limit`` rows for drawing."""
+
+    model_id: str
+    n_samples: int = Field(description="How many training points the model has.")
+    n_features: int
+    step: int = Field(description="Every step-th point is here: row i is training point i * step.")
+    points: list[list[float]] = Field(description="(ceil(n_samples / step), n_features)")

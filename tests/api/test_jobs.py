@@ -75,6 +75,11 @@ def test_wait_false_answers_202_then_the_model_equals_sklearns(jobs_client: Test
     np.testing.assert_array_equal(model["means"], ref.means_)
     assert model["lower_bounds"] == [float(v) for v in ref.lower_bounds_]
     assert done["progress"]["lower_bound"] == ref.lower_bound_
+    # What is known, not "100 / 100": one init, finished after the model's n_iter.
+    assert done["progress"]["stage"] == "finished"
+    assert done["progress"]["iteration"] == model["n_iter"] == ref.n_iter_
+    assert (done["progress"]["init"], done["progress"]["n_init"]) == (1, 1)
+    assert done["progress"]["change"] < done["progress"]["tol"] == ref.tol
     # The job's model predicts like any other.
     p = jobs_client.post(f"/v1/models/{done['model_id']}/predict", json={"points": [[0, 0]]})
     assert p.json()["labels"] == ref.predict([[0, 0]]).tolist()

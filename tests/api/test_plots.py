@@ -494,3 +494,39 @@ def test_concurrent_model_selection_plots_equal_serial_ones(client: TestClient) 
     with ThreadPoolExecutor(6) as pool:
         together = [shape(content) for content in pool.map(send, work)]
     assert together == alone * 3
+
+
+def test_a_models_training_points_are_answered_thinned_for_drawing(client: TestClient) -> None:
+    """What ``/explorer?model=`` draws: every step-th training point, at most ``limit``."""
+    X, _ = make_blobs(n_samples=300, n_features=3, centers=3, random_state=4)
+    model_id = _fit(
+        client,
+        {"algorithm": "kmeans", "params": {"n_clusters": 3}, "data": {"points": X.tolist()}},
+    )
+    r = client.get(f"/v1/models/{model_id}/points", params={"limit": 100})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["n_samples"], body["n_features"], body["step"]) == (300, 3, 3)
+    np.testing.assert_array_equal(body["points"], X[::3])
+    whole = client.get(f"/v1/models/{model_id}/points").json()
+    assert whole["step"] == 1 and len(whole["points"]) == 300
+    assert client.get(f"/v1/models/{model_id}/points", params={"limit": 0}).status_code == 422
+    exported = client.get(f"/v1/models/{model_id}/export").json()
+    imported = client.post("/v1/models/import", json=exported).json()["id"]
+    _assert_problem(client.get(f"/v1/models/{imported}/points"), 422)
+    _assert_problem(client.get(f"/v1/models/{'0' * 28}/points"), 404)
+
+
+def test_the_best_model_of_a_selection_carries_its_curve(client: TestClient) -> None:
+    body = {
+        "data": {"generator": SEED_BLOBS},
+        "grid": {"n_components": {"min": 1, "max": 5}},
+        "params": {"random_state": 0},
+        "store_best": True,
+        "wait": True,
+    }
+    answer = client.post("/v1/model-selection", json=body).json()
+    model = client.get(f"/v1/models/{answer['best']['model_id']}").json()
+    assert model["selection"] == {"criterion": "bic", "scores": answer["scores"]}
+    listed = client.get("/v1/models", params={"limit": 1}).json()["items"][0]
+    assert listed["selection"] == model["selection"]

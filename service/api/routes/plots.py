@@ -13,7 +13,7 @@ from service.api.routing import FastJSONRoute
 from service.domain.analysis import geometry, plotting
 from service.schemas.data import GeneratorSpec
 from service.schemas.examples import PLOT_GENERATOR_EXAMPLES
-from service.schemas.plots import EllipsesResult, ModelPlotOptions, PlotOptions
+from service.schemas.plots import EllipsesResult, ModelPlotOptions, PlotOptions, TrainingPoints
 
 router = APIRouter(tags=["plots"], route_class=FastJSONRoute)
 
@@ -88,6 +88,36 @@ def get_model_ellipses(model_id: ModelId, catalogue: CatalogueDep) -> Response:
     """
     resource, bundle = catalogue.load_bundle(model_id)
     return NumpyJSONResponse(geometry.model_ellipses(resource, bundle))
+
+
+#: The most training points one ``/points`` answer holds (a JSON page a browser draws).
+MAX_DRAWN_POINTS = 50_000
+
+
+@router.get(
+    "/v1/models/{model_id}/points",
+    response_model=TrainingPoints,
+    summary="A model's training points, thinned for a client to draw",
+    responses=responses(404, 422, 500),
+)
+def get_model_points(
+    model_id: ModelId,
+    catalogue: CatalogueDep,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=MAX_DRAWN_POINTS,
+            description="At most this many points: every step-th is answered.",
+        ),
+    ] = 5000,
+) -> Response:
+    """The points the model was fitted on, in the data's own features, as every
+    `step`-th row: what the explorer draws when it opens a stored model
+    (`/explorer?model=<id or name>`). Its `/ellipses` say how to project them beyond two
+    features. An imported model holds none (422)."""
+    resource, bundle = catalogue.load_bundle(model_id)
+    return NumpyJSONResponse(geometry.training_points(resource, bundle, limit))
 
 
 @router.post(

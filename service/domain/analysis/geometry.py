@@ -253,3 +253,23 @@ def subsample(n: int, limit: int = MAX_PLOT_POINTS) -> np.ndarray | None:
     if n <= limit:
         return None
     return np.sort(np.random.RandomState(0).choice(n, size=limit, replace=False))
+
+
+def training_points(resource: dict[str, Any], bundle: dict[str, Any], limit: int) -> dict[str, Any]:
+    """A model's training points for a client to draw (the explorer opening a stored
+    model): every ``step``-th row, at most ``limit`` of them, in the data's own
+    features (``/ellipses`` says how to project them). An import holds none: 422."""
+    X = bundle.get("X")
+    if X is None:
+        raise UnsupportedOperation(
+            f"Model {resource['id']} was imported: the service holds no training points for it."
+        )
+    n_samples = int(X.shape[0])
+    step = max(1, -(-n_samples // limit))
+    return {
+        "model_id": resource["id"],
+        "n_samples": n_samples,
+        "n_features": int(X.shape[1]),
+        "step": step,
+        "points": np.asarray(X[::step]),
+    }

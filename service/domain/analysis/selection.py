@@ -23,6 +23,7 @@ from service.domain.datasets.service import Datasets
 from service.domain.jobs.manager import JobContext
 from service.domain.jobs.service import Jobs, Started, Waiting
 from service.domain.limits import Limits
+from service.domain.records import jsonable
 from service.domain.training import estimators
 from service.domain.training.progress import FitProgress
 from service.domain.training.service import Training
@@ -342,6 +343,8 @@ def _select(
             name=name,
             include=set(),
             generator=data.generator,
+            # The curve it won on, for whoever opens the model later (the explorer).
+            extra={"selection": {"criterion": criterion, "scores": jsonable(scores)}},
         )
         best["model_id"] = resource["id"]
     return {"criterion": criterion, "scores": scores, "best": best, "warnings": dataset.warnings}

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.domain.records import expires_after, now
-from service.domain.training.progress import FitCancelled, FitProgress
+from service.domain.training.progress import DETAIL, FitCancelled, FitProgress
 from service.errors import Busy, NotFound, ServiceError
 from service.store.base import JobStore
 
@@ -508,6 +508,8 @@ class JobManager:
         bound = snapshot.get("lower_bound")
         if bound is not None and math.isfinite(bound):
             progress["lower_bound"] = float(bound)
+        # Where a fit is (its init, stage, iteration, change against tol): what is known.
+        progress.update({k: v for k in DETAIL if (v := snapshot.get(k)) is not None})
         self._update(job_id, progress=progress)
 
     def _run(self, job_id: str, work: Work, on_done: Callable[[], None] | None = None) -> None:
@@ -562,6 +564,8 @@ class JobManager:
         with self._lock:
             progress = dict(self._live[job_id]["progress"])
         progress.update(fraction=1.0, done=progress["total"])
+        if "stage" in progress:
+            progress["stage"] = "finished"
         self._finish(job_id, status="succeeded", progress=progress, **outcome)
         return answer, None
 

@@ -107,6 +107,8 @@ def describe_fit(
         attributes["effective_n_components"] = estimators.effective_n_components(
             est.weights_, threshold
         )
+    if extra and extra.get("selection") is not None:
+        attributes["selection"] = extra["selection"]
     if isinstance(generator, GaussianMixtureSpec) and dataset.y is not None:
         attributes["recovery"] = matching.recovery_report(
             algorithm,

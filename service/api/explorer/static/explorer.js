@@ -21,6 +21,7 @@ const state = {
   ellipses: null,
   prediction: null, // predict's answer for the drawn points, in drawn order
   job: null, // the job being followed
+  opening: null, // the ?model= still to open
   busy: false,
 };
 
@@ -59,14 +60,20 @@ function showProblem(err) {
   const problem = err instanceof ApiError ? err.problem : { title: "Error in the page", detail: String(err) };
   const title = problem.status ? `${problem.title} (${problem.status})` : problem.title;
   box.append(text("strong", title, { class: "problem-title" }));
-  if (problem.detail) box.append(text("p", problem.detail, { class: "problem-detail" }));
-  if (Array.isArray(problem.errors) && problem.errors.length) {
+  const errors = Array.isArray(problem.errors) ? problem.errors : [];
+  const said = (item) => problem.detail && problem.detail.includes(item.msg);
+  const where = (item) => (item.loc || []).join(".");
+  // A one-field problem's detail is its error's message: say it once, with its place.
+  if (errors.length === 1 && said(errors[0]) && where(errors[0])) {
+    box.append(text("p", `${where(errors[0])}: ${errors[0].msg}`, { class: "problem-detail" }));
+  } else {
+    if (problem.detail) box.append(text("p", problem.detail, { class: "problem-detail" }));
     const list = text("ul", null, { class: "problem-errors" });
-    for (const item of problem.errors) {
-      const where = (item.loc || []).join(".");
-      list.append(text("li", where ? `${where}: ${item.msg}` : item.msg));
+    for (const item of errors) {
+      if (said(item) && problem.detail.includes(where(item))) continue; // said in full above
+      list.append(text("li", where(item) ? `${where(item)}: ${item.msg}` : item.msg));
     }
-    box.append(list);
+    if (list.children.length) box.append(list);
   }
   box.hidden = false;
   if (!(err instanceof ApiError)) console.error(err); // a bug in the page: keep the stack
@@ -256,7 +263,7 @@ async function showModel(id) {
 function summarise(model) {
   const rows = [
     ["algorithm", model.algorithm],
-    ["model id", model.id],
+    ["model id", model.id, { class: "id", title: model.id }],
     [model.algorithm === "kmeans" ? "n_clusters" : "n_components", model.n_components],
   ];
   if (model.covariance_type) rows.push(["covariance_type", model.covariance_type]);
@@ -266,7 +273,10 @@ function summarise(model) {
   if (model.inertia != null) rows.push(["inertia", fmt(model.inertia, 2)]);
   rows.push(["fit time", `${fmt(model.fit_seconds, 3)} s`]);
   for (const warning of model.warnings || []) rows.push(["warning", warning.message || warning.category]);
-  $("model-summary").replaceChildren(...rows.flatMap(([term, value]) => [text("dt", term), text("dd", value)]));
+  if (model.name) rows.splice(2, 0, ["name", model.name, { class: "id", title: model.name }]);
+  $("model-summary").replaceChildren(
+    ...rows.flatMap(([term, value, attrs]) => [text("dt", term), text("dd", value, attrs)]),
+  );
 }
 
 /** Plotted coordinates of a point: the data's own, or /ellipses' PCA projection. */
@@ -351,6 +361,38 @@ const exportModel = action(async () => {
   setTimeout(() => URL.revokeObjectURL(url), 10_000); // after the download has started
 });
 
+// -- a stored model, from the URL ---------------------------------------------------
+
+/** `/explorer?model=<id or name>`: the model, its training points (thinned as the page
+ * thins data), means and ellipses, and the selection curve it won on, if any. */
+async function openStored(ref) {
+  let model;
+  if (/^[0-9a-f]{28}$/.test(ref)) {
+    model = await request("GET", `v1/models/${ref}`);
+  } else {
+    const page = await request("GET", `v1/models?name=${encodeURIComponent(ref)}&limit=1`);
+    if (!page.items.length) {
+      throw new ApiError({ title: "No such model", status: 404, detail: `No model is named ${ref}.` });
+    }
+    model = page.items[0];
+  }
+  const drawn = await request("GET", `v1/models/${model.id}/points?limit=${MAX_DRAWN}`);
+  const dataset = { id: model.dataset_id || model.id, n_samples: drawn.n_samples, n_features: drawn.n_features };
+  setData(dataset, drawn.points, `Model ${model.name || model.id}: its training points`);
+  if (drawn.step > 1) {
+    $("data-status").textContent += ` Showing every ${drawn.step}th point (${drawn.points.length}).`;
+  }
+  await showModel(model.id);
+  if (model.selection) {
+    drawCurve($("criterion-curve"), {
+      scores: model.selection.scores, criterion: model.selection.criterion, bestK: model.n_components,
+    });
+    $("selection-status").textContent =
+      `This model won a model selection by ${model.selection.criterion.toUpperCase()}.`;
+  }
+  state.opening = null;
+}
+
 // -- model selection --------------------------------------------------------------
 
 const select = action(async () => {
@@ -417,9 +459,18 @@ function init() {
     event.target.value = ""; // choosing the same file again fires change again
     if (file) uploadCsv(file);
   });
+  // A model named in the URL opens now; if the key was missing (401), again once one is
+  // typed and Enter pressed.
+  state.opening = new URLSearchParams(window.location.search).get("model");
+  $("key-form").addEventListener("submit", () => {
+    if (state.opening) action(openStored)(state.opening);
+  });
   syncAlgorithm();
   redraw();
-  action(loadPresets)();
+  action(async () => {
+    await loadPresets();
+    if (state.opening) await openStored(state.opening);
+  })();
 }
 
 init();

@@ -10,6 +10,8 @@ export const PALETTE = [
   "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
 ];
 const UNLABELLED = "#888888";
+// Past this many points a scatter is dense: its points are drawn translucent.
+const DENSE = 800;
 
 export function colour(label) {
   return label == null ? UNLABELLED : PALETTE[label % PALETTE.length];
@@ -125,7 +127,9 @@ export function drawScatter(svg, { points, labels, components, axisLabels, onFoc
   el("rect", { x: frame.left, y: frame.top, width: frame.width, height: frame.height }, clip);
   const plot = el("g", { "clip-path": "url(#scatter-clip)" }, svg);
 
-  const dots = el("g", { class: "points" }, plot);
+  // Dense data: translucent points, so that the cloud's density shows and the
+  // ellipses drawn over it stay visible.
+  const dots = el("g", { class: points.length > DENSE ? "points dense" : "points" }, plot);
   points.forEach(([x, y], i) => {
     const label = labels ? labels[i] : null;
     el("circle", {
@@ -140,10 +144,15 @@ export function drawScatter(svg, { points, labels, components, axisLabels, onFoc
     const [mx, my] = [sx(c.mean[0]), sy(c.mean[1])];
     for (const s of c.sigmas) {
       // Counterclockwise in data coordinates is clockwise on screen (y flipped).
-      el("ellipse", {
-        class: `sigma sigma-${s.n_sigma}`, cx: mx, cy: my,
-        rx: (s.width / 2) * scale, ry: (s.height / 2) * scale,
+      const geometry = {
+        cx: mx, cy: my, rx: (s.width / 2) * scale, ry: (s.height / 2) * scale,
         transform: `rotate(${-s.angle} ${mx} ${my})`,
+      };
+      // A light halo under each ellipse: drawn over points of its own colour, the
+      // coloured stroke alone vanished into them.
+      el("ellipse", { class: "halo", ...geometry, "data-component": c.component }, overlay);
+      el("ellipse", {
+        class: `sigma sigma-${s.n_sigma}`, ...geometry,
         stroke: colour(c.component), "data-component": c.component, "data-n-sigma": s.n_sigma,
       }, overlay);
     }
