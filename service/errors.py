@@ -135,6 +135,16 @@ class UnsupportedMediaType(ServiceError):
     title = "Unsupported media type"
 
 
+class ExtraNotInstalled(ServiceError):
+    """The operation needs an optional extra (``pip install 'gmm-service[onnx]'``) that
+    this server was installed without: the server's operator can add it, the client
+    cannot, so it is a 5xx that names the extra rather than a 4xx."""
+
+    status = 501
+    slug = "extra-not-installed"
+    title = "An optional extra is not installed on this server"
+
+
 class InvalidInferenceRequest(ServiceError):
     """An Open Inference Protocol (v2) request that cannot be used. The protocol
     answers every bad request 400 with ``{"error": "..."}``, whatever is wrong, so

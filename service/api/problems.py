@@ -300,6 +300,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Request larger than a configured limit.",
         422: "Invalid input, named by `errors[].loc`.",
         500: "Server fault, such as a stored artifact failing its integrity check.",
+        501: "The server was installed without the optional extra this needs (named in `detail`).",
         503: "The model store is unavailable.",
         507: "The store holds GMM_STORE_MAX_BYTES: nothing more is written until space is freed.",
     }

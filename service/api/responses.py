@@ -16,6 +16,7 @@ from service.errors import (
     ArtifactIntegrityError,
     Busy,
     Conflict,
+    ExtraNotInstalled,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -189,6 +190,16 @@ PROBLEM_EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
                 f"The artifact of model {_MODEL_ID} failed its integrity check and was not loaded."
             ),
             "A stored artifact failed its integrity check",
+        )
+    },
+    501: {
+        "extra-not-installed": _example(
+            ExtraNotInstalled(
+                "ONNX export needs the onnx extra, which this server was installed without "
+                "(No module named 'skl2onnx'). The server's operator can add it: pip install "
+                "'gmm-service[onnx]'. The portable JSON export (format=json) needs nothing more."
+            ),
+            "An optional extra is not installed",
         )
     },
     503: {

@@ -28,6 +28,7 @@ from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 from typer.testing import CliRunner
 
+from tests.conftest import require
 from tests.helpers_server import ServerProcess
 
 UNKNOWN_ID = "0" * 28
@@ -364,6 +365,48 @@ def test_export_then_import_round_trip(gmm_cli, gmm: Client, tmp_path: Path) -> 
     np.testing.assert_array_equal(gmm.predict_npy(new_id, X), gmm.predict_npy(model["id"], X))
     stdout_doc = json.loads(ok(gmm_cli("export", model["id"])).stdout)
     assert stdout_doc == json.loads(document.read_text())
+
+
+def test_models_export_onnx_to_a_file_or_stdout_and_json_as_gmm_export(  # type: ignore[no-untyped-def]
+    gmm_cli, tmp_path: Path
+) -> None:
+    ort = require("onnxruntime", "pip install -e '.[dev]', which has the onnx extra")
+    X = blobs()
+    np.save(tmp_path / "X.npy", X)
+    fit = ["fit", str(tmp_path / "X.npy"), "--k", "4", "--random-state", "0", "--no-progress"]
+    model_id = json.loads(ok(gmm_cli("--json", *fit, "--name", "onnx-cli")).stdout)["id"]
+    ref = GaussianMixture(4, random_state=0).fit(X)
+
+    def check(content: bytes) -> None:
+        session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
+        labels, probabilities, log_likelihood = session.run(None, {"points": X})
+        np.testing.assert_array_equal(labels, ref.predict(X))
+        np.testing.assert_allclose(probabilities, ref.predict_proba(X), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(log_likelihood, ref.score_samples(X), rtol=0, atol=1e-9)
+
+    path = tmp_path / "model.onnx"
+    written = ok(gmm_cli("models", "export", model_id, "--format", "onnx", "-o", str(path)))
+    assert written.stdout == f"wrote {path} ({path.stat().st_size} bytes)\n"
+    check(path.read_bytes())
+    # By name, to stdout (not a terminal here, as when redirected to a file).
+    check(ok(gmm_cli("models", "export", "onnx-cli", "--format", "onnx")).stdout_bytes)
+    described = ok(
+        gmm_cli("--json", "models", "export", model_id, "--format", "onnx", "-o", str(path))
+    )
+    assert json.loads(described.stdout) == {
+        "model_id": model_id,
+        "format": "onnx",
+        "path": str(path),
+        "bytes": path.stat().st_size,
+    }
+    # --format json (the default) writes what `gmm export` writes.
+    document = ok(gmm_cli("models", "export", model_id)).stdout
+    assert document == ok(gmm_cli("export", model_id)).stdout
+    assert json.loads(document)["format"] == "gmm-service.model"
+    wrong = gmm_cli("models", "export", model_id, "--format", "pickle")
+    assert wrong.exit_code == 2 and "json or onnx" in wrong.stderr
+    missing = gmm_cli("models", "export", UNKNOWN_ID, "--format", "onnx", "-o", str(path))
+    assert missing.exit_code == 3, missing.stderr
 
 
 # -- errors ------------------------------------------------------------------------------------

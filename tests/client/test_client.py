@@ -35,7 +35,7 @@ from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 
 from tests.client.jobs_202 import JOB_ID, MODEL_ID, JobService
-from tests.conftest import SEED_BLOBS
+from tests.conftest import SEED_BLOBS, require
 from tests.helpers_server import ServerProcess
 
 SPEC = json.loads((Path(__file__).parents[2] / "openapi" / "openapi.json").read_text())
@@ -186,6 +186,31 @@ def test_models_list_get_delete_export_import_plots(gmm: Client) -> None:
     with pytest.raises(NotFound) as info:
         gmm.get_model(imported["id"])
     assert info.value.problem["status"] == 404
+
+
+def test_export_onnx_runs_in_onnxruntime(gmm: Client, live_server: ServerProcess) -> None:
+    """``export_onnx`` hands back the bytes onnxruntime loads; its answers are sklearn's."""
+    ort = require("onnxruntime", "pip install -e '.[dev]', which has the onnx extra")
+    X = seed()
+    model = gmm.create_model("gaussian_mixture", X, {"n_components": 4, "random_state": 0})
+    ref = GaussianMixture(4, random_state=0).fit(X)
+
+    def check(content: bytes) -> None:
+        session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
+        labels, probabilities, log_likelihood = session.run(None, {"points": X})
+        np.testing.assert_array_equal(labels, ref.predict(X))
+        np.testing.assert_allclose(probabilities, ref.predict_proba(X), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(log_likelihood, ref.score_samples(X), rtol=0, atol=1e-9)
+
+    check(gmm.export_onnx(model["id"]))
+
+    async def exported() -> bytes:
+        async with AsyncClient(live_server.base_url) as agmm:
+            return await agmm.export_onnx(model["id"])
+
+    check(asyncio.run(exported()))
+    with pytest.raises(NotFound):
+        gmm.export_onnx("0" * 28)
 
 
 def test_model_selection_and_comparison(fit_gmm: Client) -> None:

@@ -666,6 +666,54 @@ def models_rm(
             typer.echo(f"deleted {model_id}")
 
 
+@models_app.command("export")
+def models_export(
+    ctx: typer.Context,
+    model: ModelArg,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="json: a portable document, for `gmm import`. onnx: an ONNX model, for "
+            "onnxruntime (the server needs its onnx extra).",
+        ),
+    ] = "json",
+    output_file: Annotated[
+        Path | None, typer.Option("-o", "--output-file", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Write MODEL as a portable JSON document or as an ONNX model."""
+    state = _state(ctx)
+    if fmt not in ("json", "onnx"):
+        raise typer.BadParameter(f"{fmt!r} is not json or onnx", param_hint="--format")
+    if fmt == "onnx" and output_file is None and sys.stdout.isatty():
+        # Before any request: binary on a terminal is noise, and can upset it.
+        raise typer.BadParameter(
+            "ONNX is binary: give -o model.onnx, or redirect stdout", param_hint="-o/--output-file"
+        )
+    client = state.client
+    model_id = resolve_model(client, model)
+    if fmt == "onnx":
+        content = client.export_onnx(model_id)
+    else:  # what `gmm export` writes
+        content = (json.dumps(client.export_model(model_id), indent=2) + "\n").encode()
+    if output_file is None:
+        stdout = typer.get_binary_stream("stdout")
+        stdout.write(content)
+        stdout.flush()
+        return
+    try:
+        output_file.write_bytes(content)
+    except OSError as exc:
+        raise BadFile(f"{output_file}: cannot write: {exc}") from None
+    if state.json:
+        _print_json(
+            {"model_id": model_id, "format": fmt, "path": str(output_file), "bytes": len(content)}
+        )
+    else:
+        typer.echo(f"wrote {output_file} ({len(content)} bytes)")
+
+
 def parse_k(text: str) -> list[int] | dict[str, int]:
     """``1..10`` (a range, both ends included), ``2,4,8`` (a list) or ``4``."""
     try:

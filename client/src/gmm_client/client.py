@@ -672,6 +672,16 @@ class _Base:
         return (yield from self._json(_Call("export_model", {"model_id": model_id})))
 
     @operation
+    def export_onnx(self, model_id: str) -> _Step[bytes]:
+        """The model as ONNX bytes, for ``onnxruntime.InferenceSession(...)`` in any
+        language: input ``points`` (float64, ``[N, n_features]``), outputs ``labels``
+        and ``probabilities`` plus ``log_likelihood`` (mixtures) or ``distances``
+        (k-means). A server without its ``onnx`` extra raises ``ServerError`` (501)."""
+        r = yield _Call("export_model", {"model_id": model_id}, params={"format": "onnx"})
+        assert r is not None
+        return r.content
+
+    @operation
     def import_model(self, document: Mapping[str, Any]) -> _Step[JSON]:
         """Store a model from an exported document; returns the new model resource."""
         return (yield from self._json(_Call("import_model", json=dict(document))))
