@@ -21,6 +21,8 @@ ESTIMATORS = [
     GaussianMixture(4, n_init=3, random_state=0, tol=1e-6),
     GaussianMixture(4, covariance_type="tied", max_iter=5, random_state=0),
     BayesianGaussianMixture(n_components=4, random_state=0, max_iter=200),
+    # Its lower bound, and the change EM reports, are arrays of one.
+    BayesianGaussianMixture(n_components=3, covariance_type="tied", random_state=0),
     KMeans(4, n_init=4, random_state=0),
     KMeans(4, random_state=0),  # n_init="auto"
     MiniBatchKMeans(4, random_state=0, n_init=2, batch_size=50),

@@ -143,7 +143,7 @@ def _lower_bound(estimator: Any, bound: Any) -> None:
 
 def _iteration_done(estimator: Any, n_iter: int, diff_ll: float) -> None:
     progress: FitProgress = estimator._gmm_progress
-    change = float(diff_ll)
+    change = float(np.squeeze(diff_ll))  # an array of one for some mixtures, as the bound
     progress.describe(
         stage="iterating", iteration=int(n_iter), change=change if np.isfinite(change) else None
     )
