@@ -406,9 +406,14 @@ def test_bad_files_say_what_is_wrong(gmm_cli, tmp_path: Path) -> None:  # type: 
     assert ragged.exit_code == 2
     assert "ragged.csv: row 1 has 3 values, expected 2" in ragged.stderr
 
-    (tmp_path / "fake.npy").write_bytes(b"not an npy file at all")
+    (tmp_path / "fake.npy").write_bytes(b"\x00\x01 not an npy file at all")
     fake = gmm_cli("fit", str(tmp_path / "fake.npy"), "--k", "2")
-    assert fake.exit_code == 2 and "not a readable .npy file" in fake.stderr
+    assert fake.exit_code == 2 and "fake.npy: not a .npy file" in fake.stderr
+
+    (tmp_path / "object.npy").write_bytes(b"")
+    np.save(tmp_path / "object.npy", np.array([[object()]]), allow_pickle=True)
+    objects = gmm_cli("fit", str(tmp_path / "object.npy"), "--k", "2")
+    assert objects.exit_code == 2 and "allow_pickle=False" in objects.stderr
 
     (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00\x01")
     binary = gmm_cli("fit", str(tmp_path / "binary.csv"), "--k", "2")
@@ -421,6 +426,19 @@ def test_bad_files_say_what_is_wrong(gmm_cli, tmp_path: Path) -> None:  # type: 
     (tmp_path / "doc.json").write_text("{not json")
     document = gmm_cli("import", str(tmp_path / "doc.json"))
     assert document.exit_code == 2 and "not JSON" in document.stderr
+
+
+def test_a_text_file_named_npy_is_called_text_not_a_pickle(gmm_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """numpy's load calls any file without its magic "pickled (object) data"."""
+    write_csv(tmp_path / "points.npy", blobs())
+    model = ok(gmm_cli("--json", "fit", str(write_csv(tmp_path / "X.csv", blobs())), "--k", "2"))
+    model_id = json.loads(model.stdout)["id"]
+    for args in (["fit", "points.npy", "--k", "2"], ["predict", model_id, "points.npy"]):
+        args = [str(tmp_path / a) if a == "points.npy" else a for a in args]
+        result = gmm_cli(*args)
+        assert result.exit_code == 2, result.stderr
+        assert "points.npy: not a .npy file but text" in result.stderr
+        assert "name it .csv" in result.stderr and "pickle" not in result.stderr
 
 
 def test_a_problem_is_printed_once(gmm_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

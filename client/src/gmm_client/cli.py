@@ -256,13 +256,43 @@ def _csv_type(header: bool | None) -> str:
     return f"text/csv; header={'present' if header else 'absent'}"
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _not_npy(path: str, head: bytes) -> str:
+    """Why a file named ``.npy`` without numpy's magic is refused, in terms of what it is.
+
+    ``numpy.load`` takes any such file for a pickle ("This file contains pickled
+    (object) data"), which for the CSV or text file it usually is sends people looking
+    for a pickle."""
+    if head.startswith(b"PK\x03\x04"):
+        return f"{path}: a .npz (zip) archive, not a .npy file; save one array with numpy.save"
+    try:
+        text = head.decode("utf-8-sig") if head else ""
+    except UnicodeDecodeError:
+        text = ""
+    if text.strip() and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return (
+            f"{path}: not a .npy file but text (a .npy file is binary, and starts with "
+            "numpy's \\x93NUMPY magic whatever it is named); if it is CSV, name it .csv, "
+            "or give it as - on stdin"
+        )
+    return f"{path}: not a .npy file (it does not start with numpy's \\x93NUMPY magic)"
+
+
 def read_npy(path: str) -> np.ndarray:
-    """The points of a ``.npy`` file, as float64."""
+    """The points of a ``.npy`` file, as float64 (read by numpy's ``.npy`` reader
+    itself, never unpickled)."""
     file = Path(path)
     if not file.is_file():
         raise BadFile(f"{path}: no such file")
     try:
-        X = np.load(file, allow_pickle=False)
+        with open(file, "rb") as fp:
+            head = fp.read(64)
+            if not head.startswith(NPY_MAGIC):
+                raise BadFile(_not_npy(path, head))
+            fp.seek(0)
+            X = np.lib.format.read_array(fp, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise BadFile(f"{path}: not a readable .npy file: {exc}") from None
     if X.dtype.kind not in "biuf":
