@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -1038,6 +1039,10 @@ def readme_run() -> list[ReadmeBlock]:
     return [block for block in blocks if block.not_run is None]
 
 
+#: The whole README run takes about 15 s; a block that hangs fails the test well before
+#: pytest's own limits.
+README_RUN_SECONDS = 300
+
 #: Ends the here-document that hands a python block to ``python3``.
 _PYTHON_END = "GMM_README_PYTHON_BLOCK"
 
@@ -1084,26 +1089,41 @@ def test_readme_runs_in_order_against_a_real_server(
     env = {k: v for k, v in os.environ.items() if not k.startswith("GMM_")}
     env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     env["TMPDIR"] = str(tmp_path)  # for the story's mktemp
-    done = subprocess.run(
+    shell = subprocess.Popen(
         ["bash", "-c", script],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
         cwd=checkout,
         stdin=subprocess.DEVNULL,
-        timeout=600,
+        start_new_session=True,  # a group of its own: a hung block's children go too
     )
+    try:
+        _, stderr = shell.communicate(timeout=README_RUN_SECONDS)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        os.killpg(shell.pid, signal.SIGKILL)
+        _, stderr = shell.communicate()
+        timed_out = True
     printed = [
         (outputs / f"{i}.out").read_text() if (outputs / f"{i}.out").exists() else ""
         for i in range(len(readme_run))
     ]
     ran = sum((outputs / f"{i}.out").exists() for i in range(len(readme_run)))
-    if done.returncode != 0:
+    where = f"README.md:{readme_run[ran - 1].line}" if ran else "README.md"
+    if timed_out:
+        pytest.fail(
+            f"{where} did not end within {README_RUN_SECONDS} s: a block that starts a "
+            "server or waits for one it cannot have needs a <!-- not run: needs ... --> "
+            f"marker\n{printed[ran - 1] if ran else ''}"
+        )
+    if shell.returncode != 0:
         errors = outputs / f"{ran - 1}.out.err"
         pytest.fail(
-            f"README.md:{readme_run[ran - 1].line if ran else '?'} failed:\n"
+            f"{where} failed:\n"
             f"{printed[ran - 1] if ran else ''}{errors.read_text() if errors.exists() else ''}"
-            f"\n{done.stderr}\n{compose_server.log()[-3000:]}"
+            f"\n{stderr}\n{compose_server.log()[-3000:]}"
         )
     for block, actual in zip(readme_run, printed, strict=True):
         assert '"status":500' not in actual, actual
