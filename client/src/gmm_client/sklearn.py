@@ -248,8 +248,7 @@ class _RemoteEstimator(BaseEstimator):
                 **exc.problem,
                 "detail": (
                     f"{exc.detail} The model was stored to be deleted at {expires_at} "
-                    f"(ttl_seconds={self.ttl_seconds}); fit again, with keep=True for a "
-                    "model that stays."
+                    "(ttl_seconds); fit again, with keep=True for a model that stays."
                 ),
             }
             raise NotFound(problem, exc.status, method=exc.method, url=exc.url) from exc
