@@ -1,18 +1,21 @@
 """Deployment files, CI script and README, checked without a Docker engine.
 
 There is no Docker here, so the image and compose file are checked statically (and
-by hadolint); the commands they run (the health checks, ``python -m service``,
-the README's curl story) are run for real against a local uvicorn.
+by hadolint); the commands they run (the health checks, ``python -m service``, and
+every bash and python block of the README after its Quick start, in order) are run
+for real against a local uvicorn.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -898,21 +901,56 @@ _OUTPUT_TOKEN = re.compile(
 )
 
 
-def story_blocks(markdown: str) -> list[tuple[str, str | None]]:
-    """Each bash block with the output block printed right after it, if any."""
+#: ``<!-- not run: needs docker -->`` on the line before a README block: the test reads
+#: it but does not run it, because it needs what a test machine has not got.
+_NOT_RUN = re.compile(r"^<!--\s*not run:\s*needs\s+(?P<what>\S+?)\s*-->$")
+#: What a block may be left unrun for; its code must name it (a curl that 404s cannot
+#: be marked "needs docker" to hide it).
+NOT_RUN_NEEDS = frozenset({"docker", "dask", "S3"})
+_RUNNABLE = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadmeBlock:
+    """One runnable README block, with the output printed right after it (if any)."""
+
+    language: str  # "bash" or "python"
+    code: str
+    line: int  # of its opening fence, for messages
+    output: str | None = None
+    not_run: str | None = None  # what it needs that the test lacks, from its marker
+
+
+def readme_blocks(markdown: str, first_line: int = 1) -> list[ReadmeBlock]:
+    """The bash and python blocks of ``markdown`` in order, each with the ``text`` or
+    ``json`` block that follows it with nothing but blank lines between (its output),
+    and the need its ``<!-- not run: ... -->`` marker names, if any."""
     fence = re.compile(r"^```(\w*)\n(.*?)^```\n?", re.M | re.S)
-    blocks: list[tuple[str, str | None]] = []
-    previous_end = -1
+    blocks: list[ReadmeBlock] = []
+    previous_end, previous_runnable = 0, False
     for match in fence.finditer(markdown):
         language, body = match[1], match[2]
-        if language in ("bash", "sh", "shell"):
-            blocks.append((body, None))
-        elif (
-            blocks and blocks[-1][1] is None and not markdown[previous_end : match.start()].strip()
-        ):
-            blocks[-1] = (blocks[-1][0], body)
-        previous_end = match.end()
+        between = markdown[previous_end : match.start()]
+        line = first_line + markdown.count("\n", 0, match.start())
+        if language in _RUNNABLE:
+            last = between.strip().splitlines()[-1] if between.strip() else ""
+            marker = _NOT_RUN.match(last.strip())
+            blocks.append(
+                ReadmeBlock(_RUNNABLE[language], body, line, not_run=marker and marker["what"])
+            )
+        elif previous_runnable and not between.strip():
+            blocks[-1] = dataclasses.replace(blocks[-1], output=body)
+        previous_end, previous_runnable = match.end(), language in _RUNNABLE
     return blocks
+
+
+def readme_after_quick_start() -> tuple[str, int]:
+    """The README from the first section after the Quick start to its end, and the
+    line that text starts on."""
+    text = README.read_text(encoding="utf-8")
+    quick_start = text.index("## Quick start\n")
+    start = text.index("\n## ", quick_start) + 1
+    return text[start:], text.count("\n", 0, start) + 1
 
 
 def number_tolerance(printed: str) -> float:
@@ -977,55 +1015,119 @@ def test_story_outputs_are_compared_number_by_number() -> None:
         assert_output_matches("full 4 2130.2", "full 4 2130.4", "rounded for printing")
 
 
+def test_readme_blocks_left_unrun_say_what_they_need() -> None:
+    """Only blocks that need Docker, Dask or S3 are left unrun, each marked so, and
+    the marker is one that its code bears out."""
+    blocks = readme_blocks(*readme_after_quick_start())
+    not_run = [block for block in blocks if block.not_run is not None]
+    for block in not_run:
+        assert block.not_run in NOT_RUN_NEEDS, f"README.md:{block.line}: needs {block.not_run}?"
+        assert block.not_run.lower() in block.code.lower(), (
+            f"README.md:{block.line} is marked as needing {block.not_run}, which it never names"
+        )
+    assert {block.not_run for block in not_run} == NOT_RUN_NEEDS
+    runnable = [block for block in blocks if block.not_run is None]
+    assert len(runnable) >= 20 and {block.language for block in runnable} == {"bash", "python"}
+    assert len(not_run) <= 6, [block.line for block in not_run]
+
+
 @pytest.fixture
-def readme_story() -> Iterator[list[tuple[str, str | None]]]:
+def readme_run() -> list[ReadmeBlock]:
     if shutil.which("curl") is None:
-        pytest.skip("curl is not installed; the README story is a curl story")
-    text = README.read_text(encoding="utf-8")
-    start = text.index("## The notebook story over HTTP")
-    end = text.index("## Model store")
-    yield story_blocks(text[start:end])
+        pytest.skip("curl is not installed; the README's examples are curl commands")
+    blocks = readme_blocks(*readme_after_quick_start())
+    return [block for block in blocks if block.not_run is None]
+
+
+#: The whole README run takes about 15 s; a block that hangs fails the test well before
+#: pytest's own limits.
+README_RUN_SECONDS = 300
+
+#: Ends the here-document that hands a python block to ``python3``.
+_PYTHON_END = "GMM_README_PYTHON_BLOCK"
+
+
+def block_script(block: ReadmeBlock, out: Path) -> str:
+    """``block`` as bash, what it prints into ``out``: a bash block's stdout and stderr
+    (the model-selection block prints its table there), a python block's stdout (its
+    stderr, progress bars, goes beside it, to ``out.err``). A python block runs as
+    ``python3`` started from the same shell, as a reader would start it: it sees what
+    earlier blocks exported (``GMM_URL``), not their shell variables."""
+    if block.language == "python":
+        assert _PYTHON_END not in block.code
+        return f"python3 - >'{out}' 2>'{out}.err' <<'{_PYTHON_END}'\n{block.code}{_PYTHON_END}\n"
+    return f"{{\n{block.code}\n}} >'{out}' 2>&1\n"
 
 
 @pytest.mark.slow
-def test_readme_story_runs_against_a_real_server(
-    readme_story: list[tuple[str, str | None]], compose_server: ServerProcess, tmp_path: Path
+def test_readme_runs_in_order_against_a_real_server(
+    readme_run: list[ReadmeBlock], compose_server: ServerProcess, tmp_path: Path
 ) -> None:
-    """Every curl in the README works when pasted into bash (port aside), against a
-    service configured as docker-compose.yml configures it, prints what the README
-    shows, and leaves nothing in the folder it runs in."""
-    assert readme_story[0][0].strip() == "BASE=http://127.0.0.1:8000"
-    bin_dir = tmp_path / "bin"  # `python3` in the README is the interpreter under test
+    """Every bash and python block after the Quick start works when pasted, in the
+    order written (port aside), against one service configured as docker-compose.yml
+    configures it, prints what the README shows, and leaves nothing in the folder it
+    runs in. Blocks marked ``<!-- not run: needs docker|dask|S3 -->`` are left out
+    (see test_readme_blocks_left_unrun_say_what_they_need)."""
+    assert readme_run[0].code.strip() == "BASE=http://127.0.0.1:8000"
+    # `python3` and `gmm` in the README are the ones under test: this interpreter, run
+    # by its own path (a symlink elsewhere loses its virtualenv), and the client it
+    # imports rather than any `gmm` on PATH.
+    bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(sys.executable)
+    for name, command in (("python3", ""), ("gmm", " -m gmm_client.cli")):
+        wrapper = bin_dir / name
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}"{command} "$@"\n')
+        wrapper.chmod(0o755)
     outputs = tmp_path / "outputs"
     outputs.mkdir()
     checkout = tmp_path / "checkout"  # stands for the clone a reader pastes into
     checkout.mkdir()
-    # One script, so that variables carry from block to block; each block's stdout and
-    # stderr (the model-selection block prints its table there) go to a file of its own.
+    # One script, so that variables carry from block to block.
     script = "set -euo pipefail\n" + "".join(
-        f"{{\n{code}\n}} >'{outputs}/{i}.out' 2>&1\n" for i, (code, _) in enumerate(readme_story)
-    ).replace("http://127.0.0.1:8000", compose_server.base_url)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+        block_script(block, outputs / f"{i}.out") for i, block in enumerate(readme_run)
+    ).replace("127.0.0.1:8000", f"127.0.0.1:{compose_server.port}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GMM_")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     env["TMPDIR"] = str(tmp_path)  # for the story's mktemp
-    done = subprocess.run(
+    shell = subprocess.Popen(
         ["bash", "-c", script],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
         cwd=checkout,
         stdin=subprocess.DEVNULL,
-        timeout=120,
+        start_new_session=True,  # a group of its own: a hung block's children go too
     )
+    try:
+        _, stderr = shell.communicate(timeout=README_RUN_SECONDS)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        os.killpg(shell.pid, signal.SIGKILL)
+        _, stderr = shell.communicate()
+        timed_out = True
     printed = [
         (outputs / f"{i}.out").read_text() if (outputs / f"{i}.out").exists() else ""
-        for i in range(len(readme_story))
+        for i in range(len(readme_run))
     ]
-    assert done.returncode == 0, "\n".join(printed) + done.stderr + compose_server.log()
-    for i, ((code, expected), actual) in enumerate(zip(readme_story, printed, strict=True)):
+    ran = sum((outputs / f"{i}.out").exists() for i in range(len(readme_run)))
+    where = f"README.md:{readme_run[ran - 1].line}" if ran else "README.md"
+    if timed_out:
+        pytest.fail(
+            f"{where} did not end within {README_RUN_SECONDS} s: a block that starts a "
+            "server or waits for one it cannot have needs a <!-- not run: needs ... --> "
+            f"marker\n{printed[ran - 1] if ran else ''}"
+        )
+    if shell.returncode != 0:
+        errors = outputs / f"{ran - 1}.out.err"
+        pytest.fail(
+            f"{where} failed:\n"
+            f"{printed[ran - 1] if ran else ''}{errors.read_text() if errors.exists() else ''}"
+            f"\n{stderr}\n{compose_server.log()[-3000:]}"
+        )
+    for block, actual in zip(readme_run, printed, strict=True):
         assert '"status":500' not in actual, actual
-        if expected is not None:
-            assert_output_matches(expected, actual, f"README story block {i}:\n{code}")
-    assert sum(expected is not None for _, expected in readme_story) >= 8
-    assert not list(checkout.iterdir()), "the story writes into the reader's checkout"
+        if block.output is not None:
+            assert_output_matches(block.output, actual, f"README.md:{block.line}:\n{block.code}")
+    assert sum(block.output is not None for block in readme_run) >= 12
+    assert not list(checkout.iterdir()), "the README's blocks write into the reader's checkout"

@@ -326,6 +326,44 @@ def test_malformed_npy_bodies_are_422(client: TestClient, mangle: Any) -> None:
     assert_problem(upload(client, body, NPY), 422, ["body"])
 
 
+def test_a_text_file_sent_as_npy_is_called_text_not_a_pickle(
+    client: TestClient, X: np.ndarray
+) -> None:
+    """A CSV saved under a ``.npy`` name is the usual wrong ``.npy``: numpy's own load
+    calls it "pickled (object) data"; the answer says it is text and quotes it, on
+    upload and on predict and score alike."""
+    text = csv_text(X[:3])
+    model = fit(client, {"points": X.tolist()})
+    answers = {
+        "upload": upload(client, text, NPY),
+        "predict": client.post(
+            f"/v1/models/{model['id']}/predict", content=text, headers={"Content-Type": NPY}
+        ),
+        "score": client.post(
+            f"/v1/models/{model['id']}/score", content=text, headers={"Content-Type": NPY}
+        ),
+    }
+    for where, answer in answers.items():
+        problem = assert_problem(answer, 422, ["body"])
+        detail = problem["detail"]
+        assert "is text ('x,y\\n" in detail and "not a .npy file" in detail, (where, detail)
+        assert "pickle" not in detail, (where, detail)
+        assert "text/csv" in detail and "numpy.save" in detail, (where, detail)
+        assert problem["errors"][0]["type"] == "npy_format"
+    # With a spreadsheet's byte order mark, and cut inside a character, it is still text.
+    bom = assert_problem(upload(client, "\ufeff" + text, NPY), 422, ["body"])
+    assert "is text ('x,y" in bom["detail"]
+    cut = assert_problem(upload(client, "x" + "é" * 40, NPY), 422, ["body"])  # 64 bytes: 31½ é
+    assert "is text" in cut["detail"]
+    # Binary bytes that are not a .npy file are not called text.
+    binary = assert_problem(upload(client, bytes(range(256)), NPY), 422, ["body"])
+    assert "not a .npy file" in binary["detail"] and "text (" not in binary["detail"]
+    npz = io.BytesIO()
+    np.savez(npz, X=X)
+    archive = assert_problem(upload(client, npz.getvalue(), NPY), 422, ["body"])
+    assert ".npz (zip) archive" in archive["detail"]
+
+
 def test_npy_header_claiming_a_huge_shape_is_413_before_allocating(client: TestClient) -> None:
     header = {"descr": "<f8", "fortran_order": False, "shape": (10**12, 3)}
     buf = io.BytesIO()

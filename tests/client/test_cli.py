@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import typer
 from click.testing import Result
 from gmm_client import Client
 from gmm_client.cli import EXIT_CODES, app, exit_code_for, parse_k
@@ -168,7 +170,8 @@ def test_a_bad_csv_row_is_reported_as_the_service_numbers_it(
         result = gmm_cli(*args, input=stdin)
         assert result.exit_code == 2, (args, result.stderr)
         assert f"Invalid input: {source}: {detail}" in result.stderr
-        assert "body.3.1: row 3, column 1" in result.stderr
+        # The field error (body.3.1) says what the detail says: it is not repeated.
+        assert result.stderr.count("row 3, column 1") == 1, result.stderr
 
     np.save(tmp_path / "X.npy", blobs())
     args = ["--json", "fit", str(tmp_path / "X.npy"), "--k", "2", "--no-progress"]
@@ -447,9 +450,14 @@ def test_bad_files_say_what_is_wrong(gmm_cli, tmp_path: Path) -> None:  # type: 
     assert ragged.exit_code == 2
     assert "ragged.csv: row 1 has 3 values, expected 2" in ragged.stderr
 
-    (tmp_path / "fake.npy").write_bytes(b"not an npy file at all")
+    (tmp_path / "fake.npy").write_bytes(b"\x00\x01 not an npy file at all")
     fake = gmm_cli("fit", str(tmp_path / "fake.npy"), "--k", "2")
-    assert fake.exit_code == 2 and "not a readable .npy file" in fake.stderr
+    assert fake.exit_code == 2 and "fake.npy: not a .npy file" in fake.stderr
+
+    (tmp_path / "object.npy").write_bytes(b"")
+    np.save(tmp_path / "object.npy", np.array([[object()]]), allow_pickle=True)
+    objects = gmm_cli("fit", str(tmp_path / "object.npy"), "--k", "2")
+    assert objects.exit_code == 2 and "allow_pickle=False" in objects.stderr
 
     (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00\x01")
     binary = gmm_cli("fit", str(tmp_path / "binary.csv"), "--k", "2")
@@ -462,6 +470,86 @@ def test_bad_files_say_what_is_wrong(gmm_cli, tmp_path: Path) -> None:  # type: 
     (tmp_path / "doc.json").write_text("{not json")
     document = gmm_cli("import", str(tmp_path / "doc.json"))
     assert document.exit_code == 2 and "not JSON" in document.stderr
+
+
+def test_a_text_file_named_npy_is_called_text_not_a_pickle(gmm_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """numpy's load calls any file without its magic "pickled (object) data"."""
+    write_csv(tmp_path / "points.npy", blobs())
+    model = ok(gmm_cli("--json", "fit", str(write_csv(tmp_path / "X.csv", blobs())), "--k", "2"))
+    model_id = json.loads(model.stdout)["id"]
+    for args in (["fit", "points.npy", "--k", "2"], ["predict", model_id, "points.npy"]):
+        args = [str(tmp_path / a) if a == "points.npy" else a for a in args]
+        result = gmm_cli(*args)
+        assert result.exit_code == 2, result.stderr
+        assert "points.npy: not a .npy file but text" in result.stderr
+        assert "name it .csv" in result.stderr and "pickle" not in result.stderr
+
+
+def test_a_problem_is_printed_once(gmm_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The service's detail restates its first field error: the title and detail line
+    says it, and the field errors print only what it does not."""
+    np.save(tmp_path / "X.npy", blobs())
+    fit = ["fit", str(tmp_path / "X.npy"), "--no-progress"]
+    one = gmm_cli(*fit, "--param", "bogus=1")
+    assert one.exit_code == 2
+    assert one.stderr.count("Unknown field 'bogus'") == 1, one.stderr
+    assert one.stderr.count("body.params.bogus") == 1, one.stderr
+    # Two fields with one message: each named once, the second not taken for the first.
+    two = gmm_cli(*fit, "--param", "n_init=a", "--param", "max_iter=b")
+    assert two.exit_code == 2
+    assert two.stderr.count("Input should be a valid integer") == 2, two.stderr
+    assert two.stderr.count("body.params.n_init") == 1, two.stderr
+    assert two.stderr.count("body.params.max_iter") == 1, two.stderr
+    # A problem of the fit itself (no loc in its detail) is one line too.
+    np.save(tmp_path / "few.npy", blobs()[:3])
+    fitted = gmm_cli("fit", str(tmp_path / "few.npy"), "--k", "5", "--no-progress")
+    assert fitted.exit_code == 2
+    assert fitted.stderr.count("needs at least 5 samples") == 1, fitted.stderr
+    assert len(fitted.stderr.strip().splitlines()) == 1, fitted.stderr
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every command of the ``gmm`` tree with its path (the root's is empty)."""
+    yield path, command
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from _commands(sub, (*path, name))
+
+
+def _words(text: str) -> str:
+    """``text`` as words: rich's panel borders gone, every run of spaces one space."""
+    return " ".join(re.sub(r"[\u2500-\u257f]", " ", text).split())
+
+
+def test_help_shows_every_word_of_every_help_text() -> None:
+    """rich markup ate ``[default: ...]`` ("a header ." for "a header [default: the
+    service detects it]."), and typer gave flags a ``<bool>`` placeholder as if they
+    took a value. Every option's and argument's help, as written, is in its command's
+    help, and no flag has a placeholder."""
+    runner = CliRunner()
+    root = typer.main.get_command(app)
+    checked = 0
+    for path, command in _commands(root):
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "400"})
+        assert result.exit_code == 0, (path, result.output)
+        shown = _words(result.stdout)
+        # The help as its author wrote it: rich's escape of "[" undone.
+        for param in command.params:
+            written = _words((param.help or "").replace("\\[", "["))
+            assert written in shown, (path, param.name, written, shown)
+            checked += bool(written)
+        assert "Show this message and exit." in shown
+        assert "<bool>" not in shown, (path, result.stdout)
+        for param in command.params:
+            if getattr(param, "is_flag", False):
+                flags = " ".join(param.opts + param.secondary_opts)
+                assert not re.search(rf"{re.escape(flags)}\s+<", shown), (path, flags)
+    assert checked > 30
+    fit_help = _words(runner.invoke(app, ["fit", "--help"], env={"COLUMNS": "400"}).stdout)
+    assert "Whether the CSV's first row is a header [default: the service detects it]." in fit_help
+    predict_help = _words(runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "400"}).stdout)
+    assert "Write .csv or .npy here [default: stdout CSV]." in predict_help
+    export_help = _words(runner.invoke(app, ["export", "--help"], env={"COLUMNS": "400"}).stdout)
+    assert "[default: stdout]" in export_help
 
 
 def test_usage_errors_keep_exit_2(gmm_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

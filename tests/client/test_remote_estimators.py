@@ -7,14 +7,19 @@ the compiled prediction path (probabilities) is allowed rounding, to 1e-12.
 from __future__ import annotations
 
 import pickle
+import re
+import time
 import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from gmm_client import InvalidInput
+from gmm_client import Client, InvalidInput, NotFound
 from gmm_client.sklearn import (
+    DEFAULT_TTL_SECONDS,
     RemoteBayesianGaussianMixture,
     RemoteGaussianMixture,
     RemoteKMeans,
@@ -30,7 +35,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tests.client.jobs_202 import JobService, needs_sync_wait
-from tests.helpers_server import ServerProcess
+from tests.helpers_server import ServerProcess, running_server
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -197,13 +202,23 @@ def test_get_params_are_sklearns_plus_the_connection() -> None:
     ]
     for remote_cls, local_cls in pairs:
         remote = remote_cls().get_params()
-        assert remote == {**local_cls().get_params(), "base_url": None, "api_key": None}
+        assert remote == {
+            **local_cls().get_params(),
+            "base_url": None,
+            "api_key": None,
+            "keep": False,
+            "ttl_seconds": DEFAULT_TTL_SECONDS,
+        }
+        assert DEFAULT_TTL_SECONDS == 24 * 3600
 
 
 def test_clone_and_set_params() -> None:
-    gm = RemoteGaussianMixture(n_components=2, random_state=0).fit(blobs())
+    gm = RemoteGaussianMixture(n_components=2, random_state=0, ttl_seconds=600).fit(blobs())
     copy = clone(gm)
     assert copy.get_params() == gm.get_params()
+    assert copy.ttl_seconds == 600 and copy.keep is False
+    kept = clone(RemoteKMeans(3, keep=True))
+    assert kept.get_params()["keep"] is True
     assert not hasattr(copy, "means_")
     copy.set_params(n_components=3).fit(blobs())
     assert copy.means_.shape == (3, 3) and gm.means_.shape == (2, 3)
@@ -293,3 +308,113 @@ def test_sparse_input_is_densified() -> None:
     np.testing.assert_array_equal(
         remote.cluster_centers_, KMeans(3, random_state=0).fit(X).cluster_centers_
     )
+
+
+# -- models a fit leaves on the service ---------------------------------------------------
+
+
+def _expiry(resource: dict[str, Any]) -> datetime | None:
+    value = resource.get("expires_at")
+    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_fits_expire_in_a_day_and_a_refit_deletes_the_model_it_replaces(
+    gmm: Client,
+) -> None:
+    X = blobs()
+    gm = RemoteGaussianMixture(2, random_state=0).fit(X)
+    stored = gmm.get_model(gm.model_id_)
+    expires = _expiry(stored)
+    assert expires is not None and gm.model_expires_at_ == stored["expires_at"]
+    in_a_day = datetime.now(UTC) + timedelta(seconds=DEFAULT_TTL_SECONDS)
+    assert abs((expires - in_a_day).total_seconds()) < 300
+    first = gm.model_id_
+    gm.set_params(n_components=3).fit(X)
+    assert gm.model_id_ != first
+    with pytest.raises(NotFound):
+        gmm.get_model(first)
+    assert gmm.get_model(gm.model_id_)["n_components"] == 3
+    # A fitted estimator asked after its model went says why.
+    gmm.delete_model(gm.model_id_)
+    with pytest.raises(NotFound, match="keep=True"):
+        gm.predict(X)
+
+
+def test_kept_models_have_no_expiry_and_are_left_by_a_refit(gmm: Client) -> None:
+    X = blobs()
+    km = RemoteKMeans(3, random_state=0, keep=True).fit(X)
+    assert km.model_expires_at_ is None and _expiry(gmm.get_model(km.model_id_)) is None
+    kept = km.model_id_
+    km.fit(X)
+    assert gmm.get_model(kept)["id"] == kept  # kept: not deleted by the refit
+    # A refit without keep still leaves the model that was stored to stay.
+    second = km.model_id_
+    km.set_params(keep=False).fit(X)
+    assert gmm.get_model(second)["id"] == second
+    assert _expiry(gmm.get_model(km.model_id_)) is not None
+    for model_id in (kept, second, km.model_id_):
+        gmm.delete_model(model_id)
+
+
+def test_ttl_seconds_is_checked_as_sklearn_checks_parameters() -> None:
+    for bad in (0, -5, 1.5, "1"):
+        with pytest.raises(ValueError, match="ttl_seconds"):
+            RemoteGaussianMixture(ttl_seconds=bad).fit(blobs())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="keep"):
+        RemoteKMeans(keep="yes").fit(blobs())  # type: ignore[arg-type]
+
+
+#: Short enough to wait for, long enough that no fold's model expires between its fit
+#: and its scoring (a fraction of a second each) on a loaded machine.
+SEARCH_TTL_SECONDS = 5
+
+
+@pytest.fixture(scope="module")
+def sweeping_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server of its own (nothing else stores models there) that deletes expired
+    models every 0.2 s instead of every 30 s."""
+    cwd = tmp_path_factory.mktemp("sweeping-server")
+    env = {
+        "GMM_STORE_DIR": str(cwd / "store"),
+        "GMM_SECRET_KEY": "sweep-tests-key",
+        "GMM_SWEEP_INTERVAL_SECONDS": "0.2",
+        "GMM_LOG_LEVEL": "warning",
+    }
+    with running_server(env, cwd=cwd) as server:
+        yield server
+
+
+def _fits_stored(server: ServerProcess) -> float:
+    """Fits the server stored, by its own count (``gmm_fits_total``)."""
+    metrics = server.client.get("/metrics").text
+    found = re.findall(r'^gmm_fits_total\{[^}]*outcome="stored"[^}]*\} (\S+)$', metrics, re.M)
+    return sum(float(n) for n in found)
+
+
+@pytest.mark.slow
+def test_grid_search_leaves_nothing_behind_once_its_ttl_passes(
+    sweeping_server: ServerProcess,
+) -> None:
+    """5 folds x 3 values, and the refit of the best: 16 models stored, each with an
+    expiry, then none once it has passed: no model, no dataset, no folder."""
+    X = blobs(240)
+    grid = {"n_components": [1, 2, 3]}
+    base = RemoteGaussianMixture(
+        random_state=0, ttl_seconds=SEARCH_TTL_SECONDS, base_url=sweeping_server.base_url
+    )
+    before = _fits_stored(sweeping_server)
+    remote = GridSearchCV(base, grid, cv=5).fit(X)
+    local = GridSearchCV(GaussianMixture(random_state=0), grid, cv=5).fit(X)
+    assert remote.best_params_ == local.best_params_
+    assert _fits_stored(sweeping_server) - before == 5 * 3 + 1
+    with Client(sweeping_server.base_url) as gmm:
+        left = gmm.list_models(limit=100)["items"]
+        assert remote.best_estimator_.model_id_ in {m["id"] for m in left}
+        assert all(_expiry(m) is not None for m in left), left
+        deadline = time.monotonic() + SEARCH_TTL_SECONDS + 60
+        while gmm.list_models()["total"] or gmm.list_datasets()["total"]:
+            assert time.monotonic() < deadline, gmm.list_models()
+            time.sleep(0.2)
+    store = Path(sweeping_server.log_path).parent / "store"
+    for folder in ("models", "datasets"):
+        assert not list((store / folder).iterdir()), folder

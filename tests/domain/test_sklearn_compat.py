@@ -396,6 +396,17 @@ def check_sample_weight() -> None:
         _check_sample_weight(np.ones(3), X, dtype=np.float64)
 
 
+def param_interval() -> None:
+    """The client's constraint of the remote estimators' ``ttl_seconds``."""
+    from numbers import Integral
+
+    from sklearn.utils._param_validation import Interval
+
+    interval = Interval(Integral, 1, None, closed="left")
+    assert interval.is_satisfied_by(1) and interval.is_satisfied_by(86_400)
+    assert not interval.is_satisfied_by(0) and not interval.is_satisfied_by(1.5)
+
+
 @dataclass(frozen=True)
 class Case:
     name: str  # as in sklearn_compat.PRIVATE_NAMES
@@ -438,6 +449,7 @@ CASES = [
     Case("MiniBatchKMeans._mini_batch_convergence", mini_batch_convergence),
     Case("MiniBatchKMeans._counts", minibatch_counts),
     Case("sklearn.utils.validation._check_sample_weight", check_sample_weight, CLIENT),
+    Case("sklearn.utils._param_validation.Interval", param_interval, CLIENT),
 ]
 
 

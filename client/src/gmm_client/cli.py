@@ -37,6 +37,7 @@ import numpy as np
 try:
     import typer
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
     from typer.core import TyperGroup
@@ -127,18 +128,46 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _report_problem(err: ProblemError) -> None:
-    """``title: detail``, then one ``loc: msg`` line per field error, in red."""
+    """``title: detail``, then one ``loc: msg`` line per field error the detail does
+    not already state, in red.
+
+    The service's detail restates its first field error (``body.params.x: msg (and 2
+    more)``, or the message itself for a problem with one error): printing both showed
+    every such error twice. Later errors may share the first one's message (two fields
+    that are not integers), so only the first is matched by its message alone."""
     console = _stderr()
     title = err.title or f"HTTP {err.status}"
     console.print(Text(f"{title}: {err.detail}" if err.detail else title, style="red"))
-    for error in err.errors:
+    for i, error in enumerate(err.errors):
         loc = ".".join(str(part) for part in error.get("loc", []))
-        console.print(Text(f"  {loc}: {error.get('msg', '')}", style="red"))
+        msg = str(error.get("msg", ""))
+        if (i == 0 and msg in err.detail) or f"{loc}: {msg}" in err.detail:
+            continue
+        console.print(Text(f"  {loc}: {msg}", style="red"))
+
+
+def _no_flag_placeholders(command: Any, ctx: Any) -> None:
+    """Leave the type column of flags blank in every command's help.
+
+    typer's rich help (0.29) gives every option a type placeholder, flags included,
+    so ``--json``, ``--header/--no-header`` and ``--help`` showed ``<bool>`` as if they
+    took a value; it prints a metavar instead when one is set, and an empty one
+    prints nothing. Options that take a value keep theirs."""
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _no_flag_placeholders(sub, ctx)
 
 
 class _ProblemGroup(TyperGroup):
     """The root group: every failure of every command becomes a message and an exit
     code here, in one place."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # Before any --help is answered (it is, while the arguments are parsed).
+        _no_flag_placeholders(self, ctx)
+        return super().parse_args(ctx, args)  # type: ignore[no-any-return]
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -164,6 +193,11 @@ class _ProblemGroup(TyperGroup):
                 state.close()
 
 
+#: Help text is rich markup on every typer version (the default changed over them), so
+#: square brackets in it are written escaped (``escape("[default: stdout]")``):
+#: unescaped, rich takes ``[default: stdout]`` for a style tag and drops the words.
+MARKUP = "rich"
+
 app = typer.Typer(
     cls=_ProblemGroup,
     name="gmm",
@@ -172,9 +206,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=MARKUP,
 )
-models_app = typer.Typer(help="List, show and delete models.", no_args_is_help=True)
-datasets_app = typer.Typer(help="List and delete stored datasets.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="List, show and delete models.", no_args_is_help=True, rich_markup_mode=MARKUP
+)
+datasets_app = typer.Typer(
+    help="List and delete stored datasets.", no_args_is_help=True, rich_markup_mode=MARKUP
+)
 app.add_typer(models_app, name="models")
 app.add_typer(datasets_app, name="datasets")
 
@@ -217,13 +256,43 @@ def _csv_type(header: bool | None) -> str:
     return f"text/csv; header={'present' if header else 'absent'}"
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _not_npy(path: str, head: bytes) -> str:
+    """Why a file named ``.npy`` without numpy's magic is refused, in terms of what it is.
+
+    ``numpy.load`` takes any such file for a pickle ("This file contains pickled
+    (object) data"), which for the CSV or text file it usually is sends people looking
+    for a pickle."""
+    if head.startswith(b"PK\x03\x04"):
+        return f"{path}: a .npz (zip) archive, not a .npy file; save one array with numpy.save"
+    try:
+        text = head.decode("utf-8-sig") if head else ""
+    except UnicodeDecodeError:
+        text = ""
+    if text.strip() and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return (
+            f"{path}: not a .npy file but text (a .npy file is binary, and starts with "
+            "numpy's \\x93NUMPY magic whatever it is named); if it is CSV, name it .csv, "
+            "or give it as - on stdin"
+        )
+    return f"{path}: not a .npy file (it does not start with numpy's \\x93NUMPY magic)"
+
+
 def read_npy(path: str) -> np.ndarray:
-    """The points of a ``.npy`` file, as float64."""
+    """The points of a ``.npy`` file, as float64 (read by numpy's ``.npy`` reader
+    itself, never unpickled)."""
     file = Path(path)
     if not file.is_file():
         raise BadFile(f"{path}: no such file")
     try:
-        X = np.load(file, allow_pickle=False)
+        with open(file, "rb") as fp:
+            head = fp.read(64)
+            if not head.startswith(NPY_MAGIC):
+                raise BadFile(_not_npy(path, head))
+            fp.seek(0)
+            X = np.lib.format.read_array(fp, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise BadFile(f"{path}: not a readable .npy file: {exc}") from None
     if X.dtype.kind not in "biuf":
@@ -527,7 +596,7 @@ HeaderOpt = Annotated[
     bool | None,
     typer.Option(
         "--header/--no-header",
-        help="Whether the CSV's first row is a header [default: the service detects it].",
+        help=escape("Whether the CSV's first row is a header [default: the service detects it]."),
         show_default=False,
     ),
 ]
@@ -588,7 +657,9 @@ def predict(
     points: Annotated[str, typer.Argument(help="A .npy or CSV file, or - for CSV on stdin.")],
     output_file: Annotated[
         Path | None,
-        typer.Option("-o", "--output-file", help="Write .csv or .npy here [default: stdout CSV]."),
+        typer.Option(
+            "-o", "--output-file", help=escape("Write .csv or .npy here [default: stdout CSV].")
+        ),
     ] = None,
     output: Annotated[
         str, typer.Option("--output", help="labels|probabilities (mixtures)|distances (k-means).")
@@ -823,7 +894,7 @@ def export_(
     ctx: typer.Context,
     model: ModelArg,
     output_file: Annotated[
-        Path | None, typer.Option("-o", "--output-file", help="[default: stdout]")
+        Path | None, typer.Option("-o", "--output-file", help=escape("[default: stdout]"))
     ] = None,
 ) -> None:
     """Write MODEL as a portable JSON document (no pickle), for `gmm import`."""

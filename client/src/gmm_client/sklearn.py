@@ -3,7 +3,8 @@
 ``RemoteGaussianMixture``, ``RemoteBayesianGaussianMixture``, ``RemoteKMeans`` and
 ``RemoteMiniBatchKMeans`` take exactly the constructor parameters of the scikit-learn
 class they stand for (same names, same defaults), plus ``base_url`` and ``api_key``
-(defaults: ``$GMM_URL`` and ``$GMM_API_KEY``). They are real estimators, so
+(defaults: ``$GMM_URL`` and ``$GMM_API_KEY``), and ``keep`` and ``ttl_seconds`` (see
+below). They are real estimators, so
 ``clone``, ``get_params``/``set_params``, ``Pipeline`` and ``GridSearchCV`` work;
 ``fit`` stores a model on the service (``model_id_`` names it) and every prediction
 asks the service. The fitted attributes (``means_``, ``covariances_``...) are the
@@ -12,6 +13,16 @@ service's, which are scikit-learn's to the last bit::
     from gmm_client.sklearn import RemoteGaussianMixture
     gm = RemoteGaussianMixture(n_components=4, random_state=0).fit(X)
     gm.predict(X), gm.bic(X)
+
+Models do not pile up on the service. A model stored by ``fit`` is deleted by the
+service ``ttl_seconds`` after it was stored (default 86,400: a day;
+``model_expires_at_`` says when), so the hundreds of fits of a ``GridSearchCV`` leave
+nothing behind, and a refit deletes the model it replaces at once. ``keep=True``
+stores models without an expiry, and a refit then leaves the model it replaces
+(``Client().delete_model(model_id_)`` deletes one). An estimator that is to be
+pickled and used after a day wants ``keep=True``. Copies of a fitted estimator
+(``pickle``, ``copy.deepcopy``; not ``clone``, which is unfitted) share its model: a
+refit of one deletes it for the others too, unless it was kept.
 
 What cannot travel over HTTP, and what is done instead:
 
@@ -46,8 +57,10 @@ import os
 import warnings
 import weakref
 from collections.abc import Iterator
+from numbers import Integral
 from typing import Any, ClassVar
 
+import httpx
 import numpy as np
 import scipy.sparse as sp
 import sklearn.exceptions
@@ -60,19 +73,31 @@ from sklearn.base import (
 )
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from gmm_client.client import Client
-from gmm_client.errors import InvalidInput, PayloadTooLarge, ProblemError
+from gmm_client.errors import InvalidInput, NotFound, PayloadTooLarge, ProblemError
 
 __all__ = [
+    "DEFAULT_TTL_SECONDS",
     "RemoteBayesianGaussianMixture",
     "RemoteGaussianMixture",
     "RemoteKMeans",
     "RemoteMiniBatchKMeans",
 ]
 
-_CONNECTION_CONSTRAINTS: dict[str, list[Any]] = {"base_url": [str, None], "api_key": [str, None]}
+#: How long a model stored by ``fit`` lives on the service unless ``keep=True``: a day
+#: covers an interactive session or a long search, and then it is gone by itself.
+DEFAULT_TTL_SECONDS = 86_400
+
+#: The parameters every remote estimator adds to scikit-learn's own.
+_CONNECTION_CONSTRAINTS: dict[str, list[Any]] = {
+    "base_url": [str, None],
+    "api_key": [str, None],
+    "keep": ["boolean"],
+    "ttl_seconds": [Interval(Integral, 1, None, closed="left")],
+}
 
 
 def _seed(random_state: Any) -> int | None:
@@ -175,14 +200,58 @@ class _RemoteEstimator(BaseEstimator):
     def _fit_remote(
         self, X: np.ndarray, params: dict[str, Any], extra: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        """Store a model fitted on ``X`` (n_samples, n_features); a model this
+        estimator had before, unless it was kept, is deleted once the new one exists."""
+        ttl = None if self.keep else int(self.ttl_seconds)
         with _as_sklearn_errors():
             resource = self._client().create_model(
-                self._algorithm, X, params, include=["labels"], extra=extra
+                self._algorithm, X, params, include=["labels"], ttl_seconds=ttl, extra=extra
             )
         for item in resource.get("warnings") or []:
             warnings.warn(item["message"], _warning_category(item["category"]), stacklevel=3)
+        replaced = self.__dict__.get("model_id_")
+        replaced_expires = self.__dict__.get("model_expires_at_")
         self.model_id_ = resource["id"]
+        self.model_expires_at_ = resource.get("expires_at")
+        if replaced is not None and replaced != self.model_id_ and replaced_expires is not None:
+            self._delete_replaced(replaced, replaced_expires)
         return resource
+
+    def _delete_replaced(self, model_id: str, expires_at: str) -> None:
+        """Delete the model a refit replaced: nothing names it any more, so it would
+        only wait for its expiry. Failing to is no reason to fail the fit that
+        succeeded: the model still goes at ``expires_at``."""
+        try:
+            self._client().delete_model(model_id)
+        except NotFound:
+            pass  # expired, or deleted by someone else, already
+        except (ProblemError, httpx.HTTPError) as exc:
+            warnings.warn(
+                f"The model {model_id} this fit replaced could not be deleted ({exc}); "
+                f"the service deletes it at {expires_at}.",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    @contextlib.contextmanager
+    def _asking(self) -> Iterator[None]:
+        """Around a call on the fitted model: sklearn's errors, and a 404 that says the
+        model expired when it was stored to."""
+        try:
+            with _as_sklearn_errors():
+                yield
+        except NotFound as exc:
+            expires_at = self.__dict__.get("model_expires_at_")
+            if expires_at is None:
+                raise
+            problem = {
+                **exc.problem,
+                "detail": (
+                    f"{exc.detail} The model was stored to be deleted at {expires_at} "
+                    "(ttl_seconds); fit again, with keep=True for a model that stays."
+                ),
+            }
+            raise NotFound(problem, exc.status, method=exc.method, url=exc.url) from exc
 
     def _points(self, X: Any) -> np.ndarray:
         """``X`` checked as scikit-learn checks it at predict time, dense float64."""
@@ -221,7 +290,7 @@ class _RemoteMixture(DensityMixin, _RemoteEstimator):
         return self._wire_params()
 
     def _set_fitted(self, resource: dict[str, Any], X: np.ndarray) -> None:
-        with _as_sklearn_errors():
+        with self._asking():
             export = self._client().export_model(resource["id"])
         self.weights_ = np.asarray(resource["weights"], dtype=np.float64)
         self.means_ = np.asarray(resource["means"], dtype=np.float64)
@@ -236,7 +305,7 @@ class _RemoteMixture(DensityMixin, _RemoteEstimator):
 
     def _predicted(self, X: Any) -> dict[str, np.ndarray]:
         points = self._points(X)
-        with _as_sklearn_errors():
+        with self._asking():
             return self._client().predict(self.model_id_, points)
 
     def predict(self, X: Any) -> np.ndarray:
@@ -249,7 +318,7 @@ class _RemoteMixture(DensityMixin, _RemoteEstimator):
 
     def _scored(self, X: Any) -> dict[str, Any]:
         points = self._points(X)
-        with _as_sklearn_errors():
+        with self._asking():
             return self._client().score_points(self.model_id_, points)
 
     def score_samples(self, X: Any) -> np.ndarray:
@@ -273,7 +342,7 @@ class _RemoteMixture(DensityMixin, _RemoteEstimator):
         seed = self.random_state
         if isinstance(seed, np.random.RandomState):
             seed = _seed(seed)
-        with _as_sklearn_errors():
+        with self._asking():
             X, y = self._client().sample_points(
                 self.model_id_, int(n_samples), random_state=None if seed is None else int(seed)
             )
@@ -321,6 +390,8 @@ class RemoteGaussianMixture(_RemoteMixture):
         verbose_interval: int = 10,
         base_url: str | None = None,
         api_key: str | None = None,
+        keep: bool = False,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -338,6 +409,8 @@ class RemoteGaussianMixture(_RemoteMixture):
         self.verbose_interval = verbose_interval
         self.base_url = base_url
         self.api_key = api_key
+        self.keep = keep
+        self.ttl_seconds = ttl_seconds
 
     def _fit_params(self) -> dict[str, Any]:
         params = self._wire_params()
@@ -409,6 +482,8 @@ class RemoteBayesianGaussianMixture(_RemoteMixture):
         verbose_interval: int = 10,
         base_url: str | None = None,
         api_key: str | None = None,
+        keep: bool = False,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -429,6 +504,8 @@ class RemoteBayesianGaussianMixture(_RemoteMixture):
         self.verbose_interval = verbose_interval
         self.base_url = base_url
         self.api_key = api_key
+        self.keep = keep
+        self.ttl_seconds = ttl_seconds
 
     def _set_fitted(self, resource: dict[str, Any], X: np.ndarray) -> None:
         super()._set_fitted(resource, X)
@@ -497,7 +574,7 @@ class _RemoteCentroids(
 
     def _predicted(self, X: Any) -> dict[str, np.ndarray]:
         points = self._points(X)
-        with _as_sklearn_errors():
+        with self._asking():
             return self._client().predict(self.model_id_, points)
 
     def predict(self, X: Any, sample_weight: Any = None) -> np.ndarray:
@@ -554,6 +631,8 @@ class RemoteKMeans(_RemoteCentroids):
         algorithm: str = "lloyd",
         base_url: str | None = None,
         api_key: str | None = None,
+        keep: bool = False,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
     ) -> None:
         self.n_clusters = n_clusters
         self.init = init
@@ -566,6 +645,8 @@ class RemoteKMeans(_RemoteCentroids):
         self.algorithm = algorithm
         self.base_url = base_url
         self.api_key = api_key
+        self.keep = keep
+        self.ttl_seconds = ttl_seconds
 
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> RemoteKMeans:
         """Fit on the service; ``X`` is (n_samples, n_features). ``y`` is ignored."""
@@ -612,6 +693,8 @@ class RemoteMiniBatchKMeans(_RemoteCentroids):
         reassignment_ratio: float = 0.01,
         base_url: str | None = None,
         api_key: str | None = None,
+        keep: bool = False,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
     ) -> None:
         self.n_clusters = n_clusters
         self.init = init
@@ -627,6 +710,8 @@ class RemoteMiniBatchKMeans(_RemoteCentroids):
         self.reassignment_ratio = reassignment_ratio
         self.base_url = base_url
         self.api_key = api_key
+        self.keep = keep
+        self.ttl_seconds = ttl_seconds
 
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> RemoteMiniBatchKMeans:
         """Fit on the service; ``X`` is (n_samples, n_features). ``y`` is ignored."""

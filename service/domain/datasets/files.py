@@ -14,6 +14,7 @@ Errors name the place in the body: ``["body", row, column]`` for a value,
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
@@ -32,6 +33,14 @@ CSV_MEDIA_TYPE = "text/csv"
 
 #: ``.npy`` headers are a few hundred bytes; numpy's own default bound.
 MAX_NPY_HEADER = 10_000
+
+#: The first bytes of every ``.npy`` file.
+NPY_MAGIC = b"\x93NUMPY"
+
+#: Bytes read to tell what a body that is not a ``.npy`` is, and how many characters
+#: of it an answer quotes.
+_PEEK = 64
+_QUOTE = 40
 
 #: Element kinds converted to float64: signed and unsigned integers, floats.
 _NUMERIC_KINDS = frozenset("iuf")
@@ -58,6 +67,39 @@ def to_float64(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=np.dtype("<f8"))
 
 
+def _not_npy(head: bytes) -> str:
+    """Why a body without the ``.npy`` magic is refused, in terms of what it is.
+
+    Text (a CSV saved under a ``.npy`` name) is the usual case, and numpy's own
+    ``load`` calls it "pickled (object) data", which sends people looking for a
+    pickle; the answer says it is text, and quotes its start."""
+    # Predict and score take no CSV; an upload does: the advice holds for every route.
+    fix = (
+        "save the array with numpy.save (CSV text is uploaded to POST /v1/datasets as "
+        "Content-Type: text/csv)"
+    )
+    if head.startswith(b"PK\x03\x04"):
+        return (
+            "the body is a .npz (zip) archive, not a .npy file; send one array, saved "
+            "with numpy.save."
+        )
+    if not head:
+        return f"the body is empty, not a .npy file; {fix}."
+    try:
+        # Incremental: a character cut at the end of the peek is still text; a BOM
+        # (a CSV from a spreadsheet) is dropped.
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(c.isprintable() or c in "\t\r\n" for c in text):
+        quoted = text[:_QUOTE] + ("..." if len(text) > _QUOTE else "")
+        return (
+            f"the body is text ({quoted!r}), not a .npy file: a .npy file is binary and "
+            f"starts with the \\x93NUMPY magic whatever the file is named; {fix}."
+        )
+    return f"the body is not a .npy file (it does not start with the \\x93NUMPY magic); {fix}."
+
+
 def _read_npy_header(fp: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
     """``(shape, fortran_order, dtype)`` as the header says them, nothing checked yet.
 
@@ -65,14 +107,10 @@ def _read_npy_header(fp: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype[Any]
     through ``tokenize``): a hostile header text reaches the parser's every failure,
     not only the ``ValueError`` numpy documents. They all mean the same: no header.
     """
-    head = fp.read(6)
-    if head != b"\x93NUMPY":
-        raise _invalid(
-            "the body is not a .npy file (it does not start with the \\x93NUMPY magic); "
-            "save the array with numpy.save.",
-            kind="npy_format",
-        )
-    fp.seek(fp.tell() - 6)
+    head = fp.read(_PEEK)
+    if head[:6] != NPY_MAGIC:
+        raise _invalid(_not_npy(head), kind="npy_format")
+    fp.seek(fp.tell() - len(head))
     try:
         # numpy warns when it had to parse a Python 2 header; that is not the log's.
         with capture_warnings():
