@@ -235,7 +235,7 @@ def set_mixture_parameters() -> None:
 
 def _mixture_calls(base: type, **params: Any) -> tuple[Any, dict[str, list[Any]]]:
     """A fit of ``base(**params)`` with the progress hooks, and what they saw."""
-    calls: dict[str, list[Any]] = {"init": [], "bound": [], "iter": [], "self": []}
+    calls: dict[str, list[Any]] = {"init": [], "bound": [], "iter": [], "change": [], "self": []}
 
     def init_begun(est: Any, n_init: int) -> None:
         calls["init"].append(n_init)
@@ -245,7 +245,10 @@ def _mixture_calls(base: type, **params: Any) -> tuple[Any, dict[str, list[Any]]
         base,
         init_begun=init_begun,
         lower_bound=lambda est, bound: calls["bound"].append(float(bound)),
-        iteration_done=lambda est, n_iter: calls["iter"].append(n_iter),
+        iteration_done=lambda est, n_iter, change: (
+            calls["iter"].append(n_iter),
+            calls["change"].append(float(np.squeeze(change))),
+        ),
     )
     tracked = _tracked(base, hooks, **params).fit(_X())
     plain = base(**params).fit(_X())
@@ -265,6 +268,10 @@ def print_verbose_msg_iter_end() -> None:
     runs = np.split(np.array(calls["iter"]), np.flatnonzero(np.diff(calls["iter"]) < 1) + 1)
     assert len(runs) == 2 and all(list(r) == list(range(1, len(r) + 1)) for r in runs), runs
     assert gm.n_iter_ in [len(r) for r in runs]
+    # The change it passes is the lower bound's since the last iteration (what tol meets).
+    bounds, changes = np.array(calls["bound"]), np.array(calls["change"])
+    steps = np.flatnonzero(np.array(calls["iter"]) > 1)
+    np.testing.assert_allclose(changes[steps], bounds[steps] - bounds[steps - 1])
 
 
 def compute_lower_bound() -> None:
