@@ -182,6 +182,7 @@ def test_models_list_get_delete_export_import_plots(gmm: Client) -> None:
     assert gmm.plot_model(model["id"], kind="convergence", format="svg").lstrip().startswith(b"<")
     assert gmm.plot_dataset(SEED_BLOBS, format="png").startswith(b"\x89PNG")
     assert len(gmm.get_model_ellipses(model["id"])["components"]) == 4
+    assert gmm.get_model_points(model["id"], limit=50)["step"] == 4  # 200 points
     gmm.delete_model(imported["id"])
     with pytest.raises(NotFound) as info:
         gmm.get_model(imported["id"])

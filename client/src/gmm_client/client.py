@@ -58,6 +58,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "delete_dataset": ("DELETE", "/v1/datasets/{dataset_id}"),
     "plot_model": ("GET", "/v1/models/{model_id}/plot"),
     "get_model_ellipses": ("GET", "/v1/models/{model_id}/ellipses"),
+    "get_model_points": ("GET", "/v1/models/{model_id}/points"),
     "plot_dataset": ("POST", "/v1/datasets/plot"),
     "export_model": ("GET", "/v1/models/{model_id}/export"),
     "import_model": ("POST", "/v1/models/import"),
@@ -656,6 +657,13 @@ class _Base:
     def get_model_ellipses(self, model_id: str) -> _Step[JSON]:
         """The 1-3 sigma ellipses of each component, ready to draw."""
         return (yield from self._json(_Call("get_model_ellipses", {"model_id": model_id})))
+
+    @operation
+    def get_model_points(self, model_id: str, *, limit: int | None = None) -> _Step[JSON]:
+        """The model's training points, every ``step``-th one: at most ``limit`` rows
+        (the service's default 5,000), for drawing."""
+        call = _Call("get_model_points", {"model_id": model_id}, params=_present(limit=limit))
+        return (yield from self._json(call))
 
     @operation
     def plot_dataset(
