@@ -682,15 +682,15 @@ def locked_requirements(lock: Path = LOCK) -> dict[str, tuple[str, list[str], se
 
 @pytest.mark.parametrize(
     ("lock", "extras"),
-    [(LOCK, ()), (CLUSTER_LOCK, ("s3", "dask", "postgres"))],
+    [(LOCK, ("grpc",)), (CLUSTER_LOCK, ("s3", "dask", "postgres", "grpc"))],
     ids=["requirements.lock", "requirements-cluster.lock"],
 )
 def test_lock_pins_every_runtime_dependency_with_hashes(
     lock: Path, extras: tuple[str, ...]
 ) -> None:
-    """Each lock was compiled from pyproject's dependencies (and, for the cluster
-    image's, the s3, dask and postgres extras) as they are now: editing one (a new package, a
-    raised floor) without `make lock` fails here."""
+    """Each lock was compiled from pyproject's dependencies and the grpc extra (and, for
+    the cluster image's, the s3, dask and postgres extras) as they are now: editing one (a
+    new package, a raised floor) without `make lock` fails here."""
     with PYPROJECT.open("rb") as f:
         project = tomllib.load(f)["project"]
     wanted = [Requirement(r) for r in project["dependencies"]]
