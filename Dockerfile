@@ -24,10 +24,10 @@ WORKDIR /app
 # The dependencies from a lock, each pin checked against its hash, so every build
 # installs the same versions (`make lock` regenerates both from pyproject.toml). Their
 # layer comes first so that a code change does not reinstall them. LOCK_FILE picks
-# the lock: requirements.lock, the runtime alone (the default image), or
-# requirements-cluster.lock, with the s3, dask and postgres extras (boto3, dask,
-# distributed, psycopg) that compose's cluster profile builds with
-# (--build-arg LOCK_FILE=...).
+# the lock: requirements.lock, the runtime and the grpc extra (grpcio, protobuf: the
+# default image serves gRPC once GMM_GRPC_PORT is set), or requirements-cluster.lock,
+# with the s3, dask and postgres extras too (boto3, dask, distributed, psycopg) that
+# compose's cluster profile builds with (--build-arg LOCK_FILE=...).
 ARG LOCK_FILE=requirements.lock
 COPY requirements.lock requirements-cluster.lock ./
 RUN pip install --no-cache-dir --require-hashes -r "${LOCK_FILE}"
@@ -45,7 +45,8 @@ ENV GMM_HOST=0.0.0.0 \
     GMM_STORE_DIR=/data
 
 USER 10001:10001
-EXPOSE 8000
+# 8001: the Open Inference Protocol over gRPC, when GMM_GRPC_PORT=8001 (as Triton's ports).
+EXPOSE 8000 8001
 
 # slim has no curl: ask /healthz with the standard library (non-2xx raises, exit 1).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

@@ -36,9 +36,10 @@ format: dev
 openapi: dev
 	$(BIN)/python scripts/export_openapi.py
 
-# requirements.lock: the runtime dependencies the Docker image installs, pinned with
-# hashes; requirements-cluster.lock: the same with the s3, dask and postgres extras,
-# for the image compose's cluster profile builds (Dockerfile ARG LOCK_FILE). Run after
+# requirements.lock: the runtime dependencies the Docker image installs, with the grpc
+# extra (GMM_GRPC_PORT turns it on), pinned with hashes; requirements-cluster.lock: the
+# same with the s3, dask and postgres extras too, for the image compose's cluster
+# profile builds (Dockerfile ARG LOCK_FILE). Run after
 # editing pyproject's dependencies or those extras (a test fails while a lock is
 # stale); existing pins are kept unless LOCK_FLAGS=--upgrade. Pins come from PyPI itself:
 # this machine's pip configuration (wheel folders, extra indexes, constraints) must
@@ -55,13 +56,14 @@ PIP_COMPILE = env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP
 	--no-emit-index-url --no-emit-find-links $(LOCK_FLAGS)
 lock: $(BIN)/python
 	$(BIN)/python -m pip install -q 'pip-tools>=7.4'
-	$(PIP_COMPILE) --output-file requirements.lock pyproject.toml
-	$(PIP_COMPILE) --extra s3 --extra dask --extra postgres --output-file requirements-cluster.lock pyproject.toml
+	$(PIP_COMPILE) --extra grpc --output-file requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra s3 --extra dask --extra postgres --extra grpc --output-file requirements-cluster.lock pyproject.toml
 
 bench: dev
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/predict_wrk.py
 	$(BIN)/python bench/v2_infer.py
+	$(BIN)/python bench/v2_grpc.py
 	$(BIN)/python bench/fit_e2e.py
 	$(BIN)/python bench/parse_points.py
 

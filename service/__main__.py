@@ -9,6 +9,7 @@ from pathlib import Path
 import uvicorn
 
 from service.config import Settings
+from service.grpc import require_extra
 
 
 def _share_metrics(settings: Settings) -> None:
@@ -33,6 +34,11 @@ def _share_metrics(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings()
+    if settings.grpc_port is not None:
+        try:
+            require_extra()  # said once, before any worker starts (the app says it too)
+        except RuntimeError as exc:
+            raise SystemExit(f"gmm-service: {exc}") from None
     _share_metrics(settings)
     uvicorn.run(
         # Each worker process builds its own app: importing service.main builds none.

@@ -24,6 +24,18 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface uvicorn binds to.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port uvicorn listens on.")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    grpc_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description=(
+            "TCP port (on host) of the Open Inference Protocol over gRPC, "
+            "`inference.GRPCInferenceService` (needs the `grpc` extra). Every worker "
+            "listens on it (SO_REUSEPORT: the kernel spreads connections). Messages are "
+            "bounded by max_body_bytes, calls at once per worker by max_connections, "
+            "idle connections by timeout_keep_alive. Unset: no gRPC."
+        ),
+    )
     log_level: str = Field("info", description="uvicorn log level.")
     timeout_keep_alive: int = Field(
         75,

@@ -37,6 +37,7 @@ from service.api.routing import route_methods
 from service.api.security import ApiKeyMiddleware, AuthDep, load_keyring
 from service.api.v2 import routes as v2
 from service.config import Settings
+from service.grpc import require_extra
 from service.services import Services, build_services
 
 
@@ -84,6 +85,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.grpc_port is not None:
+            # Before anything starts, and here rather than in the factory: uvicorn stops
+            # (every worker) on a failed start-up, but restarts workers whose factory raised.
+            require_extra()
         # Both read the store, which may be across a network: never on the event loop.
         app.state.services = services or await run_in_threadpool(build_services, settings)
         await _build_lazy_state(app)
@@ -93,9 +98,19 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             logging.getLogger("service.jobs").warning(
                 "marked %d interrupted job(s) failed", recovered
             )
+        grpc_server = None
         try:
+            if settings.grpc_port is not None:
+                # Imported here: grpcio is the `grpc` extra (checked above).
+                from service.grpc import server as grpc_transport
+
+                grpc_server = await grpc_transport.start(
+                    settings, app.state.services, app.state.keyring, app.state.metrics
+                )
             yield
         finally:
+            if grpc_server is not None:  # in-flight calls end while the services live
+                await grpc_transport.stop(grpc_server)
             if services is None:  # joins job threads and closes database connections
                 await run_in_threadpool(app.state.services.close)
             app.state.metrics.close()

@@ -685,15 +685,15 @@ def locked_requirements(lock: Path = LOCK) -> dict[str, tuple[str, list[str], se
 
 @pytest.mark.parametrize(
     ("lock", "extras"),
-    [(LOCK, ()), (CLUSTER_LOCK, ("s3", "dask", "postgres"))],
+    [(LOCK, ("grpc",)), (CLUSTER_LOCK, ("s3", "dask", "postgres", "grpc"))],
     ids=["requirements.lock", "requirements-cluster.lock"],
 )
 def test_lock_pins_every_runtime_dependency_with_hashes(
     lock: Path, extras: tuple[str, ...]
 ) -> None:
-    """Each lock was compiled from pyproject's dependencies (and, for the cluster
-    image's, the s3, dask and postgres extras) as they are now: editing one (a new package, a
-    raised floor) without `make lock` fails here."""
+    """Each lock was compiled from pyproject's dependencies and the grpc extra (and, for
+    the cluster image's, the s3, dask and postgres extras) as they are now: editing one (a
+    new package, a raised floor) without `make lock` fails here."""
     with PYPROJECT.open("rb") as f:
         project = tomllib.load(f)["project"]
     wanted = [Requirement(r) for r in project["dependencies"]]
@@ -798,8 +798,14 @@ def test_hadolint_finds_nothing() -> None:
 
 
 @pytest.fixture(scope="module")
+def compose_grpc_port() -> int:
+    """The free port ``compose_server`` serves gRPC on."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
 def compose_server(
-    compose: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    compose: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, compose_grpc_port: int
 ) -> Iterator[ServerProcess]:
     """``python -m service`` configured as docker-compose.yml configures it.
 
@@ -808,7 +814,9 @@ def compose_server(
     """
     env = compose_env(compose["services"]["gmm"])
     cwd = tmp_path_factory.mktemp("compose")
-    env.update({"GMM_STORE_DIR": str(cwd / "data")})
+    # gRPC on, as `GMM_GRPC_PORT=8001 docker compose up` turns it on (the README's
+    # gRPC example runs against it), on a free port of its own.
+    env.update({"GMM_STORE_DIR": str(cwd / "data"), "GMM_GRPC_PORT": str(compose_grpc_port)})
     with running_server(env, cwd=cwd) as server:
         yield server
 
@@ -1061,7 +1069,10 @@ def block_script(block: ReadmeBlock, out: Path) -> str:
 
 @pytest.mark.slow
 def test_readme_runs_in_order_against_a_real_server(
-    readme_run: list[ReadmeBlock], compose_server: ServerProcess, tmp_path: Path
+    readme_run: list[ReadmeBlock],
+    compose_server: ServerProcess,
+    compose_grpc_port: int,
+    tmp_path: Path,
 ) -> None:
     """Every bash and python block after the Quick start works when pasted, in the
     order written (port aside), against one service configured as docker-compose.yml
@@ -1086,6 +1097,7 @@ def test_readme_runs_in_order_against_a_real_server(
     script = "set -euo pipefail\n" + "".join(
         block_script(block, outputs / f"{i}.out") for i, block in enumerate(readme_run)
     ).replace("127.0.0.1:8000", f"127.0.0.1:{compose_server.port}")
+    script = script.replace("127.0.0.1:8001", f"127.0.0.1:{compose_grpc_port}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GMM_")}
     env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     env["TMPDIR"] = str(tmp_path)  # for the story's mktemp

@@ -1,6 +1,7 @@
 """Prometheus metrics: requests by route template and status, fits by algorithm.
 
-``service.api.middleware`` records the request metrics; routes record fit metrics.
+``service.api.middleware`` records the request metrics, ``service.grpc.servicer`` the
+gRPC calls'; routes record fit metrics.
 
 Each app gets its own registry so that tests building many apps do not collide.
 With several uvicorn workers (``metrics_dir`` set), prometheus-client's multiprocess
@@ -27,6 +28,26 @@ from prometheus_client import (
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
+#: Buckets of the request latency histograms, HTTP's and gRPC's alike, in seconds.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+)
+
 
 class Metrics:
     def __init__(self, multiprocess_dir: Path | None = None) -> None:
@@ -49,24 +70,21 @@ class Metrics:
             "Time to answer an HTTP request.",
             ["method", "route"],
             registry=self.registry,
-            buckets=(
-                0.001,
-                0.0025,
-                0.005,
-                0.01,
-                0.025,
-                0.05,
-                0.1,
-                0.25,
-                0.5,
-                1,
-                2.5,
-                5,
-                10,
-                30,
-                60,
-                120,
-            ),
+            buckets=LATENCY_BUCKETS,
+        )
+        # The Open Inference Protocol over gRPC (service.grpc), by RPC and status code.
+        self.grpc_requests = Counter(
+            "gmm_grpc_requests_total",
+            "gRPC calls answered.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.grpc_latency = Histogram(
+            "gmm_grpc_request_duration_seconds",
+            "Time to answer a gRPC call.",
+            ["method"],
+            registry=self.registry,
+            buckets=LATENCY_BUCKETS,
         )
         self.fits = Counter(
             "gmm_fits_total",

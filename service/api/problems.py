@@ -188,18 +188,30 @@ async def _on_validation(
 async def _on_service_error(
     request: Request, exc: ServiceError
 ) -> ProblemResponse | NumpyJSONResponse:
-    if exc.status >= 500:
-        log.error("service error on %s %s: %s", request.method, request.url.path, exc.detail)
+    log_server_fault(request.method, request.url.path, exc)
     return service_error_response(request.url.path, exc)
+
+
+def log_server_fault(method: str, path: str, exc: ServiceError) -> None:
+    """A 5xx ``ServiceError`` (the server's fault: a damaged artifact, a store down) is
+    logged; a client's mistake is only answered."""
+    if exc.status >= 500:
+        log.error("service error on %s %s: %s", method, path, exc.detail)
+
+
+def protocol_message(exc: ServiceError) -> str:
+    """``exc`` in the Open Inference Protocol's words: its detail, led by the place in
+    the request it is about (``inputs[0].data[3]: ...``). The ``error`` of ``/v2``
+    answers, and the status message of the gRPC transport's."""
+    if exc.errors and len(exc.errors) == 1 and exc.errors[0].get("loc"):
+        return f"{_where(exc.errors[0]['loc'])}: {exc.detail}"
+    return exc.detail
 
 
 def service_error_response(path: str, exc: ServiceError) -> ProblemResponse | NumpyJSONResponse:
     """``exc`` as the answer at ``path``; also for ASGI layers that answer before routing."""
     if is_protocol_path(path):
-        detail = exc.detail
-        if exc.errors and len(exc.errors) == 1 and exc.errors[0].get("loc"):
-            detail = f"{_where(exc.errors[0]['loc'])}: {detail}"
-        return protocol_error(exc.status, detail, exc.headers)
+        return protocol_error(exc.status, protocol_message(exc), exc.headers)
     return problem(
         exc.status,
         exc.detail,
@@ -264,12 +276,18 @@ async def _on_unhandled(request: Request, exc: Exception) -> ProblemResponse | N
     return internal_error(request.method, request.url.path, exc)
 
 
+def report_internal_error(method: str, path: str, exc: Exception) -> tuple[str, str]:
+    """A bug's traceback logged under a new id; the id, and the detail that quotes it
+    (nothing of the exception goes to the client)."""
+    error_id = uuid.uuid4().hex
+    log.error("unhandled error %s on %s %s", error_id, method, path, exc_info=exc)
+    return error_id, f"The server failed to handle this request; quote error id {error_id}."
+
+
 def internal_error(method: str, path: str, exc: Exception) -> ProblemResponse | NumpyJSONResponse:
     """The 500 of a bug: its traceback logged under an id the answer quotes, and nothing
     of the exception in the answer itself."""
-    error_id = uuid.uuid4().hex
-    log.error("unhandled error %s on %s %s", error_id, method, path, exc_info=exc)
-    detail = f"The server failed to handle this request; quote error id {error_id}."
+    error_id, detail = report_internal_error(method, path, exc)
     if is_protocol_path(path):
         return protocol_error(500, detail)
     return problem(

@@ -8,6 +8,12 @@ the request and writes the response around these. Every refusal is an
 protocol's clients (tritonclient raises it as ``InferenceServerException``) show the
 message and nothing else.
 
+The checks of one tensor (its datatype, shape, byte count, value count, integer
+range, finite values) and of the names of inputs and outputs are public: the gRPC
+transport (``service.grpc.codec``) decodes protobuf messages with the same functions,
+so that both transports refuse the same request with the same words, each naming its
+own field (``inputs[0].data`` here, ``raw_input_contents[0]`` over gRPC).
+
 The binary tensor data extension: with ``Inference-Header-Content-Length: N`` the
 first N bytes of the body are the JSON request and the rest are the inputs' raw
 little-endian bytes, one after another, each input saying how many are its own in
@@ -75,6 +81,106 @@ class InferRequest:
 
 def _fail(message: str) -> InvalidInferenceRequest:
     return InvalidInferenceRequest(message)
+
+
+# -- checks shared by both transports ------------------------------------------------------
+def no_inputs(width: int) -> InvalidInferenceRequest:
+    """The refusal of a request without inputs."""
+    return _fail(
+        f"inputs must be a non-empty array of tensors; this model takes one, "
+        f"{INPUT_NAME!r} (FP64, shape [n_points, {width}])."
+    )
+
+
+def check_input_name(where: str, name: object, *, seen: bool) -> None:
+    """The one input is ``points``, given once (``seen``: an earlier input was it)."""
+    if name != INPUT_NAME:
+        raise _fail(
+            f"{where}.name {name!r} is not an input of this model; it takes one, {INPUT_NAME!r}."
+        )
+    if seen:
+        raise _fail(f"{where}.name: input {INPUT_NAME!r} is given twice.")
+
+
+def check_datatype(where: str, datatype: object) -> str:
+    """``datatype`` when points may be sent as it (``INPUT_DATATYPES`` has its layout)."""
+    if not isinstance(datatype, str) or datatype not in INPUT_DATATYPES:
+        raise _fail(
+            f"{where}.datatype {datatype!r} is not supported for points; use FP64 "
+            f"(or one of {', '.join(sorted(INPUT_DATATYPES))})."
+        )
+    return datatype
+
+
+def check_shape(where: str, shape: Sequence[int], width: int) -> None:
+    """``[n_points, n_features]``, both at least 1, ``n_features`` the model's."""
+    shape = list(shape)
+    if len(shape) != 2:
+        raise _fail(f"{where}.shape must be [n_points, n_features], got {shape}.")
+    if shape[0] < 1 or shape[1] < 1:
+        raise _fail(f"{where}.shape {shape}: both dimensions must be at least 1.")
+    if shape[1] != width:
+        raise _fail(
+            f"{where}.shape {shape}: the model takes {width} features per point, not {shape[1]}."
+        )
+
+
+def check_byte_count(field: str, size: int, shape: Sequence[int], datatype: str) -> None:
+    """Raw bytes (``field`` names where their count is) must be exactly the tensor's."""
+    expected = shape[0] * shape[1] * INPUT_DATATYPES[datatype].itemsize
+    if size != expected:
+        raise _fail(
+            f"{field} is {size} bytes, but shape {list(shape)} of {datatype} takes {expected}."
+        )
+
+
+def check_value_count(field: str, n_values: int, shape: Sequence[int]) -> None:
+    """Typed values (in ``field``) must be exactly as many as the shape holds."""
+    needed = shape[0] * shape[1]
+    if n_values != needed:
+        raise _fail(f"{field} holds {n_values} values, but its shape {list(shape)} needs {needed}.")
+
+
+def check_integer_range(field: str, values: np.ndarray, datatype: str) -> None:
+    """Integers sent for an integer ``datatype`` must fit it (an INT8 of 300 is refused,
+    not wrapped)."""
+    dtype = INPUT_DATATYPES[datatype]
+    if dtype.kind in "iu" and values.size:
+        info = np.iinfo(dtype)
+        if values.min() < info.min or values.max() > info.max:
+            raise _fail(f"{field} holds values outside the range of {datatype}.")
+
+
+def finite_points(values: np.ndarray, shape: Sequence[int], field: str) -> np.ndarray:
+    """``values`` (flat, of the input's datatype) as ``(n_points, n_features)`` float64;
+    refused, naming the first point, when any value is NaN or infinite."""
+    X = values.reshape(shape[0], shape[1]).astype(np.float64)
+    finite = np.isfinite(X)
+    if not finite.all():
+        i, j = (int(k) for k in np.argwhere(~finite)[0])
+        raise _fail(
+            f"{field}: value {j} of point {i} is not a finite number ({float(X[i, j])!r} as "
+            "float64); every value must be finite."
+        )
+    return X
+
+
+def check_output_name(
+    where: str, name: object, available: Sequence[str], found: Sequence[str]
+) -> str:
+    """A requested output's name: one of the model's, asked for once."""
+    if not isinstance(name, str) or name not in available:
+        raise _fail(f"{where}.name {name!r} is not an output of this model; it has {available}.")
+    if name in found:
+        raise _fail(f"{where}.name: output {name!r} is asked for twice.")
+    return name
+
+
+def output_array(name: str, results: dict[str, np.ndarray]) -> tuple[str, np.ndarray]:
+    """An output's datatype and its values as that datatype's little-endian,
+    C-contiguous array, as both transports send them."""
+    datatype = OUTPUT_DATATYPES[name]
+    return datatype, np.ascontiguousarray(results[name], dtype=_OUTPUT_DTYPES[datatype])
 
 
 def output_names(algorithm: str) -> list[str]:
@@ -179,23 +285,16 @@ def _json_values(
         ) from None
     if array.dtype.kind not in "iuf" or (may_hold_bools and _has_bool(data)):
         raise _fail(f"{where}.data must hold numbers only (no strings, booleans or nulls).")
-    n_values = shape[0] * shape[1]
-    if array.size != n_values:
-        raise _fail(
-            f"{where}.data holds {array.size} values, but its shape {shape} needs {n_values}."
-        )
+    check_value_count(f"{where}.data", array.size, shape)
     if array.ndim > 1 and list(array.shape) != shape:
         raise _fail(
             f"{where}.data is nested as {list(array.shape)}, but its shape is {shape}; "
             "send it flat or nested as the shape says."
         )
     dtype = INPUT_DATATYPES[datatype]
-    if dtype.kind in "iu":
-        if array.dtype.kind == "f":
-            raise _fail(f"{where}.data must hold integers for datatype {datatype}.")
-        info = np.iinfo(dtype)
-        if array.min() < info.min or array.max() > info.max:
-            raise _fail(f"{where}.data holds values outside the range of {datatype}.")
+    if dtype.kind in "iu" and array.dtype.kind == "f":
+        raise _fail(f"{where}.data must hold integers for datatype {datatype}.")
+    check_integer_range(f"{where}.data", array, datatype)
     with np.errstate(over="ignore"):  # past FP32's range is inf: refused by the caller
         return array.reshape(-1).astype(dtype)
 
@@ -211,38 +310,21 @@ def _tensor(
     may_hold_bools: bool,
 ) -> tuple[np.ndarray, int]:
     """One input as (n_points, n_features) float64, and the binary bytes it used."""
-    datatype = tensor.get("datatype")
-    if not isinstance(datatype, str) or datatype not in INPUT_DATATYPES:
-        raise _fail(
-            f"{where}.datatype {datatype!r} is not supported for points; use FP64 "
-            f"(or one of {', '.join(sorted(INPUT_DATATYPES))})."
-        )
+    datatype = check_datatype(where, tensor.get("datatype"))
+    dtype = INPUT_DATATYPES[datatype]
     shape = tensor.get("shape")
     if not (isinstance(shape, list) and all(type(s) is int for s in shape)):
         raise _fail(f"{where}.shape must be an array of integers, got {shape!r}.")
-    if len(shape) != 2:
-        raise _fail(f"{where}.shape must be [n_points, n_features], got {shape}.")
-    if shape[0] < 1 or shape[1] < 1:
-        raise _fail(f"{where}.shape {shape}: both dimensions must be at least 1.")
-    if shape[1] != width:
-        raise _fail(
-            f"{where}.shape {shape}: the model takes {width} features per point, not {shape[1]}."
-        )
+    check_shape(where, shape, width)
     params = _object(tensor.get("parameters"), f"{where}.parameters")
     size = params.get("binary_data_size")
-    dtype = INPUT_DATATYPES[datatype]
     used = 0
     if size is not None:
         if type(size) is not int or size < 0:
             raise _fail(f"{where}.parameters.binary_data_size must be a byte count, got {size!r}.")
         if "data" in tensor:
             raise _fail(f"{where} has both data and parameters.binary_data_size; send one of them.")
-        expected = shape[0] * shape[1] * dtype.itemsize
-        if size != expected:
-            raise _fail(
-                f"{where}.parameters.binary_data_size is {size} bytes, but shape {shape} "
-                f"of {datatype} takes {expected}."
-            )
+        check_byte_count(f"{where}.parameters.binary_data_size", size, shape, datatype)
         left = len(binary) - offset
         if size > left:
             why = "" if framed else f" (the request sent no {HEADER_LENGTH} header)"
@@ -259,15 +341,7 @@ def _tensor(
             f"{where} has no data: send `data`, or `parameters.binary_data_size` with the "
             f"bytes after the JSON header ({HEADER_LENGTH})."
         )
-    X = values.reshape(shape[0], shape[1]).astype(np.float64)
-    finite = np.isfinite(X)
-    if not finite.all():
-        i, j = (int(k) for k in np.argwhere(~finite)[0])
-        raise _fail(
-            f"{where}.data: value {j} of point {i} is not a finite number ({float(X[i, j])!r} as "
-            "float64); every value must be finite."
-        )
-    return X, used
+    return finite_points(values, shape, f"{where}.data"), used
 
 
 def _requested_outputs(
@@ -282,13 +356,7 @@ def _requested_outputs(
         where = f"outputs[{i}]"
         if not isinstance(item, dict):
             raise _fail(f"{where} must be a JSON object with a name.")
-        name = item.get("name")
-        if name not in available:
-            raise _fail(
-                f"{where}.name {name!r} is not an output of this model; it has {available}."
-            )
-        if any(o.name == name for o in found):
-            raise _fail(f"{where}.name: output {name!r} is asked for twice.")
+        name = check_output_name(where, item.get("name"), available, [o.name for o in found])
         params = _object(item.get("parameters"), f"{where}.parameters")
         found.append(
             RequestedOutput(
@@ -315,10 +383,7 @@ def parse_request(
     binary_output = _flag(params, "binary_data_output", "parameters", False)
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise _fail(
-            f"inputs must be a non-empty array of tensors; this model takes one, "
-            f"{INPUT_NAME!r} (FP64, shape [n_points, {width}])."
-        )
+        raise no_inputs(width)
     # A bool can only be a `true`/`false` literal: without one, no walk is needed.
     may_hold_bools = b"true" in header or b"false" in header
     points: np.ndarray | None = None
@@ -327,14 +392,7 @@ def parse_request(
         where = f"inputs[{i}]"
         if not isinstance(tensor, dict):
             raise _fail(f"{where} must be a JSON object (name, datatype, shape, data).")
-        name = tensor.get("name")
-        if name != INPUT_NAME:
-            raise _fail(
-                f"{where}.name {name!r} is not an input of this model; it takes one, "
-                f"{INPUT_NAME!r}."
-            )
-        if points is not None:
-            raise _fail(f"{where}.name: input {INPUT_NAME!r} is given twice.")
+        check_input_name(where, tensor.get("name"), seen=points is not None)
         points, used = _tensor(
             tensor,
             where,
@@ -376,8 +434,7 @@ def encode_response(
     tensors: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for output in outputs:
-        datatype = OUTPUT_DATATYPES[output.name]
-        array = np.ascontiguousarray(results[output.name], dtype=_OUTPUT_DTYPES[datatype])
+        datatype, array = output_array(output.name, results)
         tensor: dict[str, Any] = {
             "name": output.name,
             "datatype": datatype,

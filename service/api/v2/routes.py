@@ -2,8 +2,9 @@
 written for those servers (``tritonclient.http``, KServe's) call predict unchanged.
 
 Thin on purpose: ``service.api.v2.protocol`` decodes and encodes the wire format,
-``Inference`` finds the model and predicts, exactly as ``/v1`` predict does. Errors
-under ``/v2`` are the protocol's ``{"error": "..."}`` (``service.api.problems``).
+``service.api.v2.dataplane`` finds the model and predicts, exactly as ``/v1`` predict
+does, and as the gRPC transport (``service.grpc``) does. Errors under ``/v2`` are the
+protocol's ``{"error": "..."}`` (``service.api.problems``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic.json_schema import models_json_schema
-from starlette.concurrency import run_in_threadpool
 
-from service import __version__
 from service.api.binary import media_type_of
 from service.api.deps import CatalogueDep, InferenceDep
-from service.api.offload import answer_points
-from service.api.v2 import protocol
+from service.api.v2 import dataplane, protocol
 from service.api.v2.protocol import HEADER_LENGTH
 from service.api.v2.types import (
     InferenceRequest,
@@ -32,9 +30,7 @@ from service.api.v2.types import (
     ServerMetadata,
     ServerReady,
 )
-from service.domain.inference.service import Inference
-from service.domain.records import ModelResource
-from service.errors import NotFound, UnsupportedMediaType
+from service.errors import UnsupportedMediaType
 
 TAG = "Open Inference Protocol (v2)"
 TAG_DESCRIPTION = (
@@ -46,10 +42,6 @@ TAG_DESCRIPTION = (
     "(mixtures) or `distances` (k-means). Errors are the protocol's "
     '`{"error": "..."}`, not problem+json.'
 )
-#: Server metadata's ``extensions``.
-EXTENSIONS = ["binary_tensor_data"]
-#: Bodies from this size on are decoded in the threadpool, as ``/v1`` JSON bodies are.
-_THREAD_THRESHOLD = 64 * 1024
 _ACCEPTED_MEDIA = frozenset({"", "application/json", "application/octet-stream"})
 
 #: Health and server metadata: open, like ``/healthz``.
@@ -131,14 +123,6 @@ _INFER_ANSWER: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _find(inference: Inference, model: str) -> ModelResource:
-    """The model's resource: inline for a cached id of a local store (the hot path of
-    infer), else in the threadpool (metadata reads, and a walk of the listing for a name)."""
-    if inference.ready(model):
-        return inference.find(model)
-    return await run_in_threadpool(inference.find, model)
-
-
 async def _version(request: Request) -> str | None:
     """The ``{version}`` of a versioned path; ``None`` on an unversioned one. (Async,
     as is ``_versioned``: FastAPI runs a plain ``def`` dependency in the threadpool.)"""
@@ -151,13 +135,6 @@ async def _versioned(version: Version) -> None:
 
 
 VersionOf = Annotated[str | None, Depends(_version)]
-
-
-def _check_version(model: str, resource: dict[str, Any], version: str | None) -> None:
-    if version is not None and version not in ("1", resource["id"]):
-        raise NotFound(
-            f"Model {model!r} has no version {version!r}; use '1' or {resource['id']!r}."
-        )
 
 
 def _both_paths(
@@ -201,7 +178,7 @@ def server_ready(catalogue: CatalogueDep) -> dict[str, bool]:
 
 @server_router.get("", response_model=ServerMetadata, summary="Server metadata (v2)")
 async def server_metadata() -> dict[str, Any]:
-    return {"name": "gmm-service", "version": __version__, "extensions": EXTENSIONS}
+    return dataplane.server_metadata()
 
 
 # -- models --------------------------------------------------------------------------------
@@ -210,8 +187,7 @@ async def model_metadata(
 ) -> dict[str, Any]:
     """The input `points` (FP64, `[-1, n_features]`) and the outputs: `labels` (INT64)
     and `probabilities` (mixtures) or `distances` (k-means), FP64 `[-1, k]`."""
-    resource = await _find(inference, model)
-    _check_version(model, resource, version)
+    resource = await dataplane.find_model(inference, model, version)
     return protocol.model_metadata(model, resource)
 
 
@@ -229,8 +205,7 @@ async def model_ready(
     model: ModelRef, version: VersionOf, inference: InferenceDep
 ) -> dict[str, Any]:
     """200 when the model exists (stored models are always ready); 404 otherwise."""
-    resource = await _find(inference, model)
-    _check_version(model, resource, version)
+    await dataplane.find_model(inference, model, version)
     return {"name": model, "ready": True}
 
 
@@ -268,8 +243,7 @@ async def model_infer(
         raise UnsupportedMediaType(
             f"Content-Encoding {encoding!r} is not supported: send the body uncompressed."
         )
-    resource = await _find(inference, model)
-    _check_version(model, resource, version)
+    resource = await dataplane.find_model(inference, model, version)
     body = await http.body()
     decode = partial(
         protocol.parse_request,
@@ -278,10 +252,9 @@ async def model_infer(
         width=int(resource["n_features"]),
         outputs=protocol.output_names(resource["algorithm"]),
     )
-    request = decode() if len(body) < _THREAD_THRESHOLD else await run_in_threadpool(decode)
+    request = await dataplane.run_by_size(decode, len(body))
     model_id = resource["id"]
-    predict = partial(inference.predict, loc=("inputs", 0, "data"))
-    result = await answer_points(inference, model_id, request.points, predict)
+    result = await dataplane.predict(inference, model_id, request.points, ("inputs", 0, "data"))
     content, header_length = protocol.encode_response(
         model_name=model,
         model_version=model_id,
