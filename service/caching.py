@@ -1,4 +1,5 @@
-"""The one LRU cache every cache of the service uses: cachetools' ``LRUCache`` behind a lock.
+"""The caches every cache of the service uses: cachetools' ``LRUCache`` and ``TLRUCache``
+behind a lock.
 
 Hand-written ``OrderedDict`` caches read an entry under the lock, let go of it, and
 then ``move_to_end`` it under the lock again: another thread may evict the entry in
@@ -11,10 +12,11 @@ other keys.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from cachetools import LRUCache
+from cachetools import LRUCache, TLRUCache
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -78,5 +80,39 @@ class LockedLRU(Generic[K, V]):
                 self._entries[key] = change(self._entries[key])
 
     def pop(self, key: K) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+
+def _own_deadline(key: object, deadline: float, now: float) -> float:
+    return deadline
+
+
+class Deadlines(Generic[K]):
+    """Keys that each hold until a deadline of their own (``time.monotonic`` seconds),
+    at most ``maxsize`` of them, least recently set out first: cachetools'
+    ``TLRUCache`` behind a lock. Thread-safe; a deadline already past is not kept.
+
+    ``valid`` is one lock and one clock read, cheap enough for every request on the
+    event loop: what lets a fact checked in a thread a moment ago (a model is still
+    stored) stand in for asking again.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._entries: TLRUCache[K, float] = TLRUCache(
+            maxsize=max(maxsize, 1), ttu=_own_deadline, timer=time.monotonic
+        )
+        self._lock = threading.Lock()
+
+    def valid(self, key: K) -> bool:
+        """Whether ``key`` was set with a deadline that has not passed yet."""
+        with self._lock:
+            return key in self._entries
+
+    def set(self, key: K, deadline: float) -> None:
+        with self._lock:
+            self._entries[key] = deadline
+
+    def discard(self, key: K) -> None:
         with self._lock:
             self._entries.pop(key, None)

@@ -79,6 +79,7 @@ def build_services(settings: Settings) -> Services:
             size=settings.cache_size,
             read_resource=lambda model_id: catalogue.get(model_id),
             compile=compile_estimator,
+            recheck_seconds=settings.model_recheck_seconds,
         ),
         limits,
     )

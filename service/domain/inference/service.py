@@ -54,8 +54,8 @@ class Inference:
 
     def ready(self, model_id: str) -> bool:
         """Whether a small request for this model can be answered on the event loop:
-        the model is in memory and checking that it is still stored reads nothing
-        that may block (a local store)."""
+        the model is in memory and known to be stored, so answering reads nothing
+        (``LoadedModels``)."""
         return self._catalogue.ready(model_id)
 
     def find(self, ref: str) -> ModelResource:
