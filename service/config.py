@@ -166,6 +166,15 @@ class Settings(BaseSettings):
         ),
     )
     cache_size: int = Field(64, ge=0, description="Loaded models kept in memory per worker (LRU).")
+    fast_path: bool = Field(
+        True,
+        description=(
+            "Answer predict, score and v2 infer of models already in memory in a small "
+            "layer ahead of FastAPI's routing: the same answers, headers, errors, logs and "
+            "metrics, at a fraction of the cost per request. false: every request goes "
+            "through FastAPI's route (to rule the hot path out when diagnosing)."
+        ),
+    )
     model_recheck_seconds: float = Field(
         0.5,
         ge=0,

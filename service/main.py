@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from service import __version__
 from service.api import docs, openapi, problems
 from service.api.explorer import routes as explorer
+from service.api.hotpath import HotPath
 from service.api.limits import BodyLimitMiddleware
 from service.api.metrics import Metrics
 from service.api.middleware import RequestContextMiddleware, configure_logging
@@ -135,6 +136,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(v2.router, dependencies=[AuthDep])
     # Every route of these needs a key when keys are configured (ApiKeyMiddleware).
     guarded = [*v1, v2.router]
+    if settings.fast_path:
+        # Innermost of the service's layers: everything outside it (request id, log
+        # line, metrics, CORS, keys, body limits) runs for its answers too.
+        app.add_middleware(HotPath, fastapi=app, metrics=app.state.metrics)
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
