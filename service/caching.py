@@ -109,6 +109,11 @@ class Deadlines(Generic[K]):
         with self._lock:
             return key in self._entries
 
+    def get(self, key: K) -> float | None:
+        """``key``'s deadline while it has not passed, else None."""
+        with self._lock:
+            return self._entries.get(key)
+
     def set(self, key: K, deadline: float) -> None:
         with self._lock:
             self._entries[key] = deadline

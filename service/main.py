@@ -6,6 +6,7 @@ Servers call it: ``python -m service``, or ``uvicorn service.main:create_app --f
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -94,9 +95,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             logging.getLogger("service.jobs").warning(
                 "marked %d interrupted job(s) failed", recovered
             )
+        # What start-up built (modules, the app, its OpenAPI document, the services:
+        # a quarter of a million objects) lives as long as the process. Out of the
+        # garbage collector's sight, a full collection takes about 1 ms instead of
+        # about 190 ms, which every request in flight waited for: the p99 of predict.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()  # an app built again in this process (tests) starts afresh
             if services is None:  # joins job threads and closes database connections
                 await run_in_threadpool(app.state.services.close)
             app.state.metrics.close()

@@ -50,6 +50,7 @@ class Services:
         self.housekeeping.close()
         self.jobs.close()  # running jobs stop first: their fits may use the runner
         self.training.close()
+        self.catalogue.close()
         self.store.close()
 
 

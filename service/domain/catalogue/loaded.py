@@ -12,12 +12,20 @@ How late a delete made elsewhere is seen: a request that starts more than
 counts from the moment its ``exists`` (or load) started, which came before the
 delete, so the bound holds whatever the store's latency. A delete through this
 worker is seen at once (``forget``).
+
+A model in use is asked about again before its confirmation runs out: the first
+``ready`` in the second half of it hands one ``exists`` to a thread of its own. So
+under steady traffic no request waits for the store, and none is sent the slow way
+because sixteen requests in flight all found the confirmation expired at once.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,6 +34,8 @@ from service.domain.records import Bundle, ModelResource
 from service.errors import NotFound
 from service.ids import check_id
 from service.store.base import ModelStore
+
+log = logging.getLogger("service.models")
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,10 @@ class LoadedModels:
         self._recheck = recheck_seconds
         #: Until when each cached model is known to be stored.
         self._confirmed: Deadlines[str] = Deadlines(size)
+        #: Asks the store ahead of a confirmation's end (``ready``), one model at a time.
+        self._rechecker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gmm-recheck")
+        self._rechecking: set[str] = set()
+        self._rechecking_lock = threading.Lock()
 
     @property
     def hits(self) -> int:
@@ -111,8 +125,44 @@ class LoadedModels:
     def ready(self, model_id: str) -> bool:
         """Whether ``get(model_id)`` would read nothing at all (the model is in memory
         and known to be stored): what lets a small request be answered on the event
-        loop, with any store."""
-        return self._confirmed.valid(model_id) and model_id in self._cache
+        loop, with any store. Never waits: in the second half of the confirmation it
+        hands the next ``exists`` to the rechecking thread."""
+        deadline = self._confirmed.get(model_id)
+        if deadline is None or model_id not in self._cache:
+            return False
+        if deadline - time.monotonic() < self._recheck / 2:
+            self._recheck_soon(model_id)
+        return True
+
+    def _recheck_soon(self, model_id: str) -> None:
+        with self._rechecking_lock:
+            if model_id in self._rechecking:
+                return
+            self._rechecking.add(model_id)
+        try:
+            self._rechecker.submit(self._recheck_now, model_id)
+        except RuntimeError:  # shut down: the confirmation runs out, requests ask inline
+            with self._rechecking_lock:
+                self._rechecking.discard(model_id)
+
+    def _recheck_now(self, model_id: str) -> None:
+        """In the rechecking thread: confirm the model again, or drop it if it is gone.
+        A store that fails is left to the next request's own check to report."""
+        try:
+            started = time.monotonic()
+            if self._store.exists(model_id):
+                self._confirmed.set(model_id, started + self._recheck)
+            else:
+                self.forget(model_id)
+        except Exception:
+            log.warning("could not confirm that model %s is still stored", model_id, exc_info=True)
+        finally:
+            with self._rechecking_lock:
+                self._rechecking.discard(model_id)
+
+    def close(self) -> None:
+        """Stop the rechecking thread (a check under way ends on its own)."""
+        self._rechecker.shutdown(wait=False, cancel_futures=True)
 
     def renamed(self, model_id: str, resource: ModelResource) -> None:
         self._cache.replace(model_id, lambda hit: replace(hit, resource=resource))

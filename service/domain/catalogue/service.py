@@ -254,6 +254,10 @@ class Catalogue:
         self._loaded.forget(model_id)
 
     # -- operations ---------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the thread that keeps models in memory confirmed (``LoadedModels``)."""
+        self._loaded.close()
+
     def check_store(self) -> None:
         """Readiness: ``StoreUnavailable`` (503) unless a write round-trip succeeds."""
         self._store.check_writable()
