@@ -239,10 +239,6 @@ async def _on_http_error(
     return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
 
-async def _on_unhandled(request: Request, exc: Exception) -> ProblemResponse | NumpyJSONResponse:
-    return internal_error(request.method, request.url.path, exc)
-
-
 def internal_error(method: str, path: str, exc: Exception) -> ProblemResponse | NumpyJSONResponse:
     """The 500 of a bug: its traceback logged under an id the answer quotes, and nothing
     of the exception in the answer itself."""
@@ -264,9 +260,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
     app.add_exception_handler(ServiceError, _on_service_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
-    # RequestContextMiddleware answers the app's unexpected errors itself, with the
-    # request's headers; this (Starlette's outermost layer) is left with its own.
-    app.add_exception_handler(Exception, _on_unhandled)
+    # Unexpected errors: RequestContextMiddleware answers them (``internal_error``),
+    # with the request's headers, and keeps the connection.
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
