@@ -152,12 +152,11 @@ class HotPath:
         output = self._output(operation, scope["query_string"])
         if output is None or not inference.ready(model_id):
             return False
-        content_type, length = _content_headers(scope["headers"])
+        content_type, length, accept = _headers(scope["headers"])
         media = media_type_of(content_type)
         if not (media == "application/json" or (media == NPY and length.isdigit())):
             return False
         scope.update(child)  # route, endpoint, path_params: for the log line and handlers
-        request = Request(scope, receive)
         try:
             if media == NPY:
                 body: bytes | bytearray = await _read_into(receive, int(length))
@@ -174,7 +173,7 @@ class HotPath:
                     return True
                 points, loc = validated.points, models.JSON_POINTS_LOC
             response = await operation.answer(
-                inference, model_id, points, loc, output, wants_npy(request)
+                inference, model_id, points, loc, output, wants_npy(accept)
             )
         except _Disconnected as gone:
             await self._fall_back(scope, receive, send, gone.args[0], disconnected=True)
@@ -183,7 +182,7 @@ class HotPath:
             await self._fall_back(scope, receive, send, body)
             return True
         except Exception as exc:
-            response = await self._handled(request, exc)
+            response = await self._handled(Request(scope, receive), exc)
         self._answered.inc()
         await response(scope, receive, send)
         return True
@@ -263,16 +262,18 @@ class HotPath:
         await self.app(scope, replay, send)
 
 
-def _content_headers(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, str]:
-    """The first ``Content-Type`` and ``Content-Length``, as Starlette's headers give
-    them ("" when absent)."""
-    content_type = length = None
+def _headers(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, str, str]:
+    """The first ``Content-Type``, ``Content-Length`` and ``Accept``, as Starlette's
+    ``request.headers.get`` gives them ("" when absent)."""
+    content_type = length = accept = None
     for name, value in headers:
         if name == b"content-type" and content_type is None:
             content_type = value.decode("latin-1")
         elif name == b"content-length" and length is None:
             length = value.decode("latin-1")
-    return content_type or "", length or ""
+        elif name == b"accept" and accept is None:
+            accept = value.decode("latin-1")
+    return content_type or "", length or "", accept or ""
 
 
 async def _read_all(receive: Receive) -> bytes:

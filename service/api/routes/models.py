@@ -349,7 +349,9 @@ async def predict(
     The points may be a `.npy` body (`Content-Type: application/x-npy`);
     `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
     points, loc = await _points_of(http, request, inference)
-    return await answer_predict(inference, model_id, points, loc, output, wants_npy(http))
+    return await answer_predict(
+        inference, model_id, points, loc, output, wants_npy(http.headers.get("accept", ""))
+    )
 
 
 @router.post(
@@ -373,7 +375,9 @@ async def score_points(
     The points may be a `.npy` body (`Content-Type: application/x-npy`);
     `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
     points, loc = await _points_of(http, request, inference)
-    return await answer_score(inference, model_id, points, loc, output, wants_npy(http))
+    return await answer_score(
+        inference, model_id, points, loc, output, wants_npy(http.headers.get("accept", ""))
+    )
 
 
 @router.post(
