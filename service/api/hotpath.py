@@ -38,7 +38,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from starlette._utils import is_async_callable
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -82,8 +82,10 @@ def _routes_by_name(app: FastAPI) -> dict[str, APIRoute]:
     }
 
 
-class _Disconnected(Exception):
-    """The client left while its body was being read: FastAPI's route must answer."""
+class _Disconnected(ClientDisconnect):
+    """The client left while its body was being read (``args[0]``: the bytes that came):
+    FastAPI's route answers a v1 request, and a v2 one fails as ``Request.body``'s
+    ``ClientDisconnect`` does."""
 
 
 class HotPath:
@@ -152,7 +154,9 @@ class HotPath:
         output = self._output(operation, scope["query_string"])
         if output is None or not inference.ready(model_id):
             return False
-        content_type, length, accept = _headers(scope["headers"])
+        found = _first(scope["headers"], _POINTS_HEADERS)
+        content_type = found.get(b"content-type", "")
+        length = found.get(b"content-length", "")
         media = media_type_of(content_type)
         if not (media == "application/json" or (media == NPY and length.isdigit())):
             return False
@@ -173,7 +177,7 @@ class HotPath:
                     return True
                 points, loc = validated.points, models.JSON_POINTS_LOC
             response = await operation.answer(
-                inference, model_id, points, loc, output, wants_npy(accept)
+                inference, model_id, points, loc, output, wants_npy(found.get(b"accept", ""))
             )
         except _Disconnected as gone:
             await self._fall_back(scope, receive, send, gone.args[0], disconnected=True)
@@ -200,13 +204,19 @@ class HotPath:
         if inference is None or not inference.ready(model):
             return False
         scope.update(child)
-        request = Request(scope, receive)
+        found = _first(scope["headers"], _INFER_HEADERS)
         try:
-            response = await v2.model_infer(
-                model, child["path_params"].get("version"), inference, request
+            response = await v2.answer_infer(
+                inference,
+                model,
+                child["path_params"].get("version"),
+                content_type=found.get(b"content-type", ""),
+                content_encoding=found.get(b"content-encoding", "identity"),
+                header_length=found.get(_HEADER_LENGTH),
+                read_body=partial(_read_all, receive),
             )
         except Exception as exc:
-            response = await self._handled(request, exc)
+            response = await self._handled(Request(scope, receive), exc)
         self._answered.inc()
         await response(scope, receive, send)
         return True
@@ -262,22 +272,24 @@ class HotPath:
         await self.app(scope, replay, send)
 
 
-def _headers(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, str, str]:
-    """The first ``Content-Type``, ``Content-Length`` and ``Accept``, as Starlette's
-    ``request.headers.get`` gives them ("" when absent)."""
-    content_type = length = accept = None
+#: The headers each operation reads, by their lowercase names (as ASGI gives them).
+_POINTS_HEADERS = frozenset({b"content-type", b"content-length", b"accept"})
+_HEADER_LENGTH = v2.HEADER_LENGTH.lower().encode()
+_INFER_HEADERS = frozenset({b"content-type", b"content-encoding", _HEADER_LENGTH})
+
+
+def _first(headers: Sequence[tuple[bytes, bytes]], names: frozenset[bytes]) -> dict[bytes, str]:
+    """The first value of each of ``names`` the request sends, as Starlette's
+    ``request.headers.get`` gives it; absent names are absent."""
+    found: dict[bytes, str] = {}
     for name, value in headers:
-        if name == b"content-type" and content_type is None:
-            content_type = value.decode("latin-1")
-        elif name == b"content-length" and length is None:
-            length = value.decode("latin-1")
-        elif name == b"accept" and accept is None:
-            accept = value.decode("latin-1")
-    return content_type or "", length or "", accept or ""
+        if name in names and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
 
 
 async def _read_all(receive: Receive) -> bytes:
-    """The whole body, as ``Request.body`` reads it."""
+    """The whole body, as ``Request.body`` reads it (without its async generator)."""
     chunks: list[bytes] = []
     while True:
         message = await receive()

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -55,16 +54,14 @@ _OUTPUT_DTYPES = {"INT64": np.dtype("<i8"), "FP64": np.dtype("<f8")}
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-@dataclass(frozen=True)
-class RequestedOutput:
+class RequestedOutput(NamedTuple):
     """An output the request names, and whether it is to be sent as binary data."""
 
     name: str
     binary: bool
 
 
-@dataclass(frozen=True)
-class InferRequest:
+class InferRequest(NamedTuple):
     """A decoded infer request: its ``id``, the points, and what to answer."""
 
     id: str | None
@@ -259,7 +256,7 @@ def _tensor(
             f"{where} has no data: send `data`, or `parameters.binary_data_size` with the "
             f"bytes after the JSON header ({HEADER_LENGTH})."
         )
-    X = values.reshape(shape[0], shape[1]).astype(np.float64)
+    X = values.reshape(shape[0], shape[1]).astype(np.float64, copy=False)
     finite = np.isfinite(X)
     if not finite.all():
         i, j = (int(k) for k in np.argwhere(~finite)[0])
