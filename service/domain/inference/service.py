@@ -26,7 +26,12 @@ def _require_finite(results: dict[str, Any], loc: Loc) -> None:
     row to rescale instead.
     """
     for name, value in results.items():
-        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size:
+        if (
+            isinstance(value, np.ndarray)
+            and value.dtype.kind == "f"
+            and value.size
+            and not np.isfinite(value).all()  # the one check a good answer costs
+        ):
             bad = ~np.isfinite(value.reshape(len(value), -1)).all(axis=1)
             if bad.any():
                 i = int(np.argmax(bad))
