@@ -86,13 +86,14 @@ class Endpoint:
 
 
 def wrk(endpoint: Endpoint, *, concurrency: int, duration: float, threads: int = 2) -> dict:
-    """Requests/s, p50 and p99 (ms) and non-2xx count of one wrk run."""
+    """Requests/s, p50 and p99 (ms) and non-2xx count of one wrk run of ``duration``
+    seconds (whole seconds: wrk takes no fraction; at least 1)."""
     out = subprocess.run(
         [
             "wrk",
             f"-t{threads}",
             f"-c{concurrency}",
-            f"-d{duration:g}s",
+            f"-d{max(1, round(duration))}s",
             "--latency",
             "-s",
             endpoint.script,
