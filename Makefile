@@ -64,6 +64,7 @@ bench: dev
 	$(BIN)/python bench/predict_wrk.py
 	$(BIN)/python bench/v2_infer.py
 	$(BIN)/python bench/v2_grpc.py
+	$(BIN)/python bench/predict_large.py
 	$(BIN)/python bench/fit_e2e.py
 	$(BIN)/python bench/parse_points.py
 

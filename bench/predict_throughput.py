@@ -1,7 +1,8 @@
-"""Predict throughput: single-point requests at fixed concurrency, service vs minimal app.
+"""Predict throughput: single-point requests at fixed concurrency, service vs the reference.
 
 Both servers hold the same fitted mixture (the seed blobs, 4 components): the service
-fits it through its own API, the minimal app loads the same fit from a joblib file.
+fits it through its own API, the reference app (``../shared/bench/minimal_app.py``)
+loads the same fit from a joblib file.
 The model is tiny on purpose: sklearn's share of each request is small, so the
 figure is the per-request cost of the HTTP stack around it.
 """
@@ -47,15 +48,25 @@ def fit_reference(path: Path) -> tuple[GaussianMixture, np.ndarray]:
     return gm, X
 
 
-def register_model(base_url: str) -> str:
+#: The seed model's fit as a ``POST /v1/models`` body.
+SEED_FIT: dict[str, Any] = {
+    "algorithm": "gaussian_mixture",
+    "params": SEED_PARAMS,
+    "data": {"generator": SEED_BLOBS},
+    "include": [],
+}
+
+
+def register_model(base_url: str, headers: dict[str, str] | None = None) -> str:
     """Fit the seed model through the service; its id for the predict route."""
-    body = {
-        "algorithm": "gaussian_mixture",
-        "params": SEED_PARAMS,
-        "data": {"generator": SEED_BLOBS},
-        "include": [],
-    }
-    response = httpx.post(f"{base_url}/v1/models", json=body, timeout=60.0)
+    with httpx.Client(base_url=base_url, headers=headers, timeout=60.0) as client:
+        return register_model_with(client)
+
+
+def register_model_with(client: Any) -> str:
+    """``register_model`` through a client of the service (``httpx.Client`` or a
+    ``TestClient``), with whatever headers it sends."""
+    response = client.post("/v1/models", json=SEED_FIT)
     if response.status_code != 201:
         raise RuntimeError(f"fit answered {response.status_code}: {response.text[:500]}")
     model_id: str = response.json()["id"]
@@ -63,13 +74,17 @@ def register_model(base_url: str) -> str:
 
 
 def check_same_answers(
-    service_url: str, minimal_url: str, X: np.ndarray, gm: GaussianMixture
+    service_url: str,
+    minimal_url: str,
+    X: np.ndarray,
+    gm: GaussianMixture,
+    headers: dict[str, str] | None = None,
 ) -> bool:
     """Both servers answer sklearn's ``predict_proba`` for the same points, so the
-    throughput figures compare equal work."""
+    throughput figures compare equal work. ``headers`` go to the service."""
     points = X[:8].tolist()
     expected = gm.predict_proba(X[:8])
-    service = httpx.post(service_url, json={"points": points}, timeout=30.0).json()
+    service = httpx.post(service_url, json={"points": points}, headers=headers, timeout=30.0).json()
     minimal = httpx.post(minimal_url, json={"points": points}, timeout=30.0).json()
     return bool(
         np.allclose(service["probabilities"], expected, rtol=1e-10, atol=0.0)

@@ -1,19 +1,31 @@
-"""Predict throughput driven by wrk: the service against the minimal FastAPI app.
+"""Predict throughput driven by wrk: the service against the shared reference app.
 
 A Python load generator tops out near 200 requests/s on a small machine and then
-measures itself; wrk (C, event-driven) does not. Both servers get the same bodies at
-the same concurrency, in alternating slices so that background load falls on both.
-The minimal app's rate is printed too: if it is far below the thousands of requests/s
-such an app reaches, the figures say more about the machine than about the service.
+measures itself; wrk (C, event-driven) does not. The reference is
+``../shared/bench/minimal_app.py`` (an ``async`` FastAPI route, the raw body parsed
+by orjson, ``predict_proba``, an orjson answer), started as its docstring says with
+the uvicorn options ``python -m service`` uses. Every endpoint gets the same body at
+the same concurrency, in alternating slices so that background load falls on all of
+them, after a 1 s warm-up each that is thrown away:
 
-    python bench/predict_wrk.py [--duration 10] [--concurrency 16] [--points 1 100]
-                                [--workers 1 2]
+- the reference;
+- the service with default settings (the JSON access line and metrics on), one worker;
+- the same with ``GMM_API_KEYS`` set, each request sending its key;
+- the same service with ``GMM_WORKERS=2``.
+
+The reference's own rate is printed beside every ratio: a reference far below the
+thousands of requests/s such an app reaches means the machine (or wrk) was the
+bottleneck, not the service.
+
+    python bench/predict_wrk.py [--duration 9] [--rounds 3] [--concurrency 16]
+                                [--points 1 100] [--reference PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -29,15 +41,27 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 
 from bench import predict_throughput  # noqa: E402
-from bench.run import Server, minimal_server, service_server  # noqa: E402
+from bench.run import (  # noqa: E402
+    SHARED_REFERENCE,
+    Server,
+    machine_info,
+    reference_server,
+    service_server,
+)
 
+#: The body is read from a file, so that any bytes (a binary tensor) go as they are.
 _LUA = """
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = {body}
+local f = io.open({path}, "rb")
+wrk.body = f:read("*all")
+f:close()
+{headers}
 """
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+API_KEY = "bench-key"
+#: Goals of issue 17, printed beside the figures.
+GOALS = {1: 2.0, 100: 1.5}
 
 
 def _ms(text: str) -> float:
@@ -45,45 +69,66 @@ def _ms(text: str) -> float:
     return float(value) * _UNITS[unit]
 
 
-def wrk(url: str, body: bytes, *, concurrency: int, duration: float, threads: int = 2) -> dict:
-    """Requests/s, p50 and p99 (ms) and non-2xx count of one wrk run."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(_LUA.format(body=json.dumps(body.decode())))
-        script = fh.name
+class Endpoint:
+    """A URL, a body and its headers, as a wrk script in a temporary folder."""
+
+    def __init__(self, url: str, body: bytes, headers: dict[str, str], folder: Path) -> None:
+        self.url = url
+        fd, body_path = tempfile.mkstemp(dir=folder, suffix=".body")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(body)
+        lines = "\n".join(
+            f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()
+        )
+        fd, self.script = tempfile.mkstemp(dir=folder, suffix=".lua")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(_LUA.format(path=json.dumps(body_path), headers=lines))
+
+
+def wrk(endpoint: Endpoint, *, concurrency: int, duration: float, threads: int = 2) -> dict:
+    """Requests/s, p50 and p99 (ms) and non-2xx count of one wrk run of ``duration``
+    seconds (whole seconds: wrk takes no fraction; at least 1)."""
     out = subprocess.run(
         [
             "wrk",
             f"-t{threads}",
             f"-c{concurrency}",
-            f"-d{duration:g}s",
+            f"-d{max(1, round(duration))}s",
             "--latency",
             "-s",
-            script,
-            url,
+            endpoint.script,
+            endpoint.url,
         ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    Path(script).unlink()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": int(bad.group(1)) if bad else 0}
+    errors = re.search(r"Socket errors:.*", out)
+    return {
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(0) if errors else "",
+    }
 
 
 def measure(
-    cases: dict[str, tuple[str, bytes]], *, concurrency: int, duration: float, rounds: int
+    cases: dict[str, Endpoint], *, concurrency: int, duration: float, rounds: int
 ) -> dict[str, dict[str, float]]:
-    """Alternate the endpoints (name -> url and body) ``rounds`` times, after a 1 s
-    warm-up each that is thrown away: mean req/s, median p50 and p99, summed non-2xx."""
+    """Alternate the endpoints ``rounds`` times, ``duration / rounds`` seconds each, after
+    a 1 s warm-up each that is thrown away: mean req/s, median p50 and p99, summed
+    non-2xx."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
-    for url, body in cases.values():
-        wrk(url, body, concurrency=concurrency, duration=1)
+    for endpoint in cases.values():
+        wrk(endpoint, concurrency=concurrency, duration=1)
     for _ in range(rounds):
-        for name, (url, body) in cases.items():
-            runs[name].append(wrk(url, body, concurrency=concurrency, duration=duration / rounds))
+        for name, endpoint in cases.items():
+            runs[name].append(wrk(endpoint, concurrency=concurrency, duration=duration / rounds))
     return {
         name: {
             "rps": float(np.mean([r["rps"] for r in rs])),
@@ -96,86 +141,103 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per server")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--duration", type=float, default=9.0, help="seconds per endpoint")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--points", type=int, nargs="+", default=[1, 100])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--reference", type=Path, default=SHARED_REFERENCE)
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
 
-    results: dict[str, Any] = {"concurrency": args.concurrency, "cases": []}
+    results: dict[str, Any] = {
+        "concurrency": args.concurrency,
+        "machine": machine_info(),
+        "cases": [],
+    }
     with tempfile.TemporaryDirectory(prefix="gmm-bench-") as tmp:
-        model_path = Path(tmp) / "seed.joblib"
-        gm, X = predict_throughput.fit_reference(model_path)
-        minimal = Server(*minimal_server(model_path))
-        services = {}
+        folder = Path(tmp)
+        gm, X = predict_throughput.fit_reference(folder / "seed.joblib")
+        store = folder / "store"
+        servers = {
+            "reference": Server(*reference_server(folder / "seed.joblib", args.reference)),
+            "service": Server(*service_server(store)),
+            "service, API keys": Server(*service_server(store, {"GMM_API_KEYS": API_KEY})),
+            "service, 2 workers": Server(*service_server(store, {"GMM_WORKERS": "2"})),
+        }
         try:
-            for workers in args.workers:
-                argv_, env, port, ready = service_server(Path(tmp) / "store")
-                env["GMM_WORKERS"] = str(workers)
-                services[workers] = Server(argv_, env, port, ready)
-            minimal_base = minimal.wait_ready()
-            bases = {w: s.wait_ready() for w, s in services.items()}
-            model_id = predict_throughput.register_model(bases[args.workers[0]])
-            results["same_answers"] = predict_throughput.check_same_answers(
-                f"{bases[args.workers[0]]}/v1/models/{model_id}/predict",
-                f"{minimal_base}/predict",
-                X,
-                gm,
+            bases = {name: server.wait_ready() for name, server in servers.items()}
+            model_id = predict_throughput.register_model(bases["service"])
+            paths = {name: f"/v1/models/{model_id}/predict" for name in servers}
+            paths["reference"] = "/predict"
+            headers = {name: {"Content-Type": "application/json"} for name in servers}
+            headers["service, API keys"]["X-API-Key"] = API_KEY
+            results["same_answers"] = all(
+                predict_throughput.check_same_answers(
+                    bases[name] + paths[name],
+                    bases["reference"] + paths["reference"],
+                    X,
+                    gm,
+                    headers=headers[name],
+                )
+                for name in servers
+                if name != "reference"
             )
             for n in args.points:
                 rows = np.vstack([X] * (n // len(X) + 1))[:n]
                 body = json.dumps({"points": rows.tolist()}).encode()
-                for workers, base in bases.items():
-                    urls = {
-                        "minimal": f"{minimal_base}/predict",
-                        "service": f"{base}/v1/models/{model_id}/predict",
-                    }
-                    if workers != args.workers[0]:
-                        urls.pop("minimal")
-                    case = measure(
-                        {name: (url, body) for name, url in urls.items()},
-                        concurrency=args.concurrency,
-                        duration=args.duration,
-                        rounds=args.rounds,
-                    )
-                    results["cases"].append({"points": n, "workers": workers, **case})
+                cases = {
+                    name: Endpoint(bases[name] + paths[name], body, headers[name], folder)
+                    for name in servers
+                }
+                case = measure(
+                    cases,
+                    concurrency=args.concurrency,
+                    duration=args.duration,
+                    rounds=args.rounds,
+                )
+                results["cases"].append({"points": n, **case})
         finally:
-            minimal.stop()
-            for server in services.values():
+            for server in servers.values():
                 server.stop()
+    results["load_average_end"] = list(os.getloadavg())
     _report(results)
     return results
 
 
 def _report(results: dict[str, Any]) -> None:
-    by_points: dict[int, dict[int, Any]] = {}
-    for case in results["cases"]:
-        by_points.setdefault(case["points"], {})[case["workers"]] = case
+    load = results["machine"]["load_average"][0], results["load_average_end"][0]
     print(
-        f"predict throughput, wrk -c{results['concurrency']} "
-        f"(both servers answer sklearn's predict_proba: {results['same_answers']})"
+        f"predict throughput, wrk -c{results['concurrency']}, load average {load[0]:.2f} "
+        f"-> {load[1]:.2f} (every server answers sklearn's predict_proba: "
+        f"{results['same_answers']})"
     )
-    for n, cases in by_points.items():
-        first = min(cases)
-        ref = cases[first]["minimal"]
-        one = cases[first]["service"]
+    for case in results["cases"]:
+        n, ref, one = case["points"], case["reference"], case["service"]
+        keys, two = case["service, API keys"], case["service, 2 workers"]
+        ratio = one["rps"] / ref["rps"]
+        print(f"  {n:>4} point(s): reference {ref['rps']:8.0f} req/s p99 {ref['p99_ms']:6.2f} ms")
         print(
-            f"  {n:>4} point(s): minimal {ref['rps']:8.0f} req/s p99 {ref['p99_ms']:6.2f} ms | "
-            f"service {one['rps']:8.0f} req/s p99 {one['p99_ms']:6.2f} ms | "
-            f"ratio {one['rps'] / ref['rps']:.2f}x (goal >= {1.2 if n == 1 else 1.0}x)"
-        )
-        for workers, case in sorted(cases.items()):
-            if workers == first:
-                continue
-            rps = case["service"]["rps"]
-            print(
-                f"        {workers} workers: {rps:8.0f} req/s = {rps / one['rps']:.2f}x "
-                f"one worker (goal >= 1.5x)"
+            f"        service            {one['rps']:8.0f} req/s p99 {one['p99_ms']:6.2f} ms"
+            f"  {ratio:.2f}x the reference (goal >= {GOALS.get(n, 1.0)}x)"
+            + (
+                f"; p99 {one['p99_ms'] / ref['p99_ms']:.2f}x the reference's (goal <= 1.0x)"
+                if n == 1
+                else ""
             )
+        )
+        print(
+            f"        with API keys      {keys['rps']:8.0f} req/s p99 {keys['p99_ms']:6.2f} ms"
+            f"  {keys['rps'] / ref['rps']:.2f}x the reference"
+        )
+        print(
+            f"        2 workers          {two['rps']:8.0f} req/s p99 {two['p99_ms']:6.2f} ms"
+            f"  {two['rps'] / one['rps']:.2f}x one worker (goal >= 1.5x)"
+        )
+        errors = sum(int(c["non_2xx"]) for c in (ref, one, keys, two))
+        if errors:
+            print(f"        non-2xx answers: {errors}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Run the benchmarks: fit overhead and predict throughput, one table, one JSON file.
 
 ``python bench/run.py`` (or ``make bench``) starts the service (``python -m service``)
-and the minimal reference app (``uvicorn bench.minimal_app:app``) on free 127.0.0.1
-ports, each with one worker and a store in a temporary folder, runs both
+and the reference app (``../shared/bench/minimal_app.py``, the hand-written FastAPI
+wrapper the goals name) on free 127.0.0.1 ports, each with one worker, the same
+uvicorn options, and the service's store in a temporary folder, runs both
 measurements against them, and always stops them. Every figure is a ratio to a
 reference measured in the same run, because absolute numbers depend on the machine.
 """
@@ -33,9 +34,13 @@ import sklearn  # noqa: E402
 from threadpoolctl import threadpool_info  # noqa: E402
 
 from bench import fit_overhead, predict_throughput  # noqa: E402
-from bench.minimal_app import MODEL_PATH_ENV  # noqa: E402
+from service.config import Settings  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "latest.json"
+#: The hand-written wrapper the goals compare against, beside the repository.
+SHARED_REFERENCE = ROOT.parent / "shared" / "bench" / "minimal_app.py"
+#: Where that app reads its joblib file from (its docstring).
+REFERENCE_MODEL_ENV = "MINIMAL_MODEL_PATH"
 
 
 def free_port() -> int:
@@ -50,6 +55,9 @@ def _clean_env(extra: dict[str, str]) -> dict[str, str]:
     """The caller's environment without its ``GMM_*`` settings (a stray API key or
     limit must not change the figures); BLAS variables such as OPENBLAS_CORETYPE stay."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GMM_")}
+    # This checkout's service, whatever the venv has installed (servers run in an
+    # empty folder, where a relative PYTHONPATH would name nothing).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 
@@ -104,40 +112,64 @@ class Server:
         self._cwd.cleanup()
 
 
-def service_server(store_dir: Path) -> tuple[list[str], dict[str, str], int, str]:
+def service_server(
+    store_dir: Path, env: dict[str, str] | None = None
+) -> tuple[list[str], dict[str, str], int, str]:
+    """``python -m service`` with default settings (the JSON access line and metrics on),
+    one worker, a store in ``store_dir``, plus ``env``."""
     port = free_port()
-    env = _clean_env(
-        {
-            "GMM_HOST": "127.0.0.1",
-            "GMM_PORT": str(port),
-            "GMM_WORKERS": "1",
-            "GMM_STORE_DIR": str(store_dir),
-            # Access logs off on both servers: at info they cost a write per request.
-            "GMM_LOG_LEVEL": "warning",
-        }
+    settings = {
+        "GMM_HOST": "127.0.0.1",
+        "GMM_PORT": str(port),
+        "GMM_WORKERS": "1",
+        "GMM_STORE_DIR": str(store_dir),
+        # Replicas of one store (other workers' counts, keys) share one signing key.
+        "GMM_SECRET_KEY": "bench-secret-key",
+    }
+    return (
+        [sys.executable, "-m", "service"],
+        _clean_env({**settings, **(env or {})}),
+        port,
+        "/healthz",
     )
-    return [sys.executable, "-m", "service"], env, port, "/healthz"
 
 
-def minimal_server(model_path: Path) -> tuple[list[str], dict[str, str], int, str]:
+def uvicorn_options() -> list[str]:
+    """The uvicorn options ``python -m service`` runs with by default, as command-line
+    flags for another app: one worker, the same keep-alive, connection cap and log
+    level, httptools, no uvicorn access log (the service writes its own line)."""
+    default = {name: field.default for name, field in Settings.model_fields.items()}
+    return [
+        *("--workers", "1"),
+        *("--timeout-keep-alive", str(default["timeout_keep_alive"])),
+        *("--limit-concurrency", str(default["max_connections"])),
+        *("--log-level", default["log_level"]),
+        *("--http", "httptools"),
+        "--no-access-log",
+    ]
+
+
+def reference_server(
+    model_path: Path, reference: Path = SHARED_REFERENCE
+) -> tuple[list[str], dict[str, str], int, str]:
+    """The reference app started as its docstring says (``MINIMAL_MODEL_PATH=... uvicorn
+    minimal_app:app``), with the service's uvicorn options."""
+    if not reference.is_file():
+        raise SystemExit(
+            f"the reference app {reference} is missing: the predict benchmarks compare "
+            "against ../shared/bench/minimal_app.py (or pass --reference PATH)"
+        )
     port = free_port()
     argv = [
         sys.executable,
         "-m",
         "uvicorn",
-        "bench.minimal_app:app",
-        "--app-dir",
-        str(ROOT),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--log-level",
-        "warning",
+        f"{reference.stem}:app",
+        *("--app-dir", str(reference.parent)),
+        *("--host", "127.0.0.1", "--port", str(port)),
+        *uvicorn_options(),
     ]
-    return argv, _clean_env({MODEL_PATH_ENV: str(model_path)}), port, "/openapi.json"
+    return argv, _clean_env({REFERENCE_MODEL_ENV: str(model_path)}), port, "/healthz"
 
 
 def machine_info() -> dict[str, Any]:
@@ -206,7 +238,7 @@ def format_table(results: dict[str, Any]) -> str:
             f"after {pred['warmup']:g} s warm-up",
             f"{'':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}{'errors':>8}",
         ]
-        for name, label in (("minimal", "minimal FastAPI app"), ("service", "service")):
+        for name, label in (("minimal", "reference (shared)"), ("service", "service")):
             r = pred[name]
             lines.append(
                 f"{label:<26}{r['requests_per_second']:>9.1f}{r['p50_ms']:>9.2f}"
@@ -231,6 +263,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="Predict: alternating slices per server.")
     p.add_argument("--warmup", type=float, default=1.0, help="Predict: discarded seconds.")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file.")
+    p.add_argument(
+        "--reference", type=Path, default=SHARED_REFERENCE, help="Predict: the reference app."
+    )
     return p.parse_args(argv)
 
 
@@ -250,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             service = Server(*service_server(tmp_path / "store"))
             servers.append(service)
             if args.only != "fit":
-                minimal = Server(*minimal_server(model_path))
+                minimal = Server(*reference_server(model_path, args.reference))
                 servers.append(minimal)
             for server in servers:
                 server.wait_ready()

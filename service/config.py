@@ -192,6 +192,27 @@ class Settings(BaseSettings):
         ),
     )
     cache_size: int = Field(64, ge=0, description="Loaded models kept in memory per worker (LRU).")
+    fast_path: bool = Field(
+        True,
+        description=(
+            "Answer predict, score and v2 infer of models already in memory in a small "
+            "layer ahead of FastAPI's routing: the same answers, headers, errors, logs and "
+            "metrics, at a fraction of the cost per request. false: every request goes "
+            "through FastAPI's route (to rule the hot path out when diagnosing)."
+        ),
+    )
+    model_recheck_seconds: float = Field(
+        0.5,
+        ge=0,
+        le=60,
+        description=(
+            "How long a model in a worker's memory counts as still stored after the store "
+            "last said so: predictions within it read nothing (they run on the event loop, "
+            "whatever the store), and a delete made through another worker or replica is "
+            "seen at most this late (a request starting later than this after the delete "
+            "answers 404). 0: the store is asked at every prediction, in the threadpool."
+        ),
+    )
 
     # Limits: each one turns an absurd request into a 413/422 before work starts.
     max_body_bytes: int = Field(

@@ -50,6 +50,7 @@ class Services:
         self.housekeeping.close()
         self.jobs.close()  # running jobs stop first: their fits may use the runner
         self.training.close()
+        self.catalogue.close()
         self.store.close()
 
 
@@ -80,6 +81,7 @@ def build_services(settings: Settings) -> Services:
             size=settings.cache_size,
             read_resource=lambda model_id: catalogue.stored(model_id),
             compile=compile_estimator,
+            recheck_seconds=settings.model_recheck_seconds,
         ),
         limits,
     )

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 def test_bench_runs_end_to_end_at_toy_sizes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    _shared_reference()
     output = tmp_path / "latest.json"
     argv = [
         *("--n-samples", "400", "--n-features", "3", "--n-components", "2"),
@@ -93,3 +94,57 @@ def test_catalogue_bench_runs_at_toy_sizes(
     assert not worktree.exists(), "the old version's worktree must be removed"
     assert results["goals"]
     assert "Goals" in capsys.readouterr().out
+
+
+def _shared_reference() -> None:
+    from bench.run import SHARED_REFERENCE
+    from tests.conftest import missing
+
+    if not SHARED_REFERENCE.is_file():
+        missing(f"the shared reference app {SHARED_REFERENCE} is not there")
+
+
+def test_predict_wrk_runs_at_toy_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    """The four servers, every case measured, every answer sklearn's, the goals printed."""
+    from bench import predict_wrk
+    from tests.conftest import require_executable
+
+    require_executable("wrk", "apt-get install wrk")
+    _shared_reference()
+    results = predict_wrk.main(["--duration", "1", "--rounds", "1", "--points", "1", "2"])
+    assert results["same_answers"] is True
+    for case in results["cases"]:
+        for name in ("reference", "service", "service, API keys", "service, 2 workers"):
+            assert case[name]["rps"] > 0 and case[name]["non_2xx"] == 0
+    table = capsys.readouterr().out
+    assert "the reference (goal >= 2.0x)" in table and "one worker (goal >= 1.5x)" in table
+
+
+def test_v2_infer_runs_at_toy_sizes() -> None:
+    from bench import v2_infer
+    from tests.conftest import require_executable
+
+    require_executable("wrk", "apt-get install wrk")
+    results = v2_infer.main(["--duration", "1", "--rounds", "1", "--points", "1"])
+    assert results["same_answers"] is True
+    for name in ("v1", "v2 binary", "v2 JSON"):
+        assert results["cases"][0][name]["rps"] > 0
+        assert results["cases"][0][name]["non_2xx"] == 0
+
+
+def test_predict_large_runs_at_toy_sizes() -> None:
+    from bench import predict_large
+
+    results = predict_large.main(["--samples", "20000", "--repeats", "1"])
+    assert results["same_model"] is True
+    assert results["labels_mismatches"] == 0
+    assert results["memory"]["npy_growth_bytes"] >= 0
+    assert all(seconds > 0 for seconds in results["medians_s"].values())
+
+
+def test_asgi_cost_runs_at_toy_sizes() -> None:
+    from bench import asgi_cost
+
+    _shared_reference()
+    results = asgi_cost.main(["--requests", "200", "--batch", "100", "--points", "1"])
+    assert all(us > 0 for us in results["cases"][0]["us_per_request"].values())

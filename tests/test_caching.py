@@ -1,10 +1,11 @@
-"""``service.caching.LockedLRU``: the one LRU cache, on its own."""
+"""``service.caching``: ``LockedLRU`` and ``Deadlines``, on their own."""
 
 from __future__ import annotations
 
 import threading
+import time
 
-from service.caching import LockedLRU
+from service.caching import Deadlines, LockedLRU
 
 
 def test_least_recently_used_goes_first_and_reads_refresh() -> None:
@@ -59,3 +60,27 @@ def test_threads_reading_loading_and_popping_never_raise() -> None:
         t.join()
     assert not errors
     assert len(cache) <= 3
+
+
+def test_a_deadline_holds_until_it_passes_and_one_already_past_is_not_kept() -> None:
+    deadlines: Deadlines[str] = Deadlines(2)
+    now = time.monotonic()
+    deadlines.set("a", now + 0.2)
+    deadlines.set("b", now - 1)
+    assert deadlines.valid("a") and not deadlines.valid("b")
+    deadlines.set("a", now - 1)  # set again with a past deadline: no longer valid
+    assert not deadlines.valid("a")
+    deadlines.set("a", now + 0.2)
+    time.sleep(0.25)
+    assert not deadlines.valid("a")
+
+
+def test_deadlines_keep_at_most_maxsize_keys_and_discard_is_forgiving() -> None:
+    deadlines: Deadlines[int] = Deadlines(2)
+    later = time.monotonic() + 60
+    for key in range(3):
+        deadlines.set(key, later)
+    assert [deadlines.valid(k) for k in range(3)] == [False, True, True]
+    deadlines.discard(1)
+    deadlines.discard(1)
+    assert not deadlines.valid(1)

@@ -163,10 +163,13 @@ class BinaryBodyRoute(FastJSONRoute):
 
 
 # -- .npy answers ---------------------------------------------------------------------
-def wants_npy(request: Request) -> bool:
-    """True when ``Accept`` prefers ``application/x-npy`` to JSON (ties: JSON)."""
+def wants_npy(accept: str) -> bool:
+    """True when ``accept`` (the request's ``Accept``, "" when absent) prefers
+    ``application/x-npy`` to JSON (ties: JSON)."""
+    if not accept:
+        return False
     best = {"application/json": -1.0, NPY: -1.0}
-    for item in request.headers.get("accept", "").split(","):
+    for item in accept.split(","):
         media, _, params = item.partition(";")
         media = media.strip().lower()
         if media not in best:

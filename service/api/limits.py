@@ -17,6 +17,8 @@ read, before any ASGI app runs: their deadline is ``service.api.connections``'.
 from __future__ import annotations
 
 import asyncio
+import inspect
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -39,6 +41,36 @@ class _ReadTimeout(HTTPException):
 
     def __init__(self, detail: str) -> None:
         super().__init__(408, detail, headers=CLOSE)
+
+
+class _Resumed:
+    """The rest of a coroutine already run to its first wait (``waiting``, what it gave
+    the event loop there): awaiting this is awaiting the coroutine from that point on,
+    as ``yield from`` would, so that only a read that does wait is put under a deadline.
+    A cancellation (the deadline's) is thrown into the coroutine, as it would be."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Message], waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, Message]:
+        coro, waiting = self._coro, self._waiting
+        while True:
+            try:
+                sent = yield waiting
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    waiting = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+            else:
+                try:
+                    waiting = coro.send(sent)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
 
 
 def _detail(limit: int, setting: str) -> str:
@@ -118,22 +150,39 @@ class BodyLimitMiddleware:
         body_done = self.read_timeout is None
         started = False
 
+        async def timed(awaitable: Awaitable[Message]) -> Message:
+            """The read under its deadline; the time it waited counts."""
+            nonlocal waited
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            try:
+                async with asyncio.timeout(self._budget(seen, waited)):
+                    return await awaitable
+            except TimeoutError:
+                raise _ReadTimeout(self._timeout_detail()) from None
+            finally:
+                waited += loop.time() - began
+
         async def limited_receive() -> Message:
-            nonlocal seen, waited, body_done
+            nonlocal seen, body_done
             if body_done:
                 # Past the body, receive() waits for a disconnect as long as a response
                 # streams (or a request waits for its job): no deadline there.
                 message = await receive()
             else:
-                loop = asyncio.get_running_loop()
-                began = loop.time()
-                try:
-                    async with asyncio.timeout(self._budget(seen, waited)):
-                        message = await receive()
-                except TimeoutError:
-                    raise _ReadTimeout(self._timeout_detail()) from None
-                finally:
-                    waited += loop.time() - began
+                pending = receive()
+                if inspect.iscoroutine(pending):
+                    try:
+                        # Run the read to its first wait: a body that has arrived (every
+                        # small one) comes back without one, and needs no deadline,
+                        # whose timer cost a one-point predict a twentieth of its time.
+                        waiting = pending.send(None)
+                    except StopIteration as arrived:
+                        message = arrived.value
+                    else:
+                        message = await timed(_Resumed(pending, waiting))
+                else:
+                    message = await timed(pending)
                 body_done = message["type"] != "http.request" or not message.get("more_body")
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))

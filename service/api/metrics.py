@@ -86,6 +86,14 @@ class Metrics:
             registry=self.registry,
             buckets=LATENCY_BUCKETS,
         )
+        self.fast_path = Counter(
+            "gmm_fast_path_requests_total",
+            "Predict, score and v2 infer requests, by what answered them: the hot path "
+            "(answered) or FastAPI's route (passed_on: a model not in memory, another "
+            "content type, a body the schema refuses, ...).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.fits = Counter(
             "gmm_fits_total",
             "Models fitted, by algorithm and outcome.",

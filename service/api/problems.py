@@ -272,10 +272,6 @@ async def _on_http_error(
     return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
 
-async def _on_unhandled(request: Request, exc: Exception) -> ProblemResponse | NumpyJSONResponse:
-    return internal_error(request.method, request.url.path, exc)
-
-
 def report_internal_error(method: str, path: str, exc: Exception) -> tuple[str, str]:
     """A bug's traceback logged under a new id; the id, and the detail that quotes it
     (nothing of the exception goes to the client)."""
@@ -303,9 +299,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
     app.add_exception_handler(ServiceError, _on_service_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
-    # RequestContextMiddleware answers the app's unexpected errors itself, with the
-    # request's headers; this (Starlette's outermost layer) is left with its own.
-    app.add_exception_handler(Exception, _on_unhandled)
+    # Unexpected errors: RequestContextMiddleware answers them (``internal_error``),
+    # with the request's headers, and keeps the connection.
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -279,14 +279,19 @@ def decode_json(body: bytes) -> Any:
         return document
 
 
+async def decode_body(body: bytes) -> Any:
+    """``decode_json`` of a request body: on the event loop when it is small, in the
+    threadpool when it is large. What every JSON route decodes with, and the hot path
+    (``service.api.hotpath``) too, so that both read a body the same way."""
+    if len(body) < _THREAD_THRESHOLD:
+        return decode_json(body)
+    return await run_in_threadpool(decode_json, body)
+
+
 class _FastJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            body = await self.body()
-            if len(body) < _THREAD_THRESHOLD:
-                self._json = decode_json(body)
-            else:
-                self._json = await run_in_threadpool(decode_json, body)
+            self._json = await decode_body(await self.body())
         return self._json
 
 

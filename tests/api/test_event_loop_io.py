@@ -1,5 +1,5 @@
-"""No synchronous network I/O on the event loop: with the S3 store, predictions on a
-cached model (v1 and v2) never call the store from the loop's thread.
+"""No synchronous store I/O on the event loop: with the S3 store or the local one,
+predictions on a cached model (v1 and v2) never call the store from the loop's thread.
 
 A store's call on the loop blocks every other request for its round trip. The
 recording store below notes each call made while an event loop runs in the calling
@@ -59,6 +59,18 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return on_loop
 
 
+def _predict_three_ways(c: TestClient, model_id: str) -> None:
+    for _ in range(3):  # the first load, then cache hits
+        r = c.post(f"/v1/models/{model_id}/predict", json={"points": [[0, 0]]})
+        assert r.status_code == 200, r.text
+        r = c.post(f"/v1/models/{model_id}/score", json={"points": [[0, 0]]})
+        assert r.status_code == 200, r.text
+        infer = {"inputs": [{"name": "points", "shape": [1, 2], "datatype": "FP64",
+                             "data": [0.0, 0.0]}]}  # fmt: skip
+        r = c.post(f"/v2/models/{model_id}/infer", json=infer)
+        assert r.status_code == 200, r.text
+
+
 def test_cached_predictions_on_s3_never_call_the_store_on_the_loop(
     recorded: list[str], moto_url: str, s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -70,25 +82,34 @@ def test_cached_predictions_on_s3_never_call_the_store_on_the_loop(
     )
     with TestClient(create_app(settings)) as c:
         model = c.post("/v1/models", json={**SEED_FIT, "wait": True}).json()
-        for _ in range(3):  # the first load, then cache hits
-            r = c.post(f"/v1/models/{model['id']}/predict", json={"points": [[0, 0]]})
-            assert r.status_code == 200, r.text
-            r = c.post(f"/v1/models/{model['id']}/score", json={"points": [[0, 0]]})
-            assert r.status_code == 200, r.text
-            infer = {"inputs": [{"name": "points", "shape": [1, 2], "datatype": "FP64",
-                                 "data": [0.0, 0.0]}]}  # fmt: skip
-            r = c.post(f"/v2/models/{model['id']}/infer", json=infer)
-            assert r.status_code == 200, r.text
+        _predict_three_ways(c, model["id"])
+    assert recorded == []
+
+
+@pytest.mark.parametrize("recheck_seconds", [0.5, 0.0])
+def test_cached_predictions_on_the_local_store_never_call_it_on_the_loop(
+    recorded: list[str], tmp_path: Path, recheck_seconds: float
+) -> None:
+    """Not even SQLite's 2 us ``exists``: within GMM_MODEL_RECHECK_SECONDS a hit reads
+    nothing, and past it (0: at every prediction) the store is asked in the threadpool."""
+    settings = Settings(
+        store_dir=tmp_path / "store", secret_key="k", model_recheck_seconds=recheck_seconds
+    )
+    with TestClient(create_app(settings)) as c:
+        model = c.post("/v1/models", json={**SEED_FIT, "wait": True}).json()
+        _predict_three_ways(c, model["id"])
     assert recorded == []
 
 
 def test_the_recorder_does_see_calls_on_the_loop(recorded: list[str], tmp_path: Path) -> None:
-    """The local store's ``exists`` is a stat, allowed on the loop: the recorder sees
-    it there, which shows the test above can fail."""
+    """A store call made on the loop is recorded: the tests above can fail."""
     settings = Settings(store_dir=tmp_path / "store", secret_key="k")
     with TestClient(create_app(settings)) as c:
         model = c.post("/v1/models", json={**SEED_FIT, "wait": True}).json()
-        for _ in range(2):
-            r = c.post(f"/v1/models/{model['id']}/predict", json={"points": [[0, 0]]})
-            assert r.status_code == 200, r.text
-    assert "exists" in recorded
+        store = c.app.state.services.store  # type: ignore[attr-defined]
+
+        async def on_the_loop() -> bool:
+            return bool(store.exists(model["id"]))
+
+        assert asyncio.run(on_the_loop())
+    assert recorded == ["exists"]

@@ -10,6 +10,7 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.datasets import make_blobs
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 
+from service.domain.inference import compiled as compiled_module
 from service.domain.inference.compiled import compile_estimator
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
@@ -76,3 +77,26 @@ def test_kmeans_equals_sklearn(data: Any, cls: Any) -> None:
     expected[-4:] = est.transform(est.cluster_centers_)
     np.testing.assert_array_equal(out["distances"], expected)
     np.testing.assert_array_equal(np.diag(out["distances"][-4:]), np.zeros(4))
+
+
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_large_batches_go_in_blocks_with_the_same_results(
+    data: Any, covariance_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of a few rows (BLOCK_VALUES made tiny) answer what one block answers."""
+    X, new = data
+    mixture = GaussianMixture(4, covariance_type=covariance_type, random_state=0).fit(X)
+    kmeans = KMeans(4, n_init=1, random_state=0).fit(X)
+    cases = [
+        (compile_estimator(mixture), {"labels", "probabilities", "log_likelihood"}),
+        (compile_estimator(kmeans), {"labels", "distances"}),
+    ]
+    whole = [compiled.evaluate(new, fields) for compiled, fields in cases]
+    monkeypatch.setattr(compiled_module, "BLOCK_VALUES", 50)  # a few rows per block
+    for (compiled, fields), expected in zip(cases, whole, strict=True):
+        blocked = compiled.evaluate(new, fields)
+        assert blocked.keys() == expected.keys()
+        for name, value in expected.items():
+            assert blocked[name].dtype == value.dtype
+            # BLAS may sum a block's products in another order: equal to rounding.
+            np.testing.assert_allclose(blocked[name], value, rtol=1e-13, atol=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -295,18 +296,43 @@ ScoreOutput = Annotated[
     Query(description="With `Accept: application/x-npy`: the one array to answer."),
 ]
 _NPY_ANSWER = {200: {"content": NPY_RESPONSE_CONTENT}}
+#: Where errors about the points point: the JSON field, or a whole ``.npy`` body.
+JSON_POINTS_LOC = ("body", "points")
+NPY_POINTS_LOC = ("body",)
 
 
 async def _points_of(
     request: Request, body: PointsRequest | None, inference: Inference
-) -> tuple[Any, list[str]]:
+) -> tuple[Any, Sequence[str]]:
     """JSON ``points``, or the array of an ``application/x-npy`` body (parsed in the
     threadpool: it may be large), and where errors about them point."""
     if binary_body(request) is not None:
-        return await run_in_threadpool(read_npy_points, request, inference.read_npy), ["body"]
+        return await run_in_threadpool(read_npy_points, request, inference.read_npy), NPY_POINTS_LOC
     if body is None:
         raise missing_body()
-    return body.points, ["body", "points"]
+    return body.points, JSON_POINTS_LOC
+
+
+async def answer_predict(
+    inference: Inference, model_id: str, points: Any, loc: Sequence[str], output: str, npy: bool
+) -> Response:
+    """``predict``'s answer for points already read: JSON, or the one array ``output``
+    names as ``.npy`` when the client asked for it (``npy``). The route below and the
+    hot path (``service.api.hotpath``) both answer with it."""
+    result = await answer_points(inference, model_id, points, partial(inference.predict, loc=loc))
+    if npy:
+        return npy_response(result, output, list(result))
+    return NumpyJSONResponse(result)
+
+
+async def answer_score(
+    inference: Inference, model_id: str, points: Any, loc: Sequence[str], output: str, npy: bool
+) -> Response:
+    """``score``'s answer for points already read, as ``answer_predict`` is predict's."""
+    result = await answer_points(inference, model_id, points, partial(inference.score, loc=loc))
+    if npy:
+        return npy_response(result, output, ["log_likelihood", "percentile"])
+    return NumpyJSONResponse(result)
 
 
 @router.post(
@@ -330,10 +356,9 @@ async def predict(
     The points may be a `.npy` body (`Content-Type: application/x-npy`);
     `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
     points, loc = await _points_of(http, request, inference)
-    result = await answer_points(inference, model_id, points, partial(inference.predict, loc=loc))
-    if wants_npy(http):
-        return npy_response(result, output, list(result))
-    return NumpyJSONResponse(result)
+    return await answer_predict(
+        inference, model_id, points, loc, output, wants_npy(http.headers.get("accept", ""))
+    )
 
 
 @router.post(
@@ -357,10 +382,9 @@ async def score_points(
     The points may be a `.npy` body (`Content-Type: application/x-npy`);
     `Accept: application/x-npy` answers the one array named by `output` as `.npy`."""
     points, loc = await _points_of(http, request, inference)
-    result = await answer_points(inference, model_id, points, partial(inference.score, loc=loc))
-    if wants_npy(http):
-        return npy_response(result, output, ["log_likelihood", "percentile"])
-    return NumpyJSONResponse(result)
+    return await answer_score(
+        inference, model_id, points, loc, output, wants_npy(http.headers.get("accept", ""))
+    )
 
 
 @router.post(

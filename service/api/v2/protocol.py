@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -61,16 +60,14 @@ _OUTPUT_DTYPES = {"INT64": np.dtype("<i8"), "FP64": np.dtype("<f8")}
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-@dataclass(frozen=True)
-class RequestedOutput:
+class RequestedOutput(NamedTuple):
     """An output the request names, and whether it is to be sent as binary data."""
 
     name: str
     binary: bool
 
 
-@dataclass(frozen=True)
-class InferRequest:
+class InferRequest(NamedTuple):
     """A decoded infer request: its ``id``, the points, and what to answer."""
 
     id: str | None
@@ -154,7 +151,8 @@ def check_integer_range(field: str, values: np.ndarray, datatype: str) -> None:
 def finite_points(values: np.ndarray, shape: Sequence[int], field: str) -> np.ndarray:
     """``values`` (flat, of the input's datatype) as ``(n_points, n_features)`` float64;
     refused, naming the first point, when any value is NaN or infinite."""
-    X = values.reshape(shape[0], shape[1]).astype(np.float64)
+    # copy=False: float64 values (JSON numbers, FP64 tensors) are not copied again.
+    X = values.reshape(shape[0], shape[1]).astype(np.float64, copy=False)
     finite = np.isfinite(X)
     if not finite.all():
         i, j = (int(k) for k in np.argwhere(~finite)[0])

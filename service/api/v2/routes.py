@@ -9,7 +9,7 @@ protocol's ``{"error": "..."}`` (``service.api.problems``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Annotated, Any
 
@@ -30,6 +30,7 @@ from service.api.v2.types import (
     ServerMetadata,
     ServerReady,
 )
+from service.domain.inference.service import Inference
 from service.errors import UnsupportedMediaType
 
 TAG = "Open Inference Protocol (v2)"
@@ -232,42 +233,68 @@ async def model_infer(
     in the order `outputs` names them, all of them when it is absent; as binary data
     when asked (`binary_data: true`, tritonclient's default), in which case the answer
     is `application/octet-stream` with its own `Inference-Header-Content-Length`."""
-    media = media_type_of(http.headers.get("content-type", ""))
+    headers = http.headers
+    return await answer_infer(
+        inference,
+        model,
+        version,
+        content_type=headers.get("content-type", ""),
+        content_encoding=headers.get("content-encoding", "identity"),
+        header_length=headers.get(HEADER_LENGTH),
+        read_body=http.body,
+    )
+
+
+async def answer_infer(
+    inference: Inference,
+    model: str,
+    version: str | None,
+    *,
+    content_type: str,
+    content_encoding: str,
+    header_length: str | None,
+    read_body: Callable[[], Awaitable[bytes]],
+) -> Response:
+    """infer's answer from the request's parts: its ``Content-Type``,
+    ``Content-Encoding`` and ``Inference-Header-Content-Length`` headers (None when
+    absent) and its body, read once the model is found. The route above and the hot
+    path (``service.api.hotpath``) both answer with it."""
+    media = media_type_of(content_type)
     if media not in _ACCEPTED_MEDIA:
         raise UnsupportedMediaType(
             f"The body must be application/json, or application/octet-stream with "
             f"{HEADER_LENGTH} (got {media!r})."
         )
-    encoding = http.headers.get("content-encoding", "identity").strip().lower()
+    encoding = content_encoding.strip().lower()
     if encoding not in ("", "identity"):
         raise UnsupportedMediaType(
             f"Content-Encoding {encoding!r} is not supported: send the body uncompressed."
         )
     resource = await dataplane.find_model(inference, model, version)
-    body = await http.body()
+    body = await read_body()
     decode = partial(
         protocol.parse_request,
         body,
-        http.headers.get(HEADER_LENGTH),
+        header_length,
         width=int(resource["n_features"]),
         outputs=protocol.output_names(resource["algorithm"]),
     )
     request = await dataplane.run_by_size(decode, len(body))
     model_id = resource["id"]
     result = await dataplane.predict(inference, model_id, request.points, ("inputs", 0, "data"))
-    content, header_length = protocol.encode_response(
+    content, header_size = protocol.encode_response(
         model_name=model,
         model_version=model_id,
         request_id=request.id,
         outputs=request.outputs,
         results=result,
     )
-    if header_length is None:
+    if header_size is None:
         return Response(content, media_type="application/json")
     return Response(
         content,
         media_type="application/octet-stream",
-        headers={HEADER_LENGTH: str(header_length)},
+        headers={HEADER_LENGTH: str(header_size)},
     )
 
 

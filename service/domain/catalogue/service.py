@@ -138,9 +138,10 @@ class Catalogue:
         (the newest model of that name, as a name is a free label, not unique).
 
         For clients that address models by a name they chose, such as the Open
-        Inference Protocol's ``/v2/models/{name}``. An id of a cached model costs one
-        ``exists`` check (the hot path of ``infer``); a name one indexed query for the
-        newest model of that name. ``NotFound`` when neither an id nor a name matches.
+        Inference Protocol's ``/v2/models/{name}``. An id of a cached model costs no
+        read while it is known to be stored (the hot path of ``infer``); a name one
+        indexed query for the newest model of that name. ``NotFound`` when neither an id
+        nor a name matches.
         """
         try:
             check_id(ref)
@@ -293,6 +294,10 @@ class Catalogue:
         self._loaded.forget(model_id)
 
     # -- operations ---------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the thread that keeps models in memory confirmed (``LoadedModels``)."""
+        self._loaded.close()
+
     def check_store(self) -> None:
         """Readiness: ``StoreUnavailable`` (503) unless a write round-trip succeeds."""
         self._store.check_writable()

@@ -52,8 +52,9 @@ class Datasets:
         (JSON ``["body", "points"]``, or ``["body"]`` for a whole ``.npy`` body)."""
         return arrays.points_to_array(points, self.limits, loc, width=width)
 
-    def read_npy(self, body: BinaryIO) -> np.ndarray:
-        """A ``.npy`` body of points, under the same limits as JSON points."""
+    def read_npy(self, body: BinaryIO | files.Buffer) -> np.ndarray:
+        """A ``.npy`` body of points (a file, or bytes in memory, which the array then
+        shares), under the same limits as JSON points."""
         return files.read_npy(body, self.limits)
 
     def rows(self, data: DataSpec) -> tuple[arrays.Dataset, StoredRows]:
