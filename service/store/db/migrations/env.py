@@ -18,6 +18,12 @@ def run() -> None:
         connection=connection,
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        # SQLite's DDL is transactional (the engine sends BEGIN IMMEDIATE itself), but
+        # Alembic assumes otherwise and would commit each revision on its own: a
+        # process starting beside another then read the version between two of them
+        # and ran the second again ("duplicate column"). One transaction, which takes
+        # the write lock before the version is read, makes replicas take turns.
+        transactional_ddl=True,
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
