@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,64 +23,20 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from numpy.testing import assert_allclose, assert_array_equal
-from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 
 from service.config import Settings
 from service.main import create_app
+from tests.api.test_portable import ROUND_TRIP_CASES, SKLEARN, sklearn_fit, training_points
 from tests.conftest import SEED_BLOBS, require
 
 ROOT = Path(__file__).resolve().parents[2]
 #: What the docs promise between onnxruntime's numbers and sklearn's (both float64).
 ATOL = 1e-9
 UNKNOWN_ID = "0" * 28
-SKLEARN = {
-    "gaussian_mixture": GaussianMixture,
-    "bayesian_gaussian_mixture": BayesianGaussianMixture,
-    "kmeans": KMeans,
-    "minibatch_kmeans": MiniBatchKMeans,
-}
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 MIXTURES = frozenset({"gaussian_mixture", "bayesian_gaussian_mixture"})
-
-CASES = [
-    *(
-        pytest.param(
-            "gaussian_mixture",
-            {"n_components": 3, "covariance_type": ct, "random_state": 0},
-            id=f"gaussian_mixture-{ct}",
-        )
-        for ct in COVARIANCE_TYPES
-    ),
-    *(
-        pytest.param(
-            "bayesian_gaussian_mixture",
-            {"n_components": 4, "covariance_type": ct, "random_state": 0, "max_iter": 500},
-            id=f"bayesian_gaussian_mixture-{ct}",
-        )
-        for ct in COVARIANCE_TYPES
-    ),
-    pytest.param(
-        "bayesian_gaussian_mixture",
-        {
-            "n_components": 4,
-            "weight_concentration_prior_type": "dirichlet_distribution",
-            "random_state": 0,
-            "max_iter": 500,
-        },
-        id="bayesian_gaussian_mixture-dirichlet_distribution",
-    ),
-    pytest.param(
-        "kmeans", {"n_clusters": 4, "init": "random", "n_init": 10, "random_state": 0}, id="kmeans"
-    ),
-    pytest.param(
-        "minibatch_kmeans",
-        {"n_clusters": 4, "n_init": 3, "batch_size": 64, "random_state": 0},
-        id="minibatch_kmeans",
-    ),
-]
 
 
 @pytest.fixture(scope="module")
@@ -94,28 +49,11 @@ def ort() -> ModuleType:
     return require("onnxruntime", hint)
 
 
-def _training_points() -> np.ndarray:
-    X, _ = make_blobs(
-        n_samples=SEED_BLOBS["n_samples"],
-        n_features=SEED_BLOBS["n_features"],
-        centers=SEED_BLOBS["centers"],
-        cluster_std=SEED_BLOBS["cluster_std"],
-        random_state=SEED_BLOBS["random_state"],
-    )
-    return X
-
-
 def _new_points() -> np.ndarray:
     """Points the model never saw, with two far outliers (probabilities of 0 and 1, very
     low log-likelihoods)."""
     X, _ = make_blobs(n_samples=60, centers=4, cluster_std=2.5, random_state=7)
     return np.vstack([X, [[40.0, -40.0], [-300.0, 250.0]]])
-
-
-def _sklearn_fit(algorithm: str, params: dict[str, Any], X: np.ndarray) -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return SKLEARN[algorithm](**params).fit(X)
 
 
 def _fit(client: TestClient, algorithm: str, params: dict[str, Any], data: Any = None) -> str:
@@ -166,14 +104,14 @@ def _check_against_sklearn(out: dict[str, np.ndarray], est: Any, X: np.ndarray) 
 
 
 # -- onnxruntime gives sklearn's numbers ---------------------------------------------------
-@pytest.mark.parametrize(("algorithm", "params"), CASES)
+@pytest.mark.parametrize(("algorithm", "params"), ROUND_TRIP_CASES)
 def test_onnxruntime_answers_what_sklearn_answers(
     client: TestClient, ort: ModuleType, algorithm: str, params: dict[str, Any]
 ) -> None:
     model_id = _fit(client, algorithm, params)
     X = _new_points()
     out = _run(ort, _export(client, model_id), X)
-    _check_against_sklearn(out, _sklearn_fit(algorithm, params, _training_points()), X)
+    _check_against_sklearn(out, sklearn_fit(algorithm, params, training_points()), X)
 
 
 @pytest.mark.parametrize("algorithm", sorted(SKLEARN))
@@ -187,7 +125,7 @@ def test_one_feature_and_one_component(client: TestClient, ort: ModuleType, algo
         params = {k_param: k, "random_state": 0}
         model_id = _fit(client, algorithm, params, {"points": X.tolist()})
         out = _run(ort, _export(client, model_id), new)
-        _check_against_sklearn(out, _sklearn_fit(algorithm, params, X), new)
+        _check_against_sklearn(out, sklearn_fit(algorithm, params, X), new)
 
 
 @pytest.mark.parametrize("algorithm", ["kmeans", "minibatch_kmeans"])
@@ -234,7 +172,7 @@ def test_an_imported_model_exports_to_onnx(
     assert imported.status_code == 201, imported.text
     X = _new_points()
     out = _run(ort, _export(client, imported.json()["id"]), X)
-    _check_against_sklearn(out, _sklearn_fit(algorithm, params, _training_points()), X)
+    _check_against_sklearn(out, sklearn_fit(algorithm, params, training_points()), X)
 
 
 # -- what the model says about itself ------------------------------------------------------
@@ -422,6 +360,6 @@ def test_a_read_only_key_may_export(tmp_path: Path, ort: ModuleType) -> None:
         assert c.get(path, params={"format": "onnx"}).status_code == 401
         content = _export(c, model_id, Authorization="Bearer reader-key")
         X = _new_points()
-        est = KMeans(n_clusters=4, random_state=0).fit(_training_points())
+        est = KMeans(n_clusters=4, random_state=0).fit(training_points())
         _check_against_sklearn(_run(ort, content, X), est, X)
         assert c.get(path, headers={"X-API-Key": "reader-key"}).status_code == 200

@@ -90,7 +90,7 @@ ROUND_TRIP_CASES = [
 ]
 
 
-def _training_points() -> np.ndarray:
+def training_points() -> np.ndarray:
     X, _ = make_blobs(
         n_samples=SEED_BLOBS["n_samples"],
         n_features=SEED_BLOBS["n_features"],
@@ -107,7 +107,7 @@ def _new_points() -> np.ndarray:
     return np.vstack([X, [[40.0, -40.0]]])
 
 
-def _sklearn_fit(algorithm: str, params: dict[str, Any], X: np.ndarray) -> Any:
+def sklearn_fit(algorithm: str, params: dict[str, Any], X: np.ndarray) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return SKLEARN[algorithm](**params).fit(X)
@@ -225,7 +225,7 @@ def test_export_import_round_trip(
     assert doc["source"]["model_id"] == original
     assert doc["source"]["n_samples"] == SEED_BLOBS["n_samples"]
     assert doc["source"]["versions"]["sklearn"]
-    est = _sklearn_fit(algorithm, params, _training_points())
+    est = sklearn_fit(algorithm, params, training_points())
     _check_document_against_sklearn(doc, est, algorithm)
 
     resource = _import(client, doc)
@@ -289,7 +289,7 @@ def test_import_of_a_bayesian_mixture_written_elsewhere(
         "random_state": 0,
         "max_iter": 500,
     }
-    est = _sklearn_fit("bayesian_gaussian_mixture", params, _training_points())
+    est = sklearn_fit("bayesian_gaussian_mixture", params, training_points())
     resource = _import(client, _document_from_sklearn(est, "bayesian_gaussian_mixture", params))
     assert resource["imported"] is True
     assert resource["n_samples"] is None  # the document did not say
@@ -317,7 +317,7 @@ def test_imported_resource_matches_the_declared_schema(
 ) -> None:
     params = {"n_components": 3, "covariance_type": covariance_type, "random_state": 0}
     for algorithm in ("gaussian_mixture", "bayesian_gaussian_mixture"):
-        est = _sklearn_fit(algorithm, params, _training_points())
+        est = sklearn_fit(algorithm, params, training_points())
         resource = _import(client, _document_from_sklearn(est, algorithm, params))
         RESOURCE.validate_python(resource)
 
