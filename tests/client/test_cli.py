@@ -30,6 +30,7 @@ from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
 from typer.testing import CliRunner
 
+from tests.client.test_client import assert_onnx_answers_as
 from tests.conftest import require
 from tests.helpers_server import ServerProcess
 
@@ -381,11 +382,7 @@ def test_models_export_onnx_to_a_file_or_stdout_and_json_as_gmm_export(  # type:
     ref = GaussianMixture(4, random_state=0).fit(X)
 
     def check(content: bytes) -> None:
-        session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
-        labels, probabilities, log_likelihood = session.run(None, {"points": X})
-        np.testing.assert_array_equal(labels, ref.predict(X))
-        np.testing.assert_allclose(probabilities, ref.predict_proba(X), rtol=0, atol=1e-9)
-        np.testing.assert_allclose(log_likelihood, ref.score_samples(X), rtol=0, atol=1e-9)
+        assert_onnx_answers_as(ref, ort, content, X)
 
     path = tmp_path / "model.onnx"
     written = ok(gmm_cli("models", "export", model_id, "--format", "onnx", "-o", str(path)))

@@ -189,6 +189,17 @@ def test_models_list_get_delete_export_import_plots(gmm: Client) -> None:
     assert info.value.problem["status"] == 404
 
 
+def assert_onnx_answers_as(ref: Any, ort: Any, content: bytes, X: np.ndarray) -> None:
+    """An exported ONNX model, run in onnxruntime on ``X``, answers what the mixture
+    ``ref`` fitted in-process does: its labels, and probabilities and log-likelihoods
+    within 1e-9."""
+    session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
+    labels, probabilities, log_likelihood = session.run(None, {"points": X})
+    np.testing.assert_array_equal(labels, ref.predict(X))
+    np.testing.assert_allclose(probabilities, ref.predict_proba(X), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(log_likelihood, ref.score_samples(X), rtol=0, atol=1e-9)
+
+
 def test_export_onnx_runs_in_onnxruntime(gmm: Client, live_server: ServerProcess) -> None:
     """``export_onnx`` hands back the bytes onnxruntime loads; its answers are sklearn's."""
     ort = require("onnxruntime", "pip install -e '.[dev]', which has the onnx extra")
@@ -197,11 +208,7 @@ def test_export_onnx_runs_in_onnxruntime(gmm: Client, live_server: ServerProcess
     ref = GaussianMixture(4, random_state=0).fit(X)
 
     def check(content: bytes) -> None:
-        session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
-        labels, probabilities, log_likelihood = session.run(None, {"points": X})
-        np.testing.assert_array_equal(labels, ref.predict(X))
-        np.testing.assert_allclose(probabilities, ref.predict_proba(X), rtol=0, atol=1e-9)
-        np.testing.assert_allclose(log_likelihood, ref.score_samples(X), rtol=0, atol=1e-9)
+        assert_onnx_answers_as(ref, ort, content, X)
 
     check(gmm.export_onnx(model["id"]))
 
