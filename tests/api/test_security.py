@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.middleware import access_log, configure_logging, write_access_line
 from service.config import Settings
 from service.main import create_app
 
@@ -251,3 +253,26 @@ def test_keys_leave_open_paths_and_unknown_routes_as_they_were(tmp_path: Path) -
             got = keyed.request(method, path, headers={"X-API-Key": "wrong"})
             assert got.status_code == want.status_code, (method, path, got.text)
         assert keyed.get("/v2/models/x").status_code == 401
+
+
+def test_access_line_written_directly_is_the_records_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The access line made without a LogRecord (the service's own JSON handler) is the
+    line ``logging`` makes when a filter forces the record path."""
+    configure_logging(json_lines=True)
+    fields = {"method": "POST", "route": "/r", "path": "/r", "status": 201, "client": "c"}
+    capsys.readouterr()
+    write_access_line("POST", "/r", 201, fields)
+    direct = json.loads(capsys.readouterr().err)
+    seen: list[logging.LogRecord] = []
+    access_log.addFilter(lambda record: seen.append(record) or True)
+    try:
+        write_access_line("POST", "/r", 201, fields)
+    finally:
+        access_log.filters.clear()
+    through_logging = json.loads(capsys.readouterr().err)
+    assert len(seen) == 1
+    direct.pop("ts"), through_logging.pop("ts")
+    assert direct == through_logging
+    assert direct["message"] == "POST /r 201" and direct["logger"] == "gmm.access"
