@@ -17,8 +17,15 @@ The reference's own rate is printed beside every ratio: a reference far below th
 thousands of requests/s such an app reaches means the machine (or wrk) was the
 bottleneck, not the service.
 
+Where the machine has two CPUs or more, each one-worker server is pinned to CPU 0 and
+wrk (``--threads``, 4) to CPU 1 (``taskset``), so that the load generator never takes
+the server's CPU: unpinned on two cores, wrk's thread and the server's event loop took
+turns on one core now and then, and the p99 of both apps moved between 8 and 140 ms
+from run to run. Two workers need both CPUs; they are compared with one worker
+measured the same way, unpinned, beside wrk (the "one worker, unpinned" row).
+
     python bench/predict_wrk.py [--duration 9] [--rounds 3] [--concurrency 16]
-                                [--points 1 100] [--reference PATH]
+                                [--threads 4] [--points 1 100] [--reference PATH]
 """
 
 from __future__ import annotations
@@ -85,13 +92,34 @@ class Endpoint:
             fh.write(_LUA.format(path=json.dumps(body_path), headers=lines))
 
 
-def wrk(endpoint: Endpoint, *, concurrency: int, duration: float, threads: int = 2) -> dict:
+def pinned(cpu: int | None) -> list[str]:
+    """The ``taskset`` prefix that runs a command on ``cpu`` alone; none for None."""
+    return [] if cpu is None else ["taskset", "-c", str(cpu)]
+
+
+def cpus_to_pin() -> tuple[int | None, int | None]:
+    """(the one-worker servers' CPU, wrk's CPU): 0 and 1 where there are two CPUs and
+    ``taskset``, else (None, None): nothing pinned."""
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return 0, 1
+    return None, None
+
+
+def wrk(
+    endpoint: Endpoint,
+    *,
+    concurrency: int,
+    duration: float,
+    threads: int = 4,
+    cpu: int | None = None,
+) -> dict:
     """Requests/s, p50 and p99 (ms) and non-2xx count of one wrk run of ``duration``
-    seconds (whole seconds: wrk takes no fraction; at least 1)."""
+    seconds (whole seconds: wrk takes no fraction; at least 1), on ``cpu`` if given."""
     out = subprocess.run(
         [
+            *pinned(cpu),
             "wrk",
-            f"-t{threads}",
+            f"-t{min(threads, concurrency)}",  # wrk needs a connection per thread
             f"-c{concurrency}",
             f"-d{max(1, round(duration))}s",
             "--latency",
@@ -118,17 +146,34 @@ def wrk(endpoint: Endpoint, *, concurrency: int, duration: float, threads: int =
 
 
 def measure(
-    cases: dict[str, Endpoint], *, concurrency: int, duration: float, rounds: int
+    cases: dict[str, Endpoint],
+    *,
+    concurrency: int,
+    duration: float,
+    rounds: int,
+    threads: int = 4,
+    cpus: dict[str, int | None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Alternate the endpoints ``rounds`` times, ``duration / rounds`` seconds each, after
     a 1 s warm-up each that is thrown away: mean req/s, median p50 and p99, summed
-    non-2xx."""
+    non-2xx. wrk runs on ``cpus[name]`` for each endpoint so named."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
-    for endpoint in cases.values():
-        wrk(endpoint, concurrency=concurrency, duration=1)
+    where = cpus or {}
+
+    def run(name: str, seconds: float) -> dict[str, Any]:
+        return wrk(
+            cases[name],
+            concurrency=concurrency,
+            duration=seconds,
+            threads=threads,
+            cpu=where.get(name),
+        )
+
+    for name in cases:
+        run(name, 1)
     for _ in range(rounds):
-        for name, endpoint in cases.items():
-            runs[name].append(wrk(endpoint, concurrency=concurrency, duration=duration / rounds))
+        for name in cases:
+            runs[name].append(run(name, duration / rounds))
     return {
         name: {
             "rps": float(np.mean([r["rps"] for r in rs])),
@@ -145,14 +190,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--duration", type=float, default=9.0, help="seconds per endpoint")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=4, help="wrk's threads")
     parser.add_argument("--points", type=int, nargs="+", default=[1, 100])
     parser.add_argument("--reference", type=Path, default=SHARED_REFERENCE)
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    server_cpu, wrk_cpu = cpus_to_pin()
 
     results: dict[str, Any] = {
         "concurrency": args.concurrency,
+        "threads": args.threads,
+        "pinned": server_cpu is not None,
         "machine": machine_info(),
         "cases": [],
     }
@@ -160,12 +209,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         folder = Path(tmp)
         gm, X = predict_throughput.fit_reference(folder / "seed.joblib")
         store = folder / "store"
+        on_cpu = pinned(server_cpu)
         servers = {
-            "reference": Server(*reference_server(folder / "seed.joblib", args.reference)),
-            "service": Server(*service_server(store)),
-            "service, API keys": Server(*service_server(store, {"GMM_API_KEYS": API_KEY})),
+            "reference": _pinned_server(
+                reference_server(folder / "seed.joblib", args.reference), on_cpu
+            ),
+            "service": _pinned_server(service_server(store), on_cpu),
+            "service, API keys": _pinned_server(
+                service_server(store, {"GMM_API_KEYS": API_KEY}), on_cpu
+            ),
+            "service, unpinned": Server(*service_server(store)),
             "service, 2 workers": Server(*service_server(store, {"GMM_WORKERS": "2"})),
         }
+        unpinned = ("service, unpinned", "service, 2 workers")
+        wrk_cpus = {name: (None if name in unpinned else wrk_cpu) for name in servers}
         try:
             bases = {name: server.wait_ready() for name, server in servers.items()}
             model_id = predict_throughput.register_model(bases["service"])
@@ -196,6 +253,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     concurrency=args.concurrency,
                     duration=args.duration,
                     rounds=args.rounds,
+                    threads=args.threads,
+                    cpus=wrk_cpus,
                 )
                 results["cases"].append({"points": n, **case})
         finally:
@@ -206,16 +265,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return results
 
 
+def _pinned_server(spec: tuple[list[str], dict[str, str], int, str], prefix: list[str]) -> Server:
+    """A server started under ``prefix`` (``taskset`` execs the command: same pid)."""
+    argv, env, port, ready = spec
+    return Server([*prefix, *argv], env, port, ready)
+
+
 def _report(results: dict[str, Any]) -> None:
     load = results["machine"]["load_average"][0], results["load_average_end"][0]
+    where = (
+        "one-worker servers on CPU 0, wrk on CPU 1"
+        if results["pinned"]
+        else "nothing pinned (one CPU, or no taskset)"
+    )
     print(
-        f"predict throughput, wrk -c{results['concurrency']}, load average {load[0]:.2f} "
-        f"-> {load[1]:.2f} (every server answers sklearn's predict_proba: "
-        f"{results['same_answers']})"
+        f"predict throughput, wrk -t{results['threads']} -c{results['concurrency']}, {where}, "
+        f"load average {load[0]:.2f} -> {load[1]:.2f} (every server answers sklearn's "
+        f"predict_proba: {results['same_answers']})"
     )
     for case in results["cases"]:
         n, ref, one = case["points"], case["reference"], case["service"]
         keys, two = case["service, API keys"], case["service, 2 workers"]
+        loose = case["service, unpinned"]
         ratio = one["rps"] / ref["rps"]
         print(f"  {n:>4} point(s): reference {ref['rps']:8.0f} req/s p99 {ref['p99_ms']:6.2f} ms")
         print(
@@ -232,10 +303,13 @@ def _report(results: dict[str, Any]) -> None:
             f"  {keys['rps'] / ref['rps']:.2f}x the reference"
         )
         print(
-            f"        2 workers          {two['rps']:8.0f} req/s p99 {two['p99_ms']:6.2f} ms"
-            f"  {two['rps'] / one['rps']:.2f}x one worker (goal >= 1.5x)"
+            f"        one worker, unpinned {loose['rps']:6.0f} req/s p99 {loose['p99_ms']:6.2f} ms"
         )
-        errors = sum(int(c["non_2xx"]) for c in (ref, one, keys, two))
+        print(
+            f"        2 workers, unpinned {two['rps']:7.0f} req/s p99 {two['p99_ms']:6.2f} ms"
+            f"  {two['rps'] / loose['rps']:.2f}x one worker unpinned (goal >= 1.5x)"
+        )
+        errors = sum(int(c["non_2xx"]) for c in (ref, one, keys, loose, two))
         if errors:
             print(f"        non-2xx answers: {errors}")
 

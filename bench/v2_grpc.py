@@ -40,7 +40,7 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 
 from bench import predict_throughput  # noqa: E402
-from bench.predict_wrk import measure  # noqa: E402
+from bench.predict_wrk import Endpoint, measure  # noqa: E402
 from bench.run import Server, free_port, service_server  # noqa: E402
 from bench.v2_infer import infer_body  # noqa: E402
 
@@ -210,8 +210,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     }
                 if shutil.which("wrk") is not None:
                     url = f"{base}/v2/models/{model_id}/infer"
+                    endpoint = Endpoint(
+                        url, infer_body(rows), {"Content-Type": "application/json"}, Path(tmp)
+                    )
                     wrk = measure(
-                        {"rest-wrk": (url, infer_body(rows))},
+                        {"rest-wrk": endpoint},
                         concurrency=concurrency,
                         duration=args.duration,
                         rounds=args.rounds,

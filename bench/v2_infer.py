@@ -31,7 +31,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench import predict_throughput  # noqa: E402
-from bench.predict_wrk import Endpoint, measure  # noqa: E402
+from bench.predict_wrk import Endpoint, cpus_to_pin, measure, pinned  # noqa: E402
 from bench.run import Server, machine_info, service_server  # noqa: E402
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -127,7 +127,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gmm-bench-") as tmp:
         folder = Path(tmp)
         gm, X = predict_throughput.fit_reference(folder / "seed.joblib")
-        server = Server(*service_server(folder / "store"))
+        # The server on one CPU and wrk on another, as in predict_wrk.py.
+        server_cpu, wrk_cpu = cpus_to_pin()
+        argv_, env, port, ready = service_server(folder / "store")
+        server = Server([*pinned(server_cpu), *argv_], env, port, ready)
         try:
             base = server.wait_ready()
             model_id = predict_throughput.register_model(base)
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     concurrency=args.concurrency,
                     duration=args.duration,
                     rounds=args.rounds,
+                    cpus=dict.fromkeys(cases, wrk_cpu),
                 )
                 results["cases"].append({"points": n, **case})
         finally:

@@ -105,7 +105,7 @@ def _shared_reference() -> None:
 
 
 def test_predict_wrk_runs_at_toy_sizes(capsys: pytest.CaptureFixture[str]) -> None:
-    """The four servers, every case measured, every answer sklearn's, the goals printed."""
+    """The five servers, every case measured, every answer sklearn's, the goals printed."""
     from bench import predict_wrk
     from tests.conftest import require_executable
 
@@ -114,10 +114,17 @@ def test_predict_wrk_runs_at_toy_sizes(capsys: pytest.CaptureFixture[str]) -> No
     results = predict_wrk.main(["--duration", "1", "--rounds", "1", "--points", "1", "2"])
     assert results["same_answers"] is True
     for case in results["cases"]:
-        for name in ("reference", "service", "service, API keys", "service, 2 workers"):
+        for name in (
+            "reference",
+            "service",
+            "service, API keys",
+            "service, unpinned",
+            "service, 2 workers",
+        ):
             assert case[name]["rps"] > 0 and case[name]["non_2xx"] == 0
     table = capsys.readouterr().out
-    assert "the reference (goal >= 2.0x)" in table and "one worker (goal >= 1.5x)" in table
+    assert "the reference (goal >= 2.0x)" in table
+    assert "one worker unpinned (goal >= 1.5x)" in table
 
 
 def test_v2_infer_runs_at_toy_sizes() -> None:
