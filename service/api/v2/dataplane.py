@@ -39,9 +39,8 @@ async def find_model(inference: Inference, model: str, version: str | None) -> M
 
     Inline for a cached id of a local store (the hot path of infer), else in the
     threadpool (metadata reads, and a walk of the listing for a name)."""
-    if inference.ready(model):
-        resource = inference.find(model)
-    else:
+    resource = inference.ready_resource(model)
+    if resource is None:
         resource = await run_in_threadpool(inference.find, model)
     if version is not None and version not in ("1", resource["id"]):
         raise NotFound(

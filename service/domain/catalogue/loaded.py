@@ -122,17 +122,20 @@ class LoadedModels:
         self.forget(model_id)
         return False
 
-    def ready(self, model_id: str) -> bool:
-        """Whether ``get(model_id)`` would read nothing at all (the model is in memory
-        and known to be stored): what lets a small request be answered on the event
-        loop, with any store. Never waits: in the second half of the confirmation it
-        hands the next ``exists`` to the rechecking thread."""
+    def ready(self, model_id: str) -> LoadedModel | None:
+        """The model when ``get(model_id)`` would read nothing at all (it is in memory
+        and known to be stored), else None: what lets a small request be answered on
+        the event loop, with any store. Never waits: in the second half of the
+        confirmation it hands the next ``exists`` to the rechecking thread."""
         deadline = self._confirmed.get(model_id)
-        if deadline is None or model_id not in self._cache:
-            return False
+        if deadline is None:
+            return None
+        hit = self._cache.peek(model_id)
+        if hit is None:
+            return None
         if deadline - time.monotonic() < self._recheck / 2:
             self._recheck_soon(model_id)
-        return True
+        return hit
 
     def _recheck_soon(self, model_id: str) -> None:
         with self._rechecking_lock:

@@ -119,7 +119,13 @@ class Catalogue:
 
     def ready(self, model_id: str) -> bool:
         """Whether answering with the model needs no read that may block (see ``LoadedModels``)."""
-        return self._loaded.ready(model_id)
+        return self._loaded.ready(model_id) is not None
+
+    def ready_resource(self, ref: str) -> ModelResource | None:
+        """The resource of the model id ``ref`` when it is ``ready``, else None (a name,
+        or a model that needs a read): ``find`` without a lookup of its own."""
+        hit = self._loaded.ready(ref)
+        return None if hit is None else hit.resource
 
     def load_bundle(self, model_id: str) -> tuple[ModelResource, Bundle]:
         """The resource and the stored bundle with ``X``: a read-only memory map of the

@@ -67,6 +67,10 @@ class Inference:
         """The model a v2 client names, by id or name (``Catalogue.find``)."""
         return self._catalogue.find(ref)
 
+    def ready_resource(self, ref: str) -> ModelResource | None:
+        """``find(ref)`` when ``ref`` is the id of a ``ready`` model, else None."""
+        return self._catalogue.ready_resource(ref)
+
     def read_npy(self, body: Any) -> np.ndarray:
         return self._datasets.read_npy(body)
 
