@@ -78,7 +78,10 @@ def test_a_key_still_opens_everything(server: ServerProcess) -> None:
     with raw_connection(server.port) as conn:
         r = conn.request("POST", "/v1/models", fit, {**ADMIN, "Content-Type": "application/json"})
         assert r.status == 201, r.body
-        assert conn.request("GET", "/healthz").status == 200  # open, and the same connection
+        health = conn.request("GET", "/healthz")  # open, and the same connection
+        assert health.status == 200
+        # No server software named to whoever asks (`server_header=False`).
+        assert "server" not in r.headers and "server" not in health.headers
 
 
 # -- slow bodies, and idle connections ----------------------------------------------------
