@@ -9,6 +9,7 @@ the same data, and the errors against what ``/v2`` answers for the same request.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -143,6 +144,27 @@ def test_health_and_server_metadata_are_open(triton: Any, served: Served) -> Non
     assert triton.is_server_ready()
     metadata = triton.get_server_metadata(as_json=True)
     assert metadata == served.http.client.get("/v2").json()
+
+
+def test_each_call_writes_one_json_access_line(triton: Any, served: Served) -> None:
+    """The gRPC transport writes the access line HTTP requests get, as JSON."""
+    assert triton.is_server_live()
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [
+            json.loads(line)
+            for line in served.http.log().splitlines()
+            if line.startswith("{") and '"method":"gRPC"' in line
+        ]
+        live = [x for x in lines if x["route"].endswith("/ServerLive")]
+        if live or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert live, "no gRPC access line"
+    line = live[-1]
+    assert line["logger"] == "gmm.access" and line["level"] == "info"
+    assert line["status"] == "OK" and line["message"] == f"gRPC {line['route']} OK"
+    assert line["duration_ms"] >= 0 and line["client"]
 
 
 def test_model_readiness_and_metadata(triton: Any, served: Served, mixture: str) -> None:

@@ -92,29 +92,40 @@ class JsonFormatter(logging.Formatter):
         return self._stamp
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": self._timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            "request_id": request_id_var.get(),
-        }
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        exception = self.formatException(record.exc_info) if record.exc_info else None
+        return self._line(
+            record.created,
+            record.levelname.lower(),
+            record.name,
+            record.getMessage(),
+            getattr(record, "fields", {}),
+            exception,
+        )
 
     def access_line(self, message: str, fields: dict[str, Any]) -> str:
         """``format`` of an INFO record of ``gmm.access`` with ``message`` and
-        ``fields``, made without the record (see ``AccessLog``)."""
+        ``fields``, made without the record (see ``write_access_line``)."""
+        return self._line(time.time(), "info", access_log.name, message, fields)
+
+    def _line(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        fields: dict[str, Any],
+        exception: str | None = None,
+    ) -> str:
         entry = {
-            "ts": self._timestamp(time.time()),
-            "level": "info",
-            "logger": access_log.name,
+            "ts": self._timestamp(created),
+            "level": level,
+            "logger": logger,
             "message": message,
             "request_id": request_id_var.get(),
             **fields,
         }
+        if exception is not None:
+            entry["exception"] = exception
         return orjson.dumps(entry, default=str).decode()
 
 
@@ -152,8 +163,10 @@ def _own_json_handler() -> tuple[_StderrHandler, JsonFormatter] | None:
     return handler, formatter
 
 
-def write_access_line(method: str, route: str, status: int, fields: dict[str, Any]) -> None:
-    """One request's access line, ``"{method} {route} {status}"`` with ``fields``.
+def write_access_line(method: str, route: str, status: int | str, fields: dict[str, Any]) -> None:
+    """One request's access line, ``"{method} {route} {status}"`` with ``fields`` (an
+    HTTP status, or a gRPC code's name), for a caller that found the access logger
+    enabled for INFO.
 
     The same line ``access_log.info`` writes, made in a third of its time: a
     ``LogRecord`` (its thread, process and caller lookups) and the handler chain cost

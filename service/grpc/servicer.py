@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
@@ -26,7 +27,7 @@ import grpc
 from starlette.concurrency import run_in_threadpool
 
 from service.api.metrics import Metrics
-from service.api.middleware import access_log, request_id_of, request_id_var
+from service.api.middleware import access_log, request_id_of, request_id_var, write_access_line
 from service.api.problems import log_server_fault, protocol_message, report_internal_error
 from service.api.security import KeyRing, check_may_call, presented_keys, role_of
 from service.api.v2 import dataplane, protocol
@@ -142,21 +143,16 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> None:
         self._metrics.grpc_requests.labels(name, code.name).inc()
         self._metrics.grpc_latency.labels(name).observe(elapsed)
-        access_log.info(
-            "gRPC %s %s",
-            route,
-            code.name,
-            extra={
-                "fields": {
-                    "method": "gRPC",
-                    "route": route,
-                    "path": route,
-                    "status": code.name,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "client": peer,
-                }
-            },
-        )
+        if access_log.isEnabledFor(logging.INFO):
+            fields = {
+                "method": "gRPC",
+                "route": route,
+                "path": route,
+                "status": code.name,
+                "duration_ms": round(elapsed * 1000, 3),
+                "client": peer,
+            }
+            write_access_line("gRPC", route, code.name, fields)
 
     # -- health and server metadata: open, as /v2/health and /v2 are ---------------------
     @rpc(None)
