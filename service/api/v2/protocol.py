@@ -412,13 +412,14 @@ def parse_request(
     ``outputs``. ``header_length`` is the ``Inference-Header-Content-Length`` header,
     None when absent (the whole body is then JSON)."""
     header, binary = split_body(body, header_length)
-    key = (header, width, tuple(outputs), header_length is not None)
-    cacheable = len(header) <= PLAN_HEADER_MAX_BYTES
-    plan = _plans.get(key) if cacheable and binary else None
-    if plan is not None and plan.binary_bytes == len(binary):
-        return _planned(plan, binary)
+    key = None
+    if binary and len(header) <= PLAN_HEADER_MAX_BYTES:  # only binary inputs have plans
+        key = (header, width, tuple(outputs), header_length is not None)
+        plan = _plans.get(key)
+        if plan is not None and plan.binary_bytes == len(binary):
+            return _planned(plan, binary)
     request, plan = _parse(header, binary, header_length, width=width, outputs=outputs)
-    if plan is not None and cacheable:
+    if plan is not None and key is not None:
         _plans.put(key, plan)
     return request
 
