@@ -83,10 +83,6 @@ class LockedLRU(Generic[K, V]):
         with self._lock:
             self._entries.pop(key, None)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
 
 class Deadlines(Generic[K]):
     """Keys that each hold until a deadline of their own (``time.monotonic`` seconds),

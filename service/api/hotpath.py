@@ -201,7 +201,8 @@ class HotPath:
             return False
         inference = self._inference(scope)
         model: str = child["path_params"]["model"]
-        if inference is None or not inference.ready(model):
+        resource = None if inference is None else inference.ready_resource(model)
+        if inference is None or resource is None:
             return False
         scope.update(child)
         found = _first(scope["headers"], _INFER_HEADERS)
@@ -214,6 +215,7 @@ class HotPath:
                 content_encoding=found.get(b"content-encoding", "identity"),
                 header_length=found.get(_HEADER_LENGTH),
                 read_body=partial(_read_all, receive),
+                found=resource,
             )
         except Exception as exc:
             response = await self._handled(Request(scope, receive), exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Annotated, Any
 
 import numpy as np
@@ -52,6 +53,20 @@ Instant = Annotated[
 MAX_TTL_SECONDS = 10 * 365 * 86400
 TtlSeconds = Annotated[int, Strict(), Field(ge=1, le=MAX_TTL_SECONDS)]
 
+#: Up to this many values, ``all_finite`` reads them as Python floats. Measured on the
+#: 2-core machine: ``np.isfinite(X).all()`` costs about 1.0 us at any small size (two
+#: ufunc calls), the Python floats 0.25 us for 2 values, 0.58 us for 16 and 0.91 us for
+#: 32. A one-point predict or infer checks its points and its answer this way.
+SMALL_FINITE_CHECK = 16
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """Whether no value of ``values`` (a numeric array) is NaN or infinite."""
+    if values.size <= SMALL_FINITE_CHECK:
+        return all(map(math.isfinite, values.ravel().tolist()))
+    return bool(np.isfinite(values).all())
+
+
 #: A point: at least one coordinate (the document says so, not only the domain code).
 Row = Annotated[list[FiniteFloat], Field(min_length=1)]
 Matrix = Annotated[list[Row], Field(min_length=1)]
@@ -66,7 +81,7 @@ def is_points_array(value: Any) -> bool:
         and value.ndim == 2
         and value.shape[0] >= 1
         and value.shape[1] >= 1
-        and bool(np.isfinite(value).all())
+        and all_finite(value)
     )
 
 

@@ -163,20 +163,20 @@ def _refusal(body: bytes, header_length: str) -> str:
 def test_a_header_seen_before_decodes_as_a_new_one(datatype: str) -> None:
     """The second request with a header is answered from its checked plan: the same
     points, id and outputs as a first parse, and the same refusals."""
-    protocol._plans.clear()
+    protocol._plan_of.cache_clear()
     dtype = protocol.INPUT_DATATYPES[datatype]
     first, length = _framed(np.array([[1, 2], [3, 4]], dtype), datatype, id="r-1")
     fresh = _parse(first, length)
     second, _ = _framed(np.array([[5, 6], [7, 8]], dtype), datatype, id="r-1")
-    hits = protocol._plans.hits
+    hits = protocol._plan_of.cache_info().hits
     planned = _parse(second, length)
-    assert protocol._plans.hits == hits + 1
+    assert protocol._plan_of.cache_info().hits == hits + 1
     assert planned.points.tolist() == [[5.0, 6.0], [7.0, 8.0]]
     assert planned.points.dtype == np.float64 and planned.points.flags.c_contiguous
     assert (planned.id, planned.outputs) == (fresh.id, fresh.outputs)
     if datatype != "INT16":
         bad, _ = _framed(np.array([[5, np.nan], [7, 8]], dtype), datatype, id="r-1")
-        protocol._plans.clear()
+        protocol._plan_of.cache_clear()
         unplanned = _refusal(bad, length)
         _parse(first, length)  # its plan again
         assert _refusal(bad, length) == unplanned
@@ -187,12 +187,12 @@ def test_a_header_seen_before_decodes_as_a_new_one(datatype: str) -> None:
 
 
 def test_json_data_and_large_headers_are_not_planned() -> None:
-    protocol._plans.clear()
+    protocol._plan_of.cache_clear()
     document = {"inputs": [{"name": "points", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}]}
     _parse(json.dumps(document).encode())
     padded, length = _framed(np.ones((1, 2)), "FP64", id="x" * protocol.PLAN_HEADER_MAX_BYTES)
     _parse(padded, length)
-    assert len(protocol._plans) == 0
+    assert protocol._plan_of.cache_info().currsize == 0
 
 
 def test_a_binary_answer_made_again_is_the_answer_made_anew() -> None:
@@ -211,11 +211,11 @@ def test_a_binary_answer_made_again_is_the_answer_made_anew() -> None:
         )
 
     first, second = rng.random((2, 4)), rng.random((2, 4))
-    protocol._binary_headers.clear()
+    protocol._binary_header.cache_clear()
     fresh = answer(second)
     answer(first)  # leaves its header, which fits the second answer too
-    hits = protocol._binary_headers.hits
+    hits = protocol._binary_header.cache_info().hits
     assert answer(second) == fresh
-    assert protocol._binary_headers.hits == hits + 1
+    assert protocol._binary_header.cache_info().hits == hits + 1
     body, length = answer(rng.random((3, 4)))  # another shape: a header of its own
     assert json.loads(body[:length])["outputs"][1]["shape"] == [3, 4]

@@ -42,6 +42,12 @@ async def find_model(inference: Inference, model: str, version: str | None) -> M
     resource = inference.ready_resource(model)
     if resource is None:
         resource = await run_in_threadpool(inference.find, model)
+    return at_version(resource, model, version)
+
+
+def at_version(resource: ModelResource, model: str, version: str | None) -> ModelResource:
+    """``resource`` when ``version`` names it (``None``, ``1`` or its id), else
+    ``NotFound``: the protocol's versions of a model are ``1`` and its id."""
     if version is not None and version not in ("1", resource["id"]):
         raise NotFound(
             f"Model {model!r} has no version {version!r}; use '1' or {resource['id']!r}."

@@ -15,6 +15,7 @@ from sklearn import datasets
 from service.domain.limits import Limits
 from service.domain.training.warnings_capture import capture_warnings
 from service.errors import InvalidInput, Loc, NotFound, PayloadTooLarge
+from service.schemas.common import all_finite
 from service.schemas.data import (
     BlobsSpec,
     CirclesSpec,
@@ -115,9 +116,8 @@ def _checked_array(X: np.ndarray, limits: Limits, loc: Loc, width: int | None) -
         raise InvalidInput.at([*loc, 0], "rows must hold at least one value.")
     check_size(n_samples, n_features, limits, loc)
     X = np.ascontiguousarray(X, dtype=np.float64)  # no copy for the decoder's arrays
-    finite = np.isfinite(X)
-    if not finite.all():
-        i, j = (int(k) for k in np.argwhere(~finite)[0])
+    if not all_finite(X):
+        i, j = (int(k) for k in np.argwhere(~np.isfinite(X))[0])
         raise InvalidInput.at(
             [*loc, i, j], f"row {i}: value {j} is not a finite number.", "finite_number"
         )

@@ -12,6 +12,7 @@ from service.domain.datasets.service import Datasets
 from service.domain.records import ModelResource
 from service.domain.training import estimators
 from service.errors import InvalidInput, LimitExceeded, Loc, UnsupportedOperation
+from service.schemas.common import all_finite
 
 #: The most points one ``sample`` call draws.
 MAX_SAMPLE_POINTS = 1_000_000
@@ -30,7 +31,7 @@ def _require_finite(results: dict[str, Any], loc: Loc) -> None:
             isinstance(value, np.ndarray)
             and value.dtype.kind == "f"
             and value.size
-            and not np.isfinite(value).all()  # the one check a good answer costs
+            and not all_finite(value)  # the one check a good answer costs
         ):
             bad = ~np.isfinite(value.reshape(len(value), -1)).all(axis=1)
             if bad.any():
