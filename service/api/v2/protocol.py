@@ -420,10 +420,11 @@ def _planned(plan: _Plan, binary: bytes) -> InferRequest:
     points: np.ndarray | None = None
     for item in plan.inputs:
         rows, cols = item.shape
-        values = np.frombuffer(binary, dtype=item.dtype, count=rows * cols, offset=item.offset)
+        # Positional: numpy's keyword parsing took half of this call's 0.5 us.
+        values = np.frombuffer(binary, item.dtype, rows * cols, item.offset)
         points = finite_points(values, item.shape, f"{item.where}.data")
     assert points is not None  # a plan has at least one input
-    return InferRequest(id=plan.id, points=points, outputs=list(plan.outputs))
+    return InferRequest(plan.id, points, list(plan.outputs))
 
 
 def parse_request(
@@ -555,10 +556,10 @@ def encode_response(
     the model computed.
     """
     arrays = [output_array(output.name, results)[1] for output in outputs]
-    if all(output.binary for output in outputs):
-        shapes = tuple(array.shape for array in arrays)
+    if all([output.binary for output in outputs]):
+        shapes = tuple([array.shape for array in arrays])
         header = _binary_header(model_name, model_version, request_id, tuple(outputs), shapes)
-        return b"".join([header, *(array.tobytes() for array in arrays)]), len(header)
+        return b"".join([header, *[array.tobytes() for array in arrays]]), len(header)
     tensors: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for output, array in zip(outputs, arrays, strict=True):
