@@ -5,6 +5,7 @@ user's code does, not to an in-process app."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from gmm_client import Client
@@ -13,6 +14,39 @@ from tests.client.jobs_202 import HAS_SYNC_WAIT, needs_sync_wait
 from tests.helpers_server import ServerProcess, running_server
 
 SECRET = "client-tests-key"
+
+#: The servers this worker started for the client tests, and how far each one's log
+#: had got when the running test began: a failed test shows what its servers logged.
+_LOGS: dict[str, tuple[ServerProcess, int]] = {}
+_SHOWN_LINES = 80
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    """A client test talks to a server in another process: when it fails, its report
+    carries the lines that server logged meanwhile (requests included: cancels, deletes,
+    errors), or the failure could not be told from the test's side alone."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.when == "setup":
+        for name, (server, _) in list(_LOGS.items()):
+            _LOGS[name] = (server, server.log_path.stat().st_size)
+    if report.failed:
+        for name, (server, start) in _LOGS.items():
+            with open(server.log_path, "rb") as log:
+                log.seek(start)
+                text = log.read().decode(errors="replace")
+            lines = text.splitlines()[-_SHOWN_LINES:]
+            report.sections.append((f"{name} log (last {len(lines)} lines)", "\n".join(lines)))
+
+
+def _server(name: str, env: dict[str, str], cwd: Any) -> Iterator[ServerProcess]:
+    with running_server(env, cwd=cwd) as server:
+        _LOGS[name] = (server, 0)
+        try:
+            yield server
+        finally:
+            _LOGS.pop(name, None)
 
 
 @pytest.fixture(scope="session")
@@ -23,10 +57,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         "GMM_SECRET_KEY": SECRET,
         "GMM_JOB_WORKERS": "2",
         "GMM_MAX_CONCURRENT_FITS": "2",
-        "GMM_LOG_LEVEL": "warning",
+        "GMM_LOG_LEVEL": "info",
     }
-    with running_server(env, cwd=cwd) as server:
-        yield server
+    yield from _server("live_server", env, cwd)
 
 
 @pytest.fixture(scope="session")
@@ -41,11 +74,10 @@ def job_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
         "GMM_SECRET_KEY": SECRET,
         "GMM_JOB_WORKERS": "2",
         "GMM_MAX_CONCURRENT_FITS": "2",
-        "GMM_LOG_LEVEL": "warning",
+        "GMM_LOG_LEVEL": "info",
         "GMM_SYNC_WAIT_SECONDS": "0",
     }
-    with running_server(env, cwd=cwd) as server:
-        yield server
+    yield from _server("job_server", env, cwd)
 
 
 @pytest.fixture(params=["sync-wait-default", pytest.param("sync-wait-0", marks=needs_sync_wait)])

@@ -473,6 +473,7 @@ class JobManager:
         try:  # a cancel that came through another worker process
             stored = self.store.get_job(job_id)
         except NotFound:
+            log.warning("job %s: its record is gone (deleted); it stops", job_id)
             return True
         except ServiceError:
             return False
@@ -494,6 +495,8 @@ class JobManager:
             # The store keeps a cancel that reached it through another process, and
             # says so; a deleted record is not written back, and the job stops.
             stored = self.store.put_job(snapshot)
+            if stored is None:
+                log.warning("job %s: its record is gone (deleted); it stops", job_id)
             if stored is None or stored.get("cancel_requested"):
                 with self._lock:
                     event = self._cancel.get(job_id)
