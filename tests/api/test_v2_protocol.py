@@ -219,3 +219,22 @@ def test_a_binary_answer_made_again_is_the_answer_made_anew() -> None:
     assert protocol._binary_header.cache_info().hits == hits + 1
     body, length = answer(rng.random((3, 4)))  # another shape: a header of its own
     assert json.loads(body[:length])["outputs"][1]["shape"] == [3, 4]
+
+
+def test_an_answer_to_a_long_request_id_is_not_kept() -> None:
+    """Request ids come with the body, at any size it may have: an answer header
+    holding a long one is made anew, the same bytes, and not kept."""
+    outputs = [protocol.RequestedOutput("labels", True)]
+    results = {"labels": np.array([1, 0])}
+    long_id = "i" * (protocol.ID_KEPT_MAX_CHARS + 1)
+    protocol._binary_header.cache_clear()
+    body, length = protocol.encode_response(
+        model_name="m", model_version="v", request_id=long_id, outputs=outputs, results=results
+    )
+    assert protocol._binary_header.cache_info().currsize == 0
+    assert json.loads(body[:length])["id"] == long_id
+    assert body[length:] == np.array([1, 0], dtype="<i8").tobytes()
+    protocol.encode_response(
+        model_name="m", model_version="v", request_id="short", outputs=outputs, results=results
+    )
+    assert protocol._binary_header.cache_info().currsize == 1
