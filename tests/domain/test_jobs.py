@@ -230,3 +230,57 @@ def test_a_running_job_keeps_its_heartbeat_fresh() -> None:
         release.set()
         m.close()
     assert "heartbeat_at" not in public(store.get_job("b"))
+
+
+class _SlowRunningWrites(MemoryJobs):
+    """A store whose first write of a ``running`` record (once ``hold`` is set) waits
+    for ``release``: another writer's write, taken later, can come first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = threading.Event()
+        self.release = threading.Event()
+        self.held = threading.Event()
+
+    def put_job(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        if self.hold.is_set() and job["status"] == "running" and not self.held.is_set():
+            self.held.set()
+            self.release.wait(10)
+        return super().put_job(job)
+
+
+def test_a_write_taken_earlier_never_lands_over_a_later_one() -> None:
+    """The heartbeat thread snapshots a running job and writes it; meanwhile the job
+    ends and its last write says ``succeeded``. Writes of one job land in the order
+    their snapshots were taken: the record ends ``succeeded``, not ``running`` again
+    (which nobody would ever correct: the job has left memory, and reads go to the
+    store; a client then saw the job succeed and its result refused as running)."""
+    store = _SlowRunningWrites()
+    m = JobManager(store, workers=1, persist_interval=60.0)  # no progress writes between
+    go = threading.Event()
+
+    def work(ctx: JobContext) -> dict[str, Any]:
+        go.wait(10)
+        return {"result": {"ok": True}}
+
+    try:
+        m.submit("select", work, total=1, unit="cells", job_id="w")
+        _wait(m, "w", {"running"})
+        store.hold.set()
+        beat = threading.Thread(target=m._update, args=("w",))  # what the heartbeat does
+        beat.start()
+        assert store.held.wait(10)  # its snapshot (running) is taken; its write waits
+        go.set()  # the job ends, and writes succeeded (or waits its turn)
+        time.sleep(0.3)
+        store.release.set()
+        beat.join(10)
+        _wait(m, "w", {"succeeded"})
+        deadline = time.monotonic() + 10
+        while "w" in m._live and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.get_job("w")["status"] == "succeeded"
+        assert m.get("w")["status"] == "succeeded"
+    finally:
+        store.release.set()
+        go.set()
+        m.close()

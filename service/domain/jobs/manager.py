@@ -258,6 +258,12 @@ class JobManager:
         self._live: dict[str, dict[str, Any]] = {}
         self._cancel: dict[str, threading.Event] = {}
         self._checked: dict[str, float] = {}
+        #: One lock per live job, held from a snapshot of its record to the end of the
+        #: snapshot's write: the progress, heartbeat and final writes of a job land in
+        #: the order their snapshots were taken. (Without it the heartbeat's snapshot of a
+        #: running job could land after the job's last write, and the record said
+        #: ``running`` for good once the job had left memory.)
+        self._writing: dict[str, threading.Lock] = {}
         #: Jobs deleted while they still run here (until they stop): never served again.
         self._deleted: set[str] = set()
         self._lock = threading.Lock()
@@ -363,6 +369,7 @@ class JobManager:
                     )
             self._live[job_id] = job
             self._cancel[job_id] = threading.Event()
+            self._writing[job_id] = threading.Lock()
             # Its record was just written here: a cancel through another process is read
             # from the store from one persist_interval on, not before its first step.
             self._checked[job_id] = time.monotonic()
@@ -377,6 +384,7 @@ class JobManager:
             with self._lock:
                 self._live.pop(job_id, None)
                 self._cancel.pop(job_id, None)
+                self._writing.pop(job_id, None)
                 self._waiters.pop(job_id, None)
             if on_done is not None:
                 on_done()
@@ -484,27 +492,34 @@ class JobManager:
         return False
 
     # -- running ------------------------------------------------------------------
-    def _update(self, job_id: str, persist: bool = True, **changes: Any) -> None:
+    def _update(self, job_id: str, **changes: Any) -> None:
+        writing = self._writing.get(job_id)
+        if writing is None:
+            return  # already finished
+        with writing:
+            self._apply(job_id, changes)
+
+    def _apply(self, job_id: str, changes: dict[str, Any]) -> None:
+        """``_update`` under the job's write lock."""
         with self._lock:
             job = self._live.get(job_id)
             if job is None:
                 return  # already finished
             job.update(changes, heartbeat_at=now())
             snapshot = dict(job)
-        if persist:
-            # The store keeps a cancel that reached it through another process, and
-            # says so; a deleted record is not written back, and the job stops.
-            stored = self.store.put_job(snapshot)
-            if stored is None:
-                log.warning("job %s: its record is gone (deleted); it stops", job_id)
-            if stored is None or stored.get("cancel_requested"):
-                with self._lock:
-                    event = self._cancel.get(job_id)
-                    live = self._live.get(job_id)
-                    if stored is not None and live is not None:
-                        live["cancel_requested"] = True
-                if event is not None:
-                    event.set()
+        # The store keeps a cancel that reached it through another process, and says
+        # so; a deleted record is not written back, and the job stops.
+        stored = self.store.put_job(snapshot)
+        if stored is None:
+            log.warning("job %s: its record is gone (deleted); it stops", job_id)
+        if stored is None or stored.get("cancel_requested"):
+            with self._lock:
+                event = self._cancel.get(job_id)
+                live = self._live.get(job_id)
+                if stored is not None and live is not None:
+                    live["cancel_requested"] = True
+            if event is not None:
+                event.set()
 
     def _report(self, job_id: str, snapshot: dict[str, Any]) -> None:
         progress = {k: snapshot[k] for k in ("fraction", "done", "total", "unit")}
@@ -574,9 +589,14 @@ class JobManager:
 
     def _finish(self, job_id: str, **changes: Any) -> None:
         expires_at = expires_after(self.retention_seconds)
-        self._update(job_id, finished_at=now(), expires_at=expires_at, **changes)
-        with self._lock:
-            self._live.pop(job_id, None)
-            self._cancel.pop(job_id, None)
-            self._checked.pop(job_id, None)
-            self._deleted.discard(job_id)
+        writing = self._writing.get(job_id)
+        if writing is None:
+            return  # finished already
+        with writing:  # the last write: none lands after it, and the job leaves memory
+            self._apply(job_id, {"finished_at": now(), "expires_at": expires_at, **changes})
+            with self._lock:
+                self._live.pop(job_id, None)
+                self._cancel.pop(job_id, None)
+                self._checked.pop(job_id, None)
+                self._writing.pop(job_id, None)
+                self._deleted.discard(job_id)
