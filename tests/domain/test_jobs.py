@@ -284,3 +284,50 @@ def test_a_write_taken_earlier_never_lands_over_a_later_one() -> None:
         store.release.set()
         go.set()
         m.close()
+
+
+class _SlowAdds(MemoryJobs):
+    """A store whose ``add_job`` waits for ``release`` (a write lock held elsewhere)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adding = threading.Event()
+        self.release = threading.Event()
+
+    def add_job(self, job: dict[str, Any]) -> None:
+        self.adding.set()
+        self.release.wait(10)
+        super().add_job(job)
+
+
+def test_a_heartbeat_while_the_job_is_being_recorded_does_not_cancel_it() -> None:
+    """A job is in memory a moment before its record is written (its place in the queue
+    is taken first). A heartbeat in between found no record, took the job for deleted,
+    and cancelled it: the client saw its fit end ``cancelled``, asked by nobody. The
+    heartbeat now waits for the record."""
+    store = _SlowAdds()
+    m = JobManager(store, workers=1, persist_interval=60.0)
+    submitted: list[dict[str, Any]] = []
+
+    def work(ctx: JobContext) -> dict[str, Any]:
+        ctx.check()
+        return {"result": {"ok": True}}
+
+    try:
+        submitter = threading.Thread(
+            target=lambda: submitted.append(
+                m.submit("fit", work, total=1, unit="inits", job_id="h")
+            )
+        )
+        submitter.start()
+        assert store.adding.wait(10)  # in memory, its record not yet written
+        beat = threading.Thread(target=m._update, args=("h",))  # what the heartbeat does
+        beat.start()
+        time.sleep(0.2)
+        store.release.set()
+        submitter.join(10)
+        beat.join(10)
+        assert _wait(m, "h", {"succeeded", "cancelled", "failed"})["status"] == "succeeded"
+    finally:
+        store.release.set()
+        m.close()

@@ -369,7 +369,10 @@ class JobManager:
                     )
             self._live[job_id] = job
             self._cancel[job_id] = threading.Event()
-            self._writing[job_id] = threading.Lock()
+            # Held until the record is written: a heartbeat in between would find no
+            # record, take the job for deleted and cancel it.
+            writing = self._writing[job_id] = threading.Lock()
+            writing.acquire()
             # Its record was just written here: a cancel through another process is read
             # from the store from one persist_interval on, not before its first step.
             self._checked[job_id] = time.monotonic()
@@ -377,7 +380,10 @@ class JobManager:
                 self._waiters[job_id] = _Waiter(threading.Event())
         accepted = dict(job)  # as accepted: the pool may start it at once
         try:
-            self.store.add_job(job)
+            try:
+                self.store.add_job(job)
+            finally:
+                writing.release()
             pool = self._immediate if immediate else self._pool
             pool.submit(self._run, job_id, work, on_done)
         except BaseException:
