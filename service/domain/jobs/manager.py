@@ -371,8 +371,9 @@ class JobManager:
             self._cancel[job_id] = threading.Event()
             # Held until the record is written: a heartbeat in between would find no
             # record, take the job for deleted and cancel it.
-            writing = self._writing[job_id] = threading.Lock()
+            writing = threading.Lock()
             writing.acquire()
+            self._writing[job_id] = writing
             # Its record was just written here: a cancel through another process is read
             # from the store from one persist_interval on, not before its first step.
             self._checked[job_id] = time.monotonic()
