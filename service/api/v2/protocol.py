@@ -382,7 +382,6 @@ class _Plan(NamedTuple):
     id: str | None
     inputs: tuple[_BinaryInput, ...]
     outputs: tuple[RequestedOutput, ...]
-    binary_bytes: int
 
 
 #: Plans are made for headers of at most this many bytes followed by at most
@@ -498,7 +497,7 @@ def _parse(
     request = InferRequest(id=request_id, points=points, outputs=requested)
     if len(binary_inputs) != len(inputs):
         return request, None
-    return request, _Plan(request_id, tuple(binary_inputs), tuple(requested), offset)
+    return request, _Plan(request_id, tuple(binary_inputs), tuple(requested))
 
 
 def _answer_header(
